@@ -1,0 +1,123 @@
+"""The ``dlnlp`` command: builds the Typer app from one module per command group.
+
+Group modules import only Typer at import time; heavy libraries (torch, datasets, tokenizers)
+are imported inside the commands that need them, so ``dlnlp --help`` and the commands that do
+not use them start fast in shell pipelines.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import traceback
+
+import click
+import typer
+
+from dlnlp import __version__
+from dlnlp.errors import DlnlpError
+
+# (group name, module): each module defines ``app`` (a Typer group) or ``register(app)`` for
+# top-level commands.
+COMMAND_MODULES = [
+    ("tokenize", "dlnlp.cli.tokenize"),
+    ("ngram", "dlnlp.cli.ngram"),
+    ("rnn", "dlnlp.cli.rnn"),
+    ("word2vec", "dlnlp.cli.word2vec"),
+    ("glove", "dlnlp.cli.glove"),
+    ("vectors", "dlnlp.cli.vectors"),
+    ("gpt", "dlnlp.cli.gpt"),
+    ("generate", "dlnlp.cli.generate"),
+]
+
+app = typer.Typer(
+    name="dlnlp",
+    help="NLP pipelines and language modeling from the command line, on PyTorch.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dlnlp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors (also DLNLP_DEBUG=1); "
+                               "accepted anywhere on the command line."),
+) -> None:
+    """dlnlp: tokenizers, n-gram LMs, RNN/GPT language models and word embeddings.
+
+    Example: cat corpus.txt | dlnlp tokenize encode -t tok.json | dlnlp tokenize decode -t tok.json
+    """
+
+
+def _register_commands() -> None:
+    for name, module_name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:  # a group not built yet
+                continue
+            raise
+        if hasattr(module, "register"):
+            module.register(app)
+        else:
+            app.add_typer(module.app, name=name)
+
+
+_register_commands()
+
+
+def _debug_requested(args: list[str]) -> bool:
+    head = args[: args.index("--")] if "--" in args else args
+    return "--debug" in head or os.environ.get("DLNLP_DEBUG", "") not in ("", "0")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: runs the CLI and maps failures to exit codes 1 (failure), 2 (usage), 130 (interrupt)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug_requested(args)
+    if debug:
+        os.environ["DLNLP_DEBUG"] = "1"
+        if "--" in args:
+            cut = args.index("--")
+            args = [a for a in args[:cut] if a != "--debug"] + args[cut:]
+        else:
+            args = [a for a in args if a != "--debug"]
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=args, prog_name="dlnlp", standalone_mode=False)
+        code = result if isinstance(result, int) else 0
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        code = exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        print("dlnlp: interrupted", file=sys.stderr)
+        code = 130
+    except BrokenPipeError:
+        # The reader went away (`dlnlp ... | head`): not an error. Silence the flush at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 0
+    except DlnlpError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"dlnlp: error: {exc}", file=sys.stderr)
+        code = 1
+    except Exception as exc:  # an unexpected failure: still one line unless --debug
+        if debug:
+            traceback.print_exc()
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"dlnlp: error: {type(exc).__name__}: {detail} (run with --debug for a traceback)", file=sys.stderr)
+        code = 1
+    sys.exit(code)
