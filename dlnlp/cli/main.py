@@ -12,7 +12,6 @@ import os
 import sys
 import traceback
 
-import click
 import typer
 
 from dlnlp import __version__
@@ -81,6 +80,23 @@ def _debug_requested(args: list[str]) -> bool:
     return "--debug" in head or os.environ.get("DLNLP_DEBUG", "") not in ("", "0")
 
 
+def _click_exit_code(exc: Exception) -> int | None:
+    """Exit code for Click's control-flow exceptions, or None for anything else.
+
+    Typer vendors Click in recent versions and uses the real ``click`` in older ones, so these are
+    recognised by shape: usage errors carry ``show()`` and ``exit_code``, ``Exit`` carries ``exit_code``.
+    """
+    if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
+        exc.show()
+        return exc.exit_code
+    if type(exc).__name__ == "Exit" and isinstance(getattr(exc, "exit_code", None), int):
+        return exc.exit_code
+    if type(exc).__name__ == "Abort":
+        print("dlnlp: interrupted", file=sys.stderr)
+        return 130
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the CLI and maps failures to exit codes 1 (failure), 2 (usage), 130 (interrupt)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -96,12 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         result = command.main(args=args, prog_name="dlnlp", standalone_mode=False)
         code = result if isinstance(result, int) else 0
-    except click.exceptions.Exit as exc:
-        code = exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        code = exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (KeyboardInterrupt, typer.Abort):
         print("dlnlp: interrupted", file=sys.stderr)
         code = 130
     except BrokenPipeError:
@@ -114,10 +125,13 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         print(f"dlnlp: error: {exc}", file=sys.stderr)
         code = 1
-    except Exception as exc:  # an unexpected failure: still one line unless --debug
-        if debug:
-            traceback.print_exc()
-        detail = str(exc).splitlines()[0] if str(exc) else ""
-        print(f"dlnlp: error: {type(exc).__name__}: {detail} (run with --debug for a traceback)", file=sys.stderr)
-        code = 1
+    except Exception as exc:
+        code = _click_exit_code(exc)
+        if code is None:  # an unexpected failure: still one line unless --debug
+            if debug:
+                traceback.print_exc()
+            detail = str(exc).splitlines()[0] if str(exc) else ""
+            print(f"dlnlp: error: {type(exc).__name__}: {detail} (run with --debug for a traceback)",
+                  file=sys.stderr)
+            code = 1
     sys.exit(code)

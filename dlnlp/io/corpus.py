@@ -9,9 +9,9 @@ Nothing here loads a whole corpus into memory: lines are yielded one at a time o
 from __future__ import annotations
 
 import bz2
+import codecs
 import glob
 import gzip
-import io
 import lzma
 import os
 import sys
@@ -114,19 +114,31 @@ def _first_bad_line(spec: str) -> tuple[int, str]:
     return 0, "unknown position"
 
 
+READ_BLOCK = 1 << 20
+
+
 def _iter_text_file(spec: str, encoding_errors: str) -> Iterator[str]:
+    r"""Lines split on "\n" only; every other character, "\r" included, stays in its line, so joining
+    the lines with "\n" gives the input back byte for byte. Decoded in 1 MiB blocks (much faster than
+    decoding line by line)."""
     if spec.startswith(BUILTIN_PREFIX):
-        yield from builtin_corpus_text(spec[len(BUILTIN_PREFIX):]).splitlines()
+        yield from builtin_corpus_text(spec[len(BUILTIN_PREFIX):]).split("\n")[:-1]
         return
-    binary = open_binary(spec)
-    stream = io.TextIOWrapper(binary, encoding="utf-8", errors=encoding_errors, newline="")
     name = "<stdin>" if spec == STDIN else spec
+    decoder = codecs.getincrementaldecoder("utf-8")(errors=encoding_errors)
+    binary = open_binary(spec)
+    pending = ""
     try:
-        for line in stream:
-            # newline="" keeps "\r\n" and lone "\r" intact; strip only the line terminator.
-            if line.endswith("\n"):
-                line = line[:-2] if line.endswith("\r\n") else line[:-1]
-            yield line
+        while True:
+            block = binary.read(READ_BLOCK)
+            text = pending + decoder.decode(block, final=not block)
+            lines = text.split("\n")
+            pending = lines.pop()
+            yield from lines
+            if not block:
+                break
+        if pending:
+            yield pending
     except UnicodeDecodeError as exc:
         if spec == STDIN:
             raise InputError(
@@ -140,9 +152,7 @@ def _iter_text_file(spec: str, encoding_errors: str) -> Iterator[str]:
         raise InputError(f"{name}: cannot read: {exc}") from exc
     finally:
         if spec != STDIN:
-            stream.close()
-        else:
-            stream.detach()
+            binary.close()
 
 
 def _iter_structured(spec: str, kind: str, field: str | None) -> Iterator[str]:

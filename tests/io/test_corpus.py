@@ -1,0 +1,144 @@
+import bz2
+import gzip
+import lzma
+import sys
+
+import pytest
+
+from dlnlp.errors import InputError
+from dlnlp.io.corpus import (
+    CorpusOptions,
+    builtin_corpus_text,
+    describe_inputs,
+    input_kind,
+    iter_chunks,
+    iter_lines,
+    iter_token_lines,
+    resolve_inputs,
+)
+
+TEXT = "first line\n\nthird  line with  spaces \nünïcödé ✓\r\nlast without newline"
+LINES = ["first line", "", "third  line with  spaces ", "ünïcödé ✓\r", "last without newline"]
+
+
+def test_plain_file_lines_keep_blank_lines_and_whitespace(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_bytes(TEXT.encode("utf-8"))
+    assert list(iter_lines([str(path)])) == LINES
+
+
+def test_carriage_returns_stay_in_their_line_so_round_trips_are_exact(tmp_path):
+    path = tmp_path / "c.txt"
+    data = b"a\rb\nc\r\n\nd"
+    path.write_bytes(data)
+    lines = list(iter_lines([str(path)]))
+    assert lines == ["a\rb", "c\r", "", "d"]
+    assert "\n".join(lines).encode() == data
+
+
+@pytest.mark.parametrize("suffix,opener", [(".gz", gzip.open), (".bz2", bz2.open), (".xz", lzma.open)])
+def test_compressed_files_read_transparently(tmp_path, suffix, opener):
+    path = tmp_path / f"c.txt{suffix}"
+    with opener(path, "wb") as handle:
+        handle.write(TEXT.encode("utf-8"))
+    assert list(iter_lines([str(path)])) == LINES
+    assert input_kind(str(path)) == "text"
+
+
+def test_globs_expand_sorted_and_files_concatenate_in_order(tmp_path):
+    for name, text in [("b.txt", "two\n"), ("a.txt", "one\n"), ("c.log", "skip\n")]:
+        (tmp_path / name).write_text(text)
+    assert list(iter_lines([str(tmp_path / "*.txt")])) == ["one", "two"]
+    assert resolve_inputs([str(tmp_path / "*.txt")]) == [str(tmp_path / "a.txt"), str(tmp_path / "b.txt")]
+
+
+def test_no_inputs_means_stdin(monkeypatch):
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"x y\nz\n")))
+    assert list(iter_lines(None)) == ["x y", "z"]
+    assert resolve_inputs([]) == ["-"]
+
+
+def test_missing_file_directory_and_empty_glob_are_errors(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        list(iter_lines([str(tmp_path / "missing.txt")]))
+    with pytest.raises(InputError, match="is a directory"):
+        list(iter_lines([str(tmp_path)]))
+    with pytest.raises(InputError, match="matches no file"):
+        list(iter_lines([str(tmp_path / "*.nothing")]))
+
+
+def test_undecodable_bytes_name_file_and_line(tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(b"ok\nstill ok\nbad \xff byte\n")
+    with pytest.raises(InputError, match=r"bad\.txt:3: not valid UTF-8 \(byte 0xff at column 5\)"):
+        list(iter_lines([str(path)]))
+    replaced = list(iter_lines([str(path)], CorpusOptions(encoding_errors="replace")))
+    assert replaced[2] == "bad \ufffd byte"
+
+
+def test_undecodable_bytes_far_into_a_large_file_report_the_right_line(tmp_path):
+    path = tmp_path / "big.txt"
+    path.write_bytes(b"line\n" * 100_000 + b"\xc3\x28\n")
+    with pytest.raises(InputError, match=r":100001:"):
+        list(iter_lines([str(path)]))
+
+
+def test_empty_input_is_an_error_unless_allowed(tmp_path):
+    path = tmp_path / "empty.txt"
+    path.write_text("\n  \n")
+    with pytest.raises(InputError, match="empty"):
+        list(iter_lines([str(path)]))
+    assert list(iter_lines([str(path)], require_text=False)) == ["", "  "]
+
+
+def test_jsonl_needs_text_field_and_reads_it(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "hello world", "label": 1}\n{"text": "second", "label": 0}\n')
+    with pytest.raises(InputError, match="--text-field"):
+        list(iter_lines([str(path)]))
+    assert list(iter_lines([str(path)], CorpusOptions(text_field="text"))) == ["hello world", "second"]
+    with pytest.raises(InputError, match="no field 'body'"):
+        list(iter_lines([str(path)], CorpusOptions(text_field="body")))
+
+
+def test_tsv_and_csv_through_datasets(tmp_path):
+    tsv = tmp_path / "d.tsv"
+    tsv.write_text("text\tlabel\na, b\t1\nc\t0\n")
+    csv = tmp_path / "d.csv"
+    csv.write_text('text,label\n"a, b",1\nc,0\n')
+    options = CorpusOptions(text_field="text")
+    assert list(iter_lines([str(tsv)], options)) == ["a, b", "c"]
+    assert list(iter_lines([str(csv)], options)) == ["a, b", "c"]
+
+
+def test_parquet_through_datasets(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"sentence": ["one two", "three"]}), path)
+    assert list(iter_lines([str(path)], CorpusOptions(text_field="sentence"))) == ["one two", "three"]
+
+
+def test_builtin_corpus_is_available_offline():
+    text = builtin_corpus_text("python-help")
+    assert len(text) > 100_000 and "def" in text
+    lines = list(iter_lines(["builtin:python-help"]))
+    assert "\n".join(lines) + "\n" == text
+    with pytest.raises(InputError, match="no such built-in corpus"):
+        resolve_inputs(["builtin:nope"])
+
+
+def test_chunks_and_token_lines(tmp_path):
+    assert list(iter_chunks(iter(range(5)), 2)) == [[0, 1], [2, 3], [4]]
+    path = tmp_path / "t.txt"
+    path.write_text("a b  c\n\n d \n")
+    assert list(iter_token_lines([str(path)])) == [["a", "b", "c"], ["d"]]
+    assert describe_inputs([str(path), "x"]).endswith("(+1 more)")
+
+
+def test_bad_encoding_errors_option():
+    with pytest.raises(InputError, match="--encoding-errors"):
+        list(iter_lines(["builtin:python-help"], CorpusOptions(encoding_errors="bogus")))
