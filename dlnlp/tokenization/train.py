@@ -1,0 +1,209 @@
+"""Training tokenizers with HF ``tokenizers`` or ``sentencepiece``, streaming the corpus.
+
+Models (``TrainSpec.model``):
+
+- ``bpe`` (alias ``bytelevel-bpe``): GPT-2 style byte-level BPE. The ByteLevel pre-tokenizer maps
+  every byte to a printable character (so there is no unknown token and any byte string round trips
+  exactly), splits with the GPT-2 regex, and adds no prefix space; the initial alphabet is all 256
+  bytes. With ``engine="sentencepiece"``, ``bpe`` is sentencepiece's BPE.
+- ``char-bpe``: BPE over the characters seen in the corpus, unseen characters become ``<unk>``;
+  words are split on whitespace with the Metaspace convention (a word-initial ``▁``) as in
+  sentencepiece, so decoding restores the spaces.
+- ``wordpiece``: BERT's WordPiece (``##`` continuation prefix, BERT pre-tokenizer, ``[UNK]``).
+- ``unigram``: the Unigram LM tokenizer (Kudo 2018), with either engine.
+
+The corpus is read once, streamed in chunks of lines (``train_from_iterator`` for HF;
+``sentence_iterator`` for sentencepiece), so stdin, compressed files and jsonl/csv fields work the
+same as files. The result is the engine's own file format, loadable by the engine unchanged.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from dlnlp.errors import DlnlpError
+
+MODELS = ("bpe", "bytelevel-bpe", "char-bpe", "wordpiece", "unigram")
+ENGINES = ("hf", "sentencepiece")
+NORMALIZATIONS = ("none", "nfc", "nfd", "nfkc", "nfkd")
+
+DEFAULT_SPECIAL_TOKENS = {
+    "bpe": ["<|endoftext|>"],
+    "char-bpe": ["<unk>", "<pad>", "<s>", "</s>"],
+    "wordpiece": ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+    "unigram": ["<unk>", "<pad>", "<s>", "</s>"],
+}
+UNK_TOKEN = {"char-bpe": "<unk>", "wordpiece": "[UNK]", "unigram": "<unk>"}
+CHUNK_LINES = 4096
+
+
+@dataclass
+class TrainSpec:
+    """What to train; the CLI options of ``dlnlp tokenize train`` map one to one onto these fields."""
+
+    model: str = "bpe"
+    engine: str = "hf"
+    vocab_size: int = 8000
+    min_frequency: int = 2
+    special_tokens: list[str] | None = None  # None: the model's defaults (DEFAULT_SPECIAL_TOKENS)
+    normalize: str = "none"
+    lowercase: bool = False
+    # sentencepiece only
+    character_coverage: float = 1.0
+    byte_fallback: bool = False
+    threads: int = 0  # 0: all cores
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.model == "bytelevel-bpe":
+            self.model = "bpe"
+        if self.model not in MODELS:
+            raise DlnlpError(f"--model must be one of {', '.join(MODELS)}, not {self.model!r}")
+        if self.engine not in ENGINES:
+            raise DlnlpError(f"--engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
+        if self.engine == "sentencepiece" and self.model not in ("bpe", "unigram"):
+            raise DlnlpError(f"--engine sentencepiece trains bpe or unigram, not {self.model}")
+        if self.normalize not in NORMALIZATIONS:
+            raise DlnlpError(f"--normalize must be one of {', '.join(NORMALIZATIONS)}, not {self.normalize!r}")
+        if self.vocab_size < 1:
+            raise DlnlpError("--vocab-size must be positive")
+        if self.min_frequency < 0:
+            raise DlnlpError("--min-frequency must be >= 0")
+
+    @property
+    def specials(self) -> list[str]:
+        if self.special_tokens is not None:
+            return list(self.special_tokens)
+        if self.engine == "sentencepiece":
+            return []  # sentencepiece has its own <unk>, <s>, </s> (ids 0, 1, 2)
+        return list(DEFAULT_SPECIAL_TOKENS[self.model])
+
+    def num_threads(self) -> int:
+        return self.threads if self.threads > 0 else (os.cpu_count() or 1)
+
+
+# --- HF tokenizers ------------------------------------------------------------------------------
+def build_hf_tokenizer(spec: TrainSpec):
+    """The untrained ``tokenizers.Tokenizer`` and its trainer for ``spec`` (engine hf)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    specials = spec.specials
+    unk = UNK_TOKEN.get(spec.model)
+    if unk and unk not in specials:
+        specials = [unk, *specials]
+    if spec.model == "bpe":
+        tokenizer = Tokenizer(models.BPE())
+        # add_prefix_space=False: a line is encoded as it is, so decode(encode(x)) == x byte for byte.
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=spec.vocab_size, min_frequency=spec.min_frequency, special_tokens=specials,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        )
+    elif spec.model == "char-bpe":
+        tokenizer = Tokenizer(models.BPE(unk_token=unk))
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always")
+        tokenizer.decoder = decoders.Metaspace(prepend_scheme="always")
+        trainer = trainers.BpeTrainer(
+            vocab_size=spec.vocab_size, min_frequency=spec.min_frequency, special_tokens=specials,
+            show_progress=False,
+        )
+    elif spec.model == "wordpiece":
+        tokenizer = Tokenizer(models.WordPiece(unk_token=unk, continuing_subword_prefix="##"))
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tokenizer.decoder = decoders.WordPiece(prefix="##")
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=spec.vocab_size, min_frequency=spec.min_frequency, special_tokens=specials,
+            continuing_subword_prefix="##", show_progress=False,
+        )
+    else:  # unigram
+        tokenizer = Tokenizer(models.Unigram())
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always")
+        tokenizer.decoder = decoders.Metaspace(prepend_scheme="always")
+        trainer = trainers.UnigramTrainer(
+            vocab_size=spec.vocab_size, special_tokens=specials, unk_token=unk, show_progress=False,
+        )
+    steps = []
+    if spec.normalize != "none":
+        steps.append(getattr(normalizers, spec.normalize.upper())())
+    if spec.lowercase:
+        steps.append(normalizers.Lowercase())
+    if steps:
+        tokenizer.normalizer = steps[0] if len(steps) == 1 else normalizers.Sequence(steps)
+    return tokenizer, trainer
+
+
+def train_hf(lines: Iterable[str], spec: TrainSpec, chunk_lines: int = CHUNK_LINES):
+    """Train a ``tokenizers.Tokenizer`` on streamed lines; returns it (``to_str()`` is tokenizer.json)."""
+    from dlnlp.io.corpus import iter_chunks
+
+    tokenizer, trainer = build_hf_tokenizer(spec)
+    # Chunks of lines, not single lines: each item crosses the Python/Rust boundary once.
+    tokenizer.train_from_iterator(iter_chunks(lines, chunk_lines), trainer=trainer)
+    return tokenizer
+
+
+# --- sentencepiece ------------------------------------------------------------------------------
+def sentencepiece_options(spec: TrainSpec) -> dict:
+    """The ``SentencePieceTrainer.train`` keyword arguments for ``spec``."""
+    if spec.lowercase and spec.normalize not in ("nfkc", "none"):
+        raise DlnlpError("--engine sentencepiece: --lowercase works with --normalize nfkc or none only")
+    if spec.normalize in ("nfc", "nfd", "nfkd"):
+        raise DlnlpError("--engine sentencepiece normalizes with nfkc or none only")
+    # sentencepiece rule names: identity (none), nfkc, nfkc_cf (nfkc + case folding).
+    rule = "nfkc_cf" if spec.lowercase else ("nfkc" if spec.normalize == "nfkc" else "identity")
+    options = dict(
+        model_type=spec.model,
+        vocab_size=spec.vocab_size,
+        normalization_rule_name=rule,
+        # Keep whitespace as it is when not normalizing, so decode(encode(x)) reproduces x.
+        remove_extra_whitespaces=spec.normalize != "none",
+        character_coverage=spec.character_coverage,
+        byte_fallback=spec.byte_fallback,
+        num_threads=spec.num_threads(),
+        minloglevel=2,
+        # One "sentence" is one line; long lines are kept (the default 4192 drops them silently).
+        max_sentence_length=1 << 20,
+    )
+    if spec.specials:
+        options["user_defined_symbols"] = spec.specials
+    options.update(spec.extra)
+    return options
+
+
+def train_sentencepiece(lines: Iterable[str], spec: TrainSpec) -> bytes:
+    """Train a sentencepiece model on streamed lines; returns the serialized ``.model`` bytes."""
+    import sentencepiece as spm
+
+    buffer = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=_non_blank(lines), model_writer=buffer, **sentencepiece_options(spec)
+        )
+    except RuntimeError as exc:
+        message = str(exc).splitlines()[-1] if str(exc) else type(exc).__name__
+        raise DlnlpError(f"sentencepiece: {message}") from exc
+    return buffer.getvalue()
+
+
+def _non_blank(lines: Iterable[str]) -> Iterator[str]:
+    # sentencepiece counts blank lines as sentences; they carry nothing to learn.
+    return (line for line in lines if line)
+
+
+# --- both ---------------------------------------------------------------------------------------
+def train_tokenizer(lines: Iterable[str], spec: TrainSpec) -> bytes:
+    """Train and return the file contents: tokenizer.json (hf) or a .model (sentencepiece)."""
+    if spec.engine == "sentencepiece":
+        return train_sentencepiece(lines, spec)
+    try:
+        tokenizer = train_hf(lines, spec)
+    except Exception as exc:
+        if isinstance(exc, DlnlpError):
+            raise
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DlnlpError(f"tokenizers: training failed: {detail}") from exc
+    return tokenizer.to_str().encode("utf-8")
