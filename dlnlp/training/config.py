@@ -1,0 +1,97 @@
+"""``TrainConfig``: every knob of the shared trainer, one dataclass, saved in the checkpoint as JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("constant", "linear", "cosine")
+
+
+@dataclass
+class TrainConfig:
+    """How to train; the model and data are given to :class:`~dlnlp.training.Trainer` separately.
+
+    Stopping: at least one of ``max_steps`` (optimizer steps), ``epochs`` (passes over the training
+    batches, may be fractional) and ``max_time`` (wall-clock seconds, evaluation included) must be
+    set; training stops at the first one reached, then validates and saves.
+
+    Schedules: the learning rate rises linearly from ``lr / warmup_steps`` to ``lr`` over
+    ``warmup_steps`` steps, then follows ``schedule`` down to ``lr * min_lr_ratio``: ``constant``,
+    ``linear`` or ``cosine`` (Loshchilov & Hutter 2017, without restarts). The decay progress is the
+    larger of steps done / total steps (when ``max_steps`` or ``epochs`` fix the total) and time
+    used / ``max_time``, so a run bounded only by a time budget still anneals to the end of it.
+    """
+
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.0          # AdamW: decoupled, on weight matrices/embeddings only (not biases)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    momentum: float = 0.9              # SGD
+    nesterov: bool = False             # SGD
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+    clip: float | None = 1.0           # max global gradient L2 norm; None or 0: no clipping
+    grad_accum: int = 1                # micro-batches per optimizer step
+    precision: str = "auto"            # auto|fp32|bf16|fp16 (autocast on CUDA; GradScaler for fp16)
+    device: str = "auto"
+    max_steps: int | None = None
+    epochs: float | None = None
+    max_time: float | None = None
+    eval_interval: int = 500           # optimizer steps between validations (0: only at the end)
+    eval_batches: int | None = None    # batches per periodic validation (None: all); the final one is full
+    log_interval: int = 50             # optimizer steps between metrics lines / loss checks
+    checkpoint_interval: int | None = None  # steps between checkpoints (None: at each validation)
+    seed: int = 0
+    compile: bool = False
+    quiet: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form, recorded with the checkpoint
+
+    def validate(self) -> None:
+        """Raise ValueError naming the option at fault."""
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if not self.lr > 0:
+            raise ValueError(f"--lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"--warmup must be >= 0, got {self.warmup_steps}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"--min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.clip is not None and self.clip < 0:
+            raise ValueError(f"--clip must be >= 0, got {self.clip}")
+        if self.grad_accum < 1:
+            raise ValueError(f"--grad-accum must be >= 1, got {self.grad_accum}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"--max-steps must be >= 1, got {self.max_steps}")
+        if self.epochs is not None and not self.epochs > 0:
+            raise ValueError(f"--epochs must be > 0, got {self.epochs}")
+        if self.max_time is not None and not self.max_time > 0:
+            raise ValueError(f"--max-time must be > 0 seconds, got {self.max_time}")
+        if self.max_steps is None and self.epochs is None and self.max_time is None:
+            raise ValueError("give at least one of --max-steps, --epochs or --max-time")
+        if self.eval_interval < 0 or self.log_interval < 1:
+            raise ValueError("--eval-interval must be >= 0 and --log-interval >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["betas"] = list(self.betas)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if "betas" in values:
+            values["betas"] = tuple(values["betas"])
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)

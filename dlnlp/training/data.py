@@ -1,0 +1,407 @@
+"""Token streams for sequence models: memory-mapped storage, BPTT streams and random windows.
+
+Text becomes one long stream of token ids, spooled once to ``DIR/data/`` as a raw little-endian
+``uint16`` (vocabularies up to 65,536) or ``uint32`` array and read back through ``np.memmap``, so
+a corpus larger than memory trains and stdin is read only once. Three ways to get ids:
+
+* characters (:class:`~dlnlp.tokenization.char.CharVocab`, built from the training and validation
+  text; each input line ends with ``"\\n"``),
+* a dlnlp tokenizer file (``load_tokenizer``; each line is encoded separately and followed by the
+  tokenizer's end-of-text id when it has one),
+* ids piped from ``dlnlp tokenize encode --format ids`` (one line per input line, ids separated by
+  spaces).
+
+Validation is a second file (``--val FILE``) or the last ``val_fraction`` of the stream (10% by
+default, as nanoGPT splits Tiny Shakespeare).
+
+Batching:
+
+* :class:`StreamBatches` cuts the stream into ``B`` contiguous parallel streams and walks them in
+  windows of ``T`` tokens (truncated backpropagation through time, Williams & Peng 1990 / Zaremba et
+  al. 2014): window ``i`` of stream ``b`` continues window ``i - 1`` of the same stream, so a
+  recurrent model carries its hidden state across windows (the trainer detaches it at each).
+* :class:`RandomWindows` samples ``B`` windows at uniformly random offsets (nanoGPT's ``get_batch``),
+  the usual batching for Transformers.
+
+Both implement the trainer's batch-source protocol (``next_batch() -> ((x, y), reset)``,
+``epochs_done``, ``batches_per_epoch``, ``state_dict``/``load_state_dict`` for exact resume) and
+``iter_eval()`` for a full, deterministic pass over validation data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dlnlp.errors import InputError
+from dlnlp.io.corpus import CorpusOptions, describe_inputs, iter_chunks, iter_lines
+
+DATA_DIR = "data"
+META_NAME = "meta.json"
+CHUNK_LINES = 4096
+
+
+def dtype_for(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
+
+
+def open_tokens(path: str | Path, dtype: str | np.dtype, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """A read-only memory map of a spooled token file (optionally a slice of it)."""
+    path = Path(path)
+    dtype = np.dtype(dtype)
+    if path.stat().st_size == 0:
+        return np.zeros(0, dtype=dtype)
+    data = np.memmap(path, dtype=dtype, mode="r")
+    return data[start:stop]
+
+
+class TokenWriter:
+    """Append id chunks to a raw token file; tracks the count and the largest id."""
+
+    def __init__(self, path: str | Path, dtype: str | np.dtype):
+        self.path = Path(path)
+        self.dtype = np.dtype(dtype)
+        self.count = 0
+        self.max_id = -1
+        self._handle = open(self.path, "wb")  # noqa: SIM115
+
+    def write(self, ids: np.ndarray | Sequence[int]) -> None:
+        array = np.asarray(ids, dtype=np.int64)
+        if array.size == 0:
+            return
+        if array.min() < 0:
+            raise InputError(f"negative token id {int(array.min())}")
+        top = int(array.max())
+        if top >= np.iinfo(self.dtype).max + 1:
+            raise InputError(f"token id {top} does not fit {self.dtype}")
+        self.max_id = max(self.max_id, top)
+        self._handle.write(array.astype(self.dtype).tobytes())
+        self.count += array.size
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> TokenWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# -- corpus -> spooled ids --------------------------------------------------------------------------
+
+@dataclass
+class LMData:
+    """Spooled token streams plus what maps text to ids (``vocab``: CharVocab, a Tokenizer, or None)."""
+
+    train: np.ndarray
+    val: np.ndarray | None
+    vocab_size: int
+    level: str                     # char | tokenizer | ids
+    vocab: Any = None
+    meta: dict[str, Any] | None = None
+
+
+def _text_chunks(inputs: Sequence[str] | None, options: CorpusOptions) -> Iterator[str]:
+    for lines in iter_chunks(iter_lines(inputs, options), CHUNK_LINES):
+        yield "".join(line + "\n" for line in lines)
+
+
+def _codepoints(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+
+
+def _spool_chars(sources: list[Sequence[str] | None], data_dir: Path, options: CorpusOptions):
+    """Two passes over spooled code points: collect the character set, then map to ids."""
+    from dlnlp.tokenization.char import CharVocab
+
+    raw_paths, seen = [], np.zeros(0, dtype=np.uint32)
+    for i, inputs in enumerate(sources):
+        raw = data_dir / f"codepoints{i}.tmp"
+        with TokenWriter(raw, np.uint32) as writer:
+            for text in _text_chunks(inputs, options):
+                cps = _codepoints(text)
+                seen = np.union1d(seen, np.unique(cps))
+                writer.write(cps)
+        raw_paths.append((raw, writer.count))
+    vocab = CharVocab([chr(c) for c in seen.tolist()])
+    dtype = dtype_for(vocab.vocab_size)
+    outputs = []
+    for i, (raw, count) in enumerate(raw_paths):
+        out = data_dir / f"tokens{i}.bin"
+        with TokenWriter(out, dtype) as writer:
+            cps = open_tokens(raw, np.uint32) if count else np.zeros(0, np.uint32)
+            for start in range(0, count, 1 << 22):
+                # CharVocab ids are 1 + the rank of the code point among the sorted characters.
+                writer.write(np.searchsorted(seen, cps[start:start + (1 << 22)]) + 1)
+        del cps
+        raw.unlink()
+        outputs.append((out, writer.count))
+    return vocab, dtype, outputs
+
+
+def _spool_tokenizer(sources, data_dir: Path, options: CorpusOptions, tokenizer: Any):
+    dtype = dtype_for(tokenizer.vocab_size)
+    eos = getattr(tokenizer, "eos_id", None)
+    outputs = []
+    for i, inputs in enumerate(sources):
+        out = data_dir / f"tokens{i}.bin"
+        with TokenWriter(out, dtype) as writer:
+            for lines in iter_chunks(iter_lines(inputs, options), CHUNK_LINES):
+                encoded = tokenizer.encode_batch(lines) if hasattr(tokenizer, "encode_batch") \
+                    else [tokenizer.encode(line) for line in lines]
+                flat: list[int] = []
+                for ids in encoded:
+                    flat.extend(ids)
+                    if eos is not None:
+                        flat.append(eos)
+                writer.write(flat)
+        outputs.append((out, writer.count))
+    return dtype, outputs
+
+
+def _spool_ids(sources, data_dir: Path, options: CorpusOptions, vocab_size: int | None):
+    from dlnlp.tokenization.ids import read_id_lines
+
+    dtype = dtype_for(vocab_size) if vocab_size else np.dtype(np.uint32)
+    outputs, top = [], -1
+    for i, inputs in enumerate(sources):
+        out = data_dir / f"tokens{i}.bin"
+        with TokenWriter(out, dtype) as writer:
+            buffer: list[int] = []
+            for ids in read_id_lines(inputs, options):
+                buffer.extend(ids)
+                if len(buffer) >= 1 << 20:
+                    writer.write(buffer)
+                    buffer = []
+            writer.write(buffer)
+        top = max(top, writer.max_id)
+        outputs.append((out, writer.count))
+    if vocab_size is not None and top >= vocab_size:
+        raise InputError(f"token id {top} is outside the vocabulary (size {vocab_size})")
+    return top + 1, dtype, outputs
+
+
+def prepare_lm_data(
+    inputs: Sequence[str] | None,
+    out_dir: str | Path,
+    *,
+    level: str = "char",
+    tokenizer: Any = None,
+    val: str | Path | None = None,
+    val_fraction: float = 0.1,
+    options: CorpusOptions | None = None,
+    vocab_size: int | None = None,
+) -> LMData:
+    """Encode ``inputs`` (and ``val``) to ``out_dir/data`` and memory-map them.
+
+    ``level``: ``char`` (builds a CharVocab), ``tokenizer`` (``tokenizer`` is a loaded dlnlp
+    tokenizer) or ``ids`` (the inputs are ids-format lines; ``vocab_size`` defaults to the largest
+    id + 1). Without ``val`` the last ``val_fraction`` of the stream is held out (0 disables it).
+    """
+    options = options or CorpusOptions()
+    if not 0 <= val_fraction < 1:
+        raise InputError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    data_dir = Path(out_dir) / DATA_DIR
+    if data_dir.exists():
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True)
+    sources: list[Sequence[str] | None] = [inputs] + ([[str(val)]] if val is not None else [])
+    vocab = None
+    if level == "char":
+        vocab, dtype, outputs = _spool_chars(sources, data_dir, options)
+        size = vocab.vocab_size
+    elif level == "tokenizer":
+        dtype, outputs = _spool_tokenizer(sources, data_dir, options, tokenizer)
+        size, vocab = tokenizer.vocab_size, tokenizer
+    elif level == "ids":
+        size, dtype, outputs = _spool_ids(sources, data_dir, options, vocab_size)
+        size = vocab_size or size
+    else:
+        raise ValueError(f"unknown level {level!r}")
+    (train_path, train_count) = outputs[0]
+    if val is not None:
+        val_path, val_count = outputs[1]
+        split = {"train": [train_path.name, 0, train_count], "val": [val_path.name, 0, val_count]}
+    elif val_fraction > 0:
+        cut = int(train_count * (1 - val_fraction))
+        split = {"train": [train_path.name, 0, cut], "val": [train_path.name, cut, train_count]}
+    else:
+        split = {"train": [train_path.name, 0, train_count], "val": None}
+    meta = {"dtype": dtype.name, "vocab_size": int(size), "level": level, "split": split,
+            "source": describe_inputs(inputs), "val_source": str(val) if val is not None else None,
+            "val_fraction": val_fraction if val is None else None}
+    (data_dir / META_NAME).write_text(json.dumps(meta, indent=1) + "\n")
+    data = load_lm_data(out_dir, vocab=vocab)
+    if len(data.train) < 2:
+        raise InputError(f"{describe_inputs(inputs)}: the training text has {len(data.train)} tokens; need at least 2")
+    if data.val is not None and len(data.val) < 2:
+        where = str(val) if val is not None else "the held-out validation part"
+        raise InputError(f"{where}: the validation text has {len(data.val)} tokens; need at least 2 "
+                         "(give more text, --val FILE or --val-fraction 0)")
+    return data
+
+
+def load_lm_data(out_dir: str | Path, vocab: Any = None) -> LMData:
+    """Re-open the spooled streams of ``out_dir/data`` (used by --resume)."""
+    data_dir = Path(out_dir) / DATA_DIR
+    meta_path = data_dir / META_NAME
+    if not meta_path.is_file():
+        raise InputError(f"{data_dir}: no spooled training data (was the run started with this dlnlp?)")
+    meta = json.loads(meta_path.read_text())
+
+    def view(entry: list | None) -> np.ndarray | None:
+        if entry is None:
+            return None
+        name, start, stop = entry
+        return open_tokens(data_dir / name, meta["dtype"], start, stop)
+
+    return LMData(train=view(meta["split"]["train"]), val=view(meta["split"]["val"]),
+                  vocab_size=meta["vocab_size"], level=meta["level"], vocab=vocab, meta=meta)
+
+
+# -- batching -------------------------------------------------------------------------------------
+
+def _gather(tokens: np.ndarray, index: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(tokens[index], dtype=np.int64))
+
+
+class StreamBatches:
+    """``B`` parallel contiguous streams read in windows of ``T`` tokens (truncated BPTT).
+
+    With ``n`` tokens each stream holds ``L = (n - 1) // B`` inputs; stream ``b`` starts at token
+    ``b * L``, and its targets are its inputs shifted by one. The last window of an epoch may be
+    shorter than ``T`` so every stream is read to its end. ``reset`` is true on the first window of
+    each epoch: the recurrent state starts from zero there.
+    """
+
+    stateful = True
+
+    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, *, clamp: bool = False):
+        if batch_size < 1 or seq_len < 1:
+            raise ValueError("batch size and sequence length must be >= 1")
+        n = len(tokens)
+        if clamp:  # evaluation of a short text: fewer streams rather than an error
+            batch_size = max(1, min(batch_size, (n - 1) // max(1, min(seq_len, 64))))
+        if (n - 1) // batch_size < 1:
+            raise InputError(f"{n} tokens are too few for {batch_size} streams (lower --batch-size)")
+        self.tokens = tokens
+        self.batch_size = batch_size
+        self.seq_len = seq_len
+        self.stream_len = (n - 1) // batch_size
+        self.offsets = (np.arange(batch_size, dtype=np.int64) * self.stream_len)[:, None]
+        self.batches_per_epoch = math.ceil(self.stream_len / seq_len)
+        self.epoch = 0
+        self.position = 0
+
+    def window(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start = i * self.seq_len
+        length = min(self.seq_len, self.stream_len - start)
+        chunk = _gather(self.tokens, self.offsets + np.arange(start, start + length + 1))
+        return chunk[:, :-1], chunk[:, 1:]
+
+    def next_batch(self) -> tuple[tuple[torch.Tensor, torch.Tensor], bool]:
+        reset = self.position == 0
+        batch = self.window(self.position)
+        self.position += 1
+        if self.position >= self.batches_per_epoch:
+            self.epoch += 1
+            self.position = 0
+        return batch, reset
+
+    def iter_eval(self) -> Iterator[tuple[tuple[torch.Tensor, torch.Tensor], bool]]:
+        for i in range(self.batches_per_epoch):
+            yield self.window(i), i == 0
+
+    @property
+    def epochs_done(self) -> float:
+        return self.epoch + self.position / self.batches_per_epoch
+
+    @property
+    def tokens_per_epoch(self) -> int:
+        return self.batch_size * self.stream_len
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+
+class RandomWindows:
+    """``B`` windows of ``T + 1`` tokens at uniformly random offsets (nanoGPT's ``get_batch``).
+
+    An "epoch" is ``n / (B * T)`` batches (as many tokens as the stream holds). Draws come from
+    its own ``torch.Generator`` seeded with ``seed``, saved in the checkpoint for exact resume.
+    ``iter_eval`` reads the stream once in consecutive non-overlapping windows instead.
+    """
+
+    stateful = False
+
+    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, *, seed: int = 0):
+        n = len(tokens)
+        if n < 2:
+            raise InputError(f"{n} tokens are too few to train on")
+        self.tokens = tokens
+        self.batch_size = batch_size
+        self.seq_len = min(seq_len, n - 1)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.batches_per_epoch = max(1, (n - 1) // (batch_size * self.seq_len))
+        self.count = 0
+        self._arange = np.arange(self.seq_len + 1, dtype=np.int64)
+
+    def next_batch(self) -> tuple[tuple[torch.Tensor, torch.Tensor], bool]:
+        high = len(self.tokens) - self.seq_len
+        starts = torch.randint(0, high, (self.batch_size,), generator=self.generator).numpy()
+        chunk = _gather(self.tokens, starts[:, None] + self._arange)
+        self.count += 1
+        return (chunk[:, :-1], chunk[:, 1:]), False
+
+    def iter_eval(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n, t = len(self.tokens), self.seq_len
+        starts = np.arange(0, n - 1, t, dtype=np.int64)
+        for i in range(0, len(starts), self.batch_size):
+            group = starts[i:i + self.batch_size]
+            full = group[group + t <= n - 1]
+            if len(full):
+                chunk = _gather(self.tokens, full[:, None] + self._arange)
+                yield chunk[:, :-1], chunk[:, 1:]
+            for s in group[group + t > n - 1]:  # the short tail window
+                chunk = _gather(self.tokens, np.arange(s, n))[None]
+                yield chunk[:, :-1], chunk[:, 1:]
+
+    @property
+    def epoch(self) -> int:
+        return self.count // self.batches_per_epoch
+
+    @property
+    def epochs_done(self) -> float:
+        return self.count / self.batches_per_epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "generator": self.generator.get_state().tolist()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.count = int(state["count"])
+        self.generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
+
+
+def encode_text_ids(text_lines: Iterable[str], vocab: Any, level: str) -> np.ndarray:
+    """Ids of lines of text with a model's vocabulary, the way training encoded them."""
+    if level == "char":
+        return np.asarray(vocab.encode("".join(line + "\n" for line in text_lines)), dtype=np.int64)
+    eos = getattr(vocab, "eos_id", None)
+    out: list[int] = []
+    for line in text_lines:
+        out.extend(vocab.encode(line))
+        if eos is not None:
+            out.append(eos)
+    return np.asarray(out, dtype=np.int64)
