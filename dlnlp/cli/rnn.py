@@ -1,0 +1,261 @@
+"""``dlnlp rnn``: character/subword RNN, GRU, LSTM and feed-forward (Bengio) language models."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from dlnlp.cli.options import (
+    COMMON,
+    INPUT,
+    TRAINING,
+    BatchSize,
+    Compile,
+    Device,
+    EncodingErrors,
+    Epochs,
+    Force,
+    Inputs,
+    Json,
+    LearningRate,
+    MaxSteps,
+    MaxTime,
+    OutDir,
+    Precision,
+    Quiet,
+    Resume,
+    Seed,
+    TextField,
+    Validation,
+    corpus_options,
+    print_json,
+)
+
+app = typer.Typer(help="Recurrent (RNN/GRU/LSTM) and feed-forward neural language models.",
+                  no_args_is_help=True)
+
+MODEL = "Model options"
+
+Cell = Annotated[str, typer.Option("--cell", help="rnn (tanh), gru, lstm, or ffnn (Bengio et al. 2003 n-gram).",
+                                   rich_help_panel=MODEL)]
+Layers = Annotated[int, typer.Option("--layers", help="Stacked recurrent layers.", rich_help_panel=MODEL)]
+Hidden = Annotated[int, typer.Option("--hidden", help="Hidden units per layer.", rich_help_panel=MODEL)]
+Embed = Annotated[int, typer.Option("--embed", help="Embedding size.", rich_help_panel=MODEL)]
+Dropout = Annotated[float, typer.Option("--dropout", help="Dropout between layers and before the decoder "
+                                        "(Zaremba et al. 2014).", rich_help_panel=MODEL)]
+EmbedDropout = Annotated[Optional[float], typer.Option("--embed-dropout", help="Dropout on the embeddings "
+                                                       "(default: --dropout).", rich_help_panel=MODEL)]
+TieWeights = Annotated[bool, typer.Option("--tie-weights", help="Share the input embedding and output matrices.",
+                                          rich_help_panel=MODEL)]
+Context = Annotated[int, typer.Option("--context", help="ffnn: tokens of history (an (N+1)-gram model).",
+                                      rich_help_panel=MODEL)]
+Direct = Annotated[bool, typer.Option("--direct", help="ffnn: direct input-to-output connections.",
+                                      rich_help_panel=MODEL)]
+SeqLen = Annotated[int, typer.Option("--seq-len", help="BPTT window (tokens per stream per step).",
+                                     rich_help_panel=TRAINING)]
+TokenizerOpt = Annotated[str, typer.Option("--tokenizer", "-t", help="'char' (character level) or a dlnlp "
+                                           "tokenizer file (subword level).", rich_help_panel=INPUT)]
+IdsOpt = Annotated[bool, typer.Option("--ids", help="The corpus is ids from `dlnlp tokenize encode --format ids`.",
+                                      rich_help_panel=INPUT)]
+
+
+@app.command()
+def train(
+    inputs: Inputs = None,
+    out: OutDir = ...,
+    cell: Cell = "lstm",
+    layers: Layers = 2,
+    hidden: Hidden = 256,
+    embed: Embed = 64,
+    dropout: Dropout = 0.0,
+    embed_dropout: EmbedDropout = None,
+    tie_weights: TieWeights = False,
+    context: Context = 5,
+    direct: Direct = False,
+    tokenizer: TokenizerOpt = "char",
+    ids: IdsOpt = False,
+    vocab_size: Annotated[Optional[int], typer.Option("--vocab-size", help="With --ids: the vocabulary size "
+                                                      "(default: largest id + 1).", rich_help_panel=INPUT)] = None,
+    seq_len: SeqLen = 128,
+    batch_size: BatchSize = 32,
+    lr: LearningRate = 2e-3,
+    optimizer: Annotated[str, typer.Option("--optimizer", help="adamw or sgd.", rich_help_panel=TRAINING)] = "adamw",
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW decoupled weight decay.",
+                                                rich_help_panel=TRAINING)] = 0.0,
+    momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum.", rich_help_panel=TRAINING)] = 0.9,
+    schedule: Annotated[str, typer.Option("--schedule", help="constant, linear or cosine (over --max-steps/--epochs "
+                                          "or the --max-time budget).", rich_help_panel=TRAINING)] = "constant",
+    warmup: Annotated[int, typer.Option("--warmup", help="Linear warmup steps.", rich_help_panel=TRAINING)] = 0,
+    min_lr_ratio: Annotated[float, typer.Option("--min-lr-ratio", help="Final learning rate as a share of --lr.",
+                                                rich_help_panel=TRAINING)] = 0.0,
+    clip: Annotated[float, typer.Option("--clip", help="Max gradient norm (0: off).", rich_help_panel=TRAINING)] = 5.0,
+    grad_accum: Annotated[int, typer.Option("--grad-accum", help="Windows per optimizer step.",
+                                            rich_help_panel=TRAINING)] = 1,
+    epochs: Epochs = None,
+    max_steps: MaxSteps = None,
+    max_time: MaxTime = None,
+    val: Validation = None,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Without --val: hold out this last share of "
+                                                "the corpus.", rich_help_panel=TRAINING)] = 0.1,
+    eval_interval: Annotated[int, typer.Option("--eval-interval", help="Steps between validations (0: at the end).",
+                                               rich_help_panel=TRAINING)] = 500,
+    eval_batches: Annotated[Optional[int], typer.Option("--eval-batches", help="Windows per periodic validation "
+                                                        "(default all; the final one is always full).",
+                                                        rich_help_panel=TRAINING)] = None,
+    log_interval: Annotated[int, typer.Option("--log-interval", help="Steps between metrics lines.",
+                                              rich_help_panel=TRAINING)] = 50,
+    resume: Resume = False,
+    compile: Compile = False,
+    device: Device = "auto",
+    precision: Precision = "auto",
+    seed: Seed = 0,
+    force: Force = False,
+    quiet: Quiet = False,
+    json: Json = False,
+    text_field: TextField = None,
+    encoding_errors: EncodingErrors = "strict",
+) -> None:
+    """Train a language model; the model directory is usable by `rnn sample` and `rnn eval`.
+
+    Example: dlnlp rnn train tinyshakespeare.txt --out shakes --cell lstm --layers 2 --hidden 256
+    --dropout 0.1 --schedule cosine --max-time 300
+    """
+    from dlnlp.models.rnn_lm import RNNLMConfig
+    from dlnlp.training import TrainConfig
+    from dlnlp.training.rnn import resume_rnn_training, start_rnn_training
+
+    stops = {"max_steps": max_steps, "epochs": epochs, "max_time": max_time}
+    if resume:
+        result = resume_rnn_training(out, stops, quiet=quiet, device=device, compile=compile)
+    else:
+        if not any(v is not None for v in stops.values()):
+            stops["epochs"] = 1.0
+        model_config = RNNLMConfig(vocab_size=1, cell=cell, embed=embed, hidden=hidden, layers=layers,
+                                   dropout=dropout, embed_dropout=embed_dropout, tie_weights=tie_weights,
+                                   context=context, direct=direct)
+        train_config = TrainConfig(
+            optimizer=optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum, schedule=schedule,
+            warmup_steps=warmup, min_lr_ratio=min_lr_ratio, clip=clip or None, grad_accum=grad_accum,
+            precision=precision, device=device, eval_interval=eval_interval, eval_batches=eval_batches,
+            log_interval=log_interval, seed=seed, compile=compile, quiet=quiet, **stops,
+        )
+        result = start_rnn_training(
+            inputs, out, model_config, train_config, seq_len=seq_len, batch_size=batch_size,
+            tokenizer=None if ids else tokenizer, ids=ids, vocab_size=vocab_size, val=val,
+            val_fraction=val_fraction, options=corpus_options(text_field, encoding_errors), force=force,
+        )
+    if json:
+        print_json(result)
+
+
+@app.command()
+def sample(
+    model_dir: Annotated[Path, typer.Argument(help="A model directory from `dlnlp rnn train`.", show_default=False)],
+    prime: Annotated[str, typer.Option("--prime", "-p", help="Text to start from (ids for an --ids model); "
+                                       "printed before the continuation.")] = "",
+    length: Annotated[int, typer.Option("--length", "-n", help="Tokens to generate.")] = 500,
+    temperature: Annotated[float, typer.Option("--temperature", help="Softmax temperature; 0 is greedy.")] = 1.0,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Sample among the k most likely tokens.")] = None,
+    top_p: Annotated[Optional[float], typer.Option("--top-p", help="Nucleus sampling: the smallest set of tokens "
+                                                   "with this much probability.")] = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+) -> None:
+    """Generate text from a trained model, streamed to stdout as it is generated.
+
+    Example: dlnlp rnn sample shakes --prime "ROMEO:" --length 300 --temperature 0.8 --top-k 20 --seed 1
+    """
+    import torch
+
+    from dlnlp.errors import DlnlpError
+    from dlnlp.kernels.device import resolve_device
+    from dlnlp.kernels.sampling import check_sampling_args
+    from dlnlp.models.rnn_lm import load_model_dir
+    from dlnlp.tokenization.ids import parse_id_line
+
+    try:
+        check_sampling_args(temperature, top_k, top_p)
+    except ValueError as exc:
+        raise DlnlpError(f"--{exc}") from None
+    if length < 0:
+        raise DlnlpError(f"--length must be >= 0, got {length}")
+    dev = resolve_device(device)
+    model, codec, config = load_model_dir(model_dir, dev)
+    level = config["level"]
+    if level == "ids":
+        prime_ids = parse_id_line(prime, where="--prime")
+        if not prime_ids:
+            raise DlnlpError("--prime: an --ids model needs prime ids, e.g. --prime '5 17'")
+        if max(prime_ids) >= config["model"]["vocab_size"]:
+            raise DlnlpError(f"--prime: id {max(prime_ids)} is outside the vocabulary")
+    elif level == "char":
+        prime_ids = codec.encode(prime or "\n", errors="strict")
+    else:
+        prime_ids = codec.encode(prime)
+        if not prime_ids:
+            eos = getattr(codec, "eos_id", None)
+            if eos is None:
+                raise DlnlpError("--prime: this tokenizer has no end-of-text token to start from; give --prime")
+            prime_ids = [eos]
+    generator = torch.Generator(device=dev).manual_seed(seed)
+    out = sys.stdout
+    out.write(prime)
+    out.flush()
+    tokens = model.generate(prime_ids, length, temperature=temperature, top_k=top_k, top_p=top_p,
+                            generator=generator)
+    if level == "ids":
+        for i, token in enumerate(tokens):
+            out.write((" " if (prime or i) else "") + str(token))
+            out.flush()
+    elif level == "char":
+        for token in tokens:
+            out.write(codec.decode([token]))
+            out.flush()
+    else:
+        # Subword pieces do not always decode alone (byte-level BPE, sentencepiece spaces): decode
+        # everything so far and print what is new.
+        generated: list[int] = []
+        printed = ""
+        for token in tokens:
+            generated.append(token)
+            text = codec.decode(generated)
+            if text.startswith(printed) and not text.endswith("\ufffd"):
+                out.write(text[len(printed):])
+                out.flush()
+                printed = text
+        text = codec.decode(generated)
+        if text.startswith(printed):
+            out.write(text[len(printed):])
+    out.write("\n")
+    out.flush()
+
+
+@app.command("eval")
+def evaluate(
+    model_dir: Annotated[Path, typer.Argument(help="A model directory from `dlnlp rnn train`.", show_default=False)],
+    inputs: Inputs = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Parallel streams the text is cut into.",
+                                            rich_help_panel=COMMON)] = 32,
+    device: Device = "auto",
+    precision: Precision = "fp32",
+    json: Json = False,
+    text_field: TextField = None,
+    encoding_errors: EncodingErrors = "strict",
+) -> None:
+    """Loss (nats per token), perplexity and bits per character of a model over a whole text.
+
+    Example: dlnlp rnn eval shakes valid.txt --json
+    """
+    from dlnlp.training.rnn import evaluate_model_dir
+
+    result = evaluate_model_dir(model_dir, inputs, batch_size=batch_size, device=device, precision=precision,
+                                options=corpus_options(text_field, encoding_errors))
+    if json:
+        print_json(result)
+    else:
+        bpc = "n/a" if result["bits_per_char"] is None else f"{result['bits_per_char']:.4f}"
+        print(f"loss {result['loss']:.4f} nats/token  perplexity {result['perplexity']:.3f}  "
+              f"bits/char {bpc}  ({result['tokens']} tokens)")

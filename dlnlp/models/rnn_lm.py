@@ -1,0 +1,215 @@
+"""Recurrent language models (tanh RNN, GRU, LSTM) and the feed-forward neural n-gram LM.
+
+``RNNLM`` (char-rnn / Zaremba et al. 2014 "Recurrent Neural Network Regularization")::
+
+    e_t = Dropout(E[x_t])                                  # embedding dropout
+    h_t = RecurrentStack(e_t, h_{t-1})                     # stacked RNN/GRU/LSTM, dropout between layers
+    p(x_{t+1} | x_<=t) = softmax(W Dropout(h_t) + b)       # output dropout, then the decoder
+
+With ``tie_weights`` the decoder reuses the embedding matrix (Press & Wolf 2017; Inan et al. 2017),
+``W = E``; when ``hidden != embed`` a linear projection maps ``h_t`` to the embedding size first.
+
+``FFNNLM`` (Bengio et al. 2003, "A Neural Probabilistic Language Model") predicts from the previous
+``context`` tokens only::
+
+    x = [C(w_{t-n+1}); ...; C(w_t)]                      # concatenated embeddings, n = context
+    y = b + U tanh(d + H x)  (+ W x with direct connections)
+    p(w_{t+1} | history) = softmax(y)
+
+Both are *stateful* for the trainer: an RNN carries ``h`` (and ``c``) across BPTT windows; the
+n-gram model carries the last ``context - 1`` token ids, so it reads the same streams and its
+first predictions of a window see the end of the previous one. ``forward(idx, targets, state)``
+returns ``(loss, state)`` with targets (mean cross-entropy in nats per token) and
+``(logits, state)`` without.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dlnlp.kernels.recurrent import CELLS, RecurrentStack
+from dlnlp.kernels.sampling import sample_logits
+
+MODEL_KIND = "rnn_lm"
+ALL_CELLS = (*CELLS, "ffnn")
+
+
+@dataclass
+class RNNLMConfig:
+    vocab_size: int
+    cell: str = "lstm"              # rnn | gru | lstm | ffnn
+    embed: int = 64
+    hidden: int = 256
+    layers: int = 2                 # recurrent layers (ffnn: hidden layers are always 1)
+    dropout: float = 0.0            # between layers and on the decoder input
+    embed_dropout: float | None = None  # on the embeddings (None: same as dropout)
+    tie_weights: bool = False
+    context: int = 5                # ffnn: tokens of history (the n of an n-gram model minus one)
+    direct: bool = False            # ffnn: Bengio's direct input-to-output connections W x
+
+    def validate(self) -> None:
+        if self.cell not in ALL_CELLS:
+            raise ValueError(f"--cell must be one of {', '.join(ALL_CELLS)}, got {self.cell!r}")
+        for name in ("vocab_size", "embed", "hidden", "layers", "context"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in ("dropout", "embed_dropout"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1), got {value}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RNNLMConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class _LMBase(nn.Module):
+    stateful = True
+
+    def loss_or_logits(self, logits: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
+        if targets is None:
+            return logits
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1))
+
+    @torch.no_grad()
+    def generate(self, prime: list[int], length: int, *, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, generator: torch.Generator | None = None) -> Iterator[int]:
+        """Yield ``length`` sampled token ids after reading ``prime`` (one id at a time, for streaming)."""
+        if not prime:
+            raise ValueError("generation needs at least one prime token")
+        was_training = self.training
+        self.eval()
+        try:
+            device = next(self.parameters()).device
+            idx = torch.tensor([prime], dtype=torch.long, device=device)
+            logits, state = self(idx)
+            for _ in range(length):
+                next_id = sample_logits(logits[:, -1], temperature, top_k, top_p, generator)
+                token = int(next_id.item())
+                yield token
+                logits, state = self(next_id.view(1, 1), state=state)
+        finally:
+            self.train(was_training)
+
+
+class RNNLM(_LMBase):
+    """Embedding, stacked RNN/GRU/LSTM, decoder; see the module docstring."""
+
+    def __init__(self, config: RNNLMConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        embed_dropout = config.dropout if config.embed_dropout is None else config.embed_dropout
+        self.embedding = nn.Embedding(config.vocab_size, config.embed)
+        self.embed_drop = nn.Dropout(embed_dropout)
+        self.rnn = RecurrentStack(config.cell, config.embed, config.hidden, config.layers, config.dropout)
+        self.out_drop = nn.Dropout(config.dropout)
+        out_size = config.hidden
+        self.proj = None
+        if config.tie_weights and config.hidden != config.embed:
+            self.proj = nn.Linear(config.hidden, config.embed, bias=False)
+            out_size = config.embed
+        self.decoder = nn.Linear(out_size, config.vocab_size)
+        if config.tie_weights:
+            self.decoder.weight = self.embedding.weight
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, state: Any = None
+                ) -> tuple[torch.Tensor, Any]:
+        x = self.embed_drop(self.embedding(idx))
+        h, state = self.rnn(x, state)
+        h = self.out_drop(h)
+        if self.proj is not None:
+            h = self.proj(h)
+        return self.loss_or_logits(self.decoder(h), targets), state
+
+
+class FFNNLM(_LMBase):
+    """Bengio et al. (2003) neural n-gram LM over the previous ``context`` tokens."""
+
+    def __init__(self, config: RNNLMConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        n, d = config.context, config.embed
+        embed_dropout = config.dropout if config.embed_dropout is None else config.embed_dropout
+        self.embedding = nn.Embedding(config.vocab_size, d)
+        self.embed_drop = nn.Dropout(embed_dropout)
+        self.hidden = nn.Linear(n * d, config.hidden)           # H, d
+        self.out_drop = nn.Dropout(config.dropout)
+        out_size = config.hidden
+        self.proj = None
+        if config.tie_weights and config.hidden != d:
+            self.proj = nn.Linear(config.hidden, d, bias=False)
+            out_size = d
+        self.decoder = nn.Linear(out_size, config.vocab_size)   # U, b
+        if config.tie_weights:
+            self.decoder.weight = self.embedding.weight
+        self.direct = nn.Linear(n * d, config.vocab_size, bias=False) if config.direct else None  # W
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, state: Any = None
+                ) -> tuple[torch.Tensor, Any]:
+        n = self.config.context
+        if state is None:  # the start of a stream: pad the history with id 0
+            state = idx.new_zeros(idx.size(0), n - 1)
+        padded = torch.cat([state, idx], dim=1)                      # [B, n-1+T]
+        emb = self.embed_drop(self.embedding(padded))                # [B, n-1+T, d]
+        # window t holds tokens t .. t+n-1 of padded, oldest first: [B, T, d, n] -> [B, T, n*d]
+        x = emb.unfold(1, n, 1).transpose(-1, -2).flatten(-2)
+        h = self.out_drop(torch.tanh(self.hidden(x)))
+        if self.proj is not None:
+            h = self.proj(h)
+        logits = self.decoder(h)
+        if self.direct is not None:
+            logits = logits + self.direct(x)
+        return self.loss_or_logits(logits, targets), padded[:, padded.size(1) - (n - 1):]
+
+
+def build_model(config: RNNLMConfig) -> RNNLM | FFNNLM:
+    """The model for ``config.cell``."""
+    config.validate()
+    return FFNNLM(config) if config.cell == "ffnn" else RNNLM(config)
+
+
+# -- model directories ----------------------------------------------------------------------------
+
+def load_codec(directory: Any, level: str) -> Any:
+    """What maps text to ids for a saved model: a CharVocab, a dlnlp Tokenizer, or None (ids)."""
+    if level == "char":
+        from dlnlp.tokenization.char import CharVocab
+
+        return CharVocab.load(directory)
+    if level == "tokenizer":
+        from dlnlp.tokenization import load_tokenizer
+
+        return load_tokenizer(directory)
+    return None
+
+
+def load_model_dir(directory: Any, device: str | torch.device = "cpu") -> tuple[nn.Module, Any, dict[str, Any]]:
+    """(model in eval mode, codec, config.json) from an ``rnn_lm`` model directory."""
+    from pathlib import Path
+
+    from dlnlp.errors import ModelDirError
+    from dlnlp.io.modeldir import WEIGHTS_NAME, load_weights, read_config
+
+    config = read_config(directory, MODEL_KIND)
+    model = build_model(RNNLMConfig.from_dict(config["model"]))
+    if not (Path(directory) / WEIGHTS_NAME).is_file():
+        raise ModelDirError(f"{directory}: no {WEIGHTS_NAME} yet (training saves it at the first validation)")
+    state = load_weights(directory, device="cpu")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ModelDirError(f"{directory}: weights do not match config.json ({str(exc).splitlines()[0]})") from exc
+    model.to(device).eval()
+    return model, load_codec(directory, config["level"]), config
