@@ -1,0 +1,206 @@
+"""The next-token interface every decoder in :mod:`dlnlp.decoding` works through.
+
+A language model takes part in decoding by implementing three methods (:class:`NextTokenModel`)::
+
+    logits, state = lm.start(prompts, max_new_tokens)   # prompts: list of token-id lists
+    logits, state = lm.step(state, tokens)               # tokens: [rows] long tensor, one per row
+    state = lm.reorder(state, index)                     # keep / repeat rows (beam search, finished rows)
+
+``logits`` are ``[rows, vocab]`` scores of the next token (log-softmax is taken by the decoder).
+The state is opaque to the decoders: a KV cache for a transformer, hidden states for an RNN.
+
+Adapters here: :class:`GPTNextToken` (KV cache, left-padded batches), :class:`RecurrentNextToken`
+(any model mapping ``(ids [B, T], hidden) -> (logits [B, T, V], hidden)``, e.g. the RNN language
+models), and :class:`FullContextNextToken` (any function of the whole prefix; no cache, used as the
+reference in tests and for models that have no incremental form).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+
+@runtime_checkable
+class NextTokenModel(Protocol):
+    """A language model seen by the decoders (see the module docstring)."""
+
+    vocab_size: int
+    device: torch.device
+
+    def start(self, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> tuple[torch.Tensor, Any]: ...
+
+    def step(self, state: Any, tokens: torch.Tensor) -> tuple[torch.Tensor, Any]: ...
+
+    def reorder(self, state: Any, index: torch.Tensor) -> Any: ...
+
+
+def _check_prompts(prompts: Sequence[Sequence[int]]) -> None:
+    if not prompts:
+        raise ValueError("no prompts")
+    for i, prompt in enumerate(prompts):
+        if len(prompt) == 0:
+            raise ValueError(f"prompt {i} is empty (start it with a beginning-of-sequence token)")
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int = 0,
+             device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``[B, L]`` ids right-aligned (left padding) and the keep-mask, None when no row is padded."""
+    length = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), length), dtype=torch.bool)
+    for i, prompt in enumerate(prompts):
+        ids[i, length - len(prompt):] = torch.as_tensor(list(prompt), dtype=torch.long)
+        mask[i, length - len(prompt):] = True
+    padded = not bool(mask.all())
+    return ids.to(device), (mask.to(device) if padded else None)
+
+
+@dataclass
+class GPTState:
+    cache: Any
+    ids: torch.Tensor  # [rows, T] every token so far (left-padded), for re-encoding past the block size
+    mask: torch.Tensor | None  # [rows, T] keep-mask, None when no row is padded
+    positions: torch.Tensor  # [rows] position id of the next token
+
+
+class GPTNextToken:
+    """:class:`NextTokenModel` over :class:`dlnlp.models.gpt.GPT` with its KV cache.
+
+    Prompts of different lengths are left-padded, with a key-padding mask and per-row position ids,
+    so a batch decodes in lock step. When a sequence would pass the block size, the model is run
+    again on the last ``block_size`` tokens at each step (a sliding window, as nanoGPT's generate
+    does): absolute learned positions do not allow shifting a cache.
+    """
+
+    def __init__(self, model: Any, pad_id: int = 0) -> None:
+        self.model = model.eval()
+        self.vocab_size = model.config.vocab_size
+        self.block_size = model.config.block_size
+        self.pad_id = pad_id
+        self.device = next(model.parameters()).device
+
+    def _encode(self, ids: torch.Tensor, mask: torch.Tensor | None, capacity: int) -> tuple[torch.Tensor, GPTState]:
+        cache = self.model.new_cache(capacity)
+        if mask is None:
+            positions = torch.arange(ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
+        else:
+            positions = (mask.long().cumsum(1) - 1).clamp(min=0)
+        logits, _ = self.model(ids, cache=cache, key_padding_mask=mask, position_ids=positions, last_only=True)
+        return logits[:, -1].float(), GPTState(cache, ids, mask, positions[:, -1] + 1)
+
+    @torch.no_grad()
+    def start(self, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> tuple[torch.Tensor, GPTState]:
+        _check_prompts(prompts)
+        ids, mask = left_pad(prompts, self.pad_id, self.device)
+        if ids.shape[1] > self.block_size:  # keep the end of an over-long prompt
+            ids = ids[:, -self.block_size:]
+            mask = mask[:, -self.block_size:] if mask is not None else None
+        capacity = min(ids.shape[1] + max_new_tokens, self.block_size)
+        return self._encode(ids, mask, capacity)
+
+    @torch.no_grad()
+    def step(self, state: GPTState, tokens: torch.Tensor) -> tuple[torch.Tensor, GPTState]:
+        tokens = tokens.to(self.device).view(-1, 1)
+        ids = torch.cat([state.ids, tokens], dim=1)
+        mask = None if state.mask is None else torch.cat([state.mask, torch.ones_like(tokens, dtype=torch.bool)], 1)
+        if int(state.positions.max()) >= self.block_size or len(state.cache) >= self.block_size:
+            window = ids[:, -self.block_size:]
+            window_mask = mask[:, -self.block_size:] if mask is not None else None
+            if window_mask is not None and bool(window_mask.all()):
+                window_mask = None
+            logits, new_state = self._encode(window, window_mask, self.block_size)
+            new_state.ids, new_state.mask = ids, mask
+            return logits, new_state
+        logits, _ = self.model(tokens, cache=state.cache, key_padding_mask=mask,
+                               position_ids=state.positions.view(-1, 1))
+        return logits[:, -1].float(), GPTState(state.cache, ids, mask, state.positions + 1)
+
+    def reorder(self, state: GPTState, index: torch.Tensor) -> GPTState:
+        index = index.to(self.device)
+        state.cache.reorder(index)
+        mask = state.mask[index] if state.mask is not None else None
+        return GPTState(state.cache, state.ids[index], mask, state.positions[index])
+
+
+class RecurrentNextToken:
+    """:class:`NextTokenModel` over a recurrent LM ``forward(ids [B, T], hidden) -> (logits [B, T, V], hidden)``.
+
+    ``hidden`` is a tensor or a tuple of tensors (LSTM's ``(h, c)``) with the batch in dimension
+    ``batch_dim`` (1 for ``nn.LSTM``/``nn.GRU``). Prompts are run one by one (padding would flow
+    through a recurrence) and their states stacked, then the batch steps in lock step.
+    """
+
+    def __init__(self, model: Any, vocab_size: int, *, forward: Callable | None = None, batch_dim: int = 1) -> None:
+        self.model = model.eval() if hasattr(model, "eval") else model
+        self.vocab_size = vocab_size
+        self.batch_dim = batch_dim
+        self._forward = forward or (lambda ids, hidden: self.model(ids, hidden))
+        params = list(model.parameters()) if hasattr(model, "parameters") else []
+        self.device = params[0].device if params else torch.device("cpu")
+
+    def _map(self, hidden: Any, fn: Callable) -> Any:
+        if isinstance(hidden, tuple | list):
+            return type(hidden)(self._map(h, fn) for h in hidden)
+        return fn(hidden)
+
+    @torch.no_grad()
+    def start(self, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> tuple[torch.Tensor, Any]:
+        _check_prompts(prompts)
+        logits, hiddens = [], []
+        for prompt in prompts:
+            ids = torch.as_tensor([list(prompt)], dtype=torch.long, device=self.device)
+            out, hidden = self._forward(ids, None)
+            logits.append(out[:, -1].float())
+            hiddens.append(hidden)
+        if len(hiddens) == 1:
+            return logits[0], hiddens[0]
+        stacked = self._stack(hiddens)
+        return torch.cat(logits), stacked
+
+    def _stack(self, hiddens: list) -> Any:
+        first = hiddens[0]
+        if isinstance(first, tuple | list):
+            return type(first)(self._stack([h[i] for h in hiddens]) for i in range(len(first)))
+        return torch.cat(hiddens, dim=self.batch_dim)
+
+    @torch.no_grad()
+    def step(self, state: Any, tokens: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        out, hidden = self._forward(tokens.to(self.device).view(-1, 1), state)
+        return out[:, -1].float(), hidden
+
+    def reorder(self, state: Any, index: torch.Tensor) -> Any:
+        index = index.to(self.device)
+        return self._map(state, lambda h: h.index_select(self.batch_dim, index))
+
+
+class FullContextNextToken:
+    """:class:`NextTokenModel` from ``fn(ids [B, T]) -> logits [B, V]`` of the next token, recomputed
+    from the whole prefix at each step (no cache). Rows are kept apart, so prompts may differ in length.
+    """
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], vocab_size: int,
+                 device: torch.device | str = "cpu") -> None:
+        self.fn = fn
+        self.vocab_size = vocab_size
+        self.device = torch.device(device)
+
+    def _logits(self, rows: list[list[int]]) -> torch.Tensor:
+        return torch.cat([self.fn(torch.tensor([row], device=self.device)).reshape(1, -1).float() for row in rows])
+
+    @torch.no_grad()
+    def start(self, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> tuple[torch.Tensor, list[list[int]]]:
+        _check_prompts(prompts)
+        rows = [list(p) for p in prompts]
+        return self._logits(rows), rows
+
+    @torch.no_grad()
+    def step(self, state: list[list[int]], tokens: torch.Tensor) -> tuple[torch.Tensor, list[list[int]]]:
+        rows = [row + [int(t)] for row, t in zip(state, tokens.tolist(), strict=True)]
+        return self._logits(rows), rows
+
+    def reorder(self, state: list[list[int]], index: torch.Tensor) -> list[list[int]]:
+        return [list(state[i]) for i in index.tolist()]

@@ -1,0 +1,193 @@
+"""Multi-head attention over ``torch.nn.functional.scaled_dot_product_attention``, with a KV cache.
+
+Attention(Q, K, V) = softmax(Q K^T / sqrt(d_head) + M) V  (Vaswani et al., 2017, eq. 1), computed per
+head and concatenated. SDPA picks the flash / memory-efficient kernels on CUDA and a fused kernel on
+CPU; this module only decides which mask to hand it:
+
+- self-attention, causal, no cache, no padding: ``is_causal=True`` (no mask tensor at all);
+- one new query against a cache, no padding: no mask (the query may see every cached key);
+- otherwise an explicit boolean mask (True = may attend), built by :func:`build_attention_mask`.
+
+Masks are boolean "keep" masks throughout: ``key_padding_mask[b, s]`` is True for a real token and
+False for padding (the convention of HF ``attention_mask``, the opposite of ``nn.MultiheadAttention``).
+
+The same module does bidirectional (BERT) and causal (GPT) self-attention, and cross-attention
+(``memory=`` gives the keys and values, as in an encoder-decoder).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LayerKV:
+    """Keys and values of one attention layer, in preallocated buffers ``[batch, heads, capacity, d_head]``.
+
+    Appending writes in place (no ``torch.cat`` per step, so a decoding step does not copy the whole
+    history); the buffers double when full. ``length`` is the number of positions filled.
+    """
+
+    def __init__(self) -> None:
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+        self.length = 0
+
+    def append(self, k: torch.Tensor, v: torch.Tensor, capacity: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store ``k``/``v`` ``[B, H, T, D]`` after the cached positions; return all keys and values so far."""
+        new = k.shape[2]
+        end = self.length + new
+        if self.k is not None and self.k.shape[0] != k.shape[0]:
+            raise ValueError(f"cache holds {self.k.shape[0]} rows, got {k.shape[0]} (reorder it first)")
+        if self.k is None or end > self.k.shape[2]:
+            size = max(capacity, end, 2 * (self.k.shape[2] if self.k is not None else 0))
+            bigger_k = k.new_empty(k.shape[0], k.shape[1], size, k.shape[3])
+            bigger_v = v.new_empty(v.shape[0], v.shape[1], size, v.shape[3])
+            if self.k is not None and self.length:
+                bigger_k[:, :, : self.length] = self.k[:, :, : self.length]
+                bigger_v[:, :, : self.length] = self.v[:, :, : self.length]
+            self.k, self.v = bigger_k, bigger_v
+        self.k[:, :, self.length:end] = k
+        self.v[:, :, self.length:end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep rows ``index`` (beam search: each surviving hypothesis takes its parent's history).
+
+        Only the filled prefix is gathered, so the cost follows the context, not the capacity; the
+        buffers keep their capacity (a new batch size gets new buffers of the same capacity).
+        """
+        if self.k is None:
+            return
+        n = self.length
+        if index.shape[0] == self.k.shape[0]:
+            self.k[:, :, :n] = self.k[index, :, :n]
+            self.v[:, :, :n] = self.v[index, :, :n]
+            return
+        shape = (index.shape[0], *self.k.shape[1:])
+        k, v = self.k.new_empty(shape), self.v.new_empty(shape)
+        k[:, :, :n] = self.k[index, :, :n]
+        v[:, :, :n] = self.v[index, :, :n]
+        self.k, self.v = k, v
+
+
+class KVCache:
+    """The key/value cache of a stack of attention layers for incremental decoding.
+
+    ``cache.layers[i]`` is passed to layer ``i``; ``len(cache)`` is the number of cached positions.
+    ``capacity`` preallocates that many positions (the prompt plus the tokens to be generated).
+    """
+
+    def __init__(self, num_layers: int, capacity: int = 0) -> None:
+        self.layers = [LayerKV() for _ in range(num_layers)]
+        self.capacity = capacity
+
+    def __len__(self) -> int:
+        return self.layers[0].length if self.layers else 0
+
+    def reorder(self, index: torch.Tensor) -> None:
+        for layer in self.layers:
+            layer.reorder(index)
+
+
+def build_attention_mask(
+    query_length: int,
+    key_length: int,
+    *,
+    causal: bool,
+    key_padding_mask: torch.Tensor | None = None,
+    device: torch.device | None = None,
+) -> torch.Tensor | None:
+    """A boolean keep-mask ``[B or 1, 1, T, S]`` for SDPA, or None when every query sees every key.
+
+    With a cache the ``T`` queries are the last ``T`` of the ``S`` positions, so the causal mask is
+    aligned to the bottom-right: query ``i`` sees keys ``0 .. S - T + i``. A query always sees its own
+    position, so a padding query never has an all-masked row (SDPA would return NaN there, and the
+    NaN would leak into later layers through the zero attention weights of masked keys).
+    """
+    mask = None
+    offset = key_length - query_length
+    if causal:
+        q_pos = torch.arange(query_length, device=device).unsqueeze(1) + offset
+        k_pos = torch.arange(key_length, device=device).unsqueeze(0)
+        mask = (k_pos <= q_pos)[None, None]
+    if key_padding_mask is not None:
+        keep = key_padding_mask.to(torch.bool)[:, None, None, :]
+        mask = keep if mask is None else mask & keep
+        if offset >= 0:
+            diagonal = torch.zeros(query_length, key_length, dtype=torch.bool, device=device)
+            idx = torch.arange(query_length, device=device)
+            diagonal[idx, idx + offset] = True
+            mask = mask | diagonal[None, None]
+    return mask
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention with fused QKV projection (self-attention) or separate Q and KV (cross).
+
+    ``qkv``/``proj`` are ``nn.Linear`` so weights map one-to-one onto GPT-2's ``c_attn``/``c_proj``
+    (transposed: HF stores them as ``Conv1D``).
+    """
+
+    def __init__(self, dim: int, num_heads: int, *, dropout: float = 0.0, bias: bool = True,
+                 cross_attention: bool = False) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.dropout = dropout
+        self.cross_attention = cross_attention
+        if cross_attention:
+            self.q = nn.Linear(dim, dim, bias=bias)
+            self.kv = nn.Linear(dim, 2 * dim, bias=bias)
+        else:
+            self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
+        self.proj = nn.Linear(dim, dim, bias=bias)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        causal: bool = False,
+        key_padding_mask: torch.Tensor | None = None,
+        cache: LayerKV | None = None,
+        cache_capacity: int = 0,
+        memory: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Attend from ``x`` ``[B, T, dim]``; returns ``[B, T, dim]``.
+
+        ``key_padding_mask`` ``[B, S]`` covers all keys (cached ones included). ``memory`` ``[B, S, dim]``
+        supplies keys/values for cross-attention. ``attn_mask`` (bool keep or additive float,
+        broadcastable to ``[B, H, T, S]``) is used as given, overriding ``causal``/``key_padding_mask``.
+        """
+        b, t, _ = x.shape
+        if self.cross_attention:
+            if memory is None:
+                raise ValueError("cross-attention needs memory")
+            q = self._heads(self.q(x))
+            k, v = (self._heads(z) for z in self.kv(memory).split(self.dim, dim=2))
+            causal = False
+        else:
+            q, k, v = (self._heads(z) for z in self.qkv(x).split(self.dim, dim=2))
+            if cache is not None:
+                k, v = cache.append(k, v, cache_capacity)
+        s = k.shape[2]
+        dropout_p = self.dropout if self.training else 0.0
+        if attn_mask is None and key_padding_mask is None and (not causal or s == t or t == 1):
+            # Fast paths: no mask tensor. A single query at the end of a causal sequence sees all keys.
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal and t > 1)
+        else:
+            if attn_mask is None:
+                attn_mask = build_attention_mask(t, s, causal=causal, key_padding_mask=key_padding_mask,
+                                                 device=x.device)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
+        return self.proj(y.transpose(1, 2).reshape(b, t, self.dim))

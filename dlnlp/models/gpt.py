@@ -1,0 +1,204 @@
+"""GPT: a decoder-only transformer language model (Radford et al., 2018/2019), nanoGPT-style.
+
+    h_0 = W_e[x_t] + P[t]                       token embedding + position encoding
+    h_l = Block_l(h_{l-1})   for l = 1..L       causal self-attention + MLP, pre-LayerNorm
+    p(x_{t+1} | x_{<=t}) = softmax(LN_f(h_L) W_e^T)   output layer tied to the token embedding
+
+Trained to minimise the next-token cross-entropy. The layer names follow GPT-2 (``wte``, ``wpe``,
+``h.N.ln_1`` ...) so that :mod:`dlnlp.io.hf` maps a HF GPT-2 checkpoint onto it one tensor at a
+time. The blocks, attention, KV cache and position encodings are the shared ones in
+:mod:`dlnlp.kernels`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dlnlp.kernels.attention import KVCache
+from dlnlp.kernels.position import make_position_encoding
+from dlnlp.kernels.transformer import TransformerBlock, tie_weights
+
+KIND = "gpt"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class GPTConfig:
+    """Hyperparameters; saved under ``"model"`` in the model directory's config.json."""
+
+    vocab_size: int
+    block_size: int = 256
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = True
+    tie_weights: bool = True
+    position: str = "learned"  # or "sinusoidal"
+    activation: str = "gelu_tanh"  # GPT-2's "gelu_new"
+    layer_norm_eps: float = 1e-5
+    mlp_dim: int | None = None  # 4 * n_embd when None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GPTConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class GPT(nn.Module):
+    """The language model: ``logits, loss = model(idx, targets)``."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.wte = nn.Embedding(c.vocab_size, c.n_embd)
+        self.wpe = make_position_encoding(c.position, c.block_size, c.n_embd)
+        self.drop = nn.Dropout(c.dropout)
+        self.h = nn.ModuleList(
+            TransformerBlock(c.n_embd, c.n_head, mlp_dim=c.mlp_dim, dropout=c.dropout, bias=c.bias,
+                             norm_first=True, activation=c.activation, layer_norm_eps=c.layer_norm_eps)
+            for _ in range(c.n_layer)
+        )
+        self.ln_f = nn.LayerNorm(c.n_embd, eps=c.layer_norm_eps, bias=c.bias)
+        self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
+        self.apply(self._init_weights)
+        # GPT-2: residual projections scaled by 1/sqrt(2 L), so the residual stream's variance does
+        # not grow with depth (two residual additions per layer).
+        for name, p in self.named_parameters():
+            if name.endswith("attn.proj.weight") or name.endswith("mlp.proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer))
+        if c.tie_weights:
+            tie_weights(self.lm_head, self.wte)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_parameters(self, non_embedding: bool = True) -> int:
+        """Parameter count; position embeddings excluded by default, as nanoGPT reports it."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding and isinstance(self.wpe, nn.Embedding):
+            n -= self.wpe.weight.numel()
+        return n
+
+    def new_cache(self, capacity: int = 0) -> KVCache:
+        """An empty KV cache for incremental decoding (``capacity`` positions preallocated)."""
+        return KVCache(self.config.n_layer, capacity=capacity)
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        cache: KVCache | None = None,
+        key_padding_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        last_only: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``idx`` ``[B, T]`` token ids -> logits ``[B, T, V]`` (``[B, 1, V]`` with ``last_only``) and the
+        mean cross-entropy against ``targets`` (ignore index -100) when given.
+
+        With ``cache`` the ``T`` tokens follow the cached positions; ``key_padding_mask`` ``[B, past + T]``
+        (True = real token) and ``position_ids`` ``[B, T]`` serve left-padded batches of prompts.
+        """
+        b, t = idx.shape
+        past = len(cache) if cache is not None else 0
+        if position_ids is None:
+            if past + t > self.config.block_size:
+                raise ValueError(f"sequence of {past + t} tokens exceeds the block size {self.config.block_size}")
+            position_ids = torch.arange(past, past + t, device=idx.device)
+        x = self.drop(self.wte(idx) + self.wpe(position_ids))
+        capacity = cache.capacity if cache is not None else 0
+        for i, block in enumerate(self.h):
+            x = block(x, causal=True, key_padding_mask=key_padding_mask,
+                      cache=cache.layers[i] if cache is not None else None, cache_capacity=capacity)
+        if last_only and targets is None:
+            x = x[:, -1:]
+        logits = self.lm_head(self.ln_f(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
+        return logits, loss
+
+    def state_dict_for_save(self) -> dict[str, torch.Tensor]:
+        """Weights to save: the tied output matrix is stored once (as ``wte.weight``)."""
+        state = self.state_dict()
+        if self.config.tie_weights:
+            state.pop("lm_head.weight", None)
+        return state
+
+    def load_saved_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Load weights written by :meth:`state_dict_for_save` (strict apart from the tied matrix)."""
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not (self.config.tie_weights and k == "lm_head.weight")]
+        if missing or unexpected:
+            raise KeyError(f"weights do not match the model: missing {missing}, unexpected {unexpected}")
+
+
+def gpt_config_dict(config: GPTConfig, **extra: Any) -> dict[str, Any]:
+    """The model directory's config.json for a GPT (kind, format_version, model hyperparameters)."""
+    from dlnlp.io.modeldir import make_config
+
+    return make_config(KIND, FORMAT_VERSION, model=config.to_dict(), **extra)
+
+
+def load_gpt(directory: str | Path, device: str | torch.device = "cpu") -> tuple[GPT, dict[str, Any]]:
+    """Read a GPT model directory: the model in eval mode on ``device`` and its config.json."""
+    from dlnlp.io.modeldir import load_weights, read_config
+
+    config = read_config(directory, KIND, (FORMAT_VERSION,))
+    model = GPT(GPTConfig.from_dict(config["model"]))
+    model.load_saved_state(load_weights(directory))
+    return model.to(device).eval(), config
+
+
+@torch.no_grad()
+def evaluate_windows(model: GPT, ids: torch.Tensor, block_size: int | None = None, batch_size: int = 64,
+                     device: str | torch.device = "cpu") -> tuple[float, int]:
+    """Mean next-token cross-entropy over a whole token stream, in non-overlapping windows.
+
+    The stream is cut into windows of ``block_size + 1`` tokens overlapping by one (each window
+    predicts its last ``block_size`` tokens from the ones before, within the window), so every token
+    after the first is predicted exactly once; the last window may be shorter. Returns
+    (mean loss in nats, number of predicted tokens).
+    """
+    model.eval()
+    block = block_size or model.config.block_size
+    ids = ids.long()
+    n = ids.numel()
+    if n < 2:
+        raise ValueError("need at least two tokens to evaluate")
+    starts = list(range(0, n - 1, block))
+    total, count = 0.0, 0
+    full = [s for s in starts if s + block + 1 <= n]
+    for i in range(0, len(full), batch_size):
+        chunk = full[i:i + batch_size]
+        windows = torch.stack([ids[s:s + block + 1] for s in chunk]).to(device)
+        logits, _ = model(windows[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), windows[:, 1:].reshape(-1),
+                               reduction="sum")
+        total += loss.item()
+        count += windows[:, 1:].numel()
+    tail = [s for s in starts if s + block + 1 > n]
+    for s in tail:
+        window = ids[s:].unsqueeze(0).to(device)
+        logits, _ = model(window[:, :-1])
+        total += F.cross_entropy(logits[0].float(), window[0, 1:], reduction="sum").item()
+        count += window.shape[1] - 1
+    return total / count, count
