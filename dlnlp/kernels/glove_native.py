@@ -1,0 +1,233 @@
+"""GloVe's CPU training loop as a small C kernel (lock-free threads, glove.c's per-entry AdaGrad).
+
+On a CPU the work per co-occurrence entry is two 100-dimensional dot/axpy passes, so a batched
+framework step spends most of its time materializing gathered rows and per-entry gradients.
+Stanford's ``glove.c`` runs a tight loop over the shuffled entries with lock-free ("Hogwild")
+threads; this kernel does the same, compiled and cached exactly as the word2vec kernel
+(:mod:`dlnlp.kernels.w2v_native`: ``cc -O3 -march=native``, cache under ``$DLNLP_CACHE``,
+``DLNLP_NO_NATIVE=1`` to disable). The batched Torch kernels of :mod:`dlnlp.kernels.glove_loss`
+are the GPU path and the fallback.
+
+Per entry ``(i, j, log X_ij, f(X_ij))``, as glove.c (current version) does it::
+
+    diff  = w_i . w~_j + b_i + b~_j - log X_ij ;  fdiff = f(X_ij) * diff ;  cost += 0.5 fdiff diff
+    for each component:  t1 = clip(fdiff * w~_j) * lr ;  t2 = clip(fdiff * w_i) * lr
+                         w_i  -= t1 / sqrt(G_i) ;  w~_j -= t2 / sqrt(G~_j) ;  G_i += t1^2 ;  G~_j += t2^2
+    biases:              t = fdiff * bias_lr ;  b_i -= t / sqrt(Gb_i) ;  b~_j -= t / sqrt(Gb~_j) ;  Gb += t^2
+
+A non-finite difference skips the entry and a non-finite vector update is dropped, as glove.c does.
+Rows use the model's augmented layout (stride ``dim + 2``; the word bias at column ``dim``, the
+context bias at ``dim + 1``), so the Torch and native paths share one set of parameters.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from dlnlp.kernels.w2v_native import _compiler, _cpu_key, cache_dir
+
+C_SOURCE = r"""
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+typedef struct {
+    const int32_t *rows;
+    const int32_t *cols;
+    const float *log_x;
+    const float *weight;
+    int64_t n;
+    float *word;       /* V x stride: [w_i, b_i, 1] */
+    float *context;    /* V x stride: [w~_j, 1, b~_j] */
+    float *gsq_word;   /* AdaGrad accumulators, same layout */
+    float *gsq_context;
+    int32_t dim;
+    int32_t stride;
+    float lr;
+    float bias_lr;
+    float clip;
+    int32_t n_threads;
+    double *cost;            /* per thread */
+    volatile int64_t *progress; /* [0] entries done (approximate), [1] stop flag */
+} GloveParams;
+
+typedef struct { const GloveParams *p; int64_t start, end; int id; } Job;
+
+static inline float clipf(float x, float c) { return x > c ? c : (x < -c ? -c : x); }
+
+static void *glove_thread(void *arg) {
+    Job *job = (Job *)arg;
+    const GloveParams *p = job->p;
+    const int dim = p->dim, stride = p->stride;
+    const float lr = p->lr, bias_lr = p->bias_lr, clip = p->clip;
+    float *u1 = (float *)malloc(sizeof(float) * dim);
+    float *u2 = (float *)malloc(sizeof(float) * dim);
+    double cost = 0;
+    int64_t since = 0;
+    for (int64_t a = job->start; a < job->end; a++) {
+        float *w = p->word + (int64_t)p->rows[a] * stride;
+        float *c = p->context + (int64_t)p->cols[a] * stride;
+        float *gw = p->gsq_word + (int64_t)p->rows[a] * stride;
+        float *gc = p->gsq_context + (int64_t)p->cols[a] * stride;
+        float diff = 0;
+        for (int b = 0; b < dim; b++) diff += w[b] * c[b];
+        diff += w[dim] + c[dim + 1] - p->log_x[a];
+        float fdiff = p->weight[a] * diff;
+        if (!isfinite(diff) || !isfinite(fdiff)) continue;
+        cost += 0.5 * (double)fdiff * (double)diff;
+        float s1 = 0, s2 = 0;
+        for (int b = 0; b < dim; b++) {
+            float t1 = clipf(fdiff * c[b], clip) * lr;
+            float t2 = clipf(fdiff * w[b], clip) * lr;
+            u1[b] = t1 / sqrtf(gw[b]);
+            u2[b] = t2 / sqrtf(gc[b]);
+            s1 += u1[b];
+            s2 += u2[b];
+            gw[b] += t1 * t1;
+            gc[b] += t2 * t2;
+        }
+        if (isfinite(s1) && isfinite(s2)) {
+            for (int b = 0; b < dim; b++) { w[b] -= u1[b]; c[b] -= u2[b]; }
+        }
+        float t = fdiff * bias_lr;
+        float ub = t / sqrtf(gw[dim]), uc = t / sqrtf(gc[dim + 1]);
+        if (isfinite(ub)) w[dim] -= ub;
+        if (isfinite(uc)) c[dim + 1] -= uc;
+        gw[dim] += t * t;
+        gc[dim + 1] += t * t;
+        if (++since == 65536) {
+            __atomic_fetch_add((int64_t *)&p->progress[0], since, __ATOMIC_RELAXED);
+            since = 0;
+            if (p->progress[1]) break;
+        }
+    }
+    __atomic_fetch_add((int64_t *)&p->progress[0], since, __ATOMIC_RELAXED);
+    p->cost[job->id] = cost;
+    free(u1);
+    free(u2);
+    return NULL;
+}
+
+/* One pass over the (already shuffled) entries; threads take equal contiguous sections. */
+int glove_epoch(const GloveParams *p) {
+    int t, n = p->n_threads < 1 ? 1 : p->n_threads;
+    pthread_t *threads = (pthread_t *)malloc(sizeof(pthread_t) * n);
+    Job *jobs = (Job *)malloc(sizeof(Job) * n);
+    for (t = 0; t < n; t++) {
+        jobs[t].p = p;
+        jobs[t].id = t;
+        jobs[t].start = p->n / n * t;
+        jobs[t].end = t == n - 1 ? p->n : p->n / n * (t + 1);
+    }
+    for (t = 1; t < n; t++) pthread_create(&threads[t], NULL, glove_thread, &jobs[t]);
+    glove_thread(&jobs[0]);
+    for (t = 1; t < n; t++) pthread_join(threads[t], NULL);
+    free(threads);
+    free(jobs);
+    return 0;
+}
+"""
+
+CFLAGS = ["-O3", "-march=native", "-funroll-loops", "-fPIC", "-shared", "-pthread"]
+
+
+class GloveParams(ctypes.Structure):
+    _fields_ = [
+        ("rows", ctypes.c_void_p), ("cols", ctypes.c_void_p), ("log_x", ctypes.c_void_p),
+        ("weight", ctypes.c_void_p), ("n", ctypes.c_int64),
+        ("word", ctypes.c_void_p), ("context", ctypes.c_void_p),
+        ("gsq_word", ctypes.c_void_p), ("gsq_context", ctypes.c_void_p),
+        ("dim", ctypes.c_int32), ("stride", ctypes.c_int32),
+        ("lr", ctypes.c_float), ("bias_lr", ctypes.c_float), ("clip", ctypes.c_float),
+        ("n_threads", ctypes.c_int32), ("cost", ctypes.c_void_p), ("progress", ctypes.c_void_p),
+    ]
+
+
+_LIBRARY: ctypes.CDLL | None = None
+_FAILED: str | None = None
+
+
+def load_library() -> ctypes.CDLL | None:
+    """The compiled kernel (built on first use, then cached), or None when it cannot be built."""
+    global _LIBRARY, _FAILED
+    if _LIBRARY is not None or _FAILED is not None:
+        return _LIBRARY
+    if os.environ.get("DLNLP_NO_NATIVE", "") not in ("", "0"):
+        _FAILED = "disabled by DLNLP_NO_NATIVE"
+        return None
+    compiler = _compiler()
+    if compiler is None:
+        _FAILED = "no C compiler found"
+        return None
+    key = hashlib.sha256("\0".join([C_SOURCE, *CFLAGS, compiler, _cpu_key()]).encode()).hexdigest()[:16]
+    path = cache_dir() / f"glove_native_{key}.so"
+    try:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+                source = Path(tmp) / "glove_native.c"
+                source.write_text(C_SOURCE)
+                built = Path(tmp) / path.name
+                subprocess.run([compiler, *CFLAGS, str(source), "-o", str(built), "-lm"], check=True,
+                               capture_output=True, timeout=120)
+                os.replace(built, path)  # atomic: concurrent builders never see a partial file
+        library = ctypes.CDLL(str(path))
+    except (OSError, subprocess.SubprocessError) as exc:
+        _FAILED = f"cannot build the native kernel: {exc}"
+        return None
+    library.glove_epoch.argtypes = [ctypes.POINTER(GloveParams)]
+    library.glove_epoch.restype = ctypes.c_int
+    _LIBRARY = library
+    return library
+
+
+def failure_reason() -> str | None:
+    return _FAILED
+
+
+def _ptr(array: np.ndarray) -> int:
+    if not array.flags["C_CONTIGUOUS"]:
+        raise ValueError("arrays passed to the native kernel must be contiguous")
+    return array.ctypes.data
+
+
+def train_epoch_native(*, rows: np.ndarray, cols: np.ndarray, log_x: np.ndarray, weight: np.ndarray,
+                       word: np.ndarray, context: np.ndarray, gsq_word: np.ndarray, gsq_context: np.ndarray,
+                       dim: int, lr: float, bias_lr: float, clip: float | None, threads: int,
+                       progress: np.ndarray) -> float:
+    """One pass of glove.c's loop over the entries in the given order (GIL released); returns the cost sum.
+
+    ``word``/``context``/``gsq_*`` are float32 (V, dim + 2) arrays updated in place; ``progress``
+    an int64[2] array (entries done, stop flag) another thread may read and set.
+    """
+    library = load_library()
+    if library is None:
+        raise RuntimeError(_FAILED or "native kernel unavailable")
+    for name, array, dtype in (("rows", rows, np.int32), ("cols", cols, np.int32), ("log_x", log_x, np.float32),
+                               ("weight", weight, np.float32), ("word", word, np.float32),
+                               ("context", context, np.float32), ("gsq_word", gsq_word, np.float32),
+                               ("gsq_context", gsq_context, np.float32), ("progress", progress, np.int64)):
+        if array.dtype != dtype:
+            raise TypeError(f"{name} must be {np.dtype(dtype).name}, got {array.dtype}")
+    threads = max(1, int(threads))
+    cost = np.zeros(threads, dtype=np.float64)
+    params = GloveParams()
+    params.rows, params.cols, params.log_x, params.weight = _ptr(rows), _ptr(cols), _ptr(log_x), _ptr(weight)
+    params.n = len(rows)
+    params.word, params.context = _ptr(word), _ptr(context)
+    params.gsq_word, params.gsq_context = _ptr(gsq_word), _ptr(gsq_context)
+    params.dim, params.stride = dim, word.shape[1]
+    params.lr, params.bias_lr = lr, bias_lr
+    params.clip = float("inf") if clip is None else clip
+    params.n_threads = threads
+    params.cost, params.progress = _ptr(cost), _ptr(progress)
+    library.glove_epoch(ctypes.byref(params))
+    return float(cost.sum())

@@ -1,0 +1,135 @@
+"""Count-based word vectors: a PPMI word-context matrix factored by truncated SVD.
+
+The classic distributional recipe (Church and Hanks 1990; Bullinaria and Levy 2007; Levy, Goldberg
+and Dagan, TACL 2015, "Improving distributional similarity with lessons learned from word
+embeddings"):
+
+1. count word-context co-occurrences ``#(w, c)`` in a window (shared with GloVe:
+   :mod:`dlnlp.kernels.cooccur`);
+2. PMI with context-distribution smoothing and an optional shift::
+
+       PMI_alpha(w, c) = log( #(w,c) * sum_c' #(c')^alpha / (#(w) * #(c)^alpha) ) - log k
+       PPMI = max(PMI, 0)
+
+   ``alpha = 0.75`` (as word2vec's negative-sampling distribution) lowers the PMI of rare contexts;
+   ``k`` is the SGNS-inspired shift (``k = 1``: none). Unobserved pairs have PMI -inf, so PPMI stays
+   sparse (only observed pairs can be positive);
+3. truncated SVD ``M ~ U_d Sigma_d V_d^T`` (randomized, Halko et al. 2011, ``torch.svd_lowrank``
+   on the sparse matrix; or Lanczos through scipy's ``svds``), word vectors ``U_d Sigma_d^p``:
+   ``p = 1`` is the textbook ``U Sigma``, Levy et al. found ``p = 0.5`` or ``0`` better on similarity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+SVD_METHODS = ("randomized", "lanczos")
+
+
+@dataclass
+class PPMIConfig:
+    dim: int = 100
+    cds: float = 0.75  # context-distribution smoothing exponent (1: none)
+    shift: float = 1.0  # k in PMI - log k (1: no shift)
+    positive: bool = True  # PPMI (max(PMI, 0)); False keeps negative PMI of observed pairs
+    eig: float = 0.5  # p in U Sigma^p
+    svd: str = "randomized"
+    oversample: int = 10
+    power_iterations: int = 4
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.dim < 1:
+            raise ValueError("dim must be at least 1")
+        if not 0 < self.cds <= 1:
+            raise ValueError("cds (context-distribution smoothing) must be in (0, 1]")
+        if self.shift <= 0:
+            raise ValueError("shift k must be positive")
+        if self.svd not in SVD_METHODS:
+            raise ValueError(f"svd must be one of {', '.join(SVD_METHODS)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def pmi_values(rows: np.ndarray, cols: np.ndarray, counts: np.ndarray, vocab_size: int, *, cds: float = 0.75,
+               shift: float = 1.0, positive: bool = True) -> np.ndarray:
+    """(P)PMI of each observed entry, from the co-occurrence counts (COO arrays).
+
+    Marginals are the matrix's own row and column sums, as Levy et al. compute them.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    cols = np.asarray(cols, dtype=np.int64)
+    counts = np.asarray(counts, dtype=np.float64)
+    word_sums = np.bincount(rows, weights=counts, minlength=vocab_size)
+    context_sums = np.bincount(cols, weights=counts, minlength=vocab_size)
+    smoothed = context_sums ** cds
+    # P(w,c) / (P(w) P_a(c)) = #(w,c) / #(w) / (#(c)^a / sum_c' #(c')^a): the total count cancels.
+    pmi = (np.log(counts) - np.log(word_sums[rows]) - np.log(smoothed[cols])
+           + np.log(smoothed.sum()) - np.log(shift))
+    if positive:
+        np.maximum(pmi, 0.0, out=pmi)
+    return pmi
+
+
+def truncated_svd(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, shape: tuple[int, int], k: int, *,
+                  method: str = "randomized", oversample: int = 10, power_iterations: int = 4,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``k`` largest singular triplets ``(U, S, Vt)`` of a sparse matrix given as COO arrays.
+
+    ``randomized``: ``torch.svd_lowrank`` (Halko et al. 2011) on a sparse tensor with ``oversample``
+    extra columns and ``power_iterations`` subspace iterations. ``lanczos``: scipy's ``svds`` (ARPACK).
+    Singular values come in descending order.
+    """
+    k = min(k, min(shape))
+    if method == "lanczos":
+        try:
+            import scipy.sparse
+            from scipy.sparse.linalg import svds
+        except ImportError as exc:  # scipy is an optional dependency
+            raise RuntimeError("the lanczos SVD needs scipy (pip install scipy), or use the randomized one") from exc
+        matrix = scipy.sparse.csr_matrix((np.asarray(values, dtype=np.float64),
+                                          (np.asarray(rows), np.asarray(cols))), shape=shape)
+        if k >= min(shape):
+            u, s, vt = np.linalg.svd(matrix.toarray(), full_matrices=False)
+        else:
+            rng = np.random.default_rng(seed)
+            u, s, vt = svds(matrix, k=k, v0=rng.uniform(-1, 1, size=min(shape)))
+        order = np.argsort(-s)[:k]
+        return u[:, order], s[order], vt[order]
+    if method != "randomized":
+        raise ValueError(f"method must be one of {', '.join(SVD_METHODS)}")
+    import torch
+
+    indices = torch.from_numpy(np.stack([np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)]))
+    matrix = torch.sparse_coo_tensor(indices, torch.from_numpy(np.asarray(values, dtype=np.float64)), shape)
+    matrix = matrix.coalesce()
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        u, s, v = torch.svd_lowrank(matrix, q=min(k + oversample, min(shape)), niter=power_iterations)
+    finally:
+        torch.random.set_rng_state(state)
+    return u[:, :k].numpy(), s[:k].numpy(), v[:, :k].T.numpy()
+
+
+def ppmi_svd_vectors(rows: np.ndarray, cols: np.ndarray, counts: np.ndarray, vocab_size: int,
+                     config: PPMIConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Word vectors ``U Sigma^p`` (float32, one row per word) and the singular values."""
+    config = config or PPMIConfig()
+    config.validate()
+    values = pmi_values(rows, cols, counts, vocab_size, cds=config.cds, shift=config.shift,
+                        positive=config.positive)
+    keep = values != 0
+    u, s, _ = truncated_svd(np.asarray(rows)[keep], np.asarray(cols)[keep], values[keep], (vocab_size, vocab_size),
+                            config.dim, method=config.svd, oversample=config.oversample,
+                            power_iterations=config.power_iterations, seed=config.seed)
+    # Fix each component's sign (largest-magnitude entry positive) so runs are comparable.
+    signs = np.sign(u[np.abs(u).argmax(axis=0), np.arange(u.shape[1])])
+    signs[signs == 0] = 1
+    vectors = (u * signs) * (s ** config.eig)
+    if vectors.shape[1] < config.dim:  # fewer words than dimensions: pad with zeros
+        vectors = np.pad(vectors, ((0, 0), (0, config.dim - vectors.shape[1])))
+    return vectors.astype(np.float32), s
