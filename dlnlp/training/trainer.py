@@ -161,7 +161,12 @@ def default_loss_fn(model: nn.Module, batch: Batch, state: State) -> tuple[torch
     (HF style). A dict batch is passed as keyword arguments.
     """
     stateful = getattr(getattr(model, "_orig_mod", model), "stateful", False)
-    args, kwargs = ((), dict(batch)) if isinstance(batch, dict) else (tuple(batch), {})
+    if isinstance(batch, dict):
+        args, kwargs = (), dict(batch)
+    elif torch.is_tensor(batch):
+        args, kwargs = (batch,), {}
+    else:
+        args, kwargs = tuple(batch), {}
     if stateful:
         loss, state = model(*args, state=state, **kwargs)
         return loss, state

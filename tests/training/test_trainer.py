@@ -1,0 +1,214 @@
+"""The shared trainer: schedules, optimizers, accumulation, stopping, exact resume, failures."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from dlnlp.models.rnn_lm import RNNLMConfig, build_model
+from dlnlp.training import NonFiniteLoss, TrainConfig, Trainer, TrainingInterrupted, build_optimizer
+from dlnlp.training.data import RandomWindows, StreamBatches
+from dlnlp.training.schedule import decay_progress, lr_factor
+
+
+def _tokens(n: int = 3000, vocab: int = 11, seed: int = 0) -> np.ndarray:
+    # A learnable but not trivial stream: a noisy counter modulo vocab.
+    rng = np.random.default_rng(seed)
+    return ((np.arange(n) + (rng.random(n) < 0.2)) % vocab).astype(np.uint16)
+
+
+def _losses(out_dir) -> list[tuple[int, float]]:
+    rows = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in rows if "loss" in r]
+
+
+def _val_losses(out_dir) -> list[tuple[int, float]]:
+    rows = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
+
+
+# -- schedules ------------------------------------------------------------------------------------
+
+def test_warmup_is_linear_then_cosine_and_linear_decay():
+    assert lr_factor("cosine", 0, 4, 0.0) == pytest.approx(0.25)
+    assert lr_factor("cosine", 3, 4, 0.0) == pytest.approx(1.0)
+    assert lr_factor("cosine", 10, 4, 0.0) == pytest.approx(1.0)
+    assert lr_factor("cosine", 10, 4, 0.5) == pytest.approx(0.5)
+    assert lr_factor("cosine", 10, 4, 1.0, min_ratio=0.1) == pytest.approx(0.1)
+    assert lr_factor("linear", 10, 0, 0.25) == pytest.approx(0.75)
+    assert lr_factor("constant", 10, 0, 0.9) == 1.0
+
+
+def test_decay_progress_takes_the_step_or_time_share_whichever_is_further():
+    assert decay_progress(6, 2, 10, 0.0, None) == pytest.approx(0.5)
+    assert decay_progress(1, 0, 100, 30.0, 60.0) == pytest.approx(0.5)
+    assert decay_progress(1, 0, None, 90.0, 60.0) == 1.0
+
+
+def test_trainer_sets_the_scheduled_lr_each_step(tmp_path):
+    model = nn.Linear(2, 1)
+    batches = [(torch.randn(4, 2), torch.randn(4))] * 3
+    cfg = TrainConfig(lr=0.1, max_steps=10, warmup_steps=2, schedule="linear", log_interval=1, device="cpu",
+                      quiet=True, clip=None, optimizer="sgd", momentum=0.0)
+    Trainer(_Reg(model), cfg, batches, out_dir=tmp_path).fit()
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    # metrics record the lr of the step just taken: warmup 0.05, 0.1, then linear decay over 8 steps
+    expected = [0.05, 0.1] + [0.1 * (1 - k / 8) for k in range(8)]
+    assert lrs == pytest.approx(expected)
+
+
+class _Reg(nn.Module):
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x, y):
+        return nn.functional.mse_loss(self.inner(x).squeeze(-1), y)
+
+
+# -- optimizers, clipping, accumulation -----------------------------------------------------------
+
+def test_optimizer_groups_decay_only_matrices():
+    model = build_model(RNNLMConfig(vocab_size=7, embed=4, hidden=6, layers=1, tie_weights=True))
+    opt = build_optimizer(model, TrainConfig(weight_decay=0.1, max_steps=1), torch.device("cpu"))
+    assert isinstance(opt, torch.optim.AdamW)
+    decayed, plain = opt.param_groups
+    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decayed["params"]) and all(p.dim() == 1 for p in plain["params"])
+    n_unique = len({id(p) for p in model.parameters()})
+    assert len(decayed["params"]) + len(plain["params"]) == n_unique  # the tied matrix once
+    sgd = build_optimizer(model, TrainConfig(optimizer="sgd", momentum=0.8, max_steps=1), torch.device("cpu"))
+    assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.8
+
+
+def test_gradient_accumulation_equals_the_big_batch(tmp_path):
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 3), torch.randn(8)
+    init = nn.Linear(3, 1).state_dict()
+    results = []
+    for accum, batches in ((1, [(x, y)]), (2, [(x[:4], y[:4]), (x[4:], y[4:])])):
+        inner = nn.Linear(3, 1)
+        inner.load_state_dict(init)
+        cfg = TrainConfig(optimizer="sgd", momentum=0.0, lr=0.1, max_steps=1, grad_accum=accum, clip=None,
+                          device="cpu", quiet=True)
+        Trainer(_Reg(inner), cfg, batches).fit()
+        results.append(inner.weight.detach().clone())
+    assert torch.allclose(results[0], results[1], atol=1e-6)
+
+
+def test_clipping_bounds_the_update(tmp_path):
+    inner = nn.Linear(1, 1, bias=False)
+    nn.init.zeros_(inner.weight)
+    batches = [(torch.full((1, 1), 100.0), torch.full((1,), 1e4))]  # gradient norm ~2e6
+    cfg = TrainConfig(optimizer="sgd", momentum=0.0, lr=1.0, max_steps=1, clip=0.5, device="cpu", quiet=True)
+    Trainer(_Reg(inner), cfg, batches).fit()
+    assert inner.weight.abs().item() == pytest.approx(0.5, rel=1e-4)
+
+
+# -- stopping ---------------------------------------------------------------------------------------
+
+def test_epochs_and_max_time_stop(tmp_path):
+    batches = [(torch.randn(2, 2), torch.randn(2))] * 4
+    result = Trainer(_Reg(nn.Linear(2, 1)), TrainConfig(epochs=2, device="cpu", quiet=True), batches).fit()
+    assert (result.steps, result.stopped_by) == (8, "epochs")
+    cfg = TrainConfig(max_time=0.3, device="cpu", quiet=True, eval_interval=0)
+    result = Trainer(_Reg(nn.Linear(2, 1)), cfg, batches, val_data=batches, out_dir=tmp_path).fit()
+    assert result.stopped_by == "max_time" and result.final_val_loss is not None
+    assert 0.3 <= result.elapsed < 3
+    assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "checkpoint" / "trainer.json").is_file()
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    class Exploding(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(1))
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            loss = (self.w * x).sum()
+            return loss * float("nan") if self.calls > 3 else loss
+
+    batches = [torch.ones(2)] * 10
+    cfg = TrainConfig(max_steps=10, checkpoint_interval=1, eval_interval=0, device="cpu", quiet=True,
+                      optimizer="sgd")
+    with pytest.raises(NonFiniteLoss, match=r"nan at step 4.*step 3"):
+        Trainer(Exploding(), cfg, batches, out_dir=tmp_path).fit()
+    meta = json.loads((tmp_path / "checkpoint" / "trainer.json").read_text())
+    assert meta["step"] == 3
+
+
+# -- exact resume -----------------------------------------------------------------------------------
+
+def _lstm_run(out_dir, stop_at=None, resume=False, max_steps=12):
+    torch.manual_seed(0)
+    model = build_model(RNNLMConfig(vocab_size=11, embed=8, hidden=16, layers=2, dropout=0.3))
+    tokens = _tokens()
+    train = StreamBatches(tokens[:2500], 4, 16)     # 39 windows per epoch
+    val = StreamBatches(tokens[2500:], 4, 16, clamp=True)
+    cfg = TrainConfig(lr=5e-3, max_steps=max_steps, schedule="cosine", warmup_steps=2, log_interval=1,
+                      eval_interval=4, eval_batches=2, grad_accum=2, device="cpu", quiet=True, seed=3)
+
+    def on_step(trainer):
+        if stop_at is not None and trainer.step == stop_at:
+            trainer.request_stop()
+
+    return Trainer(model, cfg, train, val, out_dir=out_dir, resume=resume, on_step=on_step).fit()
+
+
+def test_interrupted_and_resumed_run_reproduces_the_losses_step_for_step(tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    _lstm_run(full)
+    with pytest.raises(TrainingInterrupted):
+        _lstm_run(part, stop_at=5)
+    assert json.loads((part / "checkpoint" / "trainer.json").read_text())["step"] == 5
+    _lstm_run(part, resume=True)
+    expected, got = _losses(full), _losses(part)
+    assert [s for s, _ in got] == list(range(1, 13))
+    assert got == expected  # bit for bit: same data position, state, RNG, optimizer and schedule
+    assert _val_losses(part) == _val_losses(full)
+
+
+def test_random_windows_resume_with_sgd_momentum(tmp_path):
+    tokens = _tokens(800)
+
+    class Bigram(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = nn.Embedding(11, 11)
+            self.drop = nn.Dropout(0.2)
+
+        def forward(self, x, y):
+            return nn.functional.cross_entropy(self.drop(self.table(x)).view(-1, 11), y.reshape(-1))
+
+    def run(out, stop_at=None, resume=False):
+        torch.manual_seed(0)
+        cfg = TrainConfig(optimizer="sgd", momentum=0.9, nesterov=True, lr=0.5, max_steps=9, log_interval=1,
+                          eval_interval=0, device="cpu", quiet=True, schedule="linear")
+
+        def hook(trainer):
+            if trainer.step == stop_at:
+                trainer.request_stop()
+
+        return Trainer(Bigram(), cfg, RandomWindows(tokens, 3, 8, seed=5), out_dir=out, resume=resume,
+                       on_step=hook).fit()
+
+    run(tmp_path / "a")
+    with pytest.raises(TrainingInterrupted):
+        run(tmp_path / "b", stop_at=4)
+    run(tmp_path / "b", resume=True)
+    assert _losses(tmp_path / "b") == _losses(tmp_path / "a")
+
+
+def test_best_weights_are_kept_by_validation_loss(tmp_path):
+    out = tmp_path / "run"
+    result = _lstm_run(out, max_steps=8)
+    vals = [v for _, v in _val_losses(out)]
+    assert result.best_val_loss == min(vals)
+    assert math.isfinite(result.final_val_loss)
