@@ -1,0 +1,221 @@
+"""``dlnlp ngram``: count-based n-gram language models (KenLM-compatible modified Kneser-Ney)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from dlnlp.cli.options import (
+    EncodingErrors,
+    Force,
+    Inputs,
+    Json,
+    OutDir,
+    Quiet,
+    Seed,
+    TextField,
+    corpus_options,
+    print_json,
+)
+from dlnlp.errors import InputError
+
+app = typer.Typer(help="N-gram language models: train, evaluate, score, generate, ARPA export/import.",
+                  no_args_is_help=True)
+
+ModelDir = Annotated[Path, typer.Argument(help="An n-gram model directory (from `dlnlp ngram train` or `import`).",
+                                          show_default=False)]
+
+_UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "M": 1 << 20, "MB": 1 << 20, "G": 1 << 30, "GB": 1 << 30,
+          "T": 1 << 40, "TB": 1 << 40}
+
+
+def parse_memory(text: str | None) -> int | None:
+    """'500M', '2G', '1.5GB' or a byte count -> bytes."""
+    if text is None:
+        return None
+    value = text.strip().upper()
+    number = value.rstrip("BKMGT")
+    unit = value[len(number):]
+    try:
+        amount = float(number)
+    except ValueError:
+        amount = -1.0
+    if unit not in _UNITS or amount <= 0:
+        raise InputError(f"--memory: cannot read {text!r} (use e.g. 500M or 2G)")
+    return int(amount * _UNITS[unit])
+
+
+def _load(model_dir: Path):
+    from dlnlp.models.ngram import NgramModel
+
+    return NgramModel.load(model_dir)
+
+
+@app.command()
+def train(
+    inputs: Inputs = None,
+    out: OutDir = ...,
+    order: Annotated[int, typer.Option("--order", "-n", help="N-gram order (1 or more).")] = 3,
+    smoothing: Annotated[str, typer.Option(
+        "--smoothing", "-s",
+        help="modified-kn (KenLM's, default), kn, witten-bell, add-k, mle or stupid-backoff (scores, not normalized).",
+    )] = "modified-kn",
+    k: Annotated[float, typer.Option("--k", help="The k of add-k smoothing (1: Laplace).")] = 1.0,
+    min_count: Annotated[int, typer.Option("--min-count", help="Words seen fewer times become <unk>.")] = 1,
+    max_vocab: Annotated[Optional[int], typer.Option("--max-vocab", help="Keep only the most frequent words.")] = None,
+    memory: Annotated[Optional[str], typer.Option(
+        "--memory", help="Memory budget for counting (e.g. 500M, 2G): past it, sorted count shards spill to disk "
+                         "and are merged. Default: count in memory.")] = None,
+    temp_dir: Annotated[Optional[Path], typer.Option("--temp-dir", help="Where spilled shards go.")] = None,
+    force: Force = False,
+    json_out: Json = False,
+    quiet: Quiet = False,
+    text_field: TextField = None,
+    encoding_errors: EncodingErrors = "strict",
+) -> None:
+    """Train an n-gram model on text, one sentence per line (whitespace-tokenized).
+
+    Example: dlnlp ngram train ../shared/corpora/brown/train.txt --order 5 --out brown5
+    """
+    import time
+
+    from dlnlp.io.atomic import check_can_write
+    from dlnlp.io.corpus import describe_inputs, iter_lines
+    from dlnlp.models.ngram import train as train_model
+    from dlnlp.progress import Progress, log, warn
+
+    if order < 1:
+        raise InputError("--order must be at least 1")
+    check_can_write(out, force)
+    budget = parse_memory(memory)
+    start = time.perf_counter()
+    lines = iter_lines(inputs, corpus_options(text_field, encoding_errors))
+    with Progress("counting", unit="tok", quiet=quiet) as progress:
+        model = train_model(lines, order, smoothing, k=k, min_count=min_count, max_vocab=max_vocab,
+                            memory_bytes=budget, warn=warn, temp_dir=str(temp_dir) if temp_dir else None,
+                            on_chunk=lambda n: progress.update(n))
+    model.info["corpus"] = describe_inputs(inputs)
+    model.save(out, force=force)
+    seconds = time.perf_counter() - start
+    result = {"out": str(out), "order": order, "smoothing": smoothing, "vocab_size": len(model.vocab),
+              "ngram_counts": model.counts(), "tokens": model.info.get("tokens"),
+              "discounts": model.info.get("discounts"), "seconds": round(seconds, 3)}
+    counts = " / ".join(f"{c:,}" for c in model.counts())
+    log(f"{smoothing} order {order}: {result['tokens']:,} tokens, n-grams {counts}; wrote {out} in {seconds:.1f}s",
+        quiet=quiet)
+    if json_out:
+        print_json(result)
+
+
+@app.command("eval")
+def evaluate(
+    model_dir: ModelDir,
+    files: Annotated[Optional[list[str]], typer.Argument(help="Text files ('-' or nothing: stdin).",
+                                                         show_default=False)] = None,
+    json_out: Json = False,
+    text_field: TextField = None,
+    encoding_errors: EncodingErrors = "strict",
+) -> None:
+    """Perplexity and cross-entropy of text, with and without OOV tokens (as KenLM's query reports).
+
+    Example: dlnlp ngram eval brown5 ../shared/corpora/brown/valid.txt --json
+    """
+    from dlnlp.io.corpus import iter_lines
+
+    model = _load(model_dir)
+    result = model.evaluate(iter_lines(files, corpus_options(text_field, encoding_errors)))
+    if json_out:
+        print_json(result)
+        return
+    note = "" if model.normalized else " (stupid backoff: scores, not probabilities)"
+    typer.echo(f"Perplexity including OOVs:\t{result['perplexity']:.4f}{note}")
+    typer.echo(f"Perplexity excluding OOVs:\t{result['perplexity_excl_oov']:.4f}")
+    typer.echo(f"Cross-entropy (bits/token):\t{result['cross_entropy']:.4f}")
+    typer.echo(f"Cross-entropy excluding OOVs:\t{result['cross_entropy_excl_oov']:.4f}")
+    typer.echo(f"OOVs:\t{result['oov']}")
+    typer.echo(f"Tokens:\t{result['tokens']}")
+    typer.echo(f"Sentences:\t{result['sentences']}")
+
+
+@app.command()
+def score(
+    model_dir: ModelDir,
+    file: Annotated[str, typer.Argument(help="Text file, or '-' for stdin.")] = "-",
+    encoding_errors: EncodingErrors = "strict",
+) -> None:
+    """One line out per line in: log10 probability, token count (words + </s>), perplexity (tab-separated).
+
+    Example: cat sentences.txt | dlnlp ngram score brown5 | sort -t$'\\t' -k3 -g | head
+    """
+    from dlnlp.io.corpus import iter_chunks, iter_lines
+
+    model = _load(model_dir)
+    out = sys.stdout
+    for chunk in iter_chunks(iter_lines([file], corpus_options(None, encoding_errors), require_text=False), 4096):
+        totals, lengths, _ = model.score_lines(chunk)
+        rows = [f"{t:.4f}\t{n}\t{10.0 ** (-t / n):.4f}\n" for t, n in zip(totals.tolist(), lengths.tolist(),
+                                                                               strict=True)]
+        out.write("".join(rows))
+        out.flush()
+
+
+@app.command()
+def generate(
+    model_dir: ModelDir,
+    num: Annotated[int, typer.Option("--num", help="Number of sentences.")] = 1,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Most words per sentence.")] = 30,
+    temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature.")] = 1.0,
+    top_k: Annotated[int, typer.Option("--top-k", help="Sample among the k likeliest words (0: all).")] = 0,
+    seed: Seed = 0,
+    prompt: Annotated[str, typer.Option("--prompt", help="Words the sentences start with.")] = "",
+) -> None:
+    """Sample sentences from the model, one per line.
+
+    Example: dlnlp ngram generate brown5 --num 3 --top-k 50 --seed 1 --prompt "The jury"
+    """
+    if num < 0 or max_tokens < 0 or top_k < 0:
+        raise InputError("--num, --max-tokens and --top-k must not be negative")
+    model = _load(model_dir)
+    for sentence in model.generate(num=num, max_tokens=max_tokens, temperature=temperature, top_k=top_k,
+                                   seed=seed, prompt=prompt):
+        typer.echo(sentence)
+
+
+@app.command()
+def export(
+    model_dir: ModelDir,
+    arpa: Annotated[Path, typer.Argument(help="Output ARPA file (.gz/.bz2/.xz compress).", show_default=False)],
+    force: Force = False,
+) -> None:
+    """Write the model as an ARPA file (log10 probabilities and backoffs) that KenLM and SRILM load.
+
+    Example: dlnlp ngram export brown5 brown5.arpa.gz
+    """
+    from dlnlp.io.arpa import write_arpa
+    from dlnlp.io.atomic import check_can_write
+
+    check_can_write(arpa, force)
+    model = _load(model_dir)
+    write_arpa(model, arpa, force=force)
+
+
+@app.command("import")
+def import_arpa(
+    arpa: Annotated[Path, typer.Argument(help="ARPA file (plain, .gz, .bz2 or .xz).", show_default=False)],
+    out: OutDir = ...,
+    force: Force = False,
+) -> None:
+    """Read an ARPA file (e.g. from KenLM's lmplz) into an n-gram model directory that scores identically.
+
+    Example: dlnlp ngram import lm.arpa --out lm
+    """
+    from dlnlp.io.arpa import read_arpa
+    from dlnlp.io.atomic import check_can_write
+    from dlnlp.progress import warn
+
+    check_can_write(out, force)
+    model = read_arpa(arpa, warn=warn)
+    model.save(out, force=force)
