@@ -104,7 +104,8 @@ def truncated_svd(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, shape:
     import torch
 
     indices = torch.from_numpy(np.stack([np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)]))
-    matrix = torch.sparse_coo_tensor(indices, torch.from_numpy(np.asarray(values, dtype=np.float64)), shape)
+    matrix = torch.sparse_coo_tensor(indices, torch.from_numpy(np.asarray(values, dtype=np.float64)), shape,
+                                     check_invariants=False)
     matrix = matrix.coalesce()
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
