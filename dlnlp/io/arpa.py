@@ -15,7 +15,8 @@ The format (Doug Paul's ARPA / SRILM / KenLM)::
 Each entry is ``log10 p <TAB> w1 .. wn [<TAB> log10 backoff]``; a missing backoff means 0. Files
 are read in one pass; vocabulary ids are assigned with ``<unk>``, ``<s>``, ``</s>`` first, the
 convention of :mod:`dlnlp.models.ngram_counts`. A file without ``<unk>`` gets one with log10
-probability -100, as KenLM does when it loads such a file.
+probability -100, as KenLM does when it loads such a file. A log10 value of -99 or less means
+probability 0 (SRILM's convention) and is kept as ``-inf``; zero probabilities are written as -99.
 """
 
 from __future__ import annotations
@@ -147,7 +148,8 @@ def read_arpa(path: str | os.PathLike, warn=None):
         raise InputError(f"{name}: duplicate unigrams")
     p1[ids] = uni_p
     bo1[ids] = uni_bo
-    if np.isnan(p1[0]):
+    missing_unk = bool(np.isnan(p1[0]))
+    if missing_unk:
         if warn is not None:
             warn(f"{name}: no <unk> in the model; giving it log10 probability {MISSING_UNK_LOG10}")
         p1[0] = MISSING_UNK_LOG10
@@ -170,7 +172,10 @@ def read_arpa(path: str | os.PathLike, warn=None):
         rows.append(r)
         logp.append(p)
         logbo.append(bo)
+    # ARPA's -99 (or less) is probability 0; a missing <unk> gets KenLM's finite -100 regardless.
     logp = [np.where(p <= LOG10_ZERO, -np.inf, p) for p in logp]
+    if missing_unk:
+        logp[0][0] = MISSING_UNK_LOG10
     logp[0][1] = -np.inf  # <s> is context only
     logbo = [np.where(b <= LOG10_ZERO, -np.inf, b) for b in logbo]
     return from_ngrams(vocab, rows, logp, logbo[: N - 1], "arpa", {"source": name})

@@ -101,9 +101,10 @@ class NgramModel:
     def _find(self, n: int, keys: np.ndarray) -> np.ndarray:
         """Index of each key among order-n n-grams, -1 where absent (keys < 0 are absent)."""
         table = self.keys[n - 1]
-        pos = np.searchsorted(table, keys)
-        pos_c = np.minimum(pos, len(table) - 1)
-        found = (keys >= 0) & (len(table) > 0) & (table[pos_c] == keys)
+        if len(table) == 0:
+            return np.full(np.shape(keys), -1, dtype=np.int64)
+        pos_c = np.minimum(np.searchsorted(table, keys), len(table) - 1)
+        found = (keys >= 0) & (table[pos_c] == keys)
         return np.where(found, pos_c, -1)
 
     def encode(self, lines: list[str]) -> np.ndarray:
