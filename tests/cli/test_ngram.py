@@ -1,0 +1,97 @@
+"""`dlnlp ngram` through the real CLI: train/eval/score/generate/export/import, pipes, bad inputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import run_cli
+
+CORPUS = "\n".join(["the cat sat on the mat", "the dog sat on the log", "a cat saw a dog",
+                    "the dog saw the cat", "a mat on a log"] * 4) + "\n"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ngram")
+    (root / "train.txt").write_text(CORPUS)
+    out = root / "lm"
+    result = run_cli("ngram", "train", str(root / "train.txt"), "--order", "3", "--out", str(out), "--json",
+                     check=True)
+    summary = json.loads(result.stdout)
+    assert summary["order"] == 3 and summary["ngram_counts"][0] == len((out / "vocab.txt").read_text().split())
+    return out
+
+
+def test_train_from_stdin_and_refuse_overwrite(tmp_path, model_dir):
+    out = tmp_path / "lm"
+    run_cli("ngram", "train", "-", "-n", "2", "-s", "witten-bell", "-o", str(out), "-q", input=CORPUS, check=True)
+    assert json.loads((out / "config.json").read_text())["smoothing"] == "witten-bell"
+    again = run_cli("ngram", "train", "-", "-n", "2", "-o", str(out), input=CORPUS)
+    assert again.returncode == 1 and "--force" in again.stderr
+
+
+def test_eval_json_counts_oovs(tmp_path, model_dir):
+    test = tmp_path / "test.txt"
+    test.write_text("the cat sat on the log\nthe zebra sat\n")
+    result = json.loads(run_cli("ngram", "eval", str(model_dir), str(test), "--json", check=True).stdout)
+    assert result["sentences"] == 2 and result["tokens"] == 7 + 4 and result["oov"] == 1
+    assert result["perplexity"] > result["perplexity_excl_oov"] > 1
+    text = run_cli("ngram", "eval", str(model_dir), "-", input="the cat\n", check=True).stdout
+    assert "Perplexity including OOVs" in text
+
+
+def test_score_is_one_line_per_line_in_a_pipe(model_dir):
+    lines = "the cat sat on the mat\n\nthe zebra ate the zebra\n"
+    result = run_cli("ngram", "score", str(model_dir), input=lines, check=True)
+    rows = [row.split("\t") for row in result.stdout.splitlines()]
+    assert len(rows) == 3
+    assert [int(r[1]) for r in rows] == [7, 1, 6]
+    logprob, count, ppl = float(rows[0][0]), int(rows[0][1]), float(rows[0][2])
+    assert ppl == pytest.approx(10 ** (-logprob / count), rel=1e-3)
+    assert float(rows[2][0]) < float(rows[0][0])  # the OOV sentence is less likely
+
+
+def test_generate_is_seeded(model_dir):
+    args = ("ngram", "generate", str(model_dir), "--num", "3", "--max-tokens", "12", "--top-k", "5", "--seed", "7")
+    first = run_cli(*args, check=True).stdout
+    assert first == run_cli(*args, check=True).stdout
+    assert len(first.splitlines()) == 3
+    prompted = run_cli("ngram", "generate", str(model_dir), "--prompt", "the dog", "--seed", "1", check=True).stdout
+    assert prompted.startswith("the dog")
+
+
+def test_export_import_round_trip(tmp_path, model_dir):
+    arpa = tmp_path / "lm.arpa.gz"
+    run_cli("ngram", "export", str(model_dir), str(arpa), check=True)
+    run_cli("ngram", "import", str(arpa), "--out", str(tmp_path / "back"), check=True)
+    text = "the cat sat on the log\na dog saw a cat\n"
+    original = run_cli("ngram", "score", str(model_dir), input=text, check=True).stdout.splitlines()
+    imported = run_cli("ngram", "score", str(tmp_path / "back"), input=text, check=True).stdout.splitlines()
+    for a, b in zip(original, imported, strict=True):
+        assert float(a.split("\t")[0]) == pytest.approx(float(b.split("\t")[0]), abs=1e-4)
+
+
+def test_bad_inputs_fail_with_one_line(tmp_path, model_dir):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    bad_arpa = tmp_path / "bad.arpa"
+    bad_arpa.write_text("hello\n")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"kind": "gpt", "format_version": 1}))
+    cases = [
+        ("ngram", "train", str(empty), "--out", str(tmp_path / "x")),
+        ("ngram", "train", "-", "--order", "0", "--out", str(tmp_path / "y")),
+        ("ngram", "train", "-", "--memory", "lots", "--out", str(tmp_path / "z")),
+        ("ngram", "import", str(bad_arpa), "--out", str(tmp_path / "w")),
+        ("ngram", "import", str(tmp_path / "missing.arpa"), "--out", str(tmp_path / "v")),
+        ("ngram", "eval", str(other), "-"),
+        ("ngram", "score", str(tmp_path / "no-model")),
+    ]
+    for args in cases:
+        result = run_cli(*args, input="a b\n")
+        assert result.returncode == 1, args
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("dlnlp: error:"), (args, result.stderr)
