@@ -33,6 +33,8 @@ def _is_sentencepiece(path: Path) -> bool:
     """A .model/.spm file, or any file that is not JSON (sentencepiece models are protobuf)."""
     if path.suffix in SENTENCEPIECE_MAGIC_SUFFIXES:
         return True
+    if path.suffix == ".json":
+        return False
     with open(path, "rb") as handle:
         head = handle.read(64).lstrip()
     return not head.startswith(b"{")
@@ -284,6 +286,8 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
             raise InputError(f"{path}: directory holds no tokenizer.json or tokenizer.model")
     if not path.exists():
         raise InputError(f"{path}: no such tokenizer file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file, not a tokenizer")
     try:
         sentencepiece = _is_sentencepiece(path)
     except OSError as exc:

@@ -1,0 +1,278 @@
+"""``dlnlp tokenize``: train subword tokenizers, encode and decode text streams, inspect a tokenizer.
+
+Thin layer over :mod:`dlnlp.tokenization`; the engines (HF ``tokenizers``, ``sentencepiece``) are
+imported inside the commands, so ``dlnlp --help`` and pipelines start fast.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from dlnlp.cli.options import (
+    COMMON,
+    EncodingErrors,
+    Force,
+    Inputs,
+    Json,
+    OutFile,
+    Quiet,
+    TextField,
+    Workers,
+    corpus_options,
+    print_json,
+)
+
+app = typer.Typer(
+    help="Train subword tokenizers (BPE, WordPiece, Unigram) and encode/decode text with them.",
+    no_args_is_help=True,
+)
+
+TokenizerPath = Annotated[
+    Path, typer.Option("--tokenizer", "-t", help="tokenizer.json (HF) or .model (sentencepiece) file.",
+                       show_default=False)
+]
+Format = Annotated[str, typer.Option("--format", help="ids (space-separated ids), tokens, or jsonl "
+                                     '({"ids": [...], "tokens": [...]}).')]
+
+
+def _set_workers(workers: int) -> int:
+    """Thread count for the engines; HF reads RAYON_NUM_THREADS when its pool first starts."""
+    threads = workers if workers > 0 else (os.cpu_count() or 1)
+    if workers > 0:
+        os.environ["RAYON_NUM_THREADS"] = str(workers)
+    return threads
+
+
+def _check_format(fmt: str) -> None:
+    from dlnlp.errors import DlnlpError
+    from dlnlp.tokenization.codec import FORMATS
+
+    if fmt not in FORMATS:
+        raise DlnlpError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+
+
+@app.command()
+def train(
+    inputs: Inputs = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Tokenizer file to write: tokenizer.json (hf) or "
+                                      "NAME.model (sentencepiece).", rich_help_panel=COMMON,
+                                      show_default=False)] = ...,
+    model: Annotated[str, typer.Option("--model", "-m", help="bpe (= bytelevel-bpe: GPT-2 style byte-level BPE), "
+                                       "char-bpe (characters, with <unk>), wordpiece, unigram.")] = "bpe",
+    engine: Annotated[str, typer.Option("--engine", help="hf (HF tokenizers) or sentencepiece "
+                                        "(models bpe and unigram).")] = "hf",
+    vocab_size: Annotated[int, typer.Option("--vocab-size", "-v", help="Vocabulary size, special tokens "
+                                            "included.")] = 8000,
+    min_frequency: Annotated[int, typer.Option("--min-frequency", help="Minimum count of a pair to be "
+                                               "merged (hf bpe, wordpiece).")] = 2,
+    special: Annotated[Optional[list[str]], typer.Option(
+        "--special", help="A special token (repeat the option for several); replaces the model's defaults: "
+        "bpe <|endoftext|>; char-bpe and unigram <unk> <pad> <s> </s>; wordpiece [PAD] [UNK] [CLS] [SEP] "
+        "[MASK]; sentencepiece adds them as user-defined symbols to its own <unk> <s> </s>.")] = None,
+    no_special: Annotated[bool, typer.Option("--no-special", help="No special tokens (an unknown token is "
+                                             "still added where the model needs one).")] = False,
+    normalize: Annotated[str, typer.Option("--normalize", help="Unicode normalization: none, nfc, nfd, nfkc "
+                                           "or nfkd (sentencepiece: none or nfkc). Byte-level BPE round "
+                                           "trips exactly only with none.")] = "none",
+    lowercase: Annotated[bool, typer.Option("--lowercase", help="Lowercase the text before tokenizing.")] = False,
+    byte_fallback: Annotated[bool, typer.Option("--byte-fallback", help="sentencepiece: unknown characters "
+                                                "become byte tokens instead of <unk>.")] = False,
+    character_coverage: Annotated[float, typer.Option("--character-coverage", help="sentencepiece: share of "
+                                                      "characters kept in the alphabet.")] = 1.0,
+    text_field: TextField = None,
+    encoding_errors: EncodingErrors = "strict",
+    workers: Workers = 0,
+    force: Force = False,
+    json_output: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Train a tokenizer on a corpus, streamed in chunks; writes the engine's own file format.
+
+    Example: dlnlp tokenize train corpus.txt --model bpe --vocab-size 8000 --out tok.json
+
+    Example: dlnlp tokenize train data.jsonl --text-field text --engine sentencepiece --model unigram --out tok.model
+    """
+    from dlnlp.io.atomic import atomic_write_bytes, check_can_write
+    from dlnlp.io.corpus import describe_inputs, iter_lines
+    from dlnlp.progress import log, warn
+    from dlnlp.tokenization.train import TrainSpec, train_tokenizer
+
+    spec = TrainSpec(
+        model=model, engine=engine, vocab_size=vocab_size, min_frequency=min_frequency,
+        special_tokens=[] if no_special else special, normalize=normalize, lowercase=lowercase,
+        character_coverage=character_coverage, byte_fallback=byte_fallback, threads=_set_workers(workers),
+    )
+    check_can_write(out, force)  # before the (long) training, not after
+    if spec.engine == "sentencepiece" and min_frequency != 2:
+        warn("--min-frequency is not a sentencepiece option; ignored")
+    if spec.model == "unigram" and spec.engine == "hf" and min_frequency != 2:
+        warn("--min-frequency does not apply to unigram; ignored")
+    counted = {"lines": 0, "chars": 0}
+
+    def counting(lines):
+        for line in lines:
+            counted["lines"] += 1
+            counted["chars"] += len(line)
+            yield line
+
+    start = time.perf_counter()
+    lines = iter_lines(inputs, corpus_options(text_field, encoding_errors))
+    # Read the first line before saying anything: a bad input fails with its one-line message only.
+    first = next(lines)
+    log(f"training {spec.engine} {spec.model} (vocab {spec.vocab_size}) on {describe_inputs(inputs)}", quiet=quiet)
+    data = train_tokenizer(counting(itertools.chain([first], lines)), spec)
+    seconds = time.perf_counter() - start
+    atomic_write_bytes(out, data, force=force)
+    from dlnlp.tokenization.tokenizer import load_tokenizer
+
+    trained = load_tokenizer(out)
+    result = {
+        "out": str(out), "engine": spec.engine, "model": spec.model, "vocab_size": trained.vocab_size,
+        "lines": counted["lines"], "chars": counted["chars"], "seconds": round(seconds, 3),
+    }
+    log(f"wrote {out}: vocabulary {trained.vocab_size}, {counted['lines']} lines in {seconds:.2f}s", quiet=quiet)
+    if trained.vocab_size < spec.vocab_size:
+        warn(f"the vocabulary has {trained.vocab_size} entries, fewer than --vocab-size {spec.vocab_size}: "
+             "the corpus has no more pairs to merge (or none above --min-frequency)")
+    if json_output:
+        print_json(result)
+
+
+def _open_output(output: Path | None, force: bool):
+    """(binary stream, context manager): an atomic file for --output, else stdout."""
+    import contextlib
+
+    if output is None or str(output) == "-":
+        return contextlib.nullcontext(sys.stdout.buffer)
+    from dlnlp.io.atomic import atomic_open
+
+    return atomic_open(output, "wb", force=force)
+
+
+@app.command()
+def encode(
+    inputs: Inputs = None,
+    tokenizer: TokenizerPath = ...,
+    fmt: Format = "ids",
+    output: OutFile = None,
+    text_field: TextField = None,
+    encoding_errors: EncodingErrors = "strict",
+    workers: Workers = 0,
+    force: Force = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary at the end: on stdout with "
+                                              "--output, else on stderr (stdout carries the data).",
+                                              rich_help_panel=COMMON)] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Encode text to token ids (or tokens): one line in, one line out, in order.
+
+    Example: cat corpus.txt | dlnlp tokenize encode -t tok.json > corpus.ids
+
+    Example: dlnlp tokenize encode corpus.txt -t tok.json --format tokens --output corpus.tok
+    """
+    from dlnlp.io.atomic import check_can_write
+    from dlnlp.io.corpus import iter_lines
+    from dlnlp.progress import Progress
+    from dlnlp.tokenization.codec import encode_stream
+    from dlnlp.tokenization.tokenizer import load_tokenizer
+
+    _check_format(fmt)
+    threads = _set_workers(workers)
+    if output is not None and str(output) != "-":
+        check_can_write(output, force)
+    tok = load_tokenizer(tokenizer)
+    tok._threads = threads
+    lines = iter_lines(inputs, corpus_options(text_field, encoding_errors))
+    start = time.perf_counter()
+    with Progress("encode", unit="line", rate_unit="token", quiet=quiet) as progress, \
+            _open_output(output, force) as stream:
+        stats = encode_stream(tok, lines, stream, fmt, on_chunk=lambda n, t: progress.update(n, rate=t))
+        stream.flush()
+    if json_output:
+        import json
+
+        seconds = time.perf_counter() - start
+        summary = {"lines": stats.lines, "tokens": stats.tokens, "chars": stats.chars, "seconds": round(seconds, 3)}
+        if output is not None and str(output) != "-":
+            print_json(summary)
+        else:
+            print(json.dumps(summary), file=sys.stderr)
+
+
+@app.command()
+def decode(
+    inputs: Inputs = None,
+    tokenizer: TokenizerPath = ...,
+    fmt: Format = "ids",
+    output: OutFile = None,
+    skip_special: Annotated[bool, typer.Option("--skip-special", help="Drop special tokens (kept by default, "
+                                               "so that encode | decode is exact).")] = False,
+    encoding_errors: EncodingErrors = "strict",
+    force: Force = False,
+    quiet: Quiet = False,
+) -> None:
+    """Decode lines of token ids (or tokens, or jsonl) back to text, one line per line.
+
+    Example: dlnlp tokenize encode corpus.txt -t tok.json | dlnlp tokenize decode -t tok.json
+    """
+    from dlnlp.errors import InputError
+    from dlnlp.io.atomic import check_can_write
+    from dlnlp.io.corpus import describe_inputs, iter_lines
+    from dlnlp.progress import Progress
+    from dlnlp.tokenization.codec import decode_stream
+    from dlnlp.tokenization.tokenizer import load_tokenizer
+
+    _check_format(fmt)
+    if output is not None and str(output) != "-":
+        check_can_write(output, force)
+    tok = load_tokenizer(tokenizer)
+    where = describe_inputs(inputs)
+    seen = {"any": False}
+
+    def lines():
+        # A blank line is valid (an empty text); input with no line at all is an error.
+        for line in iter_lines(inputs, corpus_options(None, encoding_errors), require_text=False):
+            seen["any"] = True
+            yield line
+        if not seen["any"]:
+            raise InputError(f"{where}: the input is empty (no lines of ids)")
+
+    with Progress("decode", unit="line", rate_unit="token", quiet=quiet) as progress, \
+            _open_output(output, force) as stream:
+        decode_stream(tok, lines(), stream, fmt, where=where, skip_special_tokens=skip_special,
+                      on_chunk=lambda n, t: progress.update(n, rate=t))
+        stream.flush()
+
+
+@app.command()
+def inspect(
+    tokenizer: Annotated[Path, typer.Argument(help="tokenizer.json or .model file.", show_default=False)],
+    sample: Annotated[Optional[str], typer.Option("--sample", "-s", help="Show the tokens of this text.")] = None,
+    corpus: Annotated[Optional[list[str]], typer.Option("--corpus", help="Measure fertility (tokens per "
+                                                        "whitespace word) on this corpus (repeatable).")] = None,
+    text_field: TextField = None,
+    encoding_errors: EncodingErrors = "strict",
+    json_output: Json = False,
+) -> None:
+    """Show a tokenizer: vocabulary size, merges, special tokens, a sample's tokens, fertility on a corpus.
+
+    Example: dlnlp tokenize inspect tok.json --sample "Hello world" --corpus valid.txt
+    """
+    from dlnlp.io.corpus import iter_lines
+    from dlnlp.tokenization.stats import describe, format_description
+    from dlnlp.tokenization.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tokenizer)
+    lines = iter_lines(corpus, corpus_options(text_field, encoding_errors)) if corpus else None
+    info = describe(tok, sample, lines)
+    if json_output:
+        print_json(info)
+    else:
+        sys.stdout.write(format_description(info))
