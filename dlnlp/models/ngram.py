@@ -111,7 +111,6 @@ class NgramModel:
         """The id stream ``<s> w.. </s> <s> ..`` of lines; unknown words become ``<unk>``."""
         vocab = Vocabulary.__new__(Vocabulary)
         vocab.index = self.index
-        vocab.words = self.vocab
         ids, _ = encode_lines(lines, vocab, grow=False)
         return ids
 

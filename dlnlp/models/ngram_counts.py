@@ -22,9 +22,11 @@ estimation needs anyway) plus one chunk.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import tempfile
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -96,26 +98,21 @@ class Vocabulary:
     """Word <-> id, with ``<unk>``=0, ``<s>``=1, ``</s>``=2 (KenLM's numbering), then first-seen order."""
 
     def __init__(self, words: Iterable[str] = ()):
-        self.index: dict[str, int] = {}
-        self.words: list[str] = []
+        # A defaultdict whose factory is a C counter: looking a new word up gives it the next id,
+        # so encoding a chunk is one C-level pass over its tokens.
+        self.index: dict[str, int] = defaultdict(itertools.count().__next__)
         for word in (*SPECIALS, *words):
-            if word not in self.index:
-                self.index[word] = len(self.words)
-                self.words.append(word)
+            self.index[word]
+
+    @property
+    def words(self) -> list[str]:
+        return list(self.index)
 
     def __len__(self) -> int:
-        return len(self.words)
-
-    def add_new(self, tokens: list[str]) -> None:
-        index = self.index
-        for word in dict.fromkeys(tokens):  # first-occurrence order: deterministic ids
-            if word not in index:
-                index[word] = len(self.words)
-                self.words.append(word)
+        return len(self.index)
 
     def encode(self, tokens: list[str], grow: bool = True) -> np.ndarray:
         if grow:
-            self.add_new(tokens)
             return np.fromiter(map(self.index.__getitem__, tokens), dtype=np.int32, count=len(tokens))
         get = self.index.get
         return np.fromiter((get(t, UNK_ID) for t in tokens), dtype=np.int32, count=len(tokens))
