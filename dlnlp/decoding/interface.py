@@ -204,3 +204,15 @@ class FullContextNextToken:
 
     def reorder(self, state: list[list[int]], index: torch.Tensor) -> list[list[int]]:
         return [list(state[i]) for i in index.tolist()]
+
+
+def rnn_lm_next_token(model: Any, vocab_size: int | None = None) -> RecurrentNextToken:
+    """The adapter for :mod:`dlnlp.models.rnn_lm` models (``forward(idx, state=...) -> (logits, state)``).
+
+    RNN/GRU/LSTM states have the batch in dimension 1 (``[layers, B, H]``); the feed-forward
+    (Bengio) model's state is its ``[B, n - 1]`` token history, batch in dimension 0.
+    """
+    cell = getattr(getattr(model, "config", None), "cell", None)
+    vocab = vocab_size or model.config.vocab_size
+    return RecurrentNextToken(model, vocab, forward=lambda ids, state: model(ids, state=state),
+                              batch_dim=0 if cell == "ffnn" else 1)

@@ -77,8 +77,8 @@ class DecodeConfig:
             raise ValueError(f"num return must be >= 1, got {self.num_return}")
         if self.strategy == "beam" and self.num_return > self.num_beams:
             raise ValueError(f"num return ({self.num_return}) cannot exceed num beams ({self.num_beams})")
-        if self.strategy != "beam" and self.num_return != 1:
-            raise ValueError("num return > 1 needs beam search (or several runs with different seeds)")
+        if self.strategy == "greedy" and self.num_return != 1:
+            raise ValueError("num return > 1 needs beam search or sampling (greedy has one answer)")
         if self.no_repeat_ngram < 0:
             raise ValueError(f"no-repeat-ngram must be >= 0, got {self.no_repeat_ngram}")
         check_sampling_args(self.temperature, self.top_k, self.top_p)
@@ -136,7 +136,14 @@ def generate(model: NextTokenModel, prompts: Sequence[Sequence[int]], config: De
     config.validate()
     if config.strategy == "beam":
         return beam_search(model, prompts, config)
-    return sample_or_greedy(model, prompts, config, generator=generator, on_token=on_token)
+    n = config.num_return
+    if n == 1:
+        return sample_or_greedy(model, prompts, config, generator=generator, on_token=on_token)
+    # n independent samples per prompt: each prompt repeated n times in one batch.
+    repeated = [p for p in prompts for _ in range(n)]
+    callback = None if on_token is None else (lambda row, token: on_token(row // n, token))
+    flat = sample_or_greedy(model, repeated, config, generator=generator, on_token=callback)
+    return [[h for group in flat[i * n:(i + 1) * n] for h in group] for i in range(len(prompts))]
 
 
 @torch.no_grad()

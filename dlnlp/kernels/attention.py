@@ -103,9 +103,7 @@ def build_attention_mask(
     """A boolean keep-mask ``[B or 1, 1, T, S]`` for SDPA, or None when every query sees every key.
 
     With a cache the ``T`` queries are the last ``T`` of the ``S`` positions, so the causal mask is
-    aligned to the bottom-right: query ``i`` sees keys ``0 .. S - T + i``. A query always sees its own
-    position, so a padding query never has an all-masked row (SDPA would return NaN there, and the
-    NaN would leak into later layers through the zero attention weights of masked keys).
+    aligned to the bottom-right: query ``i`` sees keys ``0 .. S - T + i``.
     """
     mask = None
     offset = key_length - query_length
@@ -116,11 +114,10 @@ def build_attention_mask(
     if key_padding_mask is not None:
         keep = key_padding_mask.to(torch.bool)[:, None, None, :]
         mask = keep if mask is None else mask & keep
-        if offset >= 0:
-            diagonal = torch.zeros(query_length, key_length, dtype=torch.bool, device=device)
-            idx = torch.arange(query_length, device=device)
-            diagonal[idx, idx + offset] = True
-            mask = mask | diagonal[None, None]
+        # A row with no key left (a padding query before any real token, or all keys padding)
+        # would make SDPA return NaN, which then leaks into later layers through the zero
+        # weights of masked keys; such rows attend to every key instead (their output is unused).
+        mask = mask | ~mask.any(dim=-1, keepdim=True)
     return mask
 
 

@@ -1,0 +1,74 @@
+"""``dlnlp generate``: prompts from options and stdin, strategies, JSON output, streaming, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.cli.test_gpt import TINY, dlnlp
+from tests.conftest import run_cli
+
+TEXT = "".join(f"to be or not to be, line {i}\n" for i in range(200))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gen")
+    corpus = root / "text.txt"
+    corpus.write_text(TEXT)
+    run_cli("gpt", "train", str(corpus), "--char", *TINY, "--max-steps", "40", "--lr", "3e-3",
+            "--out", str(root / "run"), check=True)
+    return root / "run"
+
+
+def test_greedy_json_with_prompt(model_dir, capsys):
+    code, out, err = dlnlp(capsys, "generate", model_dir, "--prompt", "to be", "--strategy", "greedy",
+                           "--max-new-tokens", "12", "--json", "--device", "cpu")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["prompt"] == "to be" and len(result["tokens"]) == 12  # character model: no end-of-text
+    assert result["hypotheses"][0]["text"] == result["text"] and len(result["text"]) == 12
+    assert result["score"] == pytest.approx(result["logprob"] / 12)
+
+
+def test_beam_n_best_from_stdin(model_dir, capsys, monkeypatch):
+    code, out, err = dlnlp(capsys, "generate", model_dir, "--strategy", "beam", "--num-beams", "4",
+                           "--num-return", "3", "--max-new-tokens", "8", "--json", "--device", "cpu",
+                           stdin="to\nor not\n", monkeypatch=monkeypatch)
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [r["prompt"] for r in lines] == ["to", "or not"]
+    for r in lines:
+        scores = [h["score"] for h in r["hypotheses"]]
+        assert len(scores) == 3 and scores == sorted(scores, reverse=True)
+        assert len({tuple(h["tokens"]) for h in r["hypotheses"]}) == 3
+
+
+def test_sampling_streams_and_is_seeded(model_dir, capsys):
+    args = ["generate", model_dir, "--prompt", "be", "--strategy", "sample", "--top-k", "5", "--temperature", "0.8",
+            "--max-new-tokens", "20", "--seed", "3", "--device", "cpu"]
+    code, first, _ = dlnlp(capsys, *args)
+    code2, second, _ = dlnlp(capsys, *args)
+    assert code == code2 == 0 and first == second
+    assert first.startswith("be") and len(first) == 2 + 20 + 1
+
+
+def test_pipe_one_prompt_per_line(model_dir):
+    result = run_cli("generate", str(model_dir), "--strategy", "greedy", "--max-new-tokens", "5", "--device", "cpu",
+                     input="to\nnot\n")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.split("\n")
+    assert lines[0].startswith("to") and any(line.startswith("not") for line in lines[1:])
+
+
+def test_errors_are_one_line(model_dir, capsys, tmp_path):
+    code, _, err = dlnlp(capsys, "generate", model_dir, "--prompt", "x", "--strategy", "beam", "--num-beams", "2",
+                         "--num-return", "3")
+    assert code == 1 and "num return" in err
+    code, _, err = dlnlp(capsys, "generate", tmp_path / "nothing", "--prompt", "x")
+    assert code == 1 and "no such model directory" in err
+    code, _, err = dlnlp(capsys, "generate", model_dir, "--prompt", "x", "--top-p", "2")
+    assert code == 1 and "top-p" in err
+    code, _, err = dlnlp(capsys, "generate", model_dir, "--prompt", "\u4e2d")  # not in the vocabulary
+    assert code == 1 and len(err.strip().splitlines()) == 1

@@ -1,0 +1,111 @@
+"""``dlnlp gpt train / eval / import / export`` through the real CLI entry point."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import sys
+
+import pytest
+
+from dlnlp.cli.main import main
+from tests.conftest import run_cli
+
+TEXT = "".join(f"line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(300))
+
+
+def dlnlp(capsys, *args, stdin: str | None = None, monkeypatch=None):
+    """Run the CLI in-process: (exit code, stdout, stderr)."""
+    if stdin is not None:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+TINY = ["--layers", "1", "--heads", "2", "--dim", "16", "--block-size", "16", "--batch-size", "4",
+        "--eval-interval", "0", "--warmup", "2", "-q", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus") / "text.txt"
+    path.write_text(TEXT)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("gpt") / "run"
+    result = run_cli("gpt", "train", str(corpus), "--char", *TINY, "--max-steps", "30", "--lr", "3e-3", "--out", str(out),
+                     "--json",
+                     check=True)
+    return out, json.loads(result.stdout)
+
+
+def test_train_writes_a_model_directory(trained):
+    out, summary = trained
+    assert summary["steps"] == 30 and summary["stopped_by"] == "max_steps"
+    vocab = json.loads((out / "config.json").read_text())["model"]["vocab_size"]
+    assert math.isfinite(summary["val_loss"]) and summary["val_loss"] < math.log(vocab) - 0.3  # learned something
+    for name in ("config.json", "model.safetensors", "vocab.json", "metrics.jsonl", "checkpoint"):
+        assert (out / name).exists()
+    config = json.loads((out / "config.json").read_text())
+    assert config["kind"] == "gpt" and config["model"]["n_layer"] == 1 and config["level"] == "char"
+
+
+def test_eval_reports_loss_perplexity_and_bpc(trained, corpus, capsys):
+    out, _ = trained
+    code, stdout, _ = dlnlp(capsys, "gpt", "eval", out, corpus, "--json", "--device", "cpu")
+    assert code == 0
+    result = json.loads(stdout)
+    assert result["perplexity"] == pytest.approx(math.exp(result["loss"]))
+    assert result["bits_per_char"] == pytest.approx(result["loss"] / math.log(2))
+    assert result["tokens"] == len(TEXT) - 1
+    code, stdout, _ = dlnlp(capsys, "gpt", "eval", out, corpus, "--device", "cpu")
+    assert code == 0 and stdout.startswith("loss ")
+
+
+def test_resume_continues_to_more_steps(trained, tmp_path, capsys):
+    import shutil
+
+    out, _ = trained
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    code, stdout, _ = dlnlp(capsys, "gpt", "train", "--resume", "--out", copy, "--max-steps", "35", "-q", "--json",
+                            "--device", "cpu")
+    assert code == 0 and json.loads(stdout)["steps"] == 35
+
+
+def test_refuses_to_overwrite_and_bad_options(trained, corpus, capsys):
+    out, _ = trained
+    code, _, err = dlnlp(capsys, "gpt", "train", corpus, "--char", *TINY, "--max-steps", "1", "--out", out)
+    assert code == 1 and "exists" in err and "--force" in err
+    code, _, err = dlnlp(capsys, "gpt", "train", corpus, *TINY[:4], "--dim", "15", "--max-steps", "1",
+                         "--out", out.parent / "bad")
+    assert code == 1 and "divisible" in err
+    code, _, err = dlnlp(capsys, "gpt", "eval", out.parent / "missing", corpus)
+    assert code == 1 and "no such model directory" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_import_export_through_the_cli(tmp_path, capsys):
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=20, n_positions=16, n_embd=16, n_layer=1,
+                                                              n_head=2)).eval()
+    hf.save_pretrained(tmp_path / "hf")
+    code, _, err = dlnlp(capsys, "gpt", "import", tmp_path / "hf", "--out", tmp_path / "dl")
+    assert code == 0, err
+    code, _, err = dlnlp(capsys, "gpt", "export", tmp_path / "dl", tmp_path / "back")
+    assert code == 0, err
+    again = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "back").eval()
+    ids = torch.randint(0, 20, (1, 10))
+    with torch.no_grad():
+        assert torch.allclose(again(ids).logits, hf(ids).logits, atol=1e-5)
+    code, _, err = dlnlp(capsys, "gpt", "export", tmp_path / "dl", tmp_path / "back")
+    assert code == 1 and "exists" in err

@@ -1,0 +1,103 @@
+"""The GPT model: shapes, loss, cache, padding, tying, save/load and whole-text evaluation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dlnlp.models.gpt import GPT, GPTConfig, evaluate_windows, gpt_config_dict, load_gpt
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=13, block_size=16, n_layer=2, n_head=2, n_embd=16)).eval()
+
+
+def test_untrained_loss_is_near_log_vocab(model):
+    x = torch.randint(0, 13, (4, 16))
+    logits, loss = model(x, x)
+    assert logits.shape == (4, 16, 13)
+    assert loss.item() == pytest.approx(math.log(13), abs=0.2)
+    assert torch.allclose(loss, F.cross_entropy(logits.reshape(-1, 13), x.reshape(-1)))
+
+
+def test_causality_future_tokens_do_not_change_the_past(model):
+    x = torch.randint(0, 13, (1, 10))
+    y = x.clone()
+    y[0, 6:] = (y[0, 6:] + 1) % 13
+    with torch.no_grad():
+        a, _ = model(x)
+        b, _ = model(y)
+    assert torch.allclose(a[:, :6], b[:, :6], atol=1e-6)
+    assert not torch.allclose(a[:, 6:], b[:, 6:])
+
+
+def test_incremental_decode_with_cache_equals_full_forward(model):
+    x = torch.randint(0, 13, (2, 12))
+    with torch.no_grad():
+        full, _ = model(x)
+        cache = model.new_cache(12)
+        parts = [model(x[:, :5], cache=cache)[0]] + [model(x[:, i:i + 1], cache=cache)[0] for i in range(5, 12)]
+    assert torch.allclose(torch.cat(parts, 1), full, atol=1e-5)
+    assert len(cache) == 12
+
+
+def test_block_size_is_enforced(model):
+    with pytest.raises(ValueError, match="block size"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_tied_output_layer_and_init(model):
+    assert model.lm_head.weight is model.wte.weight
+    assert "lm_head.weight" not in model.state_dict_for_save()
+    proj = model.h[0].attn.proj.weight
+    assert proj.std().item() == pytest.approx(0.02 / math.sqrt(4), rel=0.3)
+    untied = GPT(GPTConfig(vocab_size=13, block_size=8, n_layer=1, n_head=1, n_embd=8, tie_weights=False))
+    assert untied.lm_head.weight is not untied.wte.weight
+
+
+def test_sinusoidal_positions_have_no_position_parameters():
+    m = GPT(GPTConfig(vocab_size=5, block_size=8, n_layer=1, n_head=1, n_embd=8, position="sinusoidal"))
+    assert not any(name.startswith("wpe") for name, _ in m.named_parameters())
+    m(torch.zeros(1, 8, dtype=torch.long))
+
+
+def test_training_reduces_the_loss():
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=7, block_size=8, n_layer=1, n_head=2, n_embd=16))
+    x = torch.arange(9).remainder(7).repeat(4, 1)  # a cyclic sequence: perfectly predictable
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
+    for _ in range(60):
+        _, loss = m(x[:, :-1], x[:, 1:])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.1
+
+
+def test_save_and_load_round_trip(model, tmp_path):
+    from dlnlp.io.modeldir import write_model_dir
+
+    write_model_dir(tmp_path / "m", gpt_config_dict(model.config), model.state_dict_for_save())
+    again, config = load_gpt(tmp_path / "m")
+    x = torch.randint(0, 13, (1, 9))
+    assert torch.equal(again(x)[0], model(x)[0])
+    assert again.lm_head.weight is again.wte.weight
+    assert config["kind"] == "gpt"
+
+
+def test_evaluate_windows_counts_every_token_once(model):
+    ids = torch.randint(0, 13, (50,))
+    loss, count = evaluate_windows(model, ids, block_size=16, batch_size=2)
+    assert count == 49
+    manual, n = 0.0, 0
+    for s in range(0, 49, 16):
+        w = ids[s:s + 17]
+        logits, _ = model(w[None, :-1])
+        manual += F.cross_entropy(logits[0], w[1:], reduction="sum").item()
+        n += len(w) - 1
+    assert loss == pytest.approx(manual / n, abs=1e-5)
