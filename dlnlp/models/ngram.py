@@ -33,7 +33,7 @@ no n-gram continues ``<unk>`` the next word starts from an empty context.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +42,6 @@ import numpy as np
 from dlnlp.errors import InputError, ModelDirError
 from dlnlp.models.ngram_counts import (
     BOS_ID,
-    EOS,
     EOS_ID,
     UNK_ID,
     NgramCounts,
@@ -50,7 +49,6 @@ from dlnlp.models.ngram_counts import (
     adjusted_counts,
     count_corpus,
     encode_lines,
-    first_words,
     ngram_words,
 )
 
@@ -459,12 +457,6 @@ def ngram_rows(model: NgramModel, n: int) -> np.ndarray:
     return ngram_words(model.keys[:n], len(model.vocab))
 
 
-def iter_arpa_entries(model: NgramModel) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]]:
-    """(order, word rows, log10 p, log10 backoff or None) per order, for ARPA writers."""
-    for n in range(1, model.order + 1):
-        yield n, ngram_rows(model, n), model.logp[n - 1], (model.logbo[n - 1] if n < model.order else None)
-
-
 def from_ngrams(vocab: list[str], rows: list[np.ndarray], logp: list[np.ndarray], logbo: list[np.ndarray],
                 smoothing: str = "arpa", info: dict | None = None) -> NgramModel:
     """Build the trie from explicit n-grams (word-id rows per order); vocab[0:3] = <unk>, <s>, </s>.
@@ -504,9 +496,3 @@ def from_ngrams(vocab: list[str], rows: list[np.ndarray], logp: list[np.ndarray]
         if n < N:
             out_bo.append(np.asarray(logbo[n - 1], dtype=np.float64)[perm])
     return NgramModel(list(vocab), keys, out_p, out_bo, smoothing, dict(info or {}))
-
-
-__all__ = [
-    "SMOOTHING", "NgramModel", "estimate", "train", "kn_discounts", "from_ngrams", "iter_arpa_entries",
-    "first_words", "EOS",
-]

@@ -290,6 +290,10 @@ def count_stream(chunks: list[np.ndarray] | _Store, V: int, order: int, *, memor
         raw1 += np.bincount(np.asarray(tokens), minlength=V)
     raw1[BOS_ID] = 0  # context only: never predicted
     orders = [OrderCounts(np.arange(V, dtype=np.int64), raw1, None)]
+    positions = sum(len(t) for t in chunks)
+    if positions * V >= 2**63:
+        raise InputError(f"{positions:,} tokens with a vocabulary of {V:,} overflow 64-bit n-gram keys; "
+                         "use --max-vocab")
     if order == 1:
         return orders
     if not isinstance(chunks, _Store) and len(chunks) == 1:

@@ -150,7 +150,7 @@ corpora = st.lists(st.lists(words, max_size=7).map(" ".join), min_size=1, max_si
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(corpus=corpora, order=st.integers(1, 4), history=st.lists(st.sampled_from(["a", "b", "c", "zz"]), max_size=4),
+@given(corpus=corpora, order=st.integers(1, 6), history=st.lists(st.sampled_from(["a", "b", "c", "zz"]), max_size=4),
        smoothing=st.sampled_from([s for s in SMOOTHING if NORMALIZED[s]]), target=words)
 def test_normalized_models_sum_to_one_and_scoring_agrees(corpus, order, history, smoothing, target):
     model = train(corpus, order, smoothing)
