@@ -30,6 +30,13 @@ def test_train_from_stdin_and_refuse_overwrite(tmp_path, model_dir):
     assert json.loads((out / "config.json").read_text())["smoothing"] == "witten-bell"
     again = run_cli("ngram", "train", "-", "-n", "2", "-o", str(out), input=CORPUS)
     assert again.returncode == 1 and "--force" in again.stderr
+    # A memory budget changes how counting runs (chunks, shards on disk), not the model.
+    budget = tmp_path / "budget"
+    run_cli("ngram", "train", "-", "-n", "2", "-s", "witten-bell", "-o", str(budget), "--memory", "1M",
+            "--temp-dir", str(tmp_path), "-q", input=CORPUS, check=True)
+    text = "the cat sat\na log\n"
+    assert (run_cli("ngram", "score", str(budget), input=text, check=True).stdout
+            == run_cli("ngram", "score", str(out), input=text, check=True).stdout)
 
 
 def test_eval_json_counts_oovs(tmp_path, model_dir):
