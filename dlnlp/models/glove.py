@@ -15,8 +15,8 @@ Where this differs, and why: glove.c runs lock-free per-entry SGD on CPU threads
 the shuffled entries go through the shared kernels (``dlnlp.kernels.glove_loss``) in mini-batches,
 so the same code runs vectorized on a CPU or a GPU; a batch's per-entry gradients are summed per
 row before the AdaGrad step. glove.c's current version applies its bias updates without the
-learning rate (an effective bias rate of 1); ``bias_lr`` sets that rate (default: ``lr``, as in the
-paper and GloVe 1.0). Adam is available as ``optimizer="adam"``.
+learning rate (an effective bias rate of 1, kept as the default ``bias_lr``; ``None`` uses ``lr``
+as the paper and GloVe 1.0 do). Adam is available as ``optimizer="adam"``.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class GloVeConfig:
     alpha: float = 0.75
     epochs: int = 25
     lr: float = 0.05
-    bias_lr: float | None = None  # None: same as lr
+    bias_lr: float | None = 1.0  # glove.c's effective bias rate; None: same as lr (the paper, GloVe 1.0)
     optimizer: str = "adagrad"
     batch_size: int = 16384
     grad_clip: float | None = 100.0
