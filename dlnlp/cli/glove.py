@@ -98,9 +98,9 @@ def train(
                                         rich_help_panel=TRAINING)] = 25,
     lr: Annotated[float, typer.Option("--lr", help="Initial learning rate (glove.c's -eta).",
                                       rich_help_panel=TRAINING)] = 0.05,
-    bias_lr: Annotated[float, typer.Option("--bias-lr", help="AdaGrad rate of the biases (glove.c updates them "
-                                           "without -eta, i.e. at rate 1; GloVe 1.0 used --lr).",
-                                           rich_help_panel=TRAINING)] = 1.0,
+    bias_lr: Annotated[Optional[float], typer.Option("--bias-lr", help="Learning rate of the biases (default: 1 "
+                                                     "with AdaGrad, as glove.c, which updates them without "
+                                                     "-eta; --lr with Adam).", rich_help_panel=TRAINING)] = None,
     optimizer: Annotated[str, typer.Option("--optimizer", help="adagrad (glove.c) or adam.",
                                            rich_help_panel=TRAINING)] = "adagrad",
     grad_clip: Annotated[float, typer.Option("--grad-clip", help="Clip each entry's gradient components to "

@@ -15,8 +15,8 @@ Where this differs, and why: glove.c runs lock-free per-entry SGD on CPU threads
 the shuffled entries go through the shared kernels (``dlnlp.kernels.glove_loss``) in mini-batches,
 so the same code runs vectorized on a CPU or a GPU; a batch's per-entry gradients are summed per
 row before the AdaGrad step. glove.c's current version applies its bias updates without the
-learning rate (an effective bias rate of 1, kept as the default ``bias_lr``; ``None`` uses ``lr``
-as the paper and GloVe 1.0 do). Adam is available as ``optimizer="adam"``.
+learning rate (an effective bias rate of 1, kept as the AdaGrad default; ``bias_lr=lr`` gives the
+paper's and GloVe 1.0's update). Adam is available as ``optimizer="adam"``.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class GloVeConfig:
     alpha: float = 0.75
     epochs: int = 25
     lr: float = 0.05
-    bias_lr: float | None = 1.0  # glove.c's effective bias rate; None: same as lr (the paper, GloVe 1.0)
+    bias_lr: float | None = None  # None: 1 with AdaGrad (glove.c's effective rate), lr with Adam
     optimizer: str = "adagrad"
     batch_size: int = 16384
     grad_clip: float | None = 100.0
@@ -102,7 +102,9 @@ class GloVe:
         self.word = word.to(self.device)
         self.context = context.to(self.device)
         # Per-column learning rates: vectors lr, the bias slot bias_lr, the constant slot 0.
-        bias_lr = self.config.lr if self.config.bias_lr is None else self.config.bias_lr
+        bias_lr = self.config.bias_lr
+        if bias_lr is None:
+            bias_lr = 1.0 if self.config.optimizer == "adagrad" else self.config.lr
         self._bias_lr = bias_lr
         word_scale = torch.full((dim + 2,), self.config.lr)
         word_scale[dim], word_scale[dim + 1] = bias_lr, 0.0
