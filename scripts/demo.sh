@@ -19,3 +19,13 @@ if cmp -s "$out/corpus.txt" "$out/corpus.roundtrip.txt"; then
 else
   echo "round trip: MISMATCH" >&2; exit 1
 fi
+
+echo "== 3. train a small GPT on $corpus with that tokenizer (a 2-minute budget on a CPU)"
+dlnlp gpt train "$corpus" --tokenizer "$out/tokenizer.json" --layers 2 --heads 4 --dim 128 --block-size 128 \
+  --batch-size 16 --lr 2e-3 --warmup 20 --max-time 120 --eval-interval 0 --out "$out/gpt"
+dlnlp gpt eval "$out/gpt" "$out/corpus.txt"
+
+echo "== 4. decode a prompt: beam search (the 2 best of 4 beams), then sampling"
+dlnlp generate "$out/gpt" --prompt "The" --strategy beam --num-beams 4 --num-return 2 --max-new-tokens 30 \
+  --min-new-tokens 5 --no-repeat-ngram 3
+dlnlp generate "$out/gpt" --prompt "The" --strategy sample --temperature 0.8 --top-p 0.9 --max-new-tokens 60 --seed 1

@@ -226,7 +226,9 @@ def beam_search(model: NextTokenModel, prompts: Sequence[Sequence[int]], config:
     for step in range(config.max_new_tokens):
         last = step + 1 == config.max_new_tokens
         rows_beams = [beam for i in _ordered(owners) for beam in live[i]]
-        sequences = [list(prompts[owners[r]]) + b.tokens for r, b in enumerate(rows_beams)]
+        # Full sequences are only needed by no-repeat-ngram (and cost O(length) per row to build).
+        sequences = [list(prompts[owners[r]]) + b.tokens for r, b in enumerate(rows_beams)] \
+            if config.no_repeat_ngram else []
         logprobs = _constrain(F.log_softmax(logits.float(), dim=-1), sequences, step, config)
         vocab = logprobs.shape[1]
         accumulated = logprobs + torch.tensor([b.logprob for b in rows_beams], device=logprobs.device)[:, None]

@@ -22,74 +22,82 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class LayerKV:
-    """Keys and values of one attention layer, in preallocated buffers ``[batch, heads, capacity, d_head]``.
-
-    Appending writes in place (no ``torch.cat`` per step, so a decoding step does not copy the whole
-    history); the buffers double when full. ``length`` is the number of positions filled.
-    """
-
-    def __init__(self) -> None:
-        self.k: torch.Tensor | None = None
-        self.v: torch.Tensor | None = None
-        self.length = 0
-
-    def append(self, k: torch.Tensor, v: torch.Tensor, capacity: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store ``k``/``v`` ``[B, H, T, D]`` after the cached positions; return all keys and values so far."""
-        new = k.shape[2]
-        end = self.length + new
-        if self.k is not None and self.k.shape[0] != k.shape[0]:
-            raise ValueError(f"cache holds {self.k.shape[0]} rows, got {k.shape[0]} (reorder it first)")
-        if self.k is None or end > self.k.shape[2]:
-            size = max(capacity, end, 2 * (self.k.shape[2] if self.k is not None else 0))
-            bigger_k = k.new_empty(k.shape[0], k.shape[1], size, k.shape[3])
-            bigger_v = v.new_empty(v.shape[0], v.shape[1], size, v.shape[3])
-            if self.k is not None and self.length:
-                bigger_k[:, :, : self.length] = self.k[:, :, : self.length]
-                bigger_v[:, :, : self.length] = self.v[:, :, : self.length]
-            self.k, self.v = bigger_k, bigger_v
-        self.k[:, :, self.length:end] = k
-        self.v[:, :, self.length:end] = v
-        self.length = end
-        return self.k[:, :, :end], self.v[:, :, :end]
-
-    def reorder(self, index: torch.Tensor) -> None:
-        """Keep rows ``index`` (beam search: each surviving hypothesis takes its parent's history).
-
-        Only the filled prefix is gathered, so the cost follows the context, not the capacity; the
-        buffers keep their capacity (a new batch size gets new buffers of the same capacity).
-        """
-        if self.k is None:
-            return
-        n = self.length
-        if index.shape[0] == self.k.shape[0]:
-            self.k[:, :, :n] = self.k[index, :, :n]
-            self.v[:, :, :n] = self.v[index, :, :n]
-            return
-        shape = (index.shape[0], *self.k.shape[1:])
-        k, v = self.k.new_empty(shape), self.v.new_empty(shape)
-        k[:, :, :n] = self.k[index, :, :n]
-        v[:, :, :n] = self.v[index, :, :n]
-        self.k, self.v = k, v
-
-
 class KVCache:
     """The key/value cache of a stack of attention layers for incremental decoding.
 
     ``cache.layers[i]`` is passed to layer ``i``; ``len(cache)`` is the number of cached positions.
-    ``capacity`` preallocates that many positions (the prompt plus the tokens to be generated).
+    All layers' keys and values live in one preallocated buffer ``[2 * layers, batch, heads,
+    capacity, d_head]``: appending writes in place (no ``torch.cat`` per step, so a decoding step
+    does not copy the history), and beam search reorders every layer with a single ``index_select``
+    into a spare buffer of the same shape. ``capacity`` preallocates that many positions (the prompt
+    plus the tokens to generate); the buffer doubles when full.
     """
 
     def __init__(self, num_layers: int, capacity: int = 0) -> None:
-        self.layers = [LayerKV() for _ in range(num_layers)]
         self.capacity = capacity
+        self.storage: torch.Tensor | None = None
+        self._spare: torch.Tensor | None = None
+        self.layers = [LayerKV(self, i) for i in range(num_layers)]
 
     def __len__(self) -> int:
         return self.layers[0].length if self.layers else 0
 
+    def _ensure(self, like: torch.Tensor, end: int) -> torch.Tensor:
+        """The buffer, grown to hold ``end`` positions of tensors shaped like ``like`` ``[B, H, T, D]``."""
+        b, h, _, d = like.shape
+        if self.storage is not None and self.storage.shape[1] != b:
+            raise ValueError(f"cache holds {self.storage.shape[1]} rows, got {b} (reorder it first)")
+        if self.storage is None or end > self.storage.shape[3]:
+            old = self.storage
+            size = max(self.capacity, end, 2 * (old.shape[3] if old is not None else 0))
+            self.storage = like.new_empty(2 * len(self.layers), b, h, size, d)
+            if old is not None:
+                filled = max(layer.length for layer in self.layers)
+                self.storage[:, :, :, :filled] = old[:, :, :, :filled]
+            self._spare = None
+        return self.storage
+
     def reorder(self, index: torch.Tensor) -> None:
-        for layer in self.layers:
-            layer.reorder(index)
+        """Keep rows ``index`` in every layer (beam search: each surviving beam takes its parent's history)."""
+        if self.storage is None:
+            return
+        filled = max(layer.length for layer in self.layers)
+        if index.shape[0] == self.storage.shape[1] and filled * 2 > self.storage.shape[3]:
+            if self._spare is None:
+                self._spare = torch.empty_like(self.storage)
+            torch.index_select(self.storage, 1, index, out=self._spare)
+            self.storage, self._spare = self._spare, self.storage
+        else:  # a new batch size, or a mostly empty buffer: gather only the filled positions
+            storage = self.storage.new_empty(self.storage.shape[0], index.shape[0], *self.storage.shape[2:])
+            storage[:, :, :, :filled] = self.storage[:, :, :, :filled].index_select(1, index)
+            self.storage, self._spare = storage, None
+
+
+class LayerKV:
+    """One layer's view of a :class:`KVCache` (a standalone single-layer cache when made without one)."""
+
+    def __init__(self, cache: KVCache | None = None, index: int = 0) -> None:
+        if cache is None:
+            cache = KVCache(0)
+            cache.layers = [self]
+        self.cache = cache
+        self.index = index
+        self.length = 0
+
+    def append(self, k: torch.Tensor, v: torch.Tensor, capacity: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store ``k``/``v`` ``[B, H, T, D]`` after the cached positions; return all keys and values so far."""
+        end = self.length + k.shape[2]
+        self.cache.capacity = max(self.cache.capacity, capacity)
+        storage = self.cache._ensure(k, end)
+        keys, values = storage[2 * self.index], storage[2 * self.index + 1]
+        keys[:, :, self.length:end] = k
+        values[:, :, self.length:end] = v
+        self.length = end
+        return keys[:, :, :end], values[:, :, :end]
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Reorder the rows of the whole cache this layer belongs to."""
+        self.cache.reorder(index)
 
 
 def build_attention_mask(

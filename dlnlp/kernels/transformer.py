@@ -27,6 +27,11 @@ from dlnlp.kernels.attention import LayerKV, MultiHeadAttention
 ACTIVATIONS = ("gelu_tanh", "gelu", "relu")
 
 
+def dropout_layer(p: float) -> nn.Module:
+    """``nn.Dropout(p)``, or ``nn.Identity`` for p = 0 (no call overhead in the hot loop)."""
+    return nn.Dropout(p) if p > 0 else nn.Identity()
+
+
 def activation_fn(name: str):
     if name == "gelu_tanh":
         return lambda x: F.gelu(x, approximate="tanh")
@@ -46,7 +51,7 @@ class MLP(nn.Module):
         self.fc = nn.Linear(dim, hidden, bias=bias)
         self.proj = nn.Linear(hidden, dim, bias=bias)
         self.act = activation_fn(activation)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = dropout_layer(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.proj(self.act(self.fc(x))))
@@ -80,7 +85,7 @@ class TransformerBlock(nn.Module):
             self.cross = MultiHeadAttention(dim, num_heads, dropout=attn_dropout, bias=bias, cross_attention=True)
         self.ln_2 = nn.LayerNorm(dim, eps=layer_norm_eps, bias=bias)
         self.mlp = MLP(dim, mlp_dim or 4 * dim, dropout=dropout, bias=bias, activation=activation)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = dropout_layer(dropout)
 
     def forward(
         self,

@@ -23,7 +23,7 @@ from torch import nn
 
 from dlnlp.kernels.attention import KVCache
 from dlnlp.kernels.position import make_position_encoding
-from dlnlp.kernels.transformer import TransformerBlock, tie_weights
+from dlnlp.kernels.transformer import TransformerBlock, dropout_layer, tie_weights
 
 KIND = "gpt"
 FORMAT_VERSION = 1
@@ -64,7 +64,7 @@ class GPT(nn.Module):
         c = config
         self.wte = nn.Embedding(c.vocab_size, c.n_embd)
         self.wpe = make_position_encoding(c.position, c.block_size, c.n_embd)
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = dropout_layer(c.dropout)
         self.h = nn.ModuleList(
             TransformerBlock(c.n_embd, c.n_head, mlp_dim=c.mlp_dim, dropout=c.dropout, bias=c.bias,
                              norm_first=True, activation=c.activation, layer_norm_eps=c.layer_norm_eps)
