@@ -65,7 +65,9 @@ def write_vectors(kv, out: Path, fmt: str, force: bool, config: dict) -> None:
     from dlnlp.io.vectors import save_vectors, save_vectors_dir
 
     if fmt == "dir":
-        save_vectors_dir(kv, out, force=force, **config)
+        # dim and vocab_size come from the vectors themselves.
+        extra = {k: v for k, v in config.items() if k not in ("dim", "vocab_size")}
+        save_vectors_dir(kv, out, force=force, **extra)
     else:
         save_vectors(kv, out, fmt=fmt, force=force)
 

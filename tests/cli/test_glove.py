@@ -1,0 +1,116 @@
+"""`dlnlp glove train` and `dlnlp vectors ppmi-svd` through the real CLI (files, pipes, bad input)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from dlnlp.cli.main import main
+from dlnlp.io.vectors import load_vectors
+from tests.conftest import run_cli
+
+SMALL = ["--dim", "8", "--window", "3", "--min-count", "2", "--device", "cpu", "--quiet"]
+
+
+def _main(capsys, *args: str) -> tuple[int, str, str]:
+    """The CLI in-process (no torch import per call): exit code, stdout, stderr."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def _corpus() -> str:
+    animals = ["cat", "dog", "cow", "horse"]
+    foods = ["bread", "cheese", "apple", "soup"]
+    lines = []
+    for i in range(200):
+        k = i // 2
+        a, b = animals[k % 4], animals[(k + 1 + k // 4) % 4]
+        f, g = foods[k % 4], foods[(k + 1 + k // 4) % 4]
+        lines.append(f"the {a} and the {b} run in the field" if i % 2 else f"we eat {f} with {g} at the table")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("glove") / "corpus.txt"
+    path.write_text(_corpus(), encoding="utf-8")
+    return path
+
+
+def test_glove_train_writes_word2vec_text_and_json(corpus, tmp_path, capsys):
+    out = tmp_path / "vectors.txt"
+    code, stdout, err = _main(capsys, "glove", "train", corpus, "--out", out, "--epochs", "30", "--json", *SMALL)
+    assert code == 0, err
+    result = json.loads(stdout)
+    kv = load_vectors(out)
+    assert result["vocab_size"] == len(kv) and kv.dim == 8
+    assert result["epochs_completed"] == 30 and result["nnz"] > 0
+    assert kv.words[0] == "the"  # most frequent first
+    # Words sharing contexts end up closer than words that never share one.
+    assert kv.similarity("cat", "dog") > kv.similarity("cat", "cheese")
+
+
+def test_glove_formats_and_refused_overwrite(corpus, tmp_path, capsys):
+    out = tmp_path / "vectors.glove"
+    args = ["glove", "train", corpus, "--out", out, "--format", "glove", "--epochs", "2", *SMALL]
+    assert _main(capsys, *args)[0] == 0
+    first = out.read_text().splitlines()[0].split()
+    assert len(first) == 9  # word + 8 numbers, no header line
+    code, _, err = _main(capsys, *args)
+    assert code == 1 and "exists" in err and "--force" in err and len(err.strip().splitlines()) == 1
+    assert _main(capsys, *args, "--force")[0] == 0
+    model_dir = tmp_path / "model"
+    assert _main(capsys, "glove", "train", corpus, "--out", model_dir, "--epochs", "2", "--vectors", "word",
+                 "--backend", "torch", *SMALL)[0] == 0
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["kind"] == "vectors" and config["model"] == "glove" and config["output"] == "word"
+    assert len(load_vectors(model_dir)) == config["vocab_size"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["missing-file.txt"], "no such file"),
+    (["{corpus}", "--x-max", "0"], "x_max"),
+    (["{corpus}", "--min-count", "100000"], "min-count"),
+    (["{corpus}", "--backend", "gpu"], "--backend"),
+    (["{corpus}", "--format", "xml"], "--format"),
+])
+def test_glove_bad_input_is_one_line_error(corpus, tmp_path, capsys, args, message):
+    args = [a.replace("{corpus}", str(corpus)) for a in args]
+    code, _, err = _main(capsys, "glove", "train", "--out", tmp_path / "v.txt", *SMALL, *args)
+    assert code == 1
+    assert err.startswith("dlnlp: error:") and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "v.txt").exists()
+
+
+def test_glove_reads_stdin_pipe(tmp_path):
+    out = tmp_path / "piped.bin"
+    result = run_cli("glove", "train", "--out", str(out), "--epochs", "3", "--json", *SMALL, input=_corpus())
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["vocab_size"] == len(load_vectors(out))
+    empty = run_cli("glove", "train", "--out", str(tmp_path / "e.txt"), *SMALL, input="")
+    assert empty.returncode == 1 and "empty" in empty.stderr
+
+
+def test_ppmi_svd_cli(corpus, tmp_path, capsys):
+    out = tmp_path / "ppmi.txt"
+    code, stdout, err = _main(capsys, "vectors", "ppmi-svd", corpus, "--dim", "4", "--window", "3",
+                              "--min-count", "2", "--out", out, "--json", "--quiet")
+    assert code == 0, err
+    result = json.loads(stdout)
+    kv = load_vectors(out)
+    assert kv.dim == 4 and len(kv) == result["vocab_size"]
+    assert np.all(np.diff(result["top_singular_values"]) <= 0)
+    assert kv.similarity("cat", "dog") > kv.similarity("cat", "cheese")
+    code, _, err = _main(capsys, "vectors", "ppmi-svd", corpus, "--out", tmp_path / "x.txt", "--cds", "2", "-q")
+    assert code == 1 and "cds" in err
+    # The vectors evaluate like any other.
+    sim = tmp_path / "pairs.tsv"
+    sim.write_text("cat\tdog\t9\ncat\tbread\t1\ndog\tsoup\t2\n", encoding="utf-8")
+    code, stdout, err = _main(capsys, "vectors", "eval", out, "--similarity", sim, "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["similarity"][0]["pairs_used"] == 3
