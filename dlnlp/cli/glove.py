@@ -140,7 +140,8 @@ def train(
     from dlnlp.io.corpus import describe_inputs
     from dlnlp.io.vectors import KeyedVectors
     from dlnlp.kernels.device import resolve_device, seed_everything
-    from dlnlp.models.glove import GloVe, GloVeConfig, corpus_cooccurrence
+    from dlnlp.models.glove import GloVe, GloVeConfig
+    from dlnlp.models.ppmi_svd import corpus_cooccurrence
     from dlnlp.progress import Progress, log
 
     started = time.perf_counter()

@@ -72,8 +72,7 @@ def register(app: typer.Typer) -> None:
         from dlnlp.io.atomic import check_can_write
         from dlnlp.io.corpus import describe_inputs
         from dlnlp.io.vectors import KeyedVectors
-        from dlnlp.models.glove import corpus_cooccurrence
-        from dlnlp.models.ppmi_svd import PPMIConfig, ppmi_svd_vectors
+        from dlnlp.models.ppmi_svd import PPMIConfig, corpus_cooccurrence, ppmi_svd_vectors
         from dlnlp.progress import Progress, log
 
         started = time.perf_counter()

@@ -25,18 +25,15 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
-from dlnlp.errors import DlnlpError
-from dlnlp.io.corpus import CorpusOptions
 from dlnlp.kernels import glove_native
-from dlnlp.kernels.cooccur import DEFAULT_MEMORY_BYTES, CooccurrenceCounter, CooccurrenceMatrix, encode_lines
 from dlnlp.kernels.glove_loss import adagrad_step_, adam_step_, glove_loss_and_grads, glove_weight
-from dlnlp.models.vocab import Vocabulary
+from dlnlp.models.ppmi_svd import corpus_cooccurrence  # noqa: F401  (GloVe's counting stage, shared)
 
 OPTIMIZERS = ("adagrad", "adam")
 OUTPUTS = ("sum", "word")
@@ -300,65 +297,3 @@ class GloVe:
             if remaining is not None and time.perf_counter() - started > remaining:
                 break
         return total, done
-
-
-def corpus_cooccurrence(inputs: Sequence[str] | None, options: CorpusOptions | None = None, *, min_count: int = 5,
-                        max_vocab: int | None = None, window: int = 10, symmetric: bool = True,
-                        distance_weighting: bool = True, cross_lines: bool = False,
-                        memory_bytes: int = DEFAULT_MEMORY_BYTES, tmp_dir: str | os.PathLike | None = None,
-                        lines_per_chunk: int = 16384, on_lines: Callable[[int], None] | None = None,
-                        ) -> tuple[Vocabulary, CooccurrenceMatrix, dict]:
-    """Stanford's ``vocab_count`` + ``cooccur`` over a corpus: two streaming passes.
-
-    Pass 1 counts words (``Vocabulary``: keep ``count >= min_count``, most frequent first, at most
-    ``max_vocab``); pass 2 maps each chunk of lines to ids and counts co-occurrences within
-    ``memory_bytes``. Standard input is spooled once to a temporary file for the second pass.
-    Returns the vocabulary, the matrix and timing/size statistics.
-    """
-    import shutil
-    import tempfile
-    from collections import Counter
-
-    from dlnlp.io.corpus import STDIN, iter_chunks, iter_lines, resolve_inputs
-
-    specs = resolve_inputs(inputs)
-    spool_dir = None
-    stats: dict = {}
-    started = time.perf_counter()
-    try:
-        if STDIN in specs:
-            spool_dir = tempfile.mkdtemp(prefix="dlnlp-stdin-", dir=tmp_dir)
-            spooled = os.path.join(spool_dir, "stdin.txt")
-            with open(spooled, "w", encoding="utf-8") as handle:
-                for line in iter_lines([STDIN], options, require_text=False):
-                    handle.write(line + "\n")
-            specs = [spooled if s == STDIN else s for s in specs]
-        counts: Counter[str] = Counter()
-        for chunk in iter_chunks(iter_lines(specs, options), lines_per_chunk):
-            for line in chunk:
-                counts.update(line.split())
-        total_tokens = sum(counts.values())
-        vocab = Vocabulary.from_counts(counts, min_count=min_count, max_vocab=max_vocab, total_tokens=total_tokens)
-        del counts
-        stats["vocab_seconds"] = time.perf_counter() - started
-        if len(vocab) == 0:
-            raise DlnlpError(f"no word occurs at least {min_count} times (lower --min-count)")
-        counter = CooccurrenceCounter(len(vocab), window=window, symmetric=symmetric,
-                                      distance_weighting=distance_weighting, cross_lines=cross_lines,
-                                      memory_bytes=memory_bytes, tmp_dir=tmp_dir)
-        count_started = time.perf_counter()
-        for chunk in iter_chunks(iter_lines(specs, options), lines_per_chunk):
-            ids, ends = encode_lines(chunk, vocab.index)
-            counter.add_ids(ids, ends)
-            if on_lines is not None:
-                on_lines(len(chunk))
-        matrix = counter.finish()
-    finally:
-        if spool_dir is not None:
-            shutil.rmtree(spool_dir, ignore_errors=True)
-    stats.update({
-        "cooccur_seconds": time.perf_counter() - count_started, "corpus_tokens": total_tokens,
-        "vocab_tokens": counter.tokens, "pairs": counter.pairs, "nnz": matrix.nnz,
-        "shards": matrix.shards_written, "dense_size": counter.dense_size,
-    })
-    return vocab, matrix, stats
