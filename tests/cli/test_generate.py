@@ -72,3 +72,23 @@ def test_errors_are_one_line(model_dir, capsys, tmp_path):
     assert code == 1 and "top-p" in err
     code, _, err = dlnlp(capsys, "generate", model_dir, "--prompt", "\u4e2d")  # not in the vocabulary
     assert code == 1 and len(err.strip().splitlines()) == 1
+
+
+def test_generate_from_an_rnn_model_directory(tmp_path, capsys):
+    import torch
+
+    from dlnlp.io.modeldir import make_config, write_model_dir
+    from dlnlp.models.rnn_lm import MODEL_KIND, RNNLMConfig, build_model
+    from dlnlp.tokenization.char import CharVocab
+
+    vocab = CharVocab.build(TEXT)
+    config = RNNLMConfig(vocab_size=vocab.vocab_size, cell="lstm", embed=8, hidden=8, layers=1)
+    torch.manual_seed(0)
+    model = build_model(config)
+    write_model_dir(tmp_path / "rnn", make_config(MODEL_KIND, model=config.to_dict(), level="char", seq_len=16,
+                                                  batch_size=4),
+                    model.state_dict(), {"vocab.json": vocab.to_json()})
+    code, out, err = dlnlp(capsys, "generate", tmp_path / "rnn", "--prompt", "to", "--strategy", "beam",
+                           "--num-beams", "3", "--max-new-tokens", "7", "--json", "--device", "cpu")
+    assert code == 0, err
+    assert len(json.loads(out)["tokens"]) == 7

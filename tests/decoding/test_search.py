@@ -195,3 +195,25 @@ def test_invalid_settings():
         generate(lm, [[]], DecodeConfig())
     with pytest.raises(ValueError, match="strategy"):
         generate(lm, [[0]], DecodeConfig(strategy="nucleus"))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "ffnn"])
+def test_rnn_lm_adapter_matches_full_recompute(cell):
+    from dlnlp.decoding.interface import rnn_lm_next_token
+    from dlnlp.models.rnn_lm import RNNLMConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(RNNLMConfig(vocab_size=9, cell=cell, embed=8, hidden=8, layers=2, context=3)).eval()
+    config = DecodeConfig(strategy="beam", num_beams=3, num_return=2, max_new_tokens=6, eos_id=EOS)
+    prompts = [[1, 3], [4, 5, 6, 1]]
+    a = generate(rnn_lm_next_token(model), prompts, config)
+    b = generate(FullContextNextToken(lambda ids: model(ids)[0][:, -1], 9), prompts, config)
+    for x, y in zip(a, b, strict=True):
+        assert [h.tokens for h in x] == [h.tokens for h in y]
+        assert [h.score for h in x] == pytest.approx([h.score for h in y], abs=1e-5)
+
+
+def test_num_return_samples_per_prompt(gpt):
+    config = DecodeConfig(strategy="sample", num_return=3, max_new_tokens=6)
+    out = generate(GPTNextToken(gpt), PROMPTS, config, generator=torch.Generator().manual_seed(0))
+    assert [len(h) for h in out] == [3, 3, 3]
