@@ -65,6 +65,7 @@ class GPTState:
     ids: torch.Tensor  # [rows, T] every token so far (left-padded), for re-encoding past the block size
     mask: torch.Tensor | None  # [rows, T] keep-mask, None when no row is padded
     positions: torch.Tensor  # [rows] position id of the next token
+    prompt_length: int = 0  # columns of ``ids`` that are the (left-padded) prompts
 
 
 class GPTNextToken:
@@ -90,7 +91,7 @@ class GPTNextToken:
         else:
             positions = (mask.long().cumsum(1) - 1).clamp(min=0)
         logits, _ = self.model(ids, cache=cache, key_padding_mask=mask, position_ids=positions, last_only=True)
-        return logits[:, -1].float(), GPTState(cache, ids, mask, positions[:, -1] + 1)
+        return logits[:, -1].float(), GPTState(cache, ids, mask, positions[:, -1] + 1, ids.shape[1])
 
     @torch.no_grad()
     def start(self, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> tuple[torch.Tensor, GPTState]:
@@ -113,17 +114,23 @@ class GPTNextToken:
             if window_mask is not None and bool(window_mask.all()):
                 window_mask = None
             logits, new_state = self._encode(window, window_mask, self.block_size)
-            new_state.ids, new_state.mask = ids, mask
+            new_state.ids, new_state.mask, new_state.prompt_length = ids, mask, 0
             return logits, new_state
         logits, _ = self.model(tokens, cache=state.cache, key_padding_mask=mask,
                                position_ids=state.positions.view(-1, 1))
-        return logits[:, -1].float(), GPTState(state.cache, ids, mask, state.positions + 1)
+        return logits[:, -1].float(), GPTState(state.cache, ids, mask, state.positions + 1, state.prompt_length)
 
     def reorder(self, state: GPTState, index: torch.Tensor) -> GPTState:
         index = index.to(self.device)
-        state.cache.reorder(index)
+        ids = state.ids[index]
         mask = state.mask[index] if state.mask is not None else None
-        return GPTState(state.cache, state.ids[index], mask, state.positions[index])
+        # Beams of one prompt share its cached keys/values: when every row keeps the same prompt
+        # (same ids, same padding), only the generated positions need moving.
+        n = state.prompt_length
+        same_prompt = n > 0 and ids.shape[0] == state.ids.shape[0] and torch.equal(ids[:, :n], state.ids[:, :n]) \
+            and (mask is None or torch.equal(mask[:, :n], state.mask[:, :n]))
+        state.cache.reorder(index, keep_prefix=n if same_prompt else 0)
+        return GPTState(state.cache, ids, mask, state.positions[index], state.prompt_length)
 
 
 class RecurrentNextToken:

@@ -57,20 +57,32 @@ class KVCache:
             self._spare = None
         return self.storage
 
-    def reorder(self, index: torch.Tensor) -> None:
-        """Keep rows ``index`` in every layer (beam search: each surviving beam takes its parent's history)."""
+    def reorder(self, index: torch.Tensor, keep_prefix: int = 0) -> None:
+        """Keep rows ``index`` in every layer (beam search: each surviving beam takes its parent's history).
+
+        ``keep_prefix``: positions before it are already equal in each row and its source row (the
+        prompt shared by the beams of one prompt), so only the later positions are copied; the cost
+        of a beam step then follows the generated length, not the prompt length.
+        """
         if self.storage is None:
             return
         filled = max(layer.length for layer in self.layers)
-        if index.shape[0] == self.storage.shape[1] and filled * 2 > self.storage.shape[3]:
+        if index.shape[0] == self.storage.shape[1]:
+            if keep_prefix >= filled:
+                return
+            if keep_prefix > 0 or filled * 2 <= self.storage.shape[3]:
+                part = slice(keep_prefix, filled)
+                self.storage[:, :, :, part] = self.storage[:, :, :, part].index_select(1, index)
+                return
             if self._spare is None:
                 self._spare = torch.empty_like(self.storage)
             torch.index_select(self.storage, 1, index, out=self._spare)
             self.storage, self._spare = self._spare, self.storage
-        else:  # a new batch size, or a mostly empty buffer: gather only the filled positions
-            storage = self.storage.new_empty(self.storage.shape[0], index.shape[0], *self.storage.shape[2:])
-            storage[:, :, :, :filled] = self.storage[:, :, :, :filled].index_select(1, index)
-            self.storage, self._spare = storage, None
+            return
+        # A new batch size: gather the filled positions into a new buffer.
+        storage = self.storage.new_empty(self.storage.shape[0], index.shape[0], *self.storage.shape[2:])
+        storage[:, :, :, :filled] = self.storage[:, :, :, :filled].index_select(1, index)
+        self.storage, self._spare = storage, None
 
 
 class LayerKV:

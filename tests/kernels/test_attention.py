@@ -146,3 +146,21 @@ def test_dropout_only_in_training():
     assert not torch.allclose(a, b)
     mha.eval()
     assert torch.allclose(mha(x), mha(x))
+
+
+def test_reorder_keep_prefix_copies_only_later_positions(mha):
+    prompt = torch.randn(1, 4, 16).expand(3, 4, 16)  # three beams of one prompt
+    steps = torch.randn(3, 2, 16)
+    index = torch.tensor([2, 0, 0])
+    with torch.no_grad():
+        cache = KVCache(1, capacity=8)
+        mha(prompt, causal=True, cache=cache.layers[0])
+        mha(steps, causal=True, cache=cache.layers[0])
+        before = cache.storage.clone()
+        cache.reorder(index, keep_prefix=4)
+        assert torch.equal(cache.storage[:, :, :, :4], before[:, :, :, :4])
+        assert torch.equal(cache.storage[:, :, :, 4:6], before[:, index, :, 4:6])
+        nxt = torch.randn(3, 1, 16)
+        got = mha(nxt, causal=True, cache=cache.layers[0])
+        want = mha(torch.cat([prompt, steps[index], nxt], dim=1), causal=True)[:, -1:]
+    assert torch.allclose(got, want, atol=1e-5)
