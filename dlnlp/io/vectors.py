@@ -243,10 +243,11 @@ def load_vectors(path: str | os.PathLike, fmt: str = "auto", *, limit: int | Non
 def _load_model_dir(target: Path) -> KeyedVectors:
     from dlnlp.io.modeldir import load_weights, read_config
 
-    read_config(target, VECTORS_KIND)
+    # Any model directory with a "vectors" tensor and vocab.txt: kind "vectors", "word2vec", ...
+    config = read_config(target)
     weights = load_weights(target, framework="np")
     if "vectors" not in weights:
-        raise ModelDirError(f"{target}: model.safetensors has no 'vectors' tensor")
+        raise ModelDirError(f"{target}: a {config['kind']!r} model directory without word vectors")
     words, counts = [], []
     vocab_path = target / "vocab.txt"
     if not vocab_path.is_file():

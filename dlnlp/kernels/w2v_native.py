@@ -1,0 +1,433 @@
+"""The CPU hot loop of word2vec as a small C kernel, compiled once with the system compiler.
+
+On CPUs, per-pair work in word2vec is tiny (a few 100-dimensional dot products and axpys), so
+any per-batch framework overhead dominates; word2vec.c and gensim both run a tight native loop
+over the corpus with lock-free ("Hogwild", Recht et al. 2011) threads updating shared matrices.
+This module does the same: the C source below is compiled by ``cc -O3 -march=native`` into a
+shared library cached under ``$DLNLP_CACHE`` (default ``~/.cache/dlnlp``), keyed by a hash of the
+source, flags and CPU, and loaded with ctypes (no Python or torch in the loop, the GIL released).
+If no compiler is available, :func:`load_library` returns None and the trainer falls back to the
+batched Torch kernels of ``dlnlp.kernels.embedding_losses`` (the path used on CUDA).
+
+The loop follows word2vec.c / gensim's ``word2vec_inner.pyx`` detail for detail:
+
+* subsampling: a word is kept when ``keep[w] >= rand32`` with ``keep[w] = min(1, (sqrt(f/t) + 1) t/f)
+  * 2^32`` (``f`` the word count, ``t = sample * total``), drawn again each epoch;
+* dynamic window: center ``i`` uses ``window - (rand % window)`` words on each side;
+* negatives drawn from ``count^0.75`` with an alias table (O(1) per draw), the positive word itself
+  skipped when drawn;
+* hierarchical softmax over the Huffman tree: for each inner node on the target's path,
+  ``g = (1 - code - sigmoid(h . v_node)) * alpha``;
+* sigmoid from word2vec.c's 1000-entry table over [-6, 6] (NS: clamped outside; HS: skipped
+  outside, as both references do);
+* CBOW averages the context vectors and adds the full gradient to each of them;
+* learning rate ``alpha = start - (start - end) * progress`` refreshed every 10,000 words, progress
+  measured over all threads' words (out-of-vocabulary words excluded, subsampled ones included);
+* lines are sentences (windows never cross them), cut into pieces of at most 10,000 words.
+
+Random numbers use word2vec.c's 48-bit linear congruential generator, seeded per thread, so one
+thread and one seed reproduce the same vectors exactly.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+C_SOURCE = r"""
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define EXP_TABLE_SIZE 1000
+#define MAX_EXP 6
+#define MAX_SENTENCE 10000
+
+typedef struct {
+    const int32_t *corpus;        /* token ids, all lines concatenated */
+    const int64_t *line_ends;     /* end offset of each line in corpus */
+    int64_t n_lines;
+    const uint32_t *keep;         /* subsampling threshold per word (scaled to 2^32); NULL: keep all */
+    float *syn0, *syn1, *syn1neg; /* input vectors, HS inner-node vectors, NS output vectors */
+    int32_t dim, window, negative, hs, sg, cbow_mean;
+    const float *alias_prob;      /* alias table for negatives (Vose) */
+    const int32_t *alias_other;
+    int32_t vocab_size;
+    const int32_t *points;        /* HS: inner nodes on each word's path, root first (flattened) */
+    const uint8_t *codes;         /* HS: branch bits along the path */
+    const int64_t *code_offsets;  /* start of each word's path in points/codes */
+    const int32_t *code_lens;
+    float alpha, min_alpha;
+    int32_t epochs;
+    int64_t total_words;          /* corpus words per epoch, for the learning-rate schedule */
+    int64_t *progress;            /* [0]: words done over all threads; [1]: stop flag */
+    uint64_t seed;
+    int32_t n_threads;
+} Params;
+
+typedef struct { const Params *p; int thread; int64_t line_begin, line_end; float *exp_table; } Job;
+
+static inline uint64_t lcg(uint64_t *state) {
+    uint64_t out = *state >> 16;
+    *state = (*state * 25214903917ULL + 11ULL) & 281474976710655ULL;
+    return out & 0xFFFFFFFFULL;
+}
+
+static inline int32_t draw_negative(const Params *p, uint64_t *state) {
+    /* One 32-bit draw gives both the bucket (high part of r * V) and the uniform for the coin
+       flip (the fraction left over), as in the usual one-random-number alias sampler. */
+    uint64_t scaled = lcg(state) * (uint64_t)p->vocab_size;
+    int32_t bucket = (int32_t)(scaled >> 32);
+    float u = (float)(scaled & 0xFFFFFFFFULL) * (1.0f / 4294967296.0f);
+    return u < p->alias_prob[bucket] ? bucket : p->alias_other[bucket];
+}
+
+static inline float dotf(const float *restrict a, const float *restrict b, int n) {
+    float s = 0.f;
+    for (int i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+static inline void axpy(float g, const float *restrict x, float *restrict y, int n) {
+    for (int i = 0; i < n; i++) y[i] += g * x[i];
+}
+
+/* work += g * v; v += g * h, in one pass over v. */
+static inline void update_pair(float g, float *restrict v, float *restrict work, const float *restrict h, int n) {
+    for (int i = 0; i < n; i++) {
+        const float vi = v[i];
+        work[i] += g * vi;
+        v[i] = vi + g * h[i];
+    }
+}
+
+/* One prediction: hidden vector h (a context word's row for skip-gram, the averaged context
+   for CBOW), target word w. Adds alpha * dL/dh into work; updates output rows in place. */
+static inline void train_target(const Params *p, const float *exp_table, const float *restrict h,
+                                float *restrict work, int32_t w, float alpha, uint64_t *state) {
+    const int n = p->dim;
+    if (p->hs) {
+        const int64_t off = p->code_offsets[w];
+        for (int b = 0; b < p->code_lens[w]; b++) {
+            float *restrict v = p->syn1 + (int64_t)p->points[off + b] * n;
+            float f = dotf(h, v, n);
+            if (f <= -MAX_EXP || f >= MAX_EXP) continue;
+            f = exp_table[(int)((f + MAX_EXP) * (EXP_TABLE_SIZE / MAX_EXP / 2))];
+            float g = (1.f - (float)p->codes[off + b] - f) * alpha;
+            update_pair(g, v, work, h, n);
+        }
+    }
+    if (p->negative > 0) {
+        for (int d = 0; d <= p->negative; d++) {
+            int32_t target;
+            float label;
+            if (d == 0) { target = w; label = 1.f; }
+            else {
+                target = draw_negative(p, state);
+                if (target == w) continue;
+                label = 0.f;
+            }
+            float *restrict v = p->syn1neg + (int64_t)target * n;
+            float f = dotf(h, v, n);
+            float g;
+            if (f > MAX_EXP) g = (label - 1.f) * alpha;
+            else if (f < -MAX_EXP) g = label * alpha;
+            else g = (label - exp_table[(int)((f + MAX_EXP) * (EXP_TABLE_SIZE / MAX_EXP / 2))]) * alpha;
+            update_pair(g, v, work, h, n);
+        }
+    }
+}
+
+static void *run_thread(void *arg) {
+    Job *job = (Job *)arg;
+    const Params *p = job->p;
+    const int n = p->dim;
+    const float *exp_table = job->exp_table;
+    uint64_t state = (p->seed * 6364136223846793005ULL + 1442695040888963407ULL * (uint64_t)(job->thread + 1))
+                     & 281474976710655ULL;
+    int32_t *sentence = (int32_t *)malloc(sizeof(int32_t) * MAX_SENTENCE);
+    float *work = (float *)malloc(sizeof(float) * n);
+    float *neu1 = (float *)malloc(sizeof(float) * n);
+    const double total = (double)p->epochs * (double)p->total_words + 1.0;
+    float alpha = p->alpha;
+    int64_t pending = 0;
+    for (int epoch = 0; epoch < p->epochs; epoch++) {
+        for (int64_t line = job->line_begin; line < job->line_end; line++) {
+            if (p->progress[1]) goto done;
+            const int64_t begin = line == 0 ? 0 : p->line_ends[line - 1];
+            const int64_t end = p->line_ends[line];
+            for (int64_t piece = begin; piece < end; piece += MAX_SENTENCE) {
+                const int64_t piece_end = piece + MAX_SENTENCE < end ? piece + MAX_SENTENCE : end;
+                int len = 0;
+                for (int64_t t = piece; t < piece_end; t++) {
+                    int32_t w = p->corpus[t];
+                    if (p->keep && p->keep[w] < lcg(&state)) continue;
+                    sentence[len++] = w;
+                }
+                pending += piece_end - piece;
+                if (pending >= 10000) {
+                    int64_t done = __atomic_add_fetch(&p->progress[0], pending, __ATOMIC_RELAXED);
+                    pending = 0;
+                    double progress = (double)done / total;
+                    alpha = p->alpha - (p->alpha - p->min_alpha) * (float)(progress < 1.0 ? progress : 1.0);
+                    if (alpha < p->min_alpha) alpha = p->min_alpha;
+                }
+                for (int i = 0; i < len; i++) {
+                    const int reduced = (int)((lcg(&state) * (uint64_t)p->window) >> 32);
+                    const int span = p->window - reduced;
+                    const int lo = i - span < 0 ? 0 : i - span;
+                    const int hi = i + span + 1 > len ? len : i + span + 1;
+                    if (p->sg) {
+                        for (int j = lo; j < hi; j++) {
+                            if (j == i) continue;
+                            float *restrict h = p->syn0 + (int64_t)sentence[j] * n;
+                            memset(work, 0, sizeof(float) * n);
+                            train_target(p, exp_table, h, work, sentence[i], alpha, &state);
+                            axpy(1.f, work, h, n);
+                        }
+                    } else {
+                        int count = 0;
+                        memset(neu1, 0, sizeof(float) * n);
+                        for (int j = lo; j < hi; j++) {
+                            if (j == i) continue;
+                            axpy(1.f, p->syn0 + (int64_t)sentence[j] * n, neu1, n);
+                            count++;
+                        }
+                        if (!count) continue;
+                        const float inv = 1.f / (float)count;
+                        if (p->cbow_mean) for (int d = 0; d < n; d++) neu1[d] *= inv;
+                        memset(work, 0, sizeof(float) * n);
+                        train_target(p, exp_table, neu1, work, sentence[i], alpha, &state);
+                        if (!p->cbow_mean) for (int d = 0; d < n; d++) work[d] *= inv;
+                        for (int j = lo; j < hi; j++) {
+                            if (j == i) continue;
+                            axpy(1.f, work, p->syn0 + (int64_t)sentence[j] * n, n);
+                        }
+                    }
+                }
+            }
+        }
+    }
+done:
+    __atomic_add_fetch(&p->progress[0], pending, __ATOMIC_RELAXED);
+    free(sentence); free(work); free(neu1);
+    return NULL;
+}
+
+/* Train over the whole corpus; threads get contiguous ranges of lines of about equal size. */
+int w2v_train(const Params *p) {
+    float *exp_table = (float *)malloc(sizeof(float) * (EXP_TABLE_SIZE + 1));
+    for (int i = 0; i <= EXP_TABLE_SIZE; i++) {
+        double e = exp((i / (double)EXP_TABLE_SIZE * 2 - 1) * MAX_EXP);
+        exp_table[i] = (float)(e / (e + 1));
+    }
+    int nt = p->n_threads < 1 ? 1 : p->n_threads;
+    pthread_t *threads = (pthread_t *)malloc(sizeof(pthread_t) * nt);
+    Job *jobs = (Job *)malloc(sizeof(Job) * nt);
+    const int64_t total = p->n_lines ? p->line_ends[p->n_lines - 1] : 0;
+    int64_t line = 0;
+    for (int t = 0; t < nt; t++) {
+        jobs[t].p = p; jobs[t].thread = t; jobs[t].exp_table = exp_table;
+        jobs[t].line_begin = line;
+        const int64_t goal = total * (t + 1) / nt;
+        while (line < p->n_lines && (t == nt - 1 || p->line_ends[line] <= goal)) line++;
+        jobs[t].line_end = line;
+    }
+    int rc = 0;
+    if (nt == 1) run_thread(&jobs[0]);
+    else {
+        for (int t = 0; t < nt; t++) if (pthread_create(&threads[t], NULL, run_thread, &jobs[t])) rc = 1;
+        for (int t = 0; t < nt; t++) pthread_join(threads[t], NULL);
+    }
+    free(threads); free(jobs); free(exp_table);
+    return rc;
+}
+
+/* Vose's alias method: O(n) construction, O(1) draws. prob must hold probabilities summing to 1. */
+void w2v_build_alias(const double *weights, int32_t n, float *prob, int32_t *other) {
+    double *scaled = (double *)malloc(sizeof(double) * n);
+    int32_t *small = (int32_t *)malloc(sizeof(int32_t) * n);
+    int32_t *large = (int32_t *)malloc(sizeof(int32_t) * n);
+    int32_t ns = 0, nl = 0;
+    double sum = 0;
+    for (int32_t i = 0; i < n; i++) sum += weights[i];
+    for (int32_t i = 0; i < n; i++) {
+        scaled[i] = weights[i] / sum * n;
+        other[i] = i;
+        if (scaled[i] < 1.0) small[ns++] = i; else large[nl++] = i;
+    }
+    while (ns && nl) {
+        int32_t s = small[--ns], l = large[--nl];
+        prob[s] = (float)scaled[s];
+        other[s] = l;
+        scaled[l] = (scaled[l] + scaled[s]) - 1.0;
+        if (scaled[l] < 1.0) small[ns++] = l; else large[nl++] = l;
+    }
+    while (nl) prob[large[--nl]] = 1.0f;
+    while (ns) prob[small[--ns]] = 1.0f;
+    free(scaled); free(small); free(large);
+}
+"""
+
+CFLAGS = ["-O3", "-march=native", "-ffast-math", "-funroll-loops", "-fPIC", "-shared", "-pthread"]
+
+
+class Params(ctypes.Structure):
+    _fields_ = [
+        ("corpus", ctypes.c_void_p), ("line_ends", ctypes.c_void_p), ("n_lines", ctypes.c_int64),
+        ("keep", ctypes.c_void_p),
+        ("syn0", ctypes.c_void_p), ("syn1", ctypes.c_void_p), ("syn1neg", ctypes.c_void_p),
+        ("dim", ctypes.c_int32), ("window", ctypes.c_int32), ("negative", ctypes.c_int32),
+        ("hs", ctypes.c_int32), ("sg", ctypes.c_int32), ("cbow_mean", ctypes.c_int32),
+        ("alias_prob", ctypes.c_void_p), ("alias_other", ctypes.c_void_p), ("vocab_size", ctypes.c_int32),
+        ("points", ctypes.c_void_p), ("codes", ctypes.c_void_p), ("code_offsets", ctypes.c_void_p),
+        ("code_lens", ctypes.c_void_p),
+        ("alpha", ctypes.c_float), ("min_alpha", ctypes.c_float), ("epochs", ctypes.c_int32),
+        ("total_words", ctypes.c_int64), ("progress", ctypes.c_void_p), ("seed", ctypes.c_uint64),
+        ("n_threads", ctypes.c_int32),
+    ]
+
+
+_LIBRARY: ctypes.CDLL | None = None
+_FAILED: str | None = None
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("DLNLP_CACHE", Path.home() / ".cache" / "dlnlp"))
+
+
+def _cpu_key() -> str:
+    # -march=native code may not run on another CPU: key the cache by the CPU's feature flags.
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith(("flags", "Features")):
+                    return line
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def load_library() -> ctypes.CDLL | None:
+    """The compiled kernel (built on first use, then cached), or None when it cannot be built.
+
+    ``DLNLP_NO_NATIVE=1`` disables it (the Torch path is used instead).
+    """
+    global _LIBRARY, _FAILED
+    if _LIBRARY is not None or _FAILED is not None:
+        return _LIBRARY
+    if os.environ.get("DLNLP_NO_NATIVE", "") not in ("", "0"):
+        _FAILED = "disabled by DLNLP_NO_NATIVE"
+        return None
+    compiler = _compiler()
+    if compiler is None:
+        _FAILED = "no C compiler found"
+        return None
+    key = hashlib.sha256("\0".join([C_SOURCE, *CFLAGS, compiler, _cpu_key()]).encode()).hexdigest()[:16]
+    path = cache_dir() / f"w2v_native_{key}.so"
+    try:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+                source = Path(tmp) / "w2v_native.c"
+                source.write_text(C_SOURCE)
+                built = Path(tmp) / path.name
+                subprocess.run([compiler, *CFLAGS, str(source), "-o", str(built), "-lm"], check=True,
+                               capture_output=True, timeout=120)
+                os.replace(built, path)  # atomic: concurrent builders never see a partial file
+        library = ctypes.CDLL(str(path))
+    except (OSError, subprocess.SubprocessError) as exc:
+        _FAILED = f"cannot build the native kernel: {exc}"
+        return None
+    library.w2v_train.argtypes = [ctypes.POINTER(Params)]
+    library.w2v_train.restype = ctypes.c_int
+    library.w2v_build_alias.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p]
+    library.w2v_build_alias.restype = None
+    _LIBRARY = library
+    return library
+
+
+def failure_reason() -> str | None:
+    return _FAILED
+
+
+def _ptr(array: np.ndarray | None) -> int | None:
+    if array is None:
+        return None
+    assert array.flags["C_CONTIGUOUS"]
+    return array.ctypes.data
+
+
+def build_alias(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Alias table (prob float32, other int32) for sampling index i with probability weights[i] / sum."""
+    weights = np.ascontiguousarray(weights, dtype=np.float64)
+    prob = np.empty(len(weights), dtype=np.float32)
+    other = np.empty(len(weights), dtype=np.int32)
+    library = load_library()
+    if library is not None:
+        library.w2v_build_alias(_ptr(weights), len(weights), _ptr(prob), _ptr(other))
+        return prob, other
+    scaled = weights / weights.sum() * len(weights)
+    other[:] = np.arange(len(weights))
+    small = [i for i in range(len(weights)) if scaled[i] < 1.0]
+    large = [i for i in range(len(weights)) if scaled[i] >= 1.0]
+    while small and large:
+        s, big = small.pop(), large.pop()
+        prob[s] = scaled[s]
+        other[s] = big
+        scaled[big] = (scaled[big] + scaled[s]) - 1.0
+        (small if scaled[big] < 1.0 else large).append(big)
+    for i in large + small:
+        prob[i] = 1.0
+    return prob, other
+
+
+def train_native(*, corpus: np.ndarray, line_ends: np.ndarray, keep: np.ndarray | None, syn0: np.ndarray,
+                 syn1: np.ndarray | None, syn1neg: np.ndarray | None, window: int, negative: int, hs: bool,
+                 sg: bool, cbow_mean: bool, alias: tuple[np.ndarray, np.ndarray] | None,
+                 huffman: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None, alpha: float,
+                 min_alpha: float, epochs: int, seed: int, threads: int, progress: np.ndarray) -> None:
+    """Run the C loop (blocking, GIL released); ``progress[0]`` counts words done, ``progress[1] = 1`` stops."""
+    library = load_library()
+    if library is None:
+        raise RuntimeError(_FAILED or "native kernel unavailable")
+    keepalive = [corpus, line_ends, keep, syn0, syn1, syn1neg, progress]
+    params = Params()
+    params.corpus, params.line_ends, params.n_lines = _ptr(corpus), _ptr(line_ends), len(line_ends)
+    params.keep = _ptr(keep)
+    params.syn0, params.syn1, params.syn1neg = _ptr(syn0), _ptr(syn1), _ptr(syn1neg)
+    params.dim, params.window, params.negative = syn0.shape[1], window, negative
+    params.hs, params.sg, params.cbow_mean = int(hs), int(sg), int(cbow_mean)
+    if alias is not None:
+        keepalive += list(alias)
+        params.alias_prob, params.alias_other = _ptr(alias[0]), _ptr(alias[1])
+    params.vocab_size = syn0.shape[0]
+    if huffman is not None:
+        keepalive += list(huffman)
+        params.points, params.codes, params.code_offsets, params.code_lens = (_ptr(a) for a in huffman)
+    params.alpha, params.min_alpha, params.epochs = alpha, min_alpha, epochs
+    params.total_words = len(corpus)
+    params.progress = _ptr(progress)
+    params.seed = seed & 0xFFFFFFFFFFFF
+    params.n_threads = threads
+    rc = library.w2v_train(ctypes.byref(params))
+    del keepalive
+    if rc:
+        raise RuntimeError("could not start the training threads")
