@@ -54,6 +54,8 @@ class Tokenizer:
         self._threads = os.cpu_count() or 1
         if engine == "hf":
             self._model_type = type(backend.model).__name__
+            if self._model_type == "BPE":
+                _enlarge_bpe_cache(backend)
             self.special_tokens: dict[str, int] = {
                 added.content: token_id
                 for token_id, added in sorted(backend.get_added_tokens_decoder().items())
@@ -192,6 +194,27 @@ class Tokenizer:
 
     def __repr__(self) -> str:
         return f"Tokenizer(engine={self.engine!r}, model={self.model_type!r}, vocab_size={self.vocab_size})"
+
+
+# HF's BPE memoizes the tokens of each word it has seen, 10,000 words by default; a corpus has many
+# more word types (embed-train: 54k), so a bigger cache saves about a quarter of the encode time.
+# The cache is not part of tokenizer.json: it only changes speed, never the ids.
+BPE_CACHE_CAPACITY = 1 << 18
+
+
+def _enlarge_bpe_cache(backend: Any, capacity: int = BPE_CACHE_CAPACITY) -> None:
+    from tokenizers import models
+
+    model = json.loads(backend.to_str()).get("model", {})
+    if model.get("dropout") not in (None, 0.0):
+        return  # with dropout the tokens of a word vary, so HF does not cache them anyway
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model.get("merges", [])]
+    options = {key: model[key] for key in ("unk_token", "continuing_subword_prefix", "end_of_word_suffix",
+                                           "fuse_unk", "byte_fallback", "ignore_merges") if model.get(key) is not None}
+    try:
+        backend.model = models.BPE(model["vocab"], merges, cache_capacity=capacity, **options)
+    except Exception:  # an unusual BPE file: keep the model as loaded
+        return
 
 
 def _unigram_unk_id(backend: Any) -> int | None:

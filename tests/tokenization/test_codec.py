@@ -71,3 +71,15 @@ def test_decode_errors_name_the_line(bytelevel_path):
         decode_stream(tok, ['{"tokens": []}'], io.BytesIO(), "jsonl", where="j")
     with pytest.raises(InputError, match="--format"):
         encode_stream(tok, ["a"], io.BytesIO(), "xml")
+
+
+def test_bigger_bpe_cache_never_changes_the_ids(bytelevel_path):
+    from tokenizers import Tokenizer as HF
+
+    from tests.conftest import shared_path
+
+    lines = shared_path("corpora/tinyshakespeare.txt").read_text(encoding="utf-8").split("\n")[:4000]
+    hf = HF.from_file(bytelevel_path)
+    tok = load_tokenizer(bytelevel_path)
+    assert tok.encode_batch(lines) == [e.ids for e in hf.encode_batch(lines)]
+    assert tok.encode_batch(lines) == [e.ids for e in hf.encode_batch(lines)]  # second pass: from the cache
