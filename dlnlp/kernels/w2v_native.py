@@ -83,13 +83,17 @@ static inline uint64_t lcg(uint64_t *state) {
     return out & 0xFFFFFFFFULL;
 }
 
-static inline int32_t draw_negative(const Params *p, uint64_t *state) {
+static inline int32_t draw_alias(const float *prob, const int32_t *other, int32_t n, uint64_t *state) {
     /* One 32-bit draw gives both the bucket (high part of r * V) and the uniform for the coin
        flip (the fraction left over), as in the usual one-random-number alias sampler. */
-    uint64_t scaled = lcg(state) * (uint64_t)p->vocab_size;
+    uint64_t scaled = lcg(state) * (uint64_t)n;
     int32_t bucket = (int32_t)(scaled >> 32);
     float u = (float)(scaled & 0xFFFFFFFFULL) * (1.0f / 4294967296.0f);
-    return u < p->alias_prob[bucket] ? bucket : p->alias_other[bucket];
+    return u < prob[bucket] ? bucket : other[bucket];
+}
+
+static inline int keep_word(const uint32_t *keep, int32_t w, uint64_t *state) {
+    return !keep || keep[w] >= lcg(state);
 }
 
 static inline float dotf(const float *restrict a, const float *restrict b, int n) {
@@ -133,7 +137,7 @@ static inline void train_target(const Params *p, const float *exp_table, const f
             float label;
             if (d == 0) { target = w; label = 1.f; }
             else {
-                target = draw_negative(p, state);
+                target = draw_alias(p->alias_prob, p->alias_other, p->vocab_size, state);
                 if (target == w) continue;
                 label = 0.f;
             }
@@ -171,7 +175,7 @@ static void *run_thread(void *arg) {
                 int len = 0;
                 for (int64_t t = piece; t < piece_end; t++) {
                     int32_t w = p->corpus[t];
-                    if (p->keep && p->keep[w] < lcg(&state)) continue;
+                    if (!keep_word(p->keep, w, &state)) continue;
                     sentence[len++] = w;
                 }
                 pending += piece_end - piece;
@@ -251,6 +255,18 @@ int w2v_train(const Params *p) {
     }
     free(threads); free(jobs); free(exp_table);
     return rc;
+}
+
+/* Test hooks: the same draws the training loop makes, counted. */
+void w2v_count_negatives(const float *prob, const int32_t *other, int32_t n, int64_t draws, uint64_t seed,
+                         int64_t *counts) {
+    uint64_t state = seed & 281474976710655ULL;
+    for (int64_t i = 0; i < draws; i++) counts[draw_alias(prob, other, n, &state)]++;
+}
+
+void w2v_count_kept(const int32_t *corpus, int64_t n, const uint32_t *keep, uint64_t seed, int64_t *counts) {
+    uint64_t state = seed & 281474976710655ULL;
+    for (int64_t i = 0; i < n; i++) if (keep_word(keep, corpus[i], &state)) counts[corpus[i]]++;
 }
 
 /* Vose's alias method: O(n) construction, O(1) draws. prob must hold probabilities summing to 1. */
@@ -360,6 +376,10 @@ def load_library() -> ctypes.CDLL | None:
     library.w2v_train.restype = ctypes.c_int
     library.w2v_build_alias.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p]
     library.w2v_build_alias.restype = None
+    library.w2v_count_negatives.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64,
+                                            ctypes.c_uint64, ctypes.c_void_p]
+    library.w2v_count_kept.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_uint64,
+                                       ctypes.c_void_p]
     _LIBRARY = library
     return library
 
@@ -431,3 +451,26 @@ def train_native(*, corpus: np.ndarray, line_ends: np.ndarray, keep: np.ndarray 
     del keepalive
     if rc:
         raise RuntimeError("could not start the training threads")
+
+
+def count_negative_draws(alias: tuple[np.ndarray, np.ndarray], draws: int, seed: int = 1) -> np.ndarray:
+    """How often the training loop's negative sampler picks each word in ``draws`` draws (for tests)."""
+    library = load_library()
+    if library is None:
+        raise RuntimeError(_FAILED or "native kernel unavailable")
+    prob, other = alias
+    counts = np.zeros(len(prob), dtype=np.int64)
+    library.w2v_count_negatives(_ptr(prob), _ptr(other), len(prob), draws, seed, _ptr(counts))
+    return counts
+
+
+def count_kept(corpus: np.ndarray, keep: np.ndarray, vocab_size: int, seed: int = 1) -> np.ndarray:
+    """How many tokens of each word the training loop's subsampling keeps in one pass (for tests)."""
+    library = load_library()
+    if library is None:
+        raise RuntimeError(_FAILED or "native kernel unavailable")
+    corpus = np.ascontiguousarray(corpus, dtype=np.int32)
+    keep = np.ascontiguousarray(keep, dtype=np.uint32)
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    library.w2v_count_kept(_ptr(corpus), len(corpus), _ptr(keep), seed, _ptr(counts))
+    return counts

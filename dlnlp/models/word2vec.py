@@ -175,6 +175,15 @@ def keep_probabilities(counts: np.ndarray, sample: float) -> np.ndarray:
     return np.minimum(1.0, (np.sqrt(counts / threshold) + 1.0) * threshold / counts)
 
 
+def subsample_thresholds(counts: np.ndarray, sample: float) -> np.ndarray | None:
+    """Keep probabilities scaled to 32 bits for the native loop (gensim's ``sample_int``): a token of
+    word w is kept when ``threshold[w] >= rand32``. None when subsampling is off."""
+    if sample <= 0:
+        return None
+    prob = keep_probabilities(counts, sample)
+    return np.minimum(np.round(prob * 2.0**32), 2.0**32 - 1).astype(np.uint32)
+
+
 def noise_weights(counts: np.ndarray, power: float = 0.75) -> np.ndarray:
     """Unnormalized noise distribution for negative sampling: ``count^0.75``."""
     return np.power(np.asarray(counts, dtype=np.float64), power)
@@ -227,7 +236,7 @@ class Word2Vec:
         seconds = time.perf_counter() - start
         self.stats = {"backend": backend, "train_seconds": seconds, "words_trained": int(done),
                       "corpus_words": int(len(corpus)), "words_per_second": done / max(seconds, 1e-9),
-                      "workers": self.workers if backend == "native" else 1,
+                      "workers": self.workers if backend in ("native", "cpu") else 1,
                       "stopped_early": bool(stop is not None and stop.is_set())}
         return self.stats
 
@@ -267,11 +276,7 @@ class Word2Vec:
         from dlnlp.kernels import w2v_native
 
         cfg = self.config
-        keep = None
-        if cfg.sample > 0:
-            prob = keep_probabilities(self.vocab.counts, cfg.sample)
-            # keep[w] >= 32-bit uniform draw keeps the word: scale to 2^32 (gensim's sample_int).
-            keep = np.minimum(np.round(prob * 2.0**32), 2.0**32 - 1).astype(np.uint32)
+        keep = subsample_thresholds(self.vocab.counts, cfg.sample)
         alias = w2v_native.build_alias(noise_weights(self.vocab.counts)) if cfg.use_ns else None
         huffman = None
         if self.huffman is not None:
@@ -313,10 +318,25 @@ class Word2Vec:
                      on_progress: Callable[[int, int], None] | None, stop: threading.Event | None) -> int:
         import torch
 
+        device = torch.device(device_name)
+        if device.type == "cpu":
+            # --workers bounds the intra-op threads too (small ops on busy cores lose more to
+            # thread synchronization than they gain).
+            threads = torch.get_num_threads()
+            torch.set_num_threads(self.workers)
+            try:
+                return self._train_torch_loop(corpus, line_ends, device, on_progress, stop)
+            finally:
+                torch.set_num_threads(threads)
+        return self._train_torch_loop(corpus, line_ends, device, on_progress, stop)
+
+    def _train_torch_loop(self, corpus: np.ndarray, line_ends: np.ndarray, device: Any,
+                          on_progress: Callable[[int, int], None] | None, stop: threading.Event | None) -> int:
+        import torch
+
         from dlnlp.kernels import embedding_losses as K
 
         cfg = self.config
-        device = torch.device(device_name)
         generator = torch.Generator(device=device).manual_seed(cfg.seed)
         syn0 = torch.from_numpy(self.syn0).to(device)
         syn1neg = torch.from_numpy(self.syn1neg).to(device) if self.syn1neg is not None else None
