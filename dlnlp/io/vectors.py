@@ -207,7 +207,10 @@ def detect_format(path: str | os.PathLike) -> str:
         values = line.decode("utf-8").split()
     except UnicodeDecodeError:
         return "word2vec-binary"
-    if len(values) >= dim + 1 and all(_is_float(v) for v in values[-dim:]):
+    # A line of printable text is a text record (raw float bytes essentially never decode as
+    # printable UTF-8); a malformed one is then reported by the text reader with its line number.
+    text = line.decode("utf-8").rstrip("\r\n")
+    if len(values) >= 2 and all(ch.isprintable() or ch in " \t" for ch in text):
         return "word2vec-text"
     return "word2vec-binary"
 
