@@ -134,34 +134,30 @@ def count_and_encode(token_lines: Iterable[Sequence[str]], *, min_count: int = 5
     token, not as text).
     """
     provisional: dict[str, int] = {}
-    counts: list[int] = []
     chunks: list[np.ndarray] = []
     ends: list[int] = []
     buffer: list[int] = []
     position = 0
     setdefault = provisional.setdefault
     for tokens in token_lines:
-        for token in tokens:
-            pid = setdefault(token, len(counts))
-            if pid == len(counts):
-                counts.append(1)
-            else:
-                counts[pid] += 1
-            buffer.append(pid)
+        # Provisional ids in first-occurrence order; len() is read before setdefault inserts.
+        buffer += [setdefault(token, len(provisional)) for token in tokens]
         position += len(tokens)
         ends.append(position)
         if len(buffer) >= 1 << 20:
             chunks.append(np.asarray(buffer, dtype=np.int32))
             buffer = []
     chunks.append(np.asarray(buffer, dtype=np.int32))
-    if not counts:
+    if not provisional:
         raise InputError("the corpus has no tokens")
+    raw = np.concatenate(chunks)
+    counts = np.bincount(raw, minlength=len(provisional)).tolist()
     vocab = Vocabulary.from_counts(dict(zip(provisional, counts, strict=True)), min_count=min_count,
                                    max_vocab=max_vocab, total_tokens=position)
     remap = np.full(len(counts), -1, dtype=np.int32)
     for final, word in enumerate(vocab.words):
         remap[provisional[word]] = final
-    mapped = remap[np.concatenate(chunks)]
+    mapped = remap[raw]
     keep = mapped >= 0
     # Line ends in the filtered stream: count kept tokens before each raw end.
     kept_before = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])
