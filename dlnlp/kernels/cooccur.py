@@ -259,7 +259,13 @@ class CooccurrenceCounter:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
         block = self._dense.reshape(size, size)
         if self.symmetric:
-            block += block.T.copy()
+            # X = A + A^T tile by tile: a whole-matrix transposed copy is cache-hostile and doubles memory.
+            tile = 512
+            for i in range(0, size, tile):
+                for j in range(i, size, tile):
+                    upper = block[i:i + tile, j:j + tile] + block[j:j + tile, i:i + tile].T
+                    block[i:i + tile, j:j + tile] = upper
+                    block[j:j + tile, i:i + tile] = upper.T
         flat = np.flatnonzero(self._dense)
         values = self._dense[flat]
         keys = (flat // size) * self.vocab_size + flat % size
