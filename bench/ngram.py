@@ -140,7 +140,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--big-tokens", type=int, default=20_000_000)
-    parser.add_argument("--big-memory", default="1G", help="--memory budget for the spilling run")
+    parser.add_argument("--big-memory", default="1G,256M", help="--memory budgets of the spilling runs")
     parser.add_argument("--nltk-lines", type=int, default=2000)
     parser.add_argument("--nltk-trigrams", type=int, default=60)
     parser.add_argument("--skip-big", action="store_true")
@@ -166,9 +166,10 @@ def main() -> None:
             big = {"words": words, "corpus": "brown/train + abc-news, repeated"}
             big["in_memory"] = train_runs(corpus, [5], 1, tmp)[5]
             big["in_memory"]["perplexity_brown_valid"] = round(evaluate(tmp / "lm5")["perplexity"], 2)
-            spill = train_runs(corpus, [5], 1, tmp, ("--memory", args.big_memory))[5]
-            spill["memory_budget"] = args.big_memory
-            big["spilling"] = spill
+            for budget in args.big_memory.split(","):
+                spill = train_runs(corpus, [5], 1, tmp, ("--memory", budget))[5]
+                spill["memory_budget"] = budget
+                big[f"spilling_{budget}"] = spill
             result["big_corpus_order5"] = big
             print(json.dumps({"progress": "big done", **big}), file=sys.stderr, flush=True)
     result["nltk_peer"] = nltk_peer(args.nltk_lines, args.nltk_trigrams, 3)

@@ -338,7 +338,7 @@ def estimate(counts: NgramCounts, smoothing: str = "modified-kn", *, k: float = 
     keys = [o.keys for o in orders]
     info: dict = {"tokens": counts.tokens, "sentences": counts.sentences}
     uniform = 1.0 / (V - 1)  # the vocabulary without <s>, as lmplz
-    probs: list[np.ndarray] = []
+    probs: list[np.ndarray] = _Probs()
     logbo: list[np.ndarray] = []
 
     if smoothing in ("modified-kn", "kn"):
@@ -370,7 +370,7 @@ def estimate(counts: NgramCounts, smoothing: str = "modified-kn", *, k: float = 
             with np.errstate(divide="ignore", invalid="ignore"):
                 gamma = np.where(den > 0, gnum / den, 1.0)
             probs.append((a - disc) / den[ctx] + gamma[ctx] * probs[n - 2][orders[n - 1].suffix])
-            logbo.append(_log10(gamma))
+            logbo.append(_log10(gamma).astype(np.float32))
     elif smoothing == "witten-bell":
         for n in range(1, N + 1):
             c = orders[n - 1].raw.astype(np.float64)
@@ -385,7 +385,7 @@ def estimate(counts: NgramCounts, smoothing: str = "modified-kn", *, k: float = 
             with np.errstate(divide="ignore", invalid="ignore"):
                 gamma = np.where(den > 0, types / (den + types), 1.0)
             probs.append(c / (den[ctx] + types[ctx]) + gamma[ctx] * probs[n - 2][orders[n - 1].suffix])
-            logbo.append(_log10(gamma))
+            logbo.append(_log10(gamma).astype(np.float32))
     else:
         # Backoff (not interpolated) estimates: explicit probabilities for seen n-grams; the mass
         # left in a context goes to its lower order (add-k), to nothing (mle), or a fixed 0.4 (stupid).
@@ -411,20 +411,39 @@ def estimate(counts: NgramCounts, smoothing: str = "modified-kn", *, k: float = 
                 lower = np.bincount(ctx, weights=probs[n - 2][orders[n - 1].suffix], minlength=T)
                 with np.errstate(divide="ignore", invalid="ignore"):
                     bo = np.where(den > 0, left / np.maximum(1.0 - lower, 1e-300), 1.0)
-                logbo.append(_log10(bo))
+                logbo.append(_log10(bo).astype(np.float32))
             else:
                 p = c / den[ctx]
                 value = 0.0 if smoothing == "mle" else STUPID_BACKOFF_ALPHA
-                logbo.append(_log10(np.where(den > 0, value, 1.0)))
+                logbo.append(_log10(np.where(den > 0, value, 1.0)).astype(np.float32))
             probs.append(p)
-    logp = [np.minimum(_log10(p), 0.0) for p in probs]  # lmplz clamps rounding above 0
+    logp = [_to_logp(p) for p in probs]
     logp[0][BOS_ID] = -np.inf
     if smoothing in ("modified-kn", "kn", "witten-bell"):
         # lmplz writes no backoff for n-grams ending in </s> or <unk>: they are never contexts.
-        last = [keys[0]] + [kk % V for kk in keys[1:-1]]
         for n in range(1, N):
-            logbo[n - 1] = np.where(np.isin(last[n - 1], (EOS_ID, UNK_ID)), 0.0, logbo[n - 1])
+            last = keys[0] if n == 1 else keys[n - 1] % V
+            logbo[n - 1][np.isin(last, (EOS_ID, UNK_ID))] = 0.0
     return NgramModel(list(counts.vocab), keys, logp, logbo, smoothing, info)
+
+
+class _Probs(list):
+    """Per-order probabilities, kept in float64 only while the next order needs them.
+
+    Older orders become float32 log10 right away (what the model stores, and KenLM's precision),
+    so estimation holds about 40 bytes per n-gram instead of 100.
+    """
+
+    def append(self, p: np.ndarray) -> None:
+        if len(self) and self[-1].dtype == np.float64:
+            self[-1] = _to_logp(self[-1])
+        super().append(p)
+
+
+def _to_logp(p: np.ndarray) -> np.ndarray:
+    if p.dtype == np.float32:
+        return p  # already converted
+    return np.minimum(_log10(p), 0.0).astype(np.float32)  # lmplz clamps rounding above 0
 
 
 def train(lines: Iterable[str], order: int = 3, smoothing: str = "modified-kn", *, k: float = 1.0,

@@ -387,8 +387,9 @@ def count_corpus(lines: Iterable[str], order: int, *, min_count: int = 1, max_vo
         store = _Store(spill_dir, "stream")
         pending: list[np.ndarray] = []
         pending_len = 0
-        # Chunk size in tokens when a budget is set: ~64 bytes of working memory per position.
-        chunk_tokens = max(1 << 16, memory_bytes // 64) if memory_bytes is not None else None
+        # Chunk size in tokens when a budget is set: counting one order of a chunk holds about eight
+        # int64 arrays per position (keys, sort buffers, indices of this order and the previous one).
+        chunk_tokens = max(1 << 16, memory_bytes // 160) if memory_bytes is not None else None
         sentences = dropped = 0
         lines_buffer: list[str] = []
 
