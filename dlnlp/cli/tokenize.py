@@ -6,6 +6,7 @@ imported inside the commands, so ``dlnlp --help`` and pipelines start fast.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import sys
@@ -145,12 +146,22 @@ def train(
         print_json(result)
 
 
-def _open_output(output: Path | None, force: bool):
-    """(binary stream, context manager): an atomic file for --output, else stdout."""
-    import contextlib
+@contextlib.contextmanager
+def _stdout_stream():
+    """stdout as a binary stream; a reader that goes away (`| head`) ends the command quietly (exit 0)."""
+    try:
+        yield sys.stdout.buffer
+    except BrokenPipeError:
+        # Click would turn EPIPE into exit 1; like `cat`, stop quietly. Point stdout at /dev/null so
+        # the flush at exit does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
+
+def _open_output(output: Path | None, force: bool):
+    """A context manager giving a binary stream: an atomic file for --output, else stdout."""
     if output is None or str(output) == "-":
-        return contextlib.nullcontext(sys.stdout.buffer)
+        return _stdout_stream()
     from dlnlp.io.atomic import atomic_open
 
     return atomic_open(output, "wb", force=force)

@@ -185,6 +185,7 @@ def train_sentencepiece(lines: Iterable[str], spec: TrainSpec) -> bytes:
         )
     except RuntimeError as exc:
         message = str(exc).splitlines()[-1] if str(exc) else type(exc).__name__
+        message = message.split("] ", 1)[-1]  # drop the "INTERNAL: src/file.cc(744) [check]" prefix
         raise DlnlpError(f"sentencepiece: {message}") from exc
     return buffer.getvalue()
 

@@ -163,6 +163,9 @@ def test_bad_inputs_for_train(tmp_path):
     records.write_text('{"text": "a"}\n')
     assert_fails(run_cli(*train, str(records), "--out", str(out)), "--text-field")
     assert_fails(run_cli(*train, CORPUS, "--out", str(out), "--model", "nope"), "--model")
+    assert_fails(run_cli(*train, str(records), "--text-field", "text", "--engine", "sentencepiece",
+                         "--model", "unigram", "--vocab-size", "500", "--out", str(out), "-q"),
+                 "sentencepiece: Vocabulary size too high")
     assert not out.exists() and not list(tmp_path.glob(".t.json*"))
     run_cli(*train, str(bad), "--encoding-errors", "replace", "--vocab-size", "260", "--out", str(out), "-q",
             check=True)
@@ -200,3 +203,16 @@ def test_bad_inputs_for_encode_and_decode(tok, tmp_path):
 def test_usage_error_is_exit_2(tok):
     result = run_cli("tokenize", "encode", input="a\n")  # no -t
     assert result.returncode == 2 and "--tokenizer" in result.stderr
+
+
+def test_reader_going_away_is_not_an_error(tok):
+    import subprocess
+    import sys
+
+    corpus = shared_path("corpora/tinyshakespeare.txt")
+    proc = subprocess.Popen([sys.executable, "-m", "dlnlp", "tokenize", "encode", str(corpus), "-t", tok, "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # like `| head -1`
+    assert proc.wait(timeout=120) == 0
+    assert first.split() and proc.stderr.read() == b""
