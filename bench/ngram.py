@@ -78,6 +78,32 @@ def evaluate(model_dir: Path) -> dict:
     return json.loads(out)
 
 
+def kenlm_parity(model_dir: Path, tmp: Path) -> dict:
+    """Export the order-5 model to ARPA, load it with the kenlm module, compare every valid sentence."""
+    try:
+        import kenlm
+    except ImportError:
+        return {"skipped": "kenlm is not installed"}
+    import numpy as np
+
+    from dlnlp.models.ngram import NgramModel
+
+    arpa = tmp / "lm5.arpa"
+    export_seconds, _, _ = run_child(["ngram", "export", str(model_dir), str(arpa), "--force"])
+    import_seconds, _, _ = run_child(["ngram", "import", str(arpa), "--out", str(tmp / "imported"), "--force"])
+    with open(BROWN_VALID, encoding="utf-8") as handle:
+        valid = [line.rstrip("\n") for line in handle]
+    ours = NgramModel.load(model_dir).score_lines(valid)[0]
+    imported = NgramModel.load(tmp / "imported").score_lines(valid)[0]
+    reference = kenlm.Model(str(arpa))
+    per_word = np.array([sum(s[0] for s in reference.full_scores(line)) for line in valid])
+    whole = np.array([reference.score(line) for line in valid])
+    return {"sentences": len(valid), "max_abs_diff_kenlm_full_scores_summed": float(np.abs(per_word - ours).max()),
+            "max_abs_diff_kenlm_score": float(np.abs(whole - ours).max()),
+            "max_abs_diff_reimported": float(np.abs(imported - ours).max()),
+            "export_seconds": round(export_seconds, 2), "import_seconds": round(import_seconds, 2)}
+
+
 def big_corpus(path: Path, target_tokens: int) -> int:
     texts = [BROWN_TRAIN.read_text(encoding="utf-8"), ABC.read_text(encoding="utf-8")]
     per_copy = sum(len(t.split()) for t in texts)
@@ -159,6 +185,7 @@ def main() -> None:
                 time_target_met=brown[n]["seconds_median"] <= 2 * LMPLZ["train_seconds"][n],
             )
         result["brown_train"] = brown
+        result["kenlm_parity_order5"] = kenlm_parity(tmp / "lm5", tmp)
         print(json.dumps({"progress": "brown done", **brown}), file=sys.stderr, flush=True)
         if not args.skip_big:
             corpus = tmp / "big.txt"

@@ -67,8 +67,9 @@ def train(
     min_count: Annotated[int, typer.Option("--min-count", help="Words seen fewer times become <unk>.")] = 1,
     max_vocab: Annotated[Optional[int], typer.Option("--max-vocab", help="Keep only the most frequent words.")] = None,
     memory: Annotated[Optional[str], typer.Option(
-        "--memory", help="Memory budget for counting (e.g. 500M, 2G): past it, sorted count shards spill to disk "
-                         "and are merged. Default: count in memory.")] = None,
+        "--memory", help="Memory budget for counting (e.g. 500M, 2G): the corpus is counted in chunks and sorted "
+                         "count shards spill to disk past it, then merge. Estimation still holds the distinct "
+                         "n-grams in memory (tens of bytes each). Default: count in memory, fastest.")] = None,
     temp_dir: Annotated[Optional[Path], typer.Option("--temp-dir", help="Where spilled shards go.")] = None,
     force: Force = False,
     json_out: Json = False,
