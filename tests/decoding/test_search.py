@@ -89,7 +89,7 @@ PROMPTS = [[1, 4, 5], [7], [3, 3, 9, 1, 0, 6]]
 @pytest.mark.parametrize("strategy", ["greedy", "beam"])
 def test_cached_decode_equals_uncached(gpt, strategy):
     config = DecodeConfig(strategy=strategy, num_beams=3, num_return=3 if strategy == "beam" else 1,
-                          max_new_tokens=10, eos_id=EOS)
+                          max_new_tokens=6, eos_id=EOS)
     cached = generate(GPTNextToken(gpt), PROMPTS, config)
     plain = generate(uncached(gpt), PROMPTS, config)
     for a, b in zip(cached, plain, strict=True):
@@ -98,10 +98,11 @@ def test_cached_decode_equals_uncached(gpt, strategy):
 
 
 def test_decoding_past_the_block_size_slides_the_window(gpt):
-    config = DecodeConfig(strategy="beam", num_beams=2, max_new_tokens=40, eos_id=None)
-    [[cached]] = generate(GPTNextToken(gpt), [[1, 2, 3]], config)
-    [[plain]] = generate(uncached(gpt, window=32), [[1, 2, 3]], config)
-    assert len(cached.tokens) == 40 and cached.tokens == plain.tokens
+    config = DecodeConfig(strategy="beam", num_beams=2, max_new_tokens=34, eos_id=None)
+    prompt = list(range(1, 10))
+    [[cached]] = generate(GPTNextToken(gpt), [prompt], config)
+    [[plain]] = generate(uncached(gpt, window=32), [prompt], config)
+    assert len(cached.tokens) == 34 and cached.tokens == plain.tokens
 
 
 def test_beam_k1_equals_greedy(gpt):
