@@ -96,8 +96,7 @@ def train(
     from dlnlp.cli.options import corpus_options, print_json
     from dlnlp.errors import DlnlpError
     from dlnlp.io.atomic import check_can_write
-    from dlnlp.io.corpus import describe_inputs, iter_token_lines
-    from dlnlp.io.vectors import save_vectors
+    from dlnlp.io.corpus import iter_token_lines
     from dlnlp.models.vocab import count_and_encode
     from dlnlp.models.word2vec import Word2Vec, Word2VecConfig
     from dlnlp.progress import Progress, log
@@ -126,12 +125,15 @@ def train(
         def report(done: int, _total: int) -> None:
             bar.update(done - bar.completed)
 
-        stats = model.train(corpus, line_ends, device=device, kernel=kernel, on_progress=report)
+        try:
+            stats = model.train(corpus, line_ends, device=device, kernel=kernel, on_progress=report)
+        except KeyboardInterrupt:
+            # Ctrl-C: keep what was trained so far (the CLI then exits 130).
+            log(f"interrupted: writing the vectors trained so far to {out}")
+            _write(model, out, out_format, vectors, force, inputs, interrupted=True)
+            raise
         report(stats["words_trained"], total)
-    if out_format == "dir":
-        model.save(out, which=vectors, force=force, extra_config={"corpus": describe_inputs(inputs)})
-    else:
-        save_vectors(model.keyed_vectors(vectors), out, fmt=out_format, force=force)
+    _write(model, out, out_format, vectors, force, inputs)
     wall = time.perf_counter() - started
     result = {"out": str(out), "format": out_format, "vocab_size": len(vocab), "corpus_tokens": vocab.total_tokens,
               "trained_tokens": len(corpus), **stats, "wall_seconds": wall,
@@ -140,3 +142,14 @@ def train(
         f"({stats['words_per_second'] / 1e3:.0f}k words/s); wrote {out}", quiet=quiet)
     if json_:
         print_json(result)
+
+
+def _write(model, out: Path, out_format: str, vectors: str, force: bool, inputs, interrupted: bool = False) -> None:
+    from dlnlp.io.corpus import describe_inputs
+    from dlnlp.io.vectors import save_vectors
+
+    if out_format == "dir":
+        model.save(out, which=vectors, force=force,
+                   extra_config={"corpus": describe_inputs(inputs), "interrupted": interrupted})
+    else:
+        save_vectors(model.keyed_vectors(vectors), out, fmt=out_format, force=force)
