@@ -194,7 +194,8 @@ class MultiHeadAttention(nn.Module):
             k, v = (self._heads(z) for z in self.kv(memory).split(self.dim, dim=2))
             causal = False
         else:
-            q, k, v = (self._heads(z) for z in self.qkv(x).split(self.dim, dim=2))
+            # One view + permute for q, k and v together: [B, T, 3, H, D] -> 3 x [B, H, T, D].
+            q, k, v = self.qkv(x).view(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
             if cache is not None:
                 k, v = cache.append(k, v, cache_capacity)
         s = k.shape[2]

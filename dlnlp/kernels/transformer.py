@@ -99,21 +99,16 @@ class TransformerBlock(nn.Module):
         memory: torch.Tensor | None = None,
         memory_padding_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        def attend(h: torch.Tensor) -> torch.Tensor:
-            return self.dropout(self.attn(h, causal=causal, key_padding_mask=key_padding_mask, cache=cache,
-                                          cache_capacity=cache_capacity, attn_mask=attn_mask))
-
-        def cross(h: torch.Tensor) -> torch.Tensor:
-            return self.dropout(self.cross(h, memory=memory, key_padding_mask=memory_padding_mask))
-
         if self.norm_first:
-            x = x + attend(self.ln_1(x))
+            x = x + self.dropout(self.attn(self.ln_1(x), causal=causal, key_padding_mask=key_padding_mask,
+                                           cache=cache, cache_capacity=cache_capacity, attn_mask=attn_mask))
             if self.cross is not None:
-                x = x + cross(self.ln_cross(x))
+                x = x + self.dropout(self.cross(self.ln_cross(x), memory=memory, key_padding_mask=memory_padding_mask))
             return x + self.mlp(self.ln_2(x))
-        x = self.ln_1(x + attend(x))
+        x = self.ln_1(x + self.dropout(self.attn(x, causal=causal, key_padding_mask=key_padding_mask, cache=cache,
+                                                 cache_capacity=cache_capacity, attn_mask=attn_mask)))
         if self.cross is not None:
-            x = self.ln_cross(x + cross(x))
+            x = self.ln_cross(x + self.dropout(self.cross(x, memory=memory, key_padding_mask=memory_padding_mask)))
         return self.ln_2(x + self.mlp(x))
 
 
