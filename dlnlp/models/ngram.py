@@ -419,11 +419,8 @@ def estimate(counts: NgramCounts, smoothing: str = "modified-kn", *, k: float = 
             probs.append(p)
     logp = [_to_logp(p) for p in probs]
     logp[0][BOS_ID] = -np.inf
-    if smoothing in ("modified-kn", "kn", "witten-bell"):
-        # lmplz writes no backoff for n-grams ending in </s> or <unk>: they are never contexts.
-        for n in range(1, N):
-            last = keys[0] if n == 1 else keys[n - 1] % V
-            logbo[n - 1][np.isin(last, (EOS_ID, UNK_ID))] = 0.0
+    # N-grams that are no context (those ending in </s>, and <unk> unless --min-count put it in the
+    # text) got gamma = 1 above, i.e. no backoff, which is what lmplz writes for them.
     return NgramModel(list(counts.vocab), keys, logp, logbo, smoothing, info)
 
 

@@ -149,11 +149,12 @@ words = st.sampled_from(["a", "b", "c", "d", "e"])
 corpora = st.lists(st.lists(words, max_size=7).map(" ".join), min_size=1, max_size=8)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(corpus=corpora, order=st.integers(1, 6), history=st.lists(st.sampled_from(["a", "b", "c", "zz"]), max_size=4),
-       smoothing=st.sampled_from([s for s in SMOOTHING if NORMALIZED[s]]), target=words)
-def test_normalized_models_sum_to_one_and_scoring_agrees(corpus, order, history, smoothing, target):
-    model = train(corpus, order, smoothing)
+       smoothing=st.sampled_from([s for s in SMOOTHING if NORMALIZED[s]]), target=words,
+       min_count=st.integers(1, 2))
+def test_normalized_models_sum_to_one_and_scoring_agrees(corpus, order, history, smoothing, target, min_count):
+    model = train(corpus, order, smoothing, min_count=min_count)
     ids = [BOS_ID] + [model.index.get(w, 0) for w in history]
     lp = model.next_log10(ids)
     probs = 10.0 ** lp
