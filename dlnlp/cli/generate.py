@@ -59,6 +59,15 @@ class Codec:
             return " ".join(map(str, ids))
         return self.codec.decode(ids)
 
+    def continuation(self, prompt_ids: list[int], new_ids: list[int]) -> str:
+        """The text ``new_ids`` add after the prompt: decoded in context, since a tokenizer may put
+        spaces or merge bytes across the boundary (WordPiece, sentencepiece, byte-level BPE)."""
+        if self.level in ("ids", "char"):
+            return self.decode(new_ids)
+        prefix = self.codec.decode(prompt_ids)
+        whole = self.decode(list(prompt_ids) + list(new_ids))
+        return whole[len(prefix):] if whole.startswith(prefix) else self.decode(new_ids)
+
 
 def load_decoder(model_dir: Path, device: Any) -> tuple[Any, Codec]:
     """A NextTokenModel and its codec for a ``gpt`` or ``rnn_lm`` model directory."""
@@ -103,14 +112,14 @@ def _read_prompts(prompt: str | None) -> list[str]:
 class _Streamer:
     """Print a continuation as its tokens arrive; subword pieces are decoded with all tokens so far."""
 
-    def __init__(self, codec: Codec) -> None:
-        self.codec, self.ids, self.printed = codec, [], ""
+    def __init__(self, codec: Codec, prompt_ids: list[int]) -> None:
+        self.codec, self.prompt_ids, self.ids, self.printed = codec, prompt_ids, [], ""
 
     def __call__(self, row: int, token: int) -> None:
         if self.codec.eos_id is not None and token == self.codec.eos_id:
             return
         self.ids.append(token)
-        text = self.codec.decode(self.ids) if self.codec.level != "ids" else " " + str(token)
+        text = self.codec.continuation(self.prompt_ids, self.ids) if self.codec.level != "ids" else " " + str(token)
         if self.codec.level == "ids":
             sys.stdout.write(text)
         elif text.startswith(self.printed) and not text.endswith("\ufffd"):
@@ -120,7 +129,7 @@ class _Streamer:
 
     def finish(self) -> None:
         if self.codec.level != "ids":
-            text = self.codec.decode(self.ids)
+            text = self.codec.continuation(self.prompt_ids, self.ids)
             if text.startswith(self.printed):
                 sys.stdout.write(text[len(self.printed):])
         sys.stdout.write("\n")
@@ -200,7 +209,7 @@ def generate(
         if stream:
             sys.stdout.write(texts[start])
             sys.stdout.flush()
-            streamer = _Streamer(codec)
+            streamer = _Streamer(codec, chunk[0])
         results = decode(lm, chunk, config, generator=generator, on_token=streamer)
         if streamer is not None:
             streamer.finish()
@@ -208,12 +217,12 @@ def generate(
         for offset, hyps in enumerate(results):
             text = texts[start + offset]
             if json:
-                out = [{"text": codec.decode(h.tokens), "tokens": h.tokens, "score": h.score, "logprob": h.logprob,
-                        "finished": h.finished} for h in hyps]
+                out = [{"text": codec.continuation(chunk[offset], h.tokens), "tokens": h.tokens, "score": h.score,
+                        "logprob": h.logprob, "finished": h.finished} for h in hyps]
                 print_json({"prompt": text, "prompt_tokens": chunk[offset], "text": out[0]["text"],
                             "tokens": out[0]["tokens"], "score": out[0]["score"], "logprob": out[0]["logprob"],
                             "hypotheses": out})
             else:
                 for h in hyps:
-                    sys.stdout.write(codec.join(text, codec.decode(h.tokens)) + "\n")
+                    sys.stdout.write(codec.join(text, codec.continuation(chunk[offset], h.tokens)) + "\n")
                 sys.stdout.flush()

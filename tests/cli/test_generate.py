@@ -92,3 +92,23 @@ def test_generate_from_an_rnn_model_directory(tmp_path, capsys):
                            "--num-beams", "3", "--max-new-tokens", "7", "--json", "--device", "cpu")
     assert code == 0, err
     assert len(json.loads(out)["tokens"]) == 7
+
+
+def test_imported_gpt2_with_a_word_tokenizer_joins_prompt_and_continuation(tmp_path, capsys, monkeypatch):
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    from tests.io.test_hf import EOS, VOCAB, _word_tokenizer
+
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=VOCAB, n_positions=32, n_embd=16, n_layer=1,
+                                                              n_head=2, eos_token_id=EOS, bos_token_id=EOS))
+    hf.save_pretrained(tmp_path / "hf")
+    _word_tokenizer(tmp_path / "hf" / "tokenizer.json")
+    assert dlnlp(capsys, "gpt", "import", tmp_path / "hf", "--out", tmp_path / "dl")[0] == 0
+    code, out, err = dlnlp(capsys, "generate", tmp_path / "dl", "--strategy", "greedy", "--max-new-tokens", "4",
+                           "--device", "cpu", stdin="w5 w6\nw9\n", monkeypatch=monkeypatch)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("w5 w6 ") and lines[1].startswith("w9")
+    assert all(word.startswith("w") for line in lines for word in line.split())  # words kept apart
