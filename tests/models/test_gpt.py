@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from dlnlp.models.gpt import GPT, GPTConfig, evaluate_windows, gpt_config_dict, load_gpt
+from tests.conftest import requires_cuda
 
 
 @pytest.fixture
@@ -101,3 +102,18 @@ def test_evaluate_windows_counts_every_token_once(model):
         manual += F.cross_entropy(logits[0], w[1:], reduction="sum").item()
         n += len(w) - 1
     assert loss == pytest.approx(manual / n, abs=1e-5)
+
+
+@requires_cuda
+def test_cuda_forward_and_cached_decode_match_cpu(model):
+    from dlnlp.decoding import DecodeConfig, GPTNextToken, generate
+
+    x = torch.randint(0, 13, (2, 12))
+    cuda = GPT(model.config).cuda().eval()
+    cuda.load_state_dict(model.state_dict())
+    assert torch.allclose(cuda(x.cuda())[0].cpu(), model(x)[0], atol=1e-4)
+    config = DecodeConfig(strategy="beam", num_beams=3, max_new_tokens=5)
+    prompts = [[1, 2, 3], [4]]
+    on_gpu = generate(GPTNextToken(cuda), prompts, config)
+    on_cpu = generate(GPTNextToken(model), prompts, config)
+    assert [h[0].tokens for h in on_gpu] == [h[0].tokens for h in on_cpu]
