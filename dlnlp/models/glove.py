@@ -11,12 +11,16 @@ accumulators starting at 1 (``gradsq``), each entry's vector gradient clipped el
 ``[-100, 100]`` (``-grad-clip``), the co-occurrence entries visited in a new random order every
 iteration, and the saved vectors ``W + W~`` (``-model 2``) or ``W`` alone (``-model 1``).
 
-Where this differs, and why: glove.c runs lock-free per-entry SGD on CPU threads (Hogwild). Here
-the shuffled entries go through the shared kernels (``dlnlp.kernels.glove_loss``) in mini-batches,
-so the same code runs vectorized on a CPU or a GPU; a batch's per-entry gradients are summed per
-row before the AdaGrad step. glove.c's current version applies its bias updates without the
-learning rate (an effective bias rate of 1, kept as the AdaGrad default; ``bias_lr=lr`` gives the
-paper's and GloVe 1.0's update). Adam is available as ``optimizer="adam"``.
+Two backends share one parameter layout. On a CPU, ``dlnlp.kernels.glove_native`` runs glove.c's
+own loop: per-entry AdaGrad updates from lock-free ("Hogwild") threads, compiled once with the
+system C compiler (per-entry work is two 100-dimensional dot/axpy passes, too small for a
+framework step to pay off). On CUDA (or ``backend="torch"``, or without a compiler) the shuffled
+entries go through the batched Torch kernels of ``dlnlp.kernels.glove_loss`` in mini-batches: a
+batch's per-entry (clipped) gradients are summed per row, then one AdaGrad step, with the
+accumulator updated before the step so a summed gradient cannot overshoot. glove.c's current
+version applies its bias updates without the learning rate (an effective bias rate of 1, kept as
+the AdaGrad default; ``bias_lr=lr`` gives the paper's and GloVe 1.0's update). Adam is available
+as ``optimizer="adam"`` (Torch backend).
 """
 
 from __future__ import annotations
