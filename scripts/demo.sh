@@ -27,5 +27,6 @@ dlnlp gpt eval "$out/gpt" "$out/corpus.txt"
 
 echo "== 4. decode a prompt: beam search (the 2 best of 4 beams), then sampling"
 dlnlp generate "$out/gpt" --prompt "The" --strategy beam --num-beams 4 --num-return 2 --max-new-tokens 30 \
-  --min-new-tokens 5 --no-repeat-ngram 3
-dlnlp generate "$out/gpt" --prompt "The" --strategy sample --temperature 0.8 --top-p 0.9 --max-new-tokens 60 --seed 1
+  --min-new-tokens 10 --no-repeat-ngram 3
+dlnlp generate "$out/gpt" --prompt "The" --strategy sample --temperature 0.8 --top-p 0.9 --max-new-tokens 60 \
+  --min-new-tokens 20 --seed 1
