@@ -83,8 +83,8 @@ def hf_to_dlnlp_state(state: dict[str, Any], n_layer: int, tie: bool) -> dict[st
     out: dict[str, Any] = {}
     for name, tensor in state.items():
         key = name[len("transformer."):] if name.startswith("transformer.") else name
-        if key.endswith(("attn.bias", "attn.masked_bias")) and key.count(".") == 3 and tensor.dim() >= 2:
-            continue  # causal-mask buffers of old checkpoints, not weights
+        if key.endswith((".attn.bias", ".attn.masked_bias")) and key.count(".") == 3:
+            continue  # causal-mask buffers saved by old checkpoints (h.N.attn.bias), not weights
         if key == "lm_head.weight":
             if not tie:
                 out["lm_head.weight"] = tensor

@@ -143,3 +143,20 @@ def test_import_refuses_other_architectures(tmp_path):
         import_hf_gpt2(tmp_path, tmp_path / "out")
     with pytest.raises(InputError, match="no such directory"):
         import_hf_gpt2(tmp_path / "missing", tmp_path / "out2")
+
+
+def test_old_style_checkpoint_names_and_mask_buffers(hf_pair, tmp_path):
+    """Checkpoints saved by GPT2Model (no 'transformer.' prefix) with the old causal-mask buffers."""
+    from safetensors.torch import save_file
+
+    hf, model, root = hf_pair
+    state = {k[len("transformer."):]: v.clone() for k, v in hf.state_dict().items() if k.startswith("transformer.")}
+    state["h.0.attn.bias"] = torch.tril(torch.ones(1, 1, 48, 48))
+    state["h.0.attn.masked_bias"] = torch.tensor(-1e4)
+    (tmp_path / "old").mkdir()
+    save_file(state, str(tmp_path / "old" / "model.safetensors"))
+    (tmp_path / "old" / "config.json").write_text((root / "hf" / "config.json").read_text())
+    import_hf_gpt2(tmp_path / "old", tmp_path / "dl")
+    again, _ = load_gpt(tmp_path / "dl")
+    ids = torch.randint(0, VOCAB, (1, 12))
+    assert torch.allclose(again(ids)[0], model(ids)[0], atol=1e-6)
