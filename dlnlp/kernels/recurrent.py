@@ -6,8 +6,8 @@ one-call ATen implementation on CPU) do the work, with ``batch_first`` tensors `
 * tanh RNN (Elman 1990): ``h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``
 * GRU (Cho et al. 2014): update/reset gates ``z, r``; ``h_t = (1 - z) * n + z * h_{t-1}``
 * LSTM (Hochreiter & Schmidhuber 1997, with forget gate, Gers et al. 2000): cell ``c_t = f * c_{t-1}
-  + i * g``, ``h_t = o * tanh(c_t)``; the forget-gate bias starts at 1 (Jozefowicz et al. 2015) so
-  gradients flow through ``c`` from the first step.
+  + i * g``, ``h_t = o * tanh(c_t)``; ``forget_bias`` optionally starts the forget-gate bias at a
+  positive value (Jozefowicz et al. 2015 use 1) instead of PyTorch's uniform initialization.
 
 Dropout between stacked layers is the non-recurrent dropout of Zaremba et al. (2014): applied to
 the output of each layer but the last, never on the recurrent connections.
@@ -29,7 +29,7 @@ class RecurrentStack(nn.Module):
     """``layers`` stacked recurrent layers of ``cell`` type: ``forward(x, state) -> (outputs, state)``."""
 
     def __init__(self, cell: str, input_size: int, hidden_size: int, layers: int = 1, dropout: float = 0.0,
-                 bidirectional: bool = False):
+                 bidirectional: bool = False, forget_bias: float | None = None):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
@@ -44,11 +44,12 @@ class RecurrentStack(nn.Module):
             self.rnn = nn.GRU(input_size, hidden_size, **kwargs)
         else:
             self.rnn = nn.LSTM(input_size, hidden_size, **kwargs)
+        if cell == "lstm" and forget_bias is not None:
             with torch.no_grad():
                 for name, param in self.rnn.named_parameters():
                     if name.startswith("bias_ih"):
-                        # gates are stacked (input, forget, cell, output): bias_ih + bias_hh = 1 for f
-                        param[hidden_size:2 * hidden_size].fill_(1.0)
+                        # gates are stacked (input, forget, cell, output): bias_ih + bias_hh = b for f
+                        param[hidden_size:2 * hidden_size].fill_(forget_bias)
                     elif name.startswith("bias_hh"):
                         param[hidden_size:2 * hidden_size].zero_()
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from dlnlp.errors import DlnlpError
-from dlnlp.io.modeldir import WEIGHTS_NAME, MetricsLog, save_weights
+from dlnlp.io.modeldir import METRICS_NAME, WEIGHTS_NAME, MetricsLog, save_weights
 from dlnlp.kernels.device import autocast, resolve_device, resolve_precision, seed_everything
 from dlnlp.progress import Progress, log
 from dlnlp.training import checkpoint as ckpt
@@ -271,6 +271,8 @@ class Trainer:
             seed_everything(cfg.seed)
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            if self.resume:
+                _truncate_metrics(self.out_dir / METRICS_NAME, self.step)
         metrics = MetricsLog(self.out_dir, append=self.resume) if self.out_dir is not None else None
         train_model = torch.compile(self.model) if cfg.compile else self.model
         total_steps = self.total_steps()
@@ -492,6 +494,25 @@ class Trainer:
     def _restore_signal_handlers(previous: dict[int, Any]) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metrics logged after the checkpoint (a crash after it), so a resumed log has each step once."""
+    if not path.is_file():
+        return
+    import json
+
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line).get("step", 0) > step:
+                continue
+        except json.JSONDecodeError:  # a line cut short by the crash
+            continue
+        kept.append(line)
+    if len(kept) != len(lines):
+        path.write_text("".join(kept), encoding="utf-8")
 
 
 def _save_weights_atomic(state: dict[str, torch.Tensor], path: Path) -> None:

@@ -141,3 +141,27 @@ def test_sigterm_saves_a_checkpoint_exits_130_and_resume_finishes(tmp_path):
     assert json.loads(done.stdout)["steps"] == step + 4
     steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines() if '"loss"' in line]
     assert steps == list(range(1, step + 5))
+
+
+def test_subword_level_with_a_dlnlp_tokenizer(tmp_path, capsys):
+    from dlnlp.tokenization.train import TrainSpec, train_tokenizer
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(_corpus())
+    tok = tmp_path / "tok.json"
+    tok.write_bytes(train_tokenizer(_corpus().splitlines(), TrainSpec(model="bpe", vocab_size=300)))
+    out = tmp_path / "m"
+    code, stdout, err = _main(capsys, "rnn", "train", corpus, "--tokenizer", tok, "--out", out, *TINY,
+                              "--max-steps", "5", "--json", "--tie-weights")
+    assert code == 0, err
+    assert (out / "tokenizer.json").is_file()
+    assert json.loads((out / "config.json").read_text())["level"] == "tokenizer"
+    code, stdout, _ = _main(capsys, "rnn", "eval", out, corpus, "--json", "--device", "cpu")
+    data = json.loads(stdout)
+    # bits per character spread the token losses over the characters: fewer tokens than characters
+    assert data["tokens_in_text"] < data["characters"]
+    assert data["bits_per_char"] == pytest.approx(
+        data["loss"] * data["tokens_in_text"] / (data["characters"] * math.log(2)))
+    code, stdout, _ = _main(capsys, "rnn", "sample", out, "--prime", "to be", "--length", "8", "--seed", "1",
+                            "--device", "cpu")
+    assert code == 0 and stdout.startswith("to be") and len(stdout) > len("to be")

@@ -50,10 +50,12 @@ def test_tied_weights_share_one_matrix_with_a_projection_when_sizes_differ():
     assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in untied.parameters())
 
 
-def test_lstm_forget_gate_bias_starts_at_one():
-    model = RNNLM(RNNLMConfig(vocab_size=5, embed=3, hidden=4, layers=2))
+def test_lstm_forget_gate_bias_option():
+    from dlnlp.kernels.recurrent import RecurrentStack
+
+    stack = RecurrentStack("lstm", 3, 4, layers=2, forget_bias=1.0)
     for layer in range(2):
-        b = getattr(model.rnn.rnn, f"bias_ih_l{layer}") + getattr(model.rnn.rnn, f"bias_hh_l{layer}")
+        b = getattr(stack.rnn, f"bias_ih_l{layer}") + getattr(stack.rnn, f"bias_hh_l{layer}")
         assert torch.allclose(b[4:8], torch.ones(4))
 
 

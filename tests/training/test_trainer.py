@@ -168,6 +168,8 @@ def test_interrupted_and_resumed_run_reproduces_the_losses_step_for_step(tmp_pat
     with pytest.raises(TrainingInterrupted):
         _lstm_run(part, stop_at=5)
     assert json.loads((part / "checkpoint" / "trainer.json").read_text())["step"] == 5
+    with open(part / "metrics.jsonl", "a") as log:  # what a hard crash after the checkpoint leaves
+        log.write('{"step": 6, "loss": 123.0}\n{"step": 7, "lo')
     _lstm_run(part, resume=True)
     expected, got = _losses(full), _losses(part)
     assert [s for s, _ in got] == list(range(1, 13))
