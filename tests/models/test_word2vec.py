@@ -11,6 +11,7 @@ from dlnlp.errors import DlnlpError
 from dlnlp.kernels import w2v_native
 from dlnlp.models.vocab import Vocabulary, count_and_encode
 from dlnlp.models.word2vec import Word2Vec, Word2VecConfig, build_huffman_tree
+from tests.conftest import requires_cuda
 
 needs_native = pytest.mark.skipif(w2v_native.load_library() is None, reason="no C compiler for the native kernel")
 
@@ -104,13 +105,13 @@ def _separation(model, topics):
     return within - across
 
 
-def _train(arch, loss, kernel="auto", workers=1, seed=1, epochs=3, lines=1500):
+def _train(arch, loss, kernel="auto", workers=1, seed=1, epochs=3, lines=1500, device="cpu"):
     corpus, topics = _topic_corpus(lines=lines)
     vocab, ids, ends = count_and_encode(corpus, min_count=1)
     config = Word2VecConfig(arch=arch, loss=loss, dim=16, window=3, epochs=epochs, sample=0, workers=workers,
                             seed=seed, batch_size=256, lr=0.025)
     model = Word2Vec(vocab, config)
-    model.train(ids, ends, device="cpu", kernel=kernel)
+    model.train(ids, ends, device=device, kernel=kernel)
     return model, topics
 
 
@@ -126,6 +127,15 @@ def test_native_training_separates_topics(arch, loss):
 def test_torch_training_separates_topics(arch, loss):
     model, topics = _train(arch, loss, kernel="torch", epochs=5)
     assert model.stats["backend"] == "cpu"
+    assert np.isfinite(model.syn0).all()
+    assert _separation(model, topics) > 0.3
+
+
+@requires_cuda
+@pytest.mark.parametrize("arch,loss", [("skipgram", "ns"), ("skipgram", "hs"), ("cbow", "ns")])
+def test_cuda_training_separates_topics(arch, loss):
+    model, topics = _train(arch, loss, epochs=5, device="cuda")
+    assert model.stats["backend"].startswith("cuda")
     assert np.isfinite(model.syn0).all()
     assert _separation(model, topics) > 0.3
 
