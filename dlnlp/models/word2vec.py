@@ -111,10 +111,10 @@ class HuffmanTree:
         width = int(self.lengths.max()) if len(self.lengths) else 0
         points = np.zeros((len(self.lengths), width), dtype=np.int64)
         codes = np.zeros((len(self.lengths), width), dtype=np.uint8)
-        for word in range(len(self.lengths)):
-            start, length = int(self.offsets[word]), int(self.lengths[word])
-            points[word, :length] = self.points[start:start + length]
-            codes[word, :length] = self.codes[start:start + length]
+        rows = np.repeat(np.arange(len(self.lengths)), self.lengths)
+        cols = np.arange(len(self.points)) - np.repeat(self.offsets, self.lengths)
+        points[rows, cols] = self.points
+        codes[rows, cols] = self.codes
         return points, codes
 
 
@@ -355,10 +355,35 @@ class Word2Vec:
             points = torch.from_numpy(points_np).to(device)
             codes = torch.from_numpy(codes_np).to(device)
             lengths = torch.from_numpy(self.huffman.lengths.astype(np.int64)).to(device)
+        else:
+            points = codes = lengths = None
+        try:
+            return self._torch_epochs(ids, sentence, keep_prob, sampler, syn0, syn1neg, syn1,
+                                      (points, codes, lengths) if self.huffman is not None else None, device,
+                                      generator, on_progress, stop)
+        finally:
+            # Copy back (a no-op on CPU, where the tensors share the arrays' memory), also when
+            # stopped or interrupted, so the vectors trained so far can be saved.
+            self.syn0 = syn0.cpu().numpy()
+            if syn1neg is not None:
+                self.syn1neg = syn1neg.cpu().numpy()
+            if syn1 is not None:
+                self.syn1 = syn1.cpu().numpy()
+
+    def _torch_epochs(self, ids: Any, sentence: Any, keep_prob: Any, sampler: Any, syn0: Any, syn1neg: Any,
+                      syn1: Any, huffman: tuple | None, device: Any, generator: Any,
+                      on_progress: Callable[[int, int], None] | None, stop: threading.Event | None) -> int:
+        import torch
+
+        from dlnlp.kernels import embedding_losses as K
+
+        cfg = self.config
+        if huffman is not None:
+            points, codes, lengths = huffman
         batch = cfg.batch_size or (16384 if device.type == "cuda" else 2048)
         window = cfg.window
         offsets = torch.cat([torch.arange(-window, 0), torch.arange(1, window + 1)]).to(device)
-        total = len(corpus) * cfg.epochs
+        total = len(ids) * cfg.epochs
         done = 0
         last_report = time.perf_counter()
         for epoch in range(cfg.epochs):
@@ -393,7 +418,7 @@ class Word2Vec:
                     negatives = sampler.sample((len(targets), cfg.negative), generator)
                     index, labels, mask = K.negative_sampling_targets(targets, negatives)
                     grad += K.sgd_step_logistic(syn1neg, h, index, labels, mask, lr)[1]
-                if self.huffman is not None:
+                if huffman is not None:
                     index, labels, mask = K.hierarchical_softmax_targets(targets, points, codes, lengths)
                     grad += K.sgd_step_logistic(syn1, h, index, labels, mask, lr, damp_duplicates=True)[1]
                 if cfg.arch == "skipgram":
@@ -406,13 +431,7 @@ class Word2Vec:
                 if on_progress is not None and time.perf_counter() - last_report > 0.5:
                     last_report = time.perf_counter()
                     on_progress(done, total)
-        done = total
-        self.syn0 = syn0.cpu().numpy()
-        if syn1neg is not None:
-            self.syn1neg = syn1neg.cpu().numpy()
-        if syn1 is not None:
-            self.syn1 = syn1.cpu().numpy()
-        return done
+        return total
 
     # -- outputs ------------------------------------------------------------------------------
     def vectors(self, which: str = "input") -> np.ndarray:
