@@ -58,7 +58,7 @@ def _accuracy(correct: int, total: int) -> float:
 
 def evaluate_analogies(kv: KeyedVectors, path: str | os.PathLike, restrict: int | None = 30000,
                        method: str = "3cosadd", case_insensitive: bool = True,
-                       batch_size: int = 1024) -> dict[str, Any]:
+                       batch_size: int = 256) -> dict[str, Any]:
     """Accuracy on an analogy file; returns totals, semantic/syntactic splits and per-section figures."""
     if method not in METHODS:
         raise InputError(f"unknown analogy method {method!r} (expected {' or '.join(METHODS)})")
