@@ -13,7 +13,9 @@ So one fused kernel serves both: gather rows ``U[idx]`` (B x T x D), scores ``h.
 ``g = label - sigmoid(score)`` masked, and the two gradients ``g @ U[idx]`` (for ``h``) and
 ``g (x) h`` (for the gathered rows). Updates are plain SGD applied with ``index_add_`` on the rows
 that were touched (no dense gradient over the vocabulary); rows hit several times in one batch
-get the sum of their updates, the batched relaxation of word2vec's sequential SGD.
+get the sum of their updates, the batched relaxation of word2vec's sequential SGD (for
+hierarchical softmax, whose top inner nodes are on every path, damped by 1/sqrt(hits); see
+:func:`sgd_step_logistic`).
 """
 
 from __future__ import annotations
