@@ -306,44 +306,49 @@ class CooccurrenceCounter:
         self._shards.append((key_path, value_path, len(keys)))
 
     def _merge_shards(self) -> CooccurrenceMatrix:
-        """K-way merge of the sorted shards, one key range at a time (bounded memory)."""
+        """K-way merge of the sorted shards, one key range at a time (bounded memory).
+
+        Shards are binary-searched through memory maps (a few pages each) but read with plain
+        file reads, so only the range being merged is resident, never the whole shard files.
+        """
         workdir = self._ensure_workdir()
         vocab = self.vocab_size
-        shards = [(np.memmap(k, dtype=np.int64, mode="r", shape=(n,)),
-                   np.memmap(v, dtype=np.float64, mode="r", shape=(n,)))
-                  for k, v, n in self._shards if n > 0]
-        total = sum(len(k) for k, _ in shards)
+        shards = [(key_path, value_path, np.memmap(key_path, dtype=np.int64, mode="r", shape=(n,)))
+                  for key_path, value_path, n in self._shards if n > 0]
+        total = sum(len(keys) for _, _, keys in shards)
         # Range boundaries at quantiles of a sample of every shard's keys, each range holding
         # about `per_range` entries summed over shards.
         per_range = max(1 << 16, self.table_limit)
         n_ranges = max(1, -(-total // per_range))
-        stride = max(1, total // (n_ranges * 64))
-        sample = np.sort(np.concatenate([np.asarray(k[::stride]) for k, _ in shards]))
+        sample_size = max(1, min(total, n_ranges * 64))
+        sample = np.sort(np.concatenate([
+            np.asarray(keys[np.linspace(0, len(keys) - 1, max(1, sample_size * len(keys) // total)).astype(np.int64)])
+            for _, _, keys in shards]))
         cuts = [int(sample[int(len(sample) * i / n_ranges)]) for i in range(1, n_ranges)]
         bounds = sorted(set(cuts)) + [vocab * vocab]
         out_paths = (workdir / "rows.int32", workdir / "cols.int32", workdir / "values.float64")
         handles = [open(p, "wb") for p in out_paths]  # noqa: SIM115
         nnz = 0
         try:
-            low = 0
             positions = [0] * len(shards)
             for high in bounds:
                 parts_k, parts_v = [], []
-                for s, (keys, values) in enumerate(shards):
+                for s, (key_path, value_path, keys) in enumerate(shards):
                     end = int(np.searchsorted(keys, high, side="left"))
-                    if end > positions[s]:
-                        parts_k.append(np.asarray(keys[positions[s]:end]))
-                        parts_v.append(np.asarray(values[positions[s]:end]))
+                    count = end - positions[s]
+                    if count > 0:
+                        parts_k.append(np.fromfile(key_path, dtype=np.int64, count=count, offset=8 * positions[s]))
+                        parts_v.append(np.fromfile(value_path, dtype=np.float64, count=count,
+                                                   offset=8 * positions[s]))
                     positions[s] = end
-                low = high
                 if not parts_k:
                     continue
                 keys, values = _sort_reduce(np.concatenate(parts_k), np.concatenate(parts_v))
+                del parts_k, parts_v
                 (keys // vocab).astype(np.int32).tofile(handles[0])
                 (keys % vocab).astype(np.int32).tofile(handles[1])
                 values.tofile(handles[2])
                 nnz += len(keys)
-            del low
         finally:
             for handle in handles:
                 handle.close()
