@@ -214,11 +214,13 @@ class _ShardSet:
     def add(self, keys: np.ndarray, counts: np.ndarray) -> None:
         self.memory.append((keys, counts))
         self.memory_bytes += keys.nbytes + counts.nbytes
-        if self.budget is not None and self.memory_bytes > self.budget // 2:
+        # Merging sorts the concatenated shards with ~4x their size in temporaries, so shards are
+        # merged at 1/8 of the budget and spilled when even the merged shard exceeds 1/16.
+        if self.budget is not None and self.memory_bytes > self.budget // 8:
             merged = _merge_shards(self.memory)
             self.memory = [merged]
             self.memory_bytes = merged[0].nbytes + merged[1].nbytes
-            if self.memory_bytes > self.budget // 4 and self.directory is not None:
+            if self.memory_bytes > self.budget // 16 and self.directory is not None:
                 self._spill(merged)
 
     def _spill(self, shard: tuple[np.ndarray, np.ndarray]) -> None:
@@ -240,7 +242,7 @@ class _ShardSet:
         total = sum(len(k) for k, _ in shards)
         # Range-partitioned k-way merge: boundaries from quantiles of every shard, so each part
         # (one slice of each sorted shard) fits the budget.
-        parts = max(1, int(np.ceil(total * 16 / max(self.budget or 1, 1) * 2)))
+        parts = max(1, int(np.ceil(total * 16 * 8 / max(self.budget or 1, 1))))
         sample = np.sort(np.concatenate([np.asarray(k[:: max(1, len(k) // 1024)]) for k, _ in shards]))
         bounds = np.unique(sample[np.linspace(0, len(sample) - 1, parts + 1).astype(np.int64)[1:-1]])
         edges = [None, *bounds.tolist(), None]
