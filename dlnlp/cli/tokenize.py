@@ -103,7 +103,7 @@ def train(
     from dlnlp.io.atomic import atomic_write_bytes, check_can_write
     from dlnlp.io.corpus import describe_inputs, iter_lines
     from dlnlp.progress import log, warn
-    from dlnlp.tokenization.train import TrainSpec, train_tokenizer
+    from dlnlp.tokenization.train import TrainSpec, train_tokenizer, trained_vocab_size
 
     spec = TrainSpec(
         model=model, engine=engine, vocab_size=vocab_size, min_frequency=min_frequency,
@@ -131,16 +131,14 @@ def train(
     data = train_tokenizer(counting(itertools.chain([first], lines)), spec)
     seconds = time.perf_counter() - start
     atomic_write_bytes(out, data, force=force)
-    from dlnlp.tokenization.tokenizer import load_tokenizer
-
-    trained = load_tokenizer(out)
+    size = trained_vocab_size(data, spec.engine)
     result = {
-        "out": str(out), "engine": spec.engine, "model": spec.model, "vocab_size": trained.vocab_size,
+        "out": str(out), "engine": spec.engine, "model": spec.model, "vocab_size": size,
         "lines": counted["lines"], "chars": counted["chars"], "seconds": round(seconds, 3),
     }
-    log(f"wrote {out}: vocabulary {trained.vocab_size}, {counted['lines']} lines in {seconds:.2f}s", quiet=quiet)
-    if trained.vocab_size < spec.vocab_size:
-        warn(f"the vocabulary has {trained.vocab_size} entries, fewer than --vocab-size {spec.vocab_size}: "
+    log(f"wrote {out}: vocabulary {size}, {counted['lines']} lines in {seconds:.2f}s", quiet=quiet)
+    if size < spec.vocab_size:
+        warn(f"the vocabulary has {size} entries, fewer than --vocab-size {spec.vocab_size}: "
              "the corpus has no more pairs to merge (or none above --min-frequency)")
     if json_output:
         print_json(result)

@@ -47,7 +47,7 @@ class Tokenizer:
     (``tokenizers.Tokenizer`` or ``sentencepiece.SentencePieceProcessor``) for anything else.
     """
 
-    def __init__(self, backend: Any, engine: str, path: str | None = None):
+    def __init__(self, backend: Any, engine: str, path: str | None = None, source: str | None = None):
         self.backend = backend
         self.engine = engine
         self.path = path
@@ -55,7 +55,7 @@ class Tokenizer:
         if engine == "hf":
             self._model_type = type(backend.model).__name__
             if self._model_type == "BPE":
-                _enlarge_bpe_cache(backend)
+                _enlarge_bpe_cache(backend, source)
             self.special_tokens: dict[str, int] = {
                 added.content: token_id
                 for token_id, added in sorted(backend.get_added_tokens_decoder().items())
@@ -202,10 +202,10 @@ class Tokenizer:
 BPE_CACHE_CAPACITY = 1 << 18
 
 
-def _enlarge_bpe_cache(backend: Any, capacity: int = BPE_CACHE_CAPACITY) -> None:
+def _enlarge_bpe_cache(backend: Any, source: str | None = None, capacity: int = BPE_CACHE_CAPACITY) -> None:
     from tokenizers import models
 
-    model = json.loads(backend.to_str()).get("model", {})
+    model = json.loads(source or backend.to_str()).get("model", {})
     if model.get("dropout") not in (None, 0.0):
         return  # with dropout the tokens of a word vary, so HF does not cache them anyway
     merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model.get("merges", [])]
@@ -326,8 +326,9 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     from tokenizers import Tokenizer as HFTokenizer
 
     try:
-        backend = HFTokenizer.from_file(str(path))
+        source = path.read_text(encoding="utf-8")
+        backend = HFTokenizer.from_str(source)
     except Exception as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"{path}: not a valid tokenizer.json ({detail})") from exc
-    return Tokenizer(backend, "hf", str(path))
+    return Tokenizer(backend, "hf", str(path), source)

@@ -208,3 +208,14 @@ def train_tokenizer(lines: Iterable[str], spec: TrainSpec) -> bytes:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DlnlpError(f"tokenizers: training failed: {detail}") from exc
     return tokenizer.to_str().encode("utf-8")
+
+
+def trained_vocab_size(data: bytes, engine: str) -> int:
+    """The vocabulary size of a trained file's contents (special tokens included)."""
+    if engine == "sentencepiece":
+        import sentencepiece as spm
+
+        return spm.SentencePieceProcessor(model_proto=data).get_piece_size()
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_str(data.decode("utf-8")).get_vocab_size(with_added_tokens=True)
