@@ -17,6 +17,12 @@ from typing import IO
 from dlnlp.errors import DlnlpError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def check_can_write(path: str | os.PathLike, force: bool = False) -> Path:
     """Fail early (before any expensive work) if ``path`` exists and ``force`` is not set."""
     target = Path(path)
@@ -42,6 +48,8 @@ def atomic_open(
     target = check_can_write(path, force)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    # mkstemp creates the file private (0600); the output should get the usual permissions.
+    os.fchmod(fd, 0o666 & ~_umask())
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
             yield handle
@@ -74,6 +82,7 @@ def atomic_directory(path: str | os.PathLike, *, force: bool = False) -> Iterato
     target = check_can_write(path, force)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    os.chmod(tmp_dir, 0o777 & ~_umask())  # mkdtemp makes it private (0700)
     try:
         yield tmp_dir
         if target.exists():

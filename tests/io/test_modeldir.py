@@ -30,6 +30,21 @@ def test_atomic_open_refuses_overwrite_and_keeps_old_file_on_failure(tmp_path):
     assert target.read_text() == "second"
 
 
+def test_outputs_get_the_usual_permissions_not_the_temporary_files_private_ones(tmp_path):
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "f.txt", "x")
+        with atomic_directory(tmp_path / "d"):
+            pass
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
+
+
 def test_atomic_directory_replaces_only_on_success(tmp_path):
     target = tmp_path / "run"
     with atomic_directory(target) as tmp:
