@@ -290,6 +290,8 @@ class Trainer:
         last_tick = self._start
         try:
             with progress:
+                if self.step:  # resumed: the bar starts where the run was
+                    progress.update(self.elapsed_before if by_time else self.step, rate=0)
                 while True:
                     reason = self._stop_reason(total_steps)
                     if reason:
