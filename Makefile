@@ -18,7 +18,7 @@ $(STAMP_DEMO): $(VENV)/bin/python pyproject.toml constraints.txt
 	touch $@
 
 $(STAMP_TEST): $(VENV)/bin/python pyproject.toml constraints.txt
-	$(PIP) install -q -c constraints.txt -e '.[test,peers,dev]'
+	$(PIP) install -q -c constraints.txt -e '.[test,peers,plot,dev]'
 	touch $@ $(STAMP_DEMO)
 
 demo: $(STAMP_DEMO)
