@@ -3,9 +3,9 @@
 On CPUs, per-pair work in word2vec is tiny (a few 100-dimensional dot products and axpys), so
 any per-batch framework overhead dominates; word2vec.c and gensim both run a tight native loop
 over the corpus with lock-free ("Hogwild", Recht et al. 2011) threads updating shared matrices.
-This module does the same: the C source below is compiled by ``cc -O3 -march=native`` into a
-shared library cached under ``$DLNLP_CACHE`` (default ``~/.cache/dlnlp``), keyed by a hash of the
-source, flags and CPU, and loaded with ctypes (no Python or torch in the loop, the GIL released).
+This module does the same: :mod:`dlnlp.kernels.native` compiles the C source below with
+``cc -O3 -march=native`` once, caches the shared library and loads it with ctypes (no Python or
+torch in the loop, the GIL released).
 If no compiler is available, :func:`load_library` returns None and the trainer falls back to the
 batched Torch kernels of ``dlnlp.kernels.embedding_losses`` (the path used on CUDA).
 
@@ -32,15 +32,10 @@ thread and one seed reproduce the same vectors exactly.
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
 
 import numpy as np
+
+from dlnlp.kernels.native import NativeKernel, pointer
 
 C_SOURCE = r"""
 #include <math.h>
@@ -295,9 +290,6 @@ void w2v_build_alias(const double *weights, int32_t n, float *prob, int32_t *oth
 }
 """
 
-CFLAGS = ["-O3", "-march=native", "-ffast-math", "-funroll-loops", "-fPIC", "-shared", "-pthread"]
-
-
 class Params(ctypes.Structure):
     _fields_ = [
         ("corpus", ctypes.c_void_p), ("line_ends", ctypes.c_void_p), ("n_lines", ctypes.c_int64),
@@ -314,64 +306,7 @@ class Params(ctypes.Structure):
     ]
 
 
-_LIBRARY: ctypes.CDLL | None = None
-_FAILED: str | None = None
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("DLNLP_CACHE", Path.home() / ".cache" / "dlnlp"))
-
-
-def _cpu_key() -> str:
-    # -march=native code may not run on another CPU: key the cache by the CPU's feature flags.
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith(("flags", "Features")):
-                    return line
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _compiler() -> str | None:
-    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
-        if name and shutil.which(name):
-            return name
-    return None
-
-
-def load_library() -> ctypes.CDLL | None:
-    """The compiled kernel (built on first use, then cached), or None when it cannot be built.
-
-    ``DLNLP_NO_NATIVE=1`` disables it (the Torch path is used instead).
-    """
-    global _LIBRARY, _FAILED
-    if _LIBRARY is not None or _FAILED is not None:
-        return _LIBRARY
-    if os.environ.get("DLNLP_NO_NATIVE", "") not in ("", "0"):
-        _FAILED = "disabled by DLNLP_NO_NATIVE"
-        return None
-    compiler = _compiler()
-    if compiler is None:
-        _FAILED = "no C compiler found"
-        return None
-    key = hashlib.sha256("\0".join([C_SOURCE, *CFLAGS, compiler, _cpu_key()]).encode()).hexdigest()[:16]
-    path = cache_dir() / f"w2v_native_{key}.so"
-    try:
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-                source = Path(tmp) / "w2v_native.c"
-                source.write_text(C_SOURCE)
-                built = Path(tmp) / path.name
-                subprocess.run([compiler, *CFLAGS, str(source), "-o", str(built), "-lm"], check=True,
-                               capture_output=True, timeout=120)
-                os.replace(built, path)  # atomic: concurrent builders never see a partial file
-        library = ctypes.CDLL(str(path))
-    except (OSError, subprocess.SubprocessError) as exc:
-        _FAILED = f"cannot build the native kernel: {exc}"
-        return None
+def _declare(library: ctypes.CDLL) -> None:
     library.w2v_train.argtypes = [ctypes.POINTER(Params)]
     library.w2v_train.restype = ctypes.c_int
     library.w2v_build_alias.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p]
@@ -380,19 +315,22 @@ def load_library() -> ctypes.CDLL | None:
                                             ctypes.c_uint64, ctypes.c_void_p]
     library.w2v_count_kept.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_uint64,
                                        ctypes.c_void_p]
-    _LIBRARY = library
-    return library
+
+
+KERNEL = NativeKernel("w2v_native", C_SOURCE, _declare)
+_ptr = pointer
+
+
+def load_library() -> ctypes.CDLL | None:
+    """The compiled kernel (built on first use, then cached), or None when it cannot be built.
+
+    ``DLNLP_NO_NATIVE=1`` disables it (the Torch path is used instead).
+    """
+    return KERNEL.load()
 
 
 def failure_reason() -> str | None:
-    return _FAILED
-
-
-def _ptr(array: np.ndarray | None) -> int | None:
-    if array is None:
-        return None
-    assert array.flags["C_CONTIGUOUS"]
-    return array.ctypes.data
+    return KERNEL.failure_reason
 
 
 def build_alias(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -427,7 +365,7 @@ def train_native(*, corpus: np.ndarray, line_ends: np.ndarray, keep: np.ndarray 
     """Run the C loop (blocking, GIL released); ``progress[0]`` counts words done, ``progress[1] = 1`` stops."""
     library = load_library()
     if library is None:
-        raise RuntimeError(_FAILED or "native kernel unavailable")
+        raise RuntimeError(KERNEL.failure_reason or "native kernel unavailable")
     keepalive = [corpus, line_ends, keep, syn0, syn1, syn1neg, progress]
     params = Params()
     params.corpus, params.line_ends, params.n_lines = _ptr(corpus), _ptr(line_ends), len(line_ends)
@@ -457,7 +395,7 @@ def count_negative_draws(alias: tuple[np.ndarray, np.ndarray], draws: int, seed:
     """How often the training loop's negative sampler picks each word in ``draws`` draws (for tests)."""
     library = load_library()
     if library is None:
-        raise RuntimeError(_FAILED or "native kernel unavailable")
+        raise RuntimeError(KERNEL.failure_reason or "native kernel unavailable")
     prob, other = alias
     counts = np.zeros(len(prob), dtype=np.int64)
     library.w2v_count_negatives(_ptr(prob), _ptr(other), len(prob), draws, seed, _ptr(counts))
@@ -468,7 +406,7 @@ def count_kept(corpus: np.ndarray, keep: np.ndarray, vocab_size: int, seed: int 
     """How many tokens of each word the training loop's subsampling keeps in one pass (for tests)."""
     library = load_library()
     if library is None:
-        raise RuntimeError(_FAILED or "native kernel unavailable")
+        raise RuntimeError(KERNEL.failure_reason or "native kernel unavailable")
     corpus = np.ascontiguousarray(corpus, dtype=np.int32)
     keep = np.ascontiguousarray(keep, dtype=np.uint32)
     counts = np.zeros(vocab_size, dtype=np.int64)
