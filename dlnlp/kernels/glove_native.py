@@ -3,8 +3,8 @@
 On a CPU the work per co-occurrence entry is two 100-dimensional dot/axpy passes, so a batched
 framework step spends most of its time materializing gathered rows and per-entry gradients.
 Stanford's ``glove.c`` runs a tight loop over the shuffled entries with lock-free ("Hogwild")
-threads; this kernel does the same, compiled and cached exactly as the word2vec kernel
-(:mod:`dlnlp.kernels.w2v_native`: ``cc -O3 -march=native``, cache under ``$DLNLP_CACHE``,
+threads; this kernel does the same, built and cached by the shared loader
+(:mod:`dlnlp.kernels.native`: ``cc -O3 -march=native``, cache under ``$DLNLP_CACHE``,
 ``DLNLP_NO_NATIVE=1`` to disable). The batched Torch kernels of :mod:`dlnlp.kernels.glove_loss`
 are the GPU path and the fallback.
 
@@ -23,15 +23,14 @@ context bias at ``dim + 1``), so the Torch and native paths share one set of par
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import subprocess
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
-from dlnlp.kernels.w2v_native import _compiler, _cpu_key, cache_dir
+try:
+    from dlnlp.kernels.native import NativeKernel, pointer
+except ImportError:  # no shared native loader in this tree: the Torch kernels are used instead
+    NativeKernel = None
+    pointer = None
 
 C_SOURCE = r"""
 #include <math.h>
@@ -136,7 +135,8 @@ int glove_epoch(const GloveParams *p) {
 }
 """
 
-CFLAGS = ["-O3", "-march=native", "-funroll-loops", "-fPIC", "-shared", "-pthread"]
+# No -ffast-math: the loop relies on isfinite() to skip non-finite updates, as glove.c does.
+CFLAGS = ("-O3", "-march=native", "-funroll-loops", "-fPIC", "-shared", "-pthread")
 
 
 class GloveParams(ctypes.Structure):
@@ -151,52 +151,21 @@ class GloveParams(ctypes.Structure):
     ]
 
 
-_LIBRARY: ctypes.CDLL | None = None
-_FAILED: str | None = None
+def _declare(library: ctypes.CDLL) -> None:
+    library.glove_epoch.argtypes = [ctypes.POINTER(GloveParams)]
+    library.glove_epoch.restype = ctypes.c_int
+
+
+KERNEL = NativeKernel("glove_native", C_SOURCE, _declare, CFLAGS) if NativeKernel is not None else None
 
 
 def load_library() -> ctypes.CDLL | None:
     """The compiled kernel (built on first use, then cached), or None when it cannot be built."""
-    global _LIBRARY, _FAILED
-    if _LIBRARY is not None or _FAILED is not None:
-        return _LIBRARY
-    if os.environ.get("DLNLP_NO_NATIVE", "") not in ("", "0"):
-        _FAILED = "disabled by DLNLP_NO_NATIVE"
-        return None
-    compiler = _compiler()
-    if compiler is None:
-        _FAILED = "no C compiler found"
-        return None
-    key = hashlib.sha256("\0".join([C_SOURCE, *CFLAGS, compiler, _cpu_key()]).encode()).hexdigest()[:16]
-    path = cache_dir() / f"glove_native_{key}.so"
-    try:
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-                source = Path(tmp) / "glove_native.c"
-                source.write_text(C_SOURCE)
-                built = Path(tmp) / path.name
-                subprocess.run([compiler, *CFLAGS, str(source), "-o", str(built), "-lm"], check=True,
-                               capture_output=True, timeout=120)
-                os.replace(built, path)  # atomic: concurrent builders never see a partial file
-        library = ctypes.CDLL(str(path))
-    except (OSError, subprocess.SubprocessError) as exc:
-        _FAILED = f"cannot build the native kernel: {exc}"
-        return None
-    library.glove_epoch.argtypes = [ctypes.POINTER(GloveParams)]
-    library.glove_epoch.restype = ctypes.c_int
-    _LIBRARY = library
-    return library
+    return KERNEL.load() if KERNEL is not None else None
 
 
 def failure_reason() -> str | None:
-    return _FAILED
-
-
-def _ptr(array: np.ndarray) -> int:
-    if not array.flags["C_CONTIGUOUS"]:
-        raise ValueError("arrays passed to the native kernel must be contiguous")
-    return array.ctypes.data
+    return KERNEL.failure_reason if KERNEL is not None else "the shared native loader is unavailable"
 
 
 def train_epoch_native(*, rows: np.ndarray, cols: np.ndarray, log_x: np.ndarray, weight: np.ndarray,
@@ -210,7 +179,7 @@ def train_epoch_native(*, rows: np.ndarray, cols: np.ndarray, log_x: np.ndarray,
     """
     library = load_library()
     if library is None:
-        raise RuntimeError(_FAILED or "native kernel unavailable")
+        raise RuntimeError(failure_reason() or "native kernel unavailable")
     for name, array, dtype in (("rows", rows, np.int32), ("cols", cols, np.int32), ("log_x", log_x, np.float32),
                                ("weight", weight, np.float32), ("word", word, np.float32),
                                ("context", context, np.float32), ("gsq_word", gsq_word, np.float32),
@@ -220,14 +189,14 @@ def train_epoch_native(*, rows: np.ndarray, cols: np.ndarray, log_x: np.ndarray,
     threads = max(1, int(threads))
     cost = np.zeros(threads, dtype=np.float64)
     params = GloveParams()
-    params.rows, params.cols, params.log_x, params.weight = _ptr(rows), _ptr(cols), _ptr(log_x), _ptr(weight)
+    params.rows, params.cols, params.log_x, params.weight = pointer(rows), pointer(cols), pointer(log_x), pointer(weight)
     params.n = len(rows)
-    params.word, params.context = _ptr(word), _ptr(context)
-    params.gsq_word, params.gsq_context = _ptr(gsq_word), _ptr(gsq_context)
+    params.word, params.context = pointer(word), pointer(context)
+    params.gsq_word, params.gsq_context = pointer(gsq_word), pointer(gsq_context)
     params.dim, params.stride = dim, word.shape[1]
     params.lr, params.bias_lr = lr, bias_lr
     params.clip = float("inf") if clip is None else clip
     params.n_threads = threads
-    params.cost, params.progress = _ptr(cost), _ptr(progress)
+    params.cost, params.progress = pointer(cost), pointer(progress)
     library.glove_epoch(ctypes.byref(params))
     return float(cost.sum())
