@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_MEMORY_BYTES = 1 << 30  # 1 GiB, a soft limit like cooccur's -memory
+INDEX_STRIDE = 4096  # a shard keeps every 4096th key in memory to find ranges without mapping the file
 
 
 @dataclass
@@ -113,9 +114,9 @@ class CooccurrenceCounter:
             dense_size = math.isqrt(int(0.30 * memory_bytes) // 8)
         self.dense_size = max(0, min(self.vocab_size, int(dense_size)))
         self._dense = np.zeros(self.dense_size * self.dense_size, dtype=np.float64)
-        # A sparse entry costs 16 bytes (int64 key, float64 value); sorting and merging need about
-        # three times that in temporaries.
-        self.table_limit = max(1024, int(0.55 * memory_bytes) // (16 * 4))
+        # A sparse entry costs 16 bytes (int64 key, float64 value); sorting, symmetrizing (which
+        # doubles the entries) and spilling need about ten times that in temporaries at the peak.
+        self.table_limit = max(1024, int(0.55 * memory_bytes) // (16 * 10))
         self.chunk_pairs = max(4096, int(0.15 * memory_bytes) // 48)
         self._table_keys = np.zeros(0, dtype=np.int64)
         self._table_values = np.zeros(0, dtype=np.float64)
@@ -124,7 +125,8 @@ class CooccurrenceCounter:
         self._tail = np.zeros(0, dtype=np.int64)  # last `window` ids, carried over with cross_lines
         self._tmp_root = Path(tmp_dir) if tmp_dir is not None else None
         self._workdir: Path | None = None
-        self._shards: list[tuple[Path, Path, int]] = []
+        # Shards on disk: (keys file, values file, entries, every INDEX_STRIDE-th key kept in memory).
+        self._shards: list[tuple[Path, Path, int, np.ndarray]] = []
         self.tokens = 0  # in-vocabulary tokens seen
         self.pairs = 0  # (context, word) pairs counted, one orientation
         self.peak_table_entries = 0
@@ -249,7 +251,7 @@ class CooccurrenceCounter:
         key_path, value_path = workdir / f"shard{number:04d}.keys", workdir / f"shard{number:04d}.values"
         keys.astype(np.int64).tofile(key_path)
         values.astype(np.float64).tofile(value_path)
-        self._shards.append((key_path, value_path, len(keys)))
+        self._shards.append((key_path, value_path, len(keys), keys[::INDEX_STRIDE].copy()))
 
     # -- result ----------------------------------------------------------------------------------
     def _dense_entries(self) -> tuple[np.ndarray, np.ndarray]:
@@ -303,29 +305,37 @@ class CooccurrenceCounter:
         key_path, value_path = workdir / f"shard{number:04d}.keys", workdir / f"shard{number:04d}.values"
         keys.tofile(key_path)
         values.tofile(value_path)
-        self._shards.append((key_path, value_path, len(keys)))
+        self._shards.append((key_path, value_path, len(keys), keys[::INDEX_STRIDE].copy()))
 
     def _merge_shards(self) -> CooccurrenceMatrix:
         """K-way merge of the sorted shards, one key range at a time (bounded memory).
 
-        Shards are binary-searched through memory maps (a few pages each) but read with plain
-        file reads, so only the range being merged is resident, never the whole shard files.
+        Shards are read with plain file reads (no memory maps, whose readahead would make whole
+        files resident): a range's end in each shard is found through the shard's in-memory sparse
+        key index and one block read, so only the range being merged is in memory.
         """
         workdir = self._ensure_workdir()
         vocab = self.vocab_size
-        shards = [(key_path, value_path, np.memmap(key_path, dtype=np.int64, mode="r", shape=(n,)))
-                  for key_path, value_path, n in self._shards if n > 0]
-        total = sum(len(keys) for _, _, keys in shards)
-        # Range boundaries at quantiles of a sample of every shard's keys, each range holding
-        # about `per_range` entries summed over shards.
-        per_range = max(1 << 16, self.table_limit)
+        shards = [shard for shard in self._shards if shard[2] > 0]
+        total = sum(shard[2] for shard in shards)
+        # Range boundaries at quantiles of the shards' sparse indexes (a uniform sample of keys),
+        # each range holding about `per_range` entries summed over shards.
+        per_range = max(1 << 16, self.table_limit // 2)
         n_ranges = max(1, -(-total // per_range))
-        sample_size = max(1, min(total, n_ranges * 64))
-        sample = np.sort(np.concatenate([
-            np.asarray(keys[np.linspace(0, len(keys) - 1, max(1, sample_size * len(keys) // total)).astype(np.int64)])
-            for _, _, keys in shards]))
+        sample = np.sort(np.concatenate([shard[3] for shard in shards]))
         cuts = [int(sample[int(len(sample) * i / n_ranges)]) for i in range(1, n_ranges)]
         bounds = sorted(set(cuts)) + [vocab * vocab]
+
+        def position(shard: tuple, key: int) -> int:
+            """Index of the first entry >= key in a shard."""
+            key_path, _, n, index = shard
+            block = int(np.searchsorted(index, key, side="left")) - 1
+            if block < 0:
+                return 0
+            start = block * INDEX_STRIDE
+            keys = np.fromfile(key_path, dtype=np.int64, count=min(INDEX_STRIDE + 1, n - start), offset=8 * start)
+            return start + int(np.searchsorted(keys, key, side="left"))
+
         out_paths = (workdir / "rows.int32", workdir / "cols.int32", workdir / "values.float64")
         handles = [open(p, "wb") for p in out_paths]  # noqa: SIM115
         nnz = 0
@@ -333,8 +343,9 @@ class CooccurrenceCounter:
             positions = [0] * len(shards)
             for high in bounds:
                 parts_k, parts_v = [], []
-                for s, (key_path, value_path, keys) in enumerate(shards):
-                    end = int(np.searchsorted(keys, high, side="left"))
+                for s, shard in enumerate(shards):
+                    key_path, value_path, n, _ = shard
+                    end = n if high >= vocab * vocab else position(shard, high)
                     count = end - positions[s]
                     if count > 0:
                         parts_k.append(np.fromfile(key_path, dtype=np.int64, count=count, offset=8 * positions[s]))
@@ -353,7 +364,7 @@ class CooccurrenceCounter:
             for handle in handles:
                 handle.close()
         shards.clear()
-        for key_path, value_path, _ in self._shards:
+        for key_path, value_path, _, _ in self._shards:
             key_path.unlink(missing_ok=True)
             value_path.unlink(missing_ok=True)
         written = len(self._shards)
