@@ -109,14 +109,15 @@ class CooccurrenceCounter:
         self.distance_weighting = distance_weighting
         self.cross_lines = cross_lines
         self.memory_bytes = int(memory_bytes)
-        # Budget shares: dense block 30%, sparse table (with its sort temporaries) 55%, chunk 15%.
+        # Budget shares: dense block 25%, sparse table (with its sort temporaries) 50%, chunk 15%,
+        # the rest for the interpreter and the line buffers.
         if dense_size is None:
-            dense_size = math.isqrt(int(0.30 * memory_bytes) // 8)
+            dense_size = math.isqrt(int(0.25 * memory_bytes) // 8)
         self.dense_size = max(0, min(self.vocab_size, int(dense_size)))
         self._dense = np.zeros(self.dense_size * self.dense_size, dtype=np.float64)
         # A sparse entry costs 16 bytes (int64 key, float64 value); sorting, symmetrizing (which
-        # doubles the entries) and spilling need about ten times that in temporaries at the peak.
-        self.table_limit = max(1024, int(0.55 * memory_bytes) // (16 * 10))
+        # doubles the entries) and spilling need up to sixteen times that in temporaries at the peak.
+        self.table_limit = max(1024, int(0.50 * memory_bytes) // (16 * 16))
         self.chunk_pairs = max(4096, int(0.15 * memory_bytes) // 48)
         self._table_keys = np.zeros(0, dtype=np.int64)
         self._table_values = np.zeros(0, dtype=np.float64)
