@@ -30,14 +30,17 @@ COMMAND_MODULES = [
     ("generate", "dlnlp.cli.generate"),
 ]
 
-app = typer.Typer(
-    name="dlnlp",
-    help="NLP pipelines and language modeling from the command line, on PyTorch.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+def _new_app() -> typer.Typer:
+    application = typer.Typer(
+        name="dlnlp",
+        help="NLP pipelines and language modeling from the command line, on PyTorch.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    application.callback()(root)
+    return application
 
 
 def _version(value: bool) -> None:
@@ -46,7 +49,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors (also DLNLP_DEBUG=1); "
@@ -58,8 +60,12 @@ def root(
     """
 
 
-def _register_commands() -> None:
+def build_app(only: str | None = None) -> typer.Typer:
+    """The Typer app with every command group, or with just the group ``only`` (a fast start for one command)."""
+    application = _new_app()
     for name, module_name in COMMAND_MODULES:
+        if only is not None and name != only:
+            continue
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -67,17 +73,38 @@ def _register_commands() -> None:
                 continue
             raise
         if hasattr(module, "register"):
-            module.register(app)
+            module.register(application)
         else:
-            app.add_typer(module.app, name=name)
+            application.add_typer(module.app, name=name)
+    return application
 
 
-_register_commands()
+def __getattr__(name: str) -> typer.Typer:
+    # ``app`` (every group) is built on first use, so ``main`` can build only the group it runs.
+    if name == "app":
+        globals()["app"] = build_app()
+        return globals()["app"]
+    raise AttributeError(name)
+
+
+def _requested_group(args: list[str]) -> str | None:
+    """The command group named on the command line, when it is one of ours (else None: build them all)."""
+    for arg in args:
+        if arg == "--":
+            return None
+        if not arg.startswith("-"):
+            return arg if any(arg == name for name, _ in COMMAND_MODULES) else None
+    return None
 
 
 def _debug_requested(args: list[str]) -> bool:
     head = args[: args.index("--")] if "--" in args else args
     return "--debug" in head or os.environ.get("DLNLP_DEBUG", "") not in ("", "0")
+
+
+def _silence_stdout() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def _click_exit_code(exc: Exception) -> int | None:
@@ -108,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
             args = [a for a in args[:cut] if a != "--debug"] + args[cut:]
         else:
             args = [a for a in args if a != "--debug"]
-    command = typer.main.get_command(app)
+    command = typer.main.get_command(build_app(only=_requested_group(args)))
     try:
         result = command.main(args=args, prog_name="dlnlp", standalone_mode=False)
         code = result if isinstance(result, int) else 0
@@ -117,9 +144,15 @@ def main(argv: list[str] | None = None) -> None:
         code = 130
     except BrokenPipeError:
         # The reader went away (`dlnlp ... | head`): not an error. Silence the flush at exit.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _silence_stdout()
         code = 0
+    except SystemExit as exc:
+        # Click answers a broken pipe with sys.exit(1) after wrapping stdout to pacify the flush.
+        if exc.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
+            _silence_stdout()
+            code = 0
+        else:
+            raise
     except DlnlpError as exc:
         if debug:
             traceback.print_exc()

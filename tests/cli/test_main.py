@@ -32,7 +32,7 @@ def test_unknown_command_is_a_usage_error():
     assert "No such command" in result.stderr
 
 
-def _fail_with(exc: BaseException):
+def _fail_with(exc: BaseException, monkeypatch: pytest.MonkeyPatch) -> int:
     import typer
 
     from dlnlp.cli import main as main_module
@@ -47,29 +47,55 @@ def _fail_with(exc: BaseException):
     def other() -> None:  # a second command keeps "boom" a named subcommand
         pass
 
-    main_module.app.add_typer(probe, name="probe-boom")
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            main(["probe-boom", "boom"])
-    finally:
-        main_module.app.registered_groups.pop()
+    build = main_module.build_app
+
+    def build_with_probe(only=None):
+        application = build(only="tokenize")
+        application.add_typer(probe, name="probe-boom")
+        return application
+
+    monkeypatch.setattr(main_module, "build_app", build_with_probe)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["probe-boom", "boom"])
     return exit_info.value.code
 
 
-def test_user_errors_exit_1_with_one_line(capsys):
-    assert _fail_with(DlnlpError("corpus.txt: no such file")) == 1
+def test_user_errors_exit_1_with_one_line(capsys, monkeypatch):
+    assert _fail_with(DlnlpError("corpus.txt: no such file"), monkeypatch) == 1
     err = capsys.readouterr().err
     assert err == "dlnlp: error: corpus.txt: no such file\n"
 
 
 def test_unexpected_errors_exit_1_and_traceback_only_with_debug(capsys, monkeypatch):
-    assert _fail_with(ValueError("bad value\nsecond line")) == 1
+    assert _fail_with(ValueError("bad value\nsecond line"), monkeypatch) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "ValueError: bad value" in err and "Traceback" not in err
     monkeypatch.setenv("DLNLP_DEBUG", "1")
-    assert _fail_with(ValueError("bad value")) == 1
+    assert _fail_with(ValueError("bad value"), monkeypatch) == 1
     assert "Traceback" in capsys.readouterr().err
 
 
-def test_keyboard_interrupt_exits_130(capsys):
-    assert _fail_with(KeyboardInterrupt()) == 130
+def test_keyboard_interrupt_exits_130(capsys, monkeypatch):
+    assert _fail_with(KeyboardInterrupt(), monkeypatch) == 130
+
+
+def test_a_reader_that_goes_away_is_not_an_error(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("word " * 20 + "\n" + ("more words here\n" * 200_000))
+    result = subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {sys.executable} -m dlnlp ngram train {corpus} --order 2 "
+         f"--out {tmp_path / 'lm'} -q && {sys.executable} -m dlnlp ngram score {tmp_path / 'lm'} {corpus} | head -n 1"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("\n") == 1
+    assert "Traceback" not in result.stderr and "error" not in result.stderr
+
+
+def test_only_the_requested_group_is_built():
+    from dlnlp.cli.main import _requested_group
+
+    assert _requested_group(["ngram", "train", "x"]) == "ngram"
+    assert _requested_group(["--debug", "generate", "run"]) == "generate"
+    assert _requested_group(["--help"]) is None
+    assert _requested_group(["nonsense"]) is None
