@@ -32,8 +32,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# Scripts in bench/ (bench/tokenize.py) would shadow standard modules of the same name.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 SHARED = ROOT.parent / "shared"
 BROWN_TRAIN = SHARED / "corpora" / "brown" / "train.txt"
 BROWN_VALID = SHARED / "corpora" / "brown" / "valid.txt"

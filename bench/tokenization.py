@@ -13,7 +13,7 @@ settings, on Brown train + ABC news; again the call alone and the whole process.
 
 Runs alternate (dlnlp, library, dlnlp, ...) and the medians are compared. Prints one JSON object.
 
-    python bench/tokenize.py [--repeats 5] [--only encode|train|help]
+    python bench/tokenization.py [--repeats 5] [--only encode|train|help]
 """
 
 from __future__ import annotations
