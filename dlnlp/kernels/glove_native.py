@@ -26,11 +26,7 @@ import ctypes
 
 import numpy as np
 
-try:
-    from dlnlp.kernels.native import NativeKernel, pointer
-except ImportError:  # no shared native loader in this tree: the Torch kernels are used instead
-    NativeKernel = None
-    pointer = None
+from dlnlp.kernels.native import NativeKernel, pointer
 
 C_SOURCE = r"""
 #include <math.h>
@@ -156,16 +152,16 @@ def _declare(library: ctypes.CDLL) -> None:
     library.glove_epoch.restype = ctypes.c_int
 
 
-KERNEL = NativeKernel("glove_native", C_SOURCE, _declare, CFLAGS) if NativeKernel is not None else None
+KERNEL = NativeKernel("glove_native", C_SOURCE, _declare, CFLAGS)
 
 
 def load_library() -> ctypes.CDLL | None:
     """The compiled kernel (built on first use, then cached), or None when it cannot be built."""
-    return KERNEL.load() if KERNEL is not None else None
+    return KERNEL.load()
 
 
 def failure_reason() -> str | None:
-    return KERNEL.failure_reason if KERNEL is not None else "the shared native loader is unavailable"
+    return KERNEL.failure_reason
 
 
 def train_epoch_native(*, rows: np.ndarray, cols: np.ndarray, log_x: np.ndarray, weight: np.ndarray,
