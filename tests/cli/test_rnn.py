@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -14,6 +15,8 @@ import pytest
 from dlnlp.cli.main import main
 from tests.conftest import run_cli
 
+# Tiny models train faster on one thread, and the machine running the tests is often shared.
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 TINY = ["--embed", "8", "--hidden", "16", "--layers", "1", "--seq-len", "16", "--batch-size", "4",
         "--device", "cpu", "--quiet"]
 
@@ -39,7 +42,7 @@ def trained(tmp_path_factory):
     corpus.write_text(_corpus(), encoding="utf-8")
     out = root / "model"
     result = run_cli("rnn", "train", str(corpus), "--out", str(out), *TINY, "--max-steps", "40",
-                     "--eval-interval", "20", "--schedule", "cosine", "--dropout", "0.1", "--json", check=True)
+                     "--eval-interval", "20", "--schedule", "cosine", "--dropout", "0.1", "--json", check=True, env=ONE_THREAD)
     return root, out, json.loads(result.stdout)
 
 
@@ -60,7 +63,7 @@ def test_sample_is_reproducible_with_seed_and_greedy_at_temperature_zero(trained
     assert runs[0] == runs[1] and runs[0] != runs[2]
     assert runs[0].startswith("to be") and len(runs[0]) == len("to be") + 60 + 1
     greedy = run_cli("rnn", "sample", str(out), "--prime", "to be", "--length", "30", "--temperature", "0",
-                     "--seed", "9", "--device", "cpu", check=True).stdout  # a real process: streamed stdout
+                     "--seed", "9", "--device", "cpu", check=True, env=ONE_THREAD).stdout  # a real process: streamed stdout
 
     import torch
 
@@ -82,7 +85,7 @@ def test_eval_reports_loss_perplexity_and_bits_per_char(trained, capsys):
     assert data["bits_per_char"] == pytest.approx(data["loss"] / math.log(2))
     assert data["perplexity"] == pytest.approx(math.exp(data["loss"]))
     assert data["characters"] == len(_corpus()) and data["tokens"] > 0.95 * len(_corpus())
-    text = run_cli("rnn", "eval", str(out), "-", "--device", "cpu", input="to be or not\n", check=True).stdout
+    text = run_cli("rnn", "eval", str(out), "-", "--device", "cpu", input="to be or not\n", check=True, env=ONE_THREAD).stdout
     assert text.startswith("loss ") and "perplexity" in text and "bits/char" in text
 
 
@@ -90,9 +93,9 @@ def test_stdin_corpus_ids_input_and_ffnn(tmp_path):
     ids = "".join(" ".join(str((i + j) % 9) for j in range(12)) + "\n" for i in range(60))
     out = tmp_path / "ids"
     run_cli("rnn", "train", "-", "--ids", "--cell", "ffnn", "--context", "3", "--out", str(out), *TINY,
-            "--max-steps", "5", input=ids, check=True)
+            "--max-steps", "5", input=ids, check=True, env=ONE_THREAD)
     assert json.loads((out / "config.json").read_text())["level"] == "ids"
-    sample = run_cli("rnn", "sample", str(out), "--prime", "1 2", "--length", "5", "--device", "cpu", check=True)
+    sample = run_cli("rnn", "sample", str(out), "--prime", "1 2", "--length", "5", "--device", "cpu", check=True, env=ONE_THREAD)
     assert len(sample.stdout.split()) == 7 and all(t.isdigit() for t in sample.stdout.split())
 
 
@@ -125,7 +128,8 @@ def test_sigterm_saves_a_checkpoint_exits_130_and_resume_finishes(tmp_path):
     out = tmp_path / "m"
     proc = subprocess.Popen([sys.executable, "-m", "dlnlp", "rnn", "train", str(corpus), "--out", str(out), *TINY,
                              "--max-steps", "100000", "--log-interval", "1", "--eval-interval", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **ONE_THREAD})
     metrics = out / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
@@ -137,7 +141,7 @@ def test_sigterm_saves_a_checkpoint_exits_130_and_resume_finishes(tmp_path):
     step = json.loads((out / "checkpoint" / "trainer.json").read_text())["step"]
     assert step >= 3
     done = run_cli("rnn", "train", "--out", str(out), "--resume", "--max-steps", str(step + 4), "--json",
-                   "--device", "cpu", "--quiet", check=True)
+                   "--device", "cpu", "--quiet", check=True, env=ONE_THREAD)
     assert json.loads(done.stdout)["steps"] == step + 4
     steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines() if '"loss"' in line]
     assert steps == list(range(1, step + 5))
