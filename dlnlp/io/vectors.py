@@ -69,14 +69,19 @@ class KeyedVectors:
             self._norms = np.linalg.norm(self.vectors, axis=1)
         return self._norms
 
+    @property
+    def _divisors(self) -> np.ndarray:
+        """Norms with zeros replaced by 1: an all-zero vector has cosine 0 with everything, not NaN."""
+        norms = self.norms
+        return np.where(norms > 0, norms, 1.0)
+
     def normalized(self) -> np.ndarray:
         """Rows scaled to unit length (zero rows stay zero)."""
-        norms = self.norms
-        return self.vectors / np.where(norms > 0, norms, 1.0)[:, None]
+        return self.vectors / self._divisors[:, None]
 
     def unit(self, word: str) -> np.ndarray:
         i = self.index[word]
-        return self.vectors[i] / self.norms[i]
+        return self.vectors[i] / self._divisors[i]
 
     def similarity(self, a: str, b: str) -> float:
         """Cosine similarity of two words."""
@@ -100,10 +105,12 @@ class KeyedVectors:
             raise InputError("most_similar needs at least one word")
         ids = [self._lookup(w) for w in positive + negative]
         weights = [1.0] * len(positive) + [-1.0] * len(negative)
-        mean = np.mean([w * self.vectors[i] / self.norms[i] for w, i in zip(weights, ids, strict=True)], axis=0)
-        mean = (mean / np.linalg.norm(mean)).astype(np.float32)
+        divisors = self._divisors
+        mean = np.mean([w * self.vectors[i] / divisors[i] for w, i in zip(weights, ids, strict=True)], axis=0)
+        length = np.linalg.norm(mean)
+        mean = (mean / length if length > 0 else mean).astype(np.float32)
         limit = len(self) if restrict is None else min(restrict, len(self))
-        dists = self.vectors[:limit] @ mean / self.norms[:limit]
+        dists = self.vectors[:limit] @ mean / divisors[:limit]
         return self._top(dists, topn, set(ids))
 
     def most_similar_cosmul(self, positive: Sequence[str], negative: Sequence[str], topn: int = 10,

@@ -123,3 +123,15 @@ def test_missing_file_and_bad_format(tmp_path):
         load_vectors(tmp_path / "v.txt", fmt="fasttext")
     with pytest.raises(InputError, match="spaces"):
         save_vectors(KeyedVectors(["a b"], np.zeros((1, 2), np.float32)), tmp_path / "w.txt")
+
+
+def test_zero_vectors_give_cosine_zero_without_warnings():
+    import warnings
+
+    kv = KeyedVectors(["a", "b", "zero"], np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 0.0]], dtype=np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        neighbours = kv.most_similar("a", topn=2)
+        assert neighbours[0][0] == "b" and neighbours[1] == ("zero", 0.0)
+        assert kv.most_similar("zero", topn=2) == [("a", 0.0), ("b", 0.0)]
+        assert kv.similarity("a", "zero") == 0.0
