@@ -21,24 +21,21 @@ Run: ``flock -x /tmp/cpu.lock python bench/gpt.py`` (prints one JSON object).
 
 from __future__ import annotations
 
+import argparse
+import json
+import math
+import statistics
 import sys
+import tempfile
+import time
 from pathlib import Path
 
-# bench/ holds scripts named like standard modules (tokenize.py): keep it off the import path.
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import torch
+import torch.nn.functional as F
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-sys.path.insert(0, str(ROOT))
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 CONFIG = {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64}
 BATCH = 12
@@ -164,9 +161,9 @@ def bench_train(steps: int, chunk: int) -> dict:
 
 
 def bench_trainer(steps: int) -> dict:
-    from dlnlp.cli.gpt import start_gpt_training
     from dlnlp.io.corpus import CorpusOptions
     from dlnlp.training import TrainConfig
+    from dlnlp.training.gpt import start_gpt_training
 
     corpus = str(SHARED / "corpora" / "tinyshakespeare.txt")
     train_config = TrainConfig(optimizer="adamw", lr=LR, weight_decay=0.1, betas=(0.9, 0.99), schedule="cosine",

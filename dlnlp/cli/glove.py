@@ -25,7 +25,6 @@ app = typer.Typer(help="GloVe: global vectors from weighted least squares on log
                   no_args_is_help=True)
 
 COUNTING = "Counting options"
-OUT_FORMATS = ("auto", "dir", "word2vec-text", "word2vec-binary", "glove")
 
 # Co-occurrence counting options, shared with `dlnlp vectors ppmi-svd`.
 MinCount = Annotated[int, typer.Option("--min-count", help="Drop words seen fewer times (vocab_count's "
@@ -42,34 +41,6 @@ Memory = Annotated[float, typer.Option("--memory", help="Soft memory limit for c
                                        rich_help_panel=COUNTING)]
 TmpDir = Annotated[Optional[Path], typer.Option("--tmp-dir", help="Directory for spilled shards (default: the "
                                                 "system temporary directory).", rich_help_panel=COUNTING)]
-
-
-def out_format(out: Path, fmt: str) -> str:
-    """The output format for ``--format`` (``auto``: by the suffix of --out, a directory otherwise)."""
-    from dlnlp.errors import DlnlpError
-
-    if fmt not in OUT_FORMATS:
-        raise DlnlpError(f"--format {fmt}: expected one of {', '.join(OUT_FORMATS)}")
-    if fmt != "auto":
-        return fmt
-    suffix = out.suffix.lower()
-    if suffix == ".bin":
-        return "word2vec-binary"
-    if suffix in (".txt", ".vec", ".w2v"):
-        return "word2vec-text"
-    return "dir"
-
-
-def write_vectors(kv, out: Path, fmt: str, force: bool, config: dict) -> None:
-    """Write vectors as a model directory (with ``config`` in config.json) or a vectors file."""
-    from dlnlp.io.vectors import save_vectors, save_vectors_dir
-
-    if fmt == "dir":
-        # dim and vocab_size come from the vectors themselves.
-        extra = {k: v for k, v in config.items() if k not in ("dim", "vocab_size")}
-        save_vectors_dir(kv, out, force=force, **extra)
-    else:
-        save_vectors(kv, out, fmt=fmt, force=force)
 
 
 @app.command("train")
@@ -138,7 +109,7 @@ def train(
     from dlnlp.errors import DlnlpError
     from dlnlp.io.atomic import check_can_write
     from dlnlp.io.corpus import describe_inputs
-    from dlnlp.io.vectors import KeyedVectors
+    from dlnlp.io.vectors import KeyedVectors, output_format, write_vectors_output
     from dlnlp.kernels.device import resolve_device, seed_everything
     from dlnlp.models.glove import GloVe, GloVeConfig
     from dlnlp.models.ppmi_svd import corpus_cooccurrence
@@ -160,7 +131,7 @@ def train(
         raise DlnlpError("--memory must be positive (GiB)")
     if backend not in ("auto", "native", "torch"):
         raise DlnlpError(f"--backend {backend}: expected auto, native or torch")
-    fmt = out_format(out, fmt)
+    fmt = output_format(out, fmt)
     check_can_write(out, force)
     torch_device = resolve_device(device)
     seed_everything(seed)
@@ -189,8 +160,9 @@ def train(
     for record in history:
         log(f"iter {record['epoch']:03d}: cost {record['cost']:.6f}", quiet=quiet)
     kv = KeyedVectors(vocab.words, model.vectors(), vocab.counts)
-    write_vectors(kv, out, fmt, force, {"model": "glove", "corpus": describe_inputs(inputs), "window": window,
-                                        "min_count": min_count, "symmetric": symmetric, **config.to_dict()})
+    write_vectors_output(kv, out, fmt, force=force,
+                         config={"model": "glove", "corpus": describe_inputs(inputs), "window": window,
+                                 "min_count": min_count, "symmetric": symmetric, **config.to_dict()})
     entries = sum(r["entries"] for r in history)
     result = {
         "out": str(out), "format": fmt, "vocab_size": len(vocab), "corpus_tokens": stats["corpus_tokens"],

@@ -1,17 +1,13 @@
 """``dlnlp gpt``: train, evaluate, import and export GPT (decoder-only transformer) language models.
 
 The commands are thin over :mod:`dlnlp.models.gpt`, the shared trainer (:mod:`dlnlp.training`) and
-:mod:`dlnlp.io.hf`; :func:`start_gpt_training` and :func:`evaluate_gpt_dir` are the recipes, usable
-from Python.
+:mod:`dlnlp.io.hf`; the recipes they call, usable from Python, are in :mod:`dlnlp.training.gpt`.
 """
 
 from __future__ import annotations
 
-import math
-import shutil
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -45,192 +41,6 @@ app = typer.Typer(help="GPT language models: train, evaluate, import/export HF G
                   no_args_is_help=True)
 
 MODEL = "Model options"
-
-
-def gpt_loss(model: Any, batch: Any, state: Any) -> tuple[Any, None]:
-    """The trainer's loss function for a GPT: batch ``(x, y)`` -> mean next-token cross-entropy."""
-    x, y = batch
-    return model(x, y)[1], None
-
-
-def _checked(config: Any) -> None:
-    from dlnlp.errors import DlnlpError
-
-    try:
-        config.validate()
-    except ValueError as exc:
-        raise DlnlpError(str(exc)) from None
-
-
-def start_gpt_training(
-    inputs: Sequence[str] | None, out: str | Path, model_args: dict[str, Any], train_config: Any, *,
-    batch_size: int = 12, tokenizer: str | None = None, ids: bool = False, vocab_size: int | None = None,
-    val: str | Path | None = None, val_fraction: float = 0.1, options: Any = None, force: bool = False,
-) -> dict[str, Any]:
-    """Spool the corpus to ``out/data``, write config.json and the vocabulary, train, return a summary.
-
-    ``model_args`` are :class:`~dlnlp.models.gpt.GPTConfig` fields (``vocab_size`` comes from the data);
-    ``tokenizer`` None means character level.
-    """
-    from dlnlp.errors import DlnlpError, InputError
-    from dlnlp.io.modeldir import prepare_model_dir, write_config
-    from dlnlp.kernels.device import seed_everything
-    from dlnlp.models.gpt import GPT, GPTConfig, gpt_config_dict
-    from dlnlp.training.data import prepare_lm_data
-
-    _checked(train_config)
-    if batch_size < 1:
-        raise DlnlpError("--batch-size must be >= 1")
-    if val is not None and not Path(val).is_file():
-        raise InputError(f"{val}: no such validation file")
-    if model_args["n_embd"] % model_args["n_head"]:
-        raise DlnlpError(f"--dim {model_args['n_embd']} is not divisible by --heads {model_args['n_head']}")
-    tok = None
-    if not ids and tokenizer is not None:
-        from dlnlp.tokenization import load_tokenizer
-
-        tok = load_tokenizer(tokenizer)
-    directory = prepare_model_dir(out, force=force)
-    try:
-        level = "ids" if ids else ("char" if tok is None else "tokenizer")
-        data = prepare_lm_data(inputs, directory, level=level, tokenizer=tok, val=val, val_fraction=val_fraction,
-                               options=options, vocab_size=vocab_size)
-        if level == "char":
-            data.vocab.save(directory)
-        elif level == "tokenizer":
-            name = "tokenizer.model" if tok.engine == "sentencepiece" else "tokenizer.json"
-            shutil.copyfile(tok.path, directory / name)
-        model_config = GPTConfig(vocab_size=data.vocab_size, **model_args)
-        eos = getattr(tok, "eos_id", None) if tok is not None else None
-        config = gpt_config_dict(model_config, level=level, batch_size=batch_size, eos_id=eos,
-                                 train=train_config.to_dict(), data=data.meta)
-        write_config(directory, config)
-    except BaseException:
-        shutil.rmtree(directory, ignore_errors=True)  # nothing trained yet: leave no half directory
-        raise
-    seed_everything(train_config.seed)
-    return _train(GPT(model_config), train_config, data, directory, batch_size, resume=False)
-
-
-def resume_gpt_training(out: str | Path, stops: dict[str, Any], *, quiet: bool = False, device: str = "auto",
-                        compile: bool = False) -> dict[str, Any]:
-    """Continue the run in ``out`` from its checkpoint; ``stops`` (max_steps/epochs/max_time) override."""
-    from dlnlp.io.modeldir import prepare_model_dir, read_config
-    from dlnlp.models.gpt import GPT, KIND, GPTConfig
-    from dlnlp.training import TrainConfig
-    from dlnlp.training.checkpoint import read_checkpoint_meta
-    from dlnlp.training.data import load_lm_data
-
-    directory = prepare_model_dir(out, resume=True)
-    config = read_config(directory, KIND)
-    meta = read_checkpoint_meta(directory)
-    overrides = {k: v for k, v in stops.items() if v is not None}
-    train_config = TrainConfig.from_dict(meta["config"]).replace(quiet=quiet, device=device, compile=compile,
-                                                                 **overrides)
-    _checked(train_config)
-    data = load_lm_data(directory)
-    model = GPT(GPTConfig.from_dict(config["model"]))
-    return _train(model, train_config, data, directory, config["batch_size"], resume=True)
-
-
-def _train(model: Any, train_config: Any, data: Any, directory: Path, batch_size: int, *,
-           resume: bool) -> dict[str, Any]:
-    from dlnlp.progress import log
-    from dlnlp.training import Trainer
-    from dlnlp.training.data import RandomWindows
-
-    block = model.config.block_size
-    train = RandomWindows(data.train, batch_size, block, seed=train_config.seed)
-    val = RandomWindows(data.val, batch_size, block, seed=train_config.seed) if data.val is not None else None
-    params = model.num_parameters()
-    if not resume:
-        c = model.config
-        log(f"GPT {c.n_layer} layers x {c.n_head} heads x {c.n_embd} dims, block {block}, "
-            f"{params:,} parameters, vocabulary {data.vocab_size}; {len(data.train):,} training tokens, "
-            f"{len(data.val) if data.val is not None else 0:,} validation tokens", quiet=train_config.quiet)
-    trainer = Trainer(model, train_config, train, val, out_dir=directory, loss_fn=gpt_loss, resume=resume)
-    result = trainer.fit()
-    summary = {
-        "out": str(directory), "steps": result.steps, "epochs": round(result.epochs, 4), "tokens": result.tokens,
-        "elapsed_s": round(result.elapsed, 2), "tokens_per_s": round(result.tokens / max(result.elapsed, 1e-9), 1),
-        "stopped_by": result.stopped_by, "train_loss": result.last_train_loss, "val_loss": result.final_val_loss,
-        "best_val_loss": result.best_val_loss, "parameters": params,
-    }
-    if result.final_val_loss is not None:
-        summary["val_perplexity"] = math.exp(min(result.final_val_loss, 700))
-        log(f"stopped by {result.stopped_by} after {result.steps} steps ({result.elapsed:.0f} s): validation "
-            f"loss {result.final_val_loss:.4f} (best {result.best_val_loss:.4f}); saved {directory}",
-            quiet=train_config.quiet)
-    else:
-        log(f"stopped by {result.stopped_by} after {result.steps} steps: training loss "
-            f"{result.last_train_loss:.4f}; saved {directory}", quiet=train_config.quiet)
-    return summary
-
-
-def load_gpt_dir(model_dir: str | Path, device: Any = "cpu") -> tuple[Any, Any, dict[str, Any]]:
-    """(model, codec, config.json) of a GPT directory; the codec is a CharVocab, a Tokenizer or None (ids)."""
-    from dlnlp.errors import ModelDirError
-    from dlnlp.io.modeldir import WEIGHTS_NAME
-    from dlnlp.models.gpt import load_gpt
-    from dlnlp.models.rnn_lm import load_codec
-
-    if Path(model_dir).is_dir() and (Path(model_dir) / "config.json").is_file() \
-            and not (Path(model_dir) / WEIGHTS_NAME).is_file():
-        raise ModelDirError(f"{model_dir}: no {WEIGHTS_NAME} yet (training saves it at the first validation)")
-    model, config = load_gpt(model_dir, device)
-    level = config.get("level") or ("tokenizer" if any((Path(model_dir) / n).is_file()
-                                                      for n in ("tokenizer.json", "tokenizer.model")) else "ids")
-    config["level"] = level
-    return model, load_codec(model_dir, level), config
-
-
-def evaluate_gpt_dir(model_dir: str | Path, inputs: Sequence[str] | None, *, batch_size: int = 32,
-                     device: str = "auto", block_size: int | None = None, options: Any = None) -> dict[str, Any]:
-    """Loss (nats/token), perplexity and bits per character of a GPT over a whole text.
-
-    The text is encoded as in training and read in consecutive windows of ``block_size`` tokens (the
-    model's by default), each predicted from its own window only; every token but the first is
-    predicted once.
-    """
-    import numpy as np
-    import torch
-
-    from dlnlp.errors import InputError
-    from dlnlp.io.corpus import iter_lines
-    from dlnlp.kernels.device import resolve_device
-    from dlnlp.models.gpt import evaluate_windows
-    from dlnlp.training.data import encode_text_ids
-
-    dev = resolve_device(device)
-    model, codec, config = load_gpt_dir(model_dir, dev)
-    level = config["level"]
-    characters, unknown = None, 0
-    if level == "ids":
-        from dlnlp.tokenization.ids import read_id_lines
-
-        ids = np.asarray([i for line in read_id_lines(inputs, options) for i in line], dtype=np.int64)
-        if ids.size and ids.max() >= model.config.vocab_size:
-            raise InputError(f"token id {int(ids.max())} is outside the model's vocabulary")
-    else:
-        lines = list(iter_lines(inputs, options))
-        characters = sum(len(line) + 1 for line in lines)
-        ids = encode_text_ids(lines, codec, level)
-        if level == "char":
-            unknown = codec.unknown_count
-            if unknown:
-                from dlnlp.progress import warn
-
-                warn(f"{unknown} characters are not in the model's vocabulary; they count as <unk>")
-    if len(ids) < 2:
-        raise InputError("the text is too short to evaluate (fewer than 2 tokens)")
-    block = block_size or model.config.block_size
-    if block > model.config.block_size:
-        raise InputError(f"--block-size {block} exceeds the model's block size {model.config.block_size}")
-    loss, count = evaluate_windows(model, torch.from_numpy(ids), block, batch_size, dev)
-    bpc = loss / math.log(2) if level == "char" else (loss * count / (characters * math.log(2)) if characters
-                                                        else None)
-    return {"loss": loss, "perplexity": math.exp(min(loss, 700)), "bits_per_char": bpc, "tokens": count,
-            "characters": characters, "unknown_characters": unknown, "block_size": block}
 
 
 @app.command()
@@ -302,6 +112,7 @@ def train(
     """
     from dlnlp.errors import DlnlpError
     from dlnlp.training import TrainConfig
+    from dlnlp.training.gpt import resume_gpt_training, start_gpt_training
 
     stops = {"max_steps": max_steps, "epochs": epochs, "max_time": max_time}
     if resume:
@@ -348,6 +159,8 @@ def evaluate(
 
     Example: dlnlp gpt eval shakes-gpt valid.txt --json
     """
+    from dlnlp.training.gpt import evaluate_gpt_dir
+
     result = evaluate_gpt_dir(model_dir, inputs, batch_size=batch_size, device=device, block_size=block_size,
                               options=corpus_options(text_field, encoding_errors))
     if json:

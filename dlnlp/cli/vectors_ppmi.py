@@ -66,12 +66,11 @@ def register(app: typer.Typer) -> None:
         """
         import time
 
-        from dlnlp.cli.glove import out_format, write_vectors
         from dlnlp.cli.options import corpus_options, print_json
         from dlnlp.errors import DlnlpError
         from dlnlp.io.atomic import check_can_write
         from dlnlp.io.corpus import describe_inputs
-        from dlnlp.io.vectors import KeyedVectors
+        from dlnlp.io.vectors import KeyedVectors, output_format, write_vectors_output
         from dlnlp.models.ppmi_svd import PPMIConfig, corpus_cooccurrence, ppmi_svd_vectors
         from dlnlp.progress import Progress, log
 
@@ -88,7 +87,7 @@ def register(app: typer.Typer) -> None:
             raise DlnlpError("--min-count must be at least 1")
         if memory <= 0:
             raise DlnlpError("--memory must be positive (GiB)")
-        fmt_out = out_format(out, fmt)
+        fmt_out = output_format(out, fmt)
         check_can_write(out, force)
         with Progress("counting", unit="lines", quiet=quiet) as bar:
             vocab, matrix, stats = corpus_cooccurrence(
@@ -108,9 +107,10 @@ def register(app: typer.Typer) -> None:
             matrix.close()
         svd_seconds = time.perf_counter() - svd_started
         kv = KeyedVectors(vocab.words, vectors, vocab.counts)
-        write_vectors(kv, out, fmt_out, force, {"model": "ppmi-svd", "corpus": describe_inputs(inputs),
-                                                "window": window, "min_count": min_count,
-                                                "distance_weighting": distance_weighting, **config.to_dict()})
+        write_vectors_output(kv, out, fmt_out, force=force,
+                             config={"model": "ppmi-svd", "corpus": describe_inputs(inputs), "window": window,
+                                     "min_count": min_count, "distance_weighting": distance_weighting,
+                                     **config.to_dict()})
         result = {"out": str(out), "format": fmt_out, "vocab_size": len(vocab), "nnz": stats["nnz"],
                   "count_seconds": stats["vocab_seconds"] + stats["cooccur_seconds"], "svd_seconds": svd_seconds,
                   "top_singular_values": [float(x) for x in singular[:5]],

@@ -23,22 +23,6 @@ from dlnlp.cli.options import (
 app = typer.Typer(help="word2vec: skip-gram and CBOW word vectors (negative sampling, hierarchical softmax).",
                   no_args_is_help=True)
 
-OUT_FORMATS = ("auto", "dir", "word2vec-text", "word2vec-binary")
-
-
-def _out_format(out: Path, fmt: str) -> str:
-    if fmt not in OUT_FORMATS:
-        from dlnlp.errors import DlnlpError
-
-        raise DlnlpError(f"--format {fmt}: expected one of {', '.join(OUT_FORMATS)}")
-    if fmt != "auto":
-        return fmt
-    suffix = out.suffix.lower()
-    if suffix == ".bin":
-        return "word2vec-binary"
-    if suffix in (".txt", ".vec", ".w2v"):
-        return "word2vec-text"
-    return "dir"
 
 
 @app.command("train")
@@ -97,6 +81,7 @@ def train(
     from dlnlp.errors import DlnlpError
     from dlnlp.io.atomic import check_can_write
     from dlnlp.io.corpus import iter_token_lines
+    from dlnlp.io.vectors import output_format
     from dlnlp.models.vocab import count_and_encode
     from dlnlp.models.word2vec import Word2Vec, Word2VecConfig
     from dlnlp.progress import Progress, log
@@ -110,7 +95,7 @@ def train(
         raise DlnlpError(f"--vectors {vectors}: expected input or average")
     if vectors == "average" and not config.use_ns:
         raise DlnlpError("--vectors average needs --loss ns or both (HS has no per-word output vectors)")
-    out_format = _out_format(out, fmt)
+    out_format = output_format(out, fmt)
     check_can_write(out, force)
 
     token_lines = iter_token_lines(inputs, corpus_options(text_field, encoding_errors))

@@ -181,6 +181,34 @@ def _save_model_dir(kv: KeyedVectors, target: Path, force: bool, **config: objec
     return target
 
 
+OUTPUT_FORMATS = ("auto", "dir", "word2vec-text", "word2vec-binary", "glove")
+
+
+def output_format(out: Path, fmt: str) -> str:
+    """The format a training command writes for ``--format`` (``auto``: by the suffix of --out:
+    ``.bin`` word2vec binary, ``.txt``/``.vec``/``.w2v`` word2vec text, else a model directory)."""
+    if fmt not in OUTPUT_FORMATS:
+        raise InputError(f"--format {fmt}: expected one of {', '.join(OUTPUT_FORMATS)}")
+    if fmt != "auto":
+        return fmt
+    suffix = Path(out).suffix.lower()
+    if suffix == ".bin":
+        return "word2vec-binary"
+    if suffix in (".txt", ".vec", ".w2v"):
+        return "word2vec-text"
+    return "dir"
+
+
+def write_vectors_output(kv: KeyedVectors, out: str | os.PathLike, fmt: str, *, force: bool = False,
+                         config: dict | None = None) -> Path:
+    """Write a training command's vectors: a model directory (``config`` into config.json) or a vectors file."""
+    if fmt == "dir":
+        # dim and vocab_size come from the vectors themselves.
+        extra = {k: v for k, v in (config or {}).items() if k not in ("dim", "vocab_size")}
+        return save_vectors_dir(kv, out, force=force, **extra)
+    return save_vectors(kv, out, fmt=fmt, force=force)
+
+
 def save_vectors_dir(kv: KeyedVectors, path: str | os.PathLike, *, force: bool = False, **config: object) -> Path:
     """A dlnlp model directory of kind ``vectors``; ``config`` adds training hyperparameters to config.json."""
     return _save_model_dir(kv, Path(path), force, **config)

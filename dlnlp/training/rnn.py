@@ -3,30 +3,28 @@
 from __future__ import annotations
 
 import math
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from dlnlp.errors import DlnlpError, InputError
-from dlnlp.io.corpus import CorpusOptions, iter_lines
-from dlnlp.io.modeldir import make_config, prepare_model_dir, read_config, write_config
+from dlnlp.errors import DlnlpError
+from dlnlp.io.corpus import CorpusOptions
+from dlnlp.io.modeldir import make_config
 from dlnlp.kernels.device import resolve_device, resolve_precision, seed_everything
 from dlnlp.models.rnn_lm import MODEL_KIND, RNNLMConfig, build_model, load_model_dir
 from dlnlp.progress import log
-from dlnlp.training.checkpoint import read_checkpoint_meta
 from dlnlp.training.config import TrainConfig
-from dlnlp.training.data import LMData, StreamBatches, encode_text_ids, load_lm_data, prepare_lm_data
+from dlnlp.training.data import LMData, StreamBatches
+from dlnlp.training.lm import (
+    LMRun,
+    bits_per_char,
+    checked,
+    prepare_lm_run,
+    read_eval_text,
+    resume_lm_run,
+    run_summary,
+)
 from dlnlp.training.trainer import Trainer, evaluate_loss
-
-
-def _checked(config: Any) -> None:
-    try:
-        config.validate()
-    except ValueError as exc:
-        raise DlnlpError(str(exc)) from None
 
 
 def start_rnn_training(
@@ -36,51 +34,29 @@ def start_rnn_training(
     options: CorpusOptions | None = None, force: bool = False,
 ) -> dict[str, Any]:
     """Spool the corpus into ``out/data``, write ``config.json`` and the vocabulary, then train."""
-    _checked(model_config)
-    _checked(train_config)
+    checked(model_config)
+    checked(train_config)
     if seq_len < 1 or batch_size < 1:
         raise DlnlpError("--seq-len and --batch-size must be >= 1")
-    if val is not None and not Path(val).is_file():
-        raise InputError(f"{val}: no such validation file")
-    tok = None
-    if not ids and tokenizer != "char":
-        from dlnlp.tokenization import load_tokenizer
 
-        tok = load_tokenizer(tokenizer)
-    directory = prepare_model_dir(out, force=force)
-    try:
-        level = "ids" if ids else ("char" if tok is None else "tokenizer")
-        data = prepare_lm_data(inputs, directory, level=level, tokenizer=tok, val=val, val_fraction=val_fraction,
-                               options=options, vocab_size=vocab_size)
-        if level == "char":
-            data.vocab.save(directory)
-        elif level == "tokenizer":
-            name = "tokenizer.model" if tok.engine == "sentencepiece" else "tokenizer.json"
-            shutil.copyfile(tok.path, directory / name)
-        model_config.vocab_size = data.vocab_size
-        _checked(model_config)
-        config = make_config(MODEL_KIND, model=model_config.to_dict(), level=level, seq_len=seq_len,
-                             batch_size=batch_size, train=train_config.to_dict(), data=data.meta)
-        write_config(directory, config)
-    except BaseException:
-        shutil.rmtree(directory, ignore_errors=True)  # nothing trained yet: leave no half directory
-        raise
+    def make_run_config(run: LMRun) -> dict[str, Any]:
+        model_config.vocab_size = run.data.vocab_size
+        checked(model_config)
+        return make_config(MODEL_KIND, model=model_config.to_dict(), level=run.level, seq_len=seq_len,
+                           batch_size=batch_size, train=train_config.to_dict(), data=run.data.meta)
+
+    run = prepare_lm_run(inputs, out, make_run_config, tokenizer=tokenizer, ids=ids, vocab_size=vocab_size,
+                         val=val, val_fraction=val_fraction, options=options, force=force)
     seed_everything(train_config.seed)
     model = build_model(model_config)
-    return _train(model, train_config, data, directory, seq_len, batch_size, resume=False)
+    return _train(model, train_config, run.data, run.directory, seq_len, batch_size, resume=False)
 
 
 def resume_rnn_training(out: str | Path, stops: dict[str, Any], *, quiet: bool = False, device: str = "auto",
                         compile: bool = False) -> dict[str, Any]:
     """Continue the run in ``out`` from its checkpoint; ``stops`` (max_steps/epochs/max_time) override."""
-    directory = prepare_model_dir(out, resume=True)
-    config = read_config(directory, MODEL_KIND)
-    meta = read_checkpoint_meta(directory)
-    train_config = TrainConfig.from_dict(meta["config"])
-    overrides = {k: v for k, v in stops.items() if v is not None}
-    train_config = train_config.replace(quiet=quiet, device=device, compile=compile, **overrides)
-    _checked(train_config)
-    data = load_lm_data(directory)
+    directory, config, train_config, data = resume_lm_run(out, MODEL_KIND, stops, quiet=quiet, device=device,
+                                                          compile=compile)
     model = build_model(RNNLMConfig.from_dict(config["model"]))
     return _train(model, train_config, data, directory, config["seq_len"], config["batch_size"], resume=True)
 
@@ -96,23 +72,8 @@ def _train(model: Any, train_config: TrainConfig, data: LMData, directory: Path,
             f"{len(data.train):,} training tokens ({train.batches_per_epoch} windows of {batch_size}x{seq_len} "
             f"per epoch), {len(data.val) if data.val is not None else 0:,} validation tokens",
             quiet=train_config.quiet)
-    trainer = Trainer(model, train_config, train, val, out_dir=directory, resume=resume)
-    result = trainer.fit()
-    summary = {
-        "out": str(directory), "steps": result.steps, "epochs": round(result.epochs, 4), "tokens": result.tokens,
-        "elapsed_s": round(result.elapsed, 2), "stopped_by": result.stopped_by,
-        "train_loss": result.last_train_loss, "val_loss": result.final_val_loss,
-        "best_val_loss": result.best_val_loss, "parameters": params,
-    }
-    if result.final_val_loss is not None:
-        summary["val_perplexity"] = math.exp(min(result.final_val_loss, 700))
-        log(f"stopped by {result.stopped_by} after {result.steps} steps ({result.elapsed:.0f} s): "
-            f"validation loss {result.final_val_loss:.4f} (best {result.best_val_loss:.4f}); saved {directory}",
-            quiet=train_config.quiet)
-    else:
-        log(f"stopped by {result.stopped_by} after {result.steps} steps: training loss "
-            f"{result.last_train_loss:.4f}; saved {directory}", quiet=train_config.quiet)
-    return summary
+    result = Trainer(model, train_config, train, val, out_dir=directory, resume=resume).fit()
+    return run_summary(result, directory, params, train_config.quiet)
 
 
 def evaluate_model_dir(model_dir: str | Path, inputs: Sequence[str] | None, *, batch_size: int = 32,
@@ -129,35 +90,12 @@ def evaluate_model_dir(model_dir: str | Path, inputs: Sequence[str] | None, *, b
     dtype = resolve_precision(precision, dev)
     model, codec, config = load_model_dir(model_dir, dev)
     level = config["level"]
-    characters = None
-    unknown = 0
-    if level == "ids":
-        from dlnlp.tokenization.ids import read_id_lines
-
-        ids = np.asarray([i for line in read_id_lines(inputs, options) for i in line], dtype=np.int64)
-        if ids.size and ids.max() >= config["model"]["vocab_size"]:
-            raise InputError(f"token id {int(ids.max())} is outside the model's vocabulary")
-    else:
-        lines = list(iter_lines(inputs, options))
-        characters = sum(len(line) + 1 for line in lines)
-        ids = encode_text_ids(lines, codec, level)
-        if level == "char":
-            unknown = codec.unknown_count
-            if unknown:
-                from dlnlp.progress import warn
-
-                warn(f"{unknown} characters are not in the model's vocabulary; they count as <unk>")
-    if len(ids) < 2:
-        raise InputError("the text is too short to evaluate (fewer than 2 tokens)")
+    text = read_eval_text(inputs, codec, level, config["model"]["vocab_size"], options)
+    ids = text.ids
     streams = StreamBatches(ids, batch_size, config["seq_len"], clamp=True)
     result = evaluate_loss(model, streams, dev, dtype)
     loss = result["val_loss"]
-    if level == "char":
-        bpc = loss / math.log(2)
-    elif characters:
-        bpc = loss * len(ids) / (characters * math.log(2))
-    else:
-        bpc = None
-    return {"loss": loss, "perplexity": math.exp(min(loss, 700)), "bits_per_char": bpc,
-            "tokens": int(result["val_tokens"]), "tokens_in_text": int(len(ids)), "characters": characters,
-            "unknown_characters": unknown, "streams": streams.batch_size}
+    return {"loss": loss, "perplexity": math.exp(min(loss, 700)),
+            "bits_per_char": bits_per_char(loss, len(ids), text, level),
+            "tokens": int(result["val_tokens"]), "tokens_in_text": int(len(ids)), "characters": text.characters,
+            "unknown_characters": text.unknown, "streams": streams.batch_size}

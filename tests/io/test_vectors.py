@@ -135,3 +135,19 @@ def test_zero_vectors_give_cosine_zero_without_warnings():
         assert neighbours[0][0] == "b" and neighbours[1] == ("zero", 0.0)
         assert kv.most_similar("zero", topn=2) == [("a", 0.0), ("b", 0.0)]
         assert kv.similarity("a", "zero") == 0.0
+
+
+def test_training_commands_choose_the_output_format_by_suffix(tmp_path):
+    from dlnlp.io.vectors import output_format, write_vectors_output
+
+    assert output_format(tmp_path / "v.bin", "auto") == "word2vec-binary"
+    assert output_format(tmp_path / "v.vec", "auto") == "word2vec-text"
+    assert output_format(tmp_path / "run", "auto") == "dir"
+    assert output_format(tmp_path / "v.bin", "glove") == "glove"
+    with pytest.raises(InputError, match="--format"):
+        output_format(tmp_path / "v.bin", "pickle")
+    kv = KeyedVectors(["a", "b"], np.eye(2, dtype=np.float32), [3, 1])
+    write_vectors_output(kv, tmp_path / "run", "dir", config={"model": "test", "dim": 99})
+    assert load_vectors(tmp_path / "run").words == ["a", "b"]
+    write_vectors_output(kv, tmp_path / "v.txt", "glove")
+    assert (tmp_path / "v.txt").read_text().splitlines()[0].startswith("a 1 0")

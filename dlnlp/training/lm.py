@@ -1,0 +1,154 @@
+"""What every language-model recipe shares (``rnn train``, ``gpt train`` and their ``eval``).
+
+A run directory is prepared the same way for every LM: the corpus is spooled to ``out/data`` as
+token ids (characters, a dlnlp tokenizer, or piped ids), the vocabulary or tokenizer is stored
+beside the weights, ``config.json`` is written before training starts, and a failure before the
+first step leaves no half-written directory. Resuming reads that directory back; the summary a run
+prints and returns has the same fields for every model.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dlnlp.errors import DlnlpError, InputError
+from dlnlp.io.corpus import CorpusOptions, iter_lines
+from dlnlp.io.modeldir import prepare_model_dir, read_config, write_config
+from dlnlp.progress import log
+from dlnlp.training.checkpoint import read_checkpoint_meta
+from dlnlp.training.config import TrainConfig
+from dlnlp.training.data import LMData, encode_text_ids, load_lm_data, prepare_lm_data
+from dlnlp.training.trainer import TrainResult
+
+
+def checked(config: Any) -> None:
+    """Run a config's ``validate()``; its ValueError becomes a one-line user error."""
+    try:
+        config.validate()
+    except ValueError as exc:
+        raise DlnlpError(str(exc)) from None
+
+
+@dataclass
+class LMRun:
+    """A prepared run: its directory, spooled data, and how text becomes ids (``level``)."""
+
+    directory: Path
+    data: LMData
+    level: str  # "char", "tokenizer" or "ids"
+    tokenizer: Any = None
+
+
+def prepare_lm_run(
+    inputs: Sequence[str] | None, out: str | Path, make_config: Callable[[LMRun], dict[str, Any]], *,
+    tokenizer: str | None = None, ids: bool = False, vocab_size: int | None = None, val: str | Path | None = None,
+    val_fraction: float = 0.1, options: CorpusOptions | None = None, force: bool = False,
+) -> LMRun:
+    """Create ``out``, spool the corpus, store the vocabulary/tokenizer and ``make_config(run)`` as config.json.
+
+    ``tokenizer`` None (or "char") means character level; ``ids`` reads `dlnlp tokenize encode` output.
+    """
+    if val is not None and not Path(val).is_file():
+        raise InputError(f"{val}: no such validation file")
+    tok = None
+    if not ids and tokenizer not in (None, "char"):
+        from dlnlp.tokenization import load_tokenizer
+
+        tok = load_tokenizer(tokenizer)
+    directory = prepare_model_dir(out, force=force)
+    try:
+        level = "ids" if ids else ("char" if tok is None else "tokenizer")
+        data = prepare_lm_data(inputs, directory, level=level, tokenizer=tok, val=val, val_fraction=val_fraction,
+                               options=options, vocab_size=vocab_size)
+        if level == "char":
+            data.vocab.save(directory)
+        elif level == "tokenizer":
+            name = "tokenizer.model" if tok.engine == "sentencepiece" else "tokenizer.json"
+            shutil.copyfile(tok.path, directory / name)
+        run = LMRun(directory, data, level, tok)
+        write_config(directory, make_config(run))
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)  # nothing trained yet: leave no half directory
+        raise
+    return run
+
+
+def resume_lm_run(out: str | Path, kind: str, stops: dict[str, Any], *, quiet: bool = False, device: str = "auto",
+                  compile: bool = False) -> tuple[Path, dict[str, Any], TrainConfig, LMData]:
+    """(directory, config.json, train config, data) of the run in ``out``; ``stops`` override its limits."""
+    directory = prepare_model_dir(out, resume=True)
+    config = read_config(directory, kind)
+    meta = read_checkpoint_meta(directory)
+    overrides = {k: v for k, v in stops.items() if v is not None}
+    train_config = TrainConfig.from_dict(meta["config"]).replace(quiet=quiet, device=device, compile=compile,
+                                                                 **overrides)
+    checked(train_config)
+    return directory, config, train_config, load_lm_data(directory)
+
+
+def run_summary(result: TrainResult, directory: Path, parameters: int, quiet: bool) -> dict[str, Any]:
+    """The summary a training command returns (and prints with --json), logged in one line."""
+    summary = {
+        "out": str(directory), "steps": result.steps, "epochs": round(result.epochs, 4), "tokens": result.tokens,
+        "elapsed_s": round(result.elapsed, 2), "tokens_per_s": round(result.tokens / max(result.elapsed, 1e-9), 1),
+        "stopped_by": result.stopped_by, "train_loss": result.last_train_loss, "val_loss": result.final_val_loss,
+        "best_val_loss": result.best_val_loss, "parameters": parameters,
+    }
+    if result.final_val_loss is not None:
+        summary["val_perplexity"] = math.exp(min(result.final_val_loss, 700))
+        log(f"stopped by {result.stopped_by} after {result.steps} steps ({result.elapsed:.0f} s): validation "
+            f"loss {result.final_val_loss:.4f} (best {result.best_val_loss:.4f}); saved {directory}", quiet=quiet)
+    else:
+        log(f"stopped by {result.stopped_by} after {result.steps} steps: training loss "
+            f"{result.last_train_loss:.4f}; saved {directory}", quiet=quiet)
+    return summary
+
+
+@dataclass
+class EvalText:
+    """A whole evaluation text as ids, with what bits per character needs."""
+
+    ids: np.ndarray
+    characters: int | None  # None for piped ids
+    unknown: int = 0
+
+
+def read_eval_text(inputs: Sequence[str] | None, codec: Any, level: str, vocab_size: int,
+                   options: CorpusOptions | None = None) -> EvalText:
+    """Encode an evaluation text the way the model's training data was encoded."""
+    characters, unknown = None, 0
+    if level == "ids":
+        from dlnlp.tokenization.ids import read_id_lines
+
+        ids = np.asarray([i for line in read_id_lines(inputs, options) for i in line], dtype=np.int64)
+        if ids.size and ids.max() >= vocab_size:
+            raise InputError(f"token id {int(ids.max())} is outside the model's vocabulary")
+    else:
+        lines = list(iter_lines(inputs, options))
+        characters = sum(len(line) + 1 for line in lines)
+        ids = encode_text_ids(lines, codec, level)
+        if level == "char":
+            unknown = codec.unknown_count
+            if unknown:
+                from dlnlp.progress import warn
+
+                warn(f"{unknown} characters are not in the model's vocabulary; they count as <unk>")
+    if len(ids) < 2:
+        raise InputError("the text is too short to evaluate (fewer than 2 tokens)")
+    return EvalText(ids, characters, unknown)
+
+
+def bits_per_char(loss: float, tokens: int, text: EvalText, level: str) -> float | None:
+    """Total nats over the text's characters in bits: ``loss * tokens / (characters * ln 2)``."""
+    if level == "char":
+        return loss / math.log(2)
+    if text.characters:
+        return loss * tokens / (text.characters * math.log(2))
+    return None
