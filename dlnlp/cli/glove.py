@@ -112,7 +112,7 @@ def train(
     from dlnlp.io.vectors import KeyedVectors, output_format, write_vectors_output
     from dlnlp.kernels.device import resolve_device, seed_everything
     from dlnlp.models.glove import GloVe, GloVeConfig
-    from dlnlp.models.ppmi_svd import corpus_cooccurrence
+    from dlnlp.models.ppmi_svd import check_counting_options, corpus_cooccurrence
     from dlnlp.progress import Progress, log
 
     started = time.perf_counter()
@@ -123,12 +123,7 @@ def train(
         config.validate()
     except ValueError as exc:
         raise DlnlpError(str(exc)) from exc
-    if window < 1:
-        raise DlnlpError("--window must be at least 1")
-    if min_count < 1:
-        raise DlnlpError("--min-count must be at least 1")
-    if memory <= 0:
-        raise DlnlpError("--memory must be positive (GiB)")
+    check_counting_options(window, min_count, memory)
     if backend not in ("auto", "native", "torch"):
         raise DlnlpError(f"--backend {backend}: expected auto, native or torch")
     fmt = output_format(out, fmt)

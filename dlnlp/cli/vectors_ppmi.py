@@ -71,7 +71,12 @@ def register(app: typer.Typer) -> None:
         from dlnlp.io.atomic import check_can_write
         from dlnlp.io.corpus import describe_inputs
         from dlnlp.io.vectors import KeyedVectors, output_format, write_vectors_output
-        from dlnlp.models.ppmi_svd import PPMIConfig, corpus_cooccurrence, ppmi_svd_vectors
+        from dlnlp.models.ppmi_svd import (
+            PPMIConfig,
+            check_counting_options,
+            corpus_cooccurrence,
+            ppmi_svd_vectors,
+        )
         from dlnlp.progress import Progress, log
 
         started = time.perf_counter()
@@ -81,12 +86,7 @@ def register(app: typer.Typer) -> None:
             config.validate()
         except ValueError as exc:
             raise DlnlpError(str(exc)) from exc
-        if window < 1:
-            raise DlnlpError("--window must be at least 1")
-        if min_count < 1:
-            raise DlnlpError("--min-count must be at least 1")
-        if memory <= 0:
-            raise DlnlpError("--memory must be positive (GiB)")
+        check_counting_options(window, min_count, memory)
         fmt_out = output_format(out, fmt)
         check_can_write(out, force)
         with Progress("counting", unit="lines", quiet=quiet) as bar:

@@ -144,6 +144,18 @@ def ppmi_svd_vectors(rows: np.ndarray, cols: np.ndarray, counts: np.ndarray, voc
     return vectors.astype(np.float32), s
 
 
+def check_counting_options(window: int, min_count: int, memory: float) -> None:
+    """The co-occurrence options' bounds, checked before any work (one-line user errors); ``memory`` in any unit."""
+    from dlnlp.errors import DlnlpError
+
+    if window < 1:
+        raise DlnlpError("--window must be at least 1")
+    if min_count < 1:
+        raise DlnlpError("--min-count must be at least 1")
+    if memory <= 0:
+        raise DlnlpError("--memory must be positive (GiB)")
+
+
 def corpus_cooccurrence(inputs: Sequence[str] | None, options: CorpusOptions | None = None, *, min_count: int = 5,
                         max_vocab: int | None = None, window: int = 10, symmetric: bool = True,
                         distance_weighting: bool = True, cross_lines: bool = False,
@@ -163,6 +175,7 @@ def corpus_cooccurrence(inputs: Sequence[str] | None, options: CorpusOptions | N
 
     from dlnlp.io.corpus import STDIN, iter_chunks, iter_lines, resolve_inputs
 
+    check_counting_options(window, min_count, memory_bytes)
     specs = resolve_inputs(inputs)
     spool_dir = None
     stats: dict = {}
