@@ -2,6 +2,8 @@
 # The main job, end to end and offline, on the built-in corpus (the Python help topics).
 # Each step is a command a user would type; outputs go to demo-run/.
 set -euo pipefail
+# Nothing here may reach a model or dataset hub.
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 out=${DLNLP_DEMO_DIR:-demo-run}
 rm -rf "$out"; mkdir -p "$out"
 corpus=builtin:python-help

@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+# Tests never reach a model or dataset hub.
+for _name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ.setdefault(_name, "1")
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DLNLP_SHARED", ROOT.parent / "shared"))
 
