@@ -18,6 +18,7 @@ from dlnlp.cli.options import (
     Quiet,
     Seed,
     TextField,
+    VectorsFormat,
     Workers,
 )
 
@@ -49,8 +50,7 @@ def train(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output: a model directory, or a vectors file "
                                       "(.bin word2vec binary, .txt/.vec word2vec text; see --format).")
                    ] = Path("glove-model"),
-    fmt: Annotated[str, typer.Option("--format", help="auto (by --out suffix), dir, word2vec-text, "
-                                     "word2vec-binary or glove (GloVe's header-less text).")] = "auto",
+    fmt: VectorsFormat = "auto",
     dim: Annotated[int, typer.Option("--dim", help="Vector dimension.", rich_help_panel=TRAINING)] = 100,
     window: Annotated[int, typer.Option("--window", help="Context words on each side, weighted 1/distance.",
                                         rich_help_panel=COUNTING)] = 10,

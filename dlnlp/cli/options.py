@@ -27,6 +27,12 @@ OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output model director
 OutFile = Annotated[
     Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of stdout.", rich_help_panel=COMMON)
 ]
+VectorsFormat = Annotated[
+    str,
+    typer.Option("--format", help="Vectors output: auto (.bin word2vec binary, .txt/.vec word2vec text, else a "
+                 "model directory), dir, word2vec-text, word2vec-binary or glove (GloVe's header-less text).",
+                 rich_help_panel=COMMON),
+]
 Force = Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing output.", rich_help_panel=COMMON)]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.", rich_help_panel=COMMON)]
 Precision = Annotated[

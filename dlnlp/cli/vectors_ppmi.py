@@ -11,7 +11,17 @@ from typing import Annotated
 import typer
 
 from dlnlp.cli.glove import CrossLines, MaxVocab, Memory, MinCount, Symmetric, TmpDir
-from dlnlp.cli.options import TRAINING, EncodingErrors, Force, Inputs, Json, Quiet, Seed, TextField
+from dlnlp.cli.options import (
+    TRAINING,
+    EncodingErrors,
+    Force,
+    Inputs,
+    Json,
+    Quiet,
+    Seed,
+    TextField,
+    VectorsFormat,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -23,8 +33,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option("--out", "-o", help="Output: a vectors file (.bin word2vec binary, "
                                           ".txt/.vec word2vec text) or a model directory; see --format.")
                        ] = Path("ppmi-svd-model"),
-        fmt: Annotated[str, typer.Option("--format", help="auto (by --out suffix), dir, word2vec-text, "
-                                         "word2vec-binary or glove.")] = "auto",
+        fmt: VectorsFormat = "auto",
         dim: Annotated[int, typer.Option("--dim", help="Vector dimension (singular vectors kept).",
                                          rich_help_panel=TRAINING)] = 100,
         window: Annotated[int, typer.Option("--window", help="Context words on each side.")] = 5,

@@ -17,6 +17,7 @@ from dlnlp.cli.options import (
     Quiet,
     Seed,
     TextField,
+    VectorsFormat,
     Workers,
 )
 
@@ -30,8 +31,7 @@ def train(
     inputs: Inputs = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output: a model directory, or a word2vec file "
                                       "(.bin binary, .txt/.vec text; see --format).")] = Path("word2vec-model"),
-    fmt: Annotated[str, typer.Option("--format", help="auto (by --out suffix), dir, word2vec-text or "
-                                     "word2vec-binary.")] = "auto",
+    fmt: VectorsFormat = "auto",
     arch: Annotated[str, typer.Option("--arch", help="skipgram or cbow.", rich_help_panel=TRAINING)] = "skipgram",
     loss: Annotated[str, typer.Option("--loss", help="ns (negative sampling), hs (hierarchical softmax) or both.",
                                       rich_help_panel=TRAINING)] = "ns",
