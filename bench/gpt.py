@@ -5,6 +5,8 @@ Sections (all by default; ``--section`` picks one):
 * ``train``: the Tiny Shakespeare character-level configuration of issue 7 (4 layers, 4 heads,
   128 dims, block 64, batch 12, AdamW lr 1e-3 with 100 warmup steps and cosine decay to 1e-4,
   betas (0.9, 0.99), weight decay 0.1, clipping 1.0, dropout 0; last 10% of the text held out).
+  dlnlp's model is its default GPT (exact GELU, as nanoGPT's); transformers' is GPT-2 as shipped
+  (``gelu_new``, the tanh approximation).
   Both models train in one loop with the same batches, optimizer and schedule, alternating chunks of
   ``--chunk`` steps; tokens/s is the median over chunks (the first chunk of each is warm-up and
   dropped). Then the validation loss of each over the whole held-out text in 64-token windows.

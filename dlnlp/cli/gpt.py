@@ -58,6 +58,8 @@ def train(
                                           rich_help_panel=MODEL)] = "learned",
     bias: Annotated[bool, typer.Option("--bias/--no-bias", help="Biases in linear layers and LayerNorms.",
                                        rich_help_panel=MODEL)] = True,
+    activation: Annotated[str, typer.Option("--activation", help="MLP activation: gelu (exact, nanoGPT), gelu_tanh "
+                                            "(GPT-2's approximation) or relu.", rich_help_panel=MODEL)] = "gelu",
     tie_weights: Annotated[bool, typer.Option("--tie-weights/--no-tie-weights", help="Share the token embedding "
                                               "with the output layer.", rich_help_panel=MODEL)] = True,
     tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", "-t", help="A dlnlp tokenizer file (subword "
@@ -111,6 +113,7 @@ def train(
     --batch-size 12 --max-steps 2000 --lr 1e-3 --out shakes-gpt
     """
     from dlnlp.errors import DlnlpError
+    from dlnlp.kernels.transformer import ACTIVATIONS
     from dlnlp.training import TrainConfig
     from dlnlp.training.gpt import resume_gpt_training, start_gpt_training
 
@@ -122,12 +125,15 @@ def train(
             raise DlnlpError("give one of --tokenizer, --char and --ids")
         if position not in ("learned", "sinusoidal"):
             raise DlnlpError(f"--position {position}: expected learned or sinusoidal")
+        if activation not in ACTIVATIONS:
+            raise DlnlpError(f"--activation {activation}: expected one of {', '.join(ACTIVATIONS)}")
         if min(layers, heads, dim, block_size) < 1 or not 0 <= dropout < 1:
             raise DlnlpError("--layers, --heads, --dim and --block-size must be >= 1 and --dropout in [0, 1)")
         if not any(v is not None for v in stops.values()):
             stops["epochs"] = 1.0
         model_args = {"n_layer": layers, "n_head": heads, "n_embd": dim, "block_size": block_size,
-                      "dropout": dropout, "position": position, "bias": bias, "tie_weights": tie_weights}
+                      "dropout": dropout, "position": position, "bias": bias, "tie_weights": tie_weights,
+                      "activation": activation}
         train_config = TrainConfig(
             optimizer="adamw", lr=lr, weight_decay=weight_decay, betas=(0.9, beta2), schedule=schedule,
             warmup_steps=warmup, min_lr_ratio=min_lr_ratio, clip=clip or None, grad_accum=grad_accum,

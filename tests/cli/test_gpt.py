@@ -54,6 +54,7 @@ def test_train_writes_a_model_directory(trained):
         assert (out / name).exists()
     config = json.loads((out / "config.json").read_text())
     assert config["kind"] == "gpt" and config["model"]["n_layer"] == 1 and config["level"] == "char"
+    assert config["model"]["activation"] == "gelu"  # nanoGPT's exact GELU unless --activation says otherwise
 
 
 def test_eval_reports_loss_perplexity_and_bpc(trained, corpus, capsys):
@@ -86,6 +87,9 @@ def test_refuses_to_overwrite_and_bad_options(trained, corpus, capsys):
     code, _, err = dlnlp(capsys, "gpt", "train", corpus, *TINY[:4], "--dim", "15", "--max-steps", "1",
                          "--out", out.parent / "bad")
     assert code == 1 and "divisible" in err
+    code, _, err = dlnlp(capsys, "gpt", "train", corpus, *TINY, "--activation", "swish", "--max-steps", "1",
+                         "--out", out.parent / "bad")
+    assert code == 1 and "--activation swish" in err and not (out.parent / "bad").exists()
     code, _, err = dlnlp(capsys, "gpt", "eval", out.parent / "missing", corpus)
     assert code == 1 and "no such model directory" in err
     assert len(err.strip().splitlines()) == 1
