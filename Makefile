@@ -15,10 +15,12 @@ $(VENV)/bin/python:
 
 $(STAMP_DEMO): $(VENV)/bin/python pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt -e .
+	$(VENV)/bin/python -m compileall -q dlnlp
 	touch $@
 
 $(STAMP_TEST): $(VENV)/bin/python pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt -e '.[test,peers,plot,dev]'
+	$(VENV)/bin/python -m compileall -q dlnlp
 	touch $@ $(STAMP_DEMO)
 
 demo: $(STAMP_DEMO)

@@ -13,6 +13,10 @@ settings, on Brown train + ABC news; again the call alone and the whole process.
 
 Runs alternate (dlnlp, library, dlnlp, ...) and the medians are compared. Prints one JSON object.
 
+dlnlp's modules are byte-compiled first (``compileall``), as a pip install does for an installed
+package and as the library's modules are: in an editable checkout under ``PYTHONDONTWRITEBYTECODE``
+every run would otherwise recompile them from source (about 20 ms a process).
+
     python bench/tokenization.py [--repeats 5] [--only encode|train|help]
 """
 
@@ -195,9 +199,12 @@ def main() -> None:
     for path in [ENCODE_CORPUS, *TRAIN_CORPORA]:
         if not path.exists():
             raise SystemExit(f"shared corpus not found: {path}")
+    import compileall
+
     import sentencepiece
     import tokenizers
 
+    compileall.compile_dir(str(ROOT / "dlnlp"), quiet=1)
     report: dict = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",

@@ -101,9 +101,9 @@ def train(
     Example: dlnlp tokenize train data.jsonl --text-field text --engine sentencepiece --model unigram --out tok.model
     """
     from dlnlp.io.atomic import atomic_write_bytes, check_can_write
-    from dlnlp.io.corpus import describe_inputs, iter_lines
+    from dlnlp.io.corpus import describe_inputs, iter_line_blocks
     from dlnlp.progress import log, warn
-    from dlnlp.tokenization.train import TrainSpec, train_tokenizer, trained_vocab_size
+    from dlnlp.tokenization.train import TrainSpec, train_tokenizer_from_blocks, trained_vocab_size
 
     spec = TrainSpec(
         model=model, engine=engine, vocab_size=vocab_size, min_frequency=min_frequency,
@@ -117,18 +117,18 @@ def train(
         warn("--min-frequency does not apply to unigram; ignored")
     counted = {"lines": 0, "chars": 0}
 
-    def counting(lines):
-        for line in lines:
-            counted["lines"] += 1
-            counted["chars"] += len(line)
-            yield line
+    def counting(blocks):
+        for block in blocks:
+            counted["lines"] += len(block)
+            counted["chars"] += sum(map(len, block))
+            yield block
 
     start = time.perf_counter()
-    lines = iter_lines(inputs, corpus_options(text_field, encoding_errors))
-    # Read the first line before saying anything: a bad input fails with its one-line message only.
-    first = next(lines)
+    blocks = iter_line_blocks(inputs, corpus_options(text_field, encoding_errors))
+    # Read the first lines before saying anything: a bad input fails with its one-line message only.
+    first = next(blocks)
     log(f"training {spec.engine} {spec.model} (vocab {spec.vocab_size}) on {describe_inputs(inputs)}", quiet=quiet)
-    data = train_tokenizer(counting(itertools.chain([first], lines)), spec)
+    data = train_tokenizer_from_blocks(counting(itertools.chain([first], blocks)), spec)
     seconds = time.perf_counter() - start
     atomic_write_bytes(out, data, force=force)
     size = trained_vocab_size(data, spec.engine)
@@ -187,9 +187,9 @@ def encode(
     Example: dlnlp tokenize encode corpus.txt -t tok.json --format tokens --output corpus.tok
     """
     from dlnlp.io.atomic import check_can_write
-    from dlnlp.io.corpus import iter_lines
+    from dlnlp.io.corpus import iter_line_blocks
     from dlnlp.progress import Progress
-    from dlnlp.tokenization.codec import encode_stream
+    from dlnlp.tokenization.codec import encode_chunks, rechunk
     from dlnlp.tokenization.tokenizer import load_tokenizer
 
     _check_format(fmt)
@@ -198,11 +198,11 @@ def encode(
         check_can_write(output, force)
     tok = load_tokenizer(tokenizer)
     tok._threads = threads
-    lines = iter_lines(inputs, corpus_options(text_field, encoding_errors))
+    chunks = rechunk(iter_line_blocks(inputs, corpus_options(text_field, encoding_errors)))
     start = time.perf_counter()
     with Progress("encode", unit="line", rate_unit="token", quiet=quiet) as progress, \
             _open_output(output, force) as stream:
-        stats = encode_stream(tok, lines, stream, fmt, on_chunk=lambda n, t: progress.update(n, rate=t))
+        stats = encode_chunks(tok, chunks, stream, fmt, on_chunk=lambda n, t: progress.update(n, rate=t))
         stream.flush()
     if json_output:
         import json

@@ -16,9 +16,11 @@ Formats (``--format``):
 from __future__ import annotations
 
 import json
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import IO
 
 from dlnlp.errors import InputError
@@ -41,15 +43,32 @@ class CodecStats:
 def iter_text_chunks(lines: Iterable[str], chunk_chars: int = CHUNK_CHARS,
                      max_lines: int = CHUNK_MAX_LINES) -> Iterator[list[str]]:
     """Group lines into chunks of about ``chunk_chars`` characters (at most ``max_lines`` lines)."""
+    from dlnlp.io.corpus import iter_chunks
+
+    return rechunk(iter_chunks(lines, 4096), chunk_chars, max_lines)
+
+
+def rechunk(blocks: Iterable[list[str]], chunk_chars: int = CHUNK_CHARS,
+            max_lines: int = CHUNK_MAX_LINES) -> Iterator[list[str]]:
+    """Regroup lists of lines (``iter_line_blocks``) into chunks of about ``chunk_chars`` characters,
+    newlines counted, and at most ``max_lines`` lines, in order: a chunk ends at the first line that
+    brings it to ``chunk_chars``. Lines are moved in slices, not one by one."""
     chunk: list[str] = []
     size = 0
-    for line in lines:
-        chunk.append(line)
-        size += len(line) + 1
-        if size >= chunk_chars or len(chunk) >= max_lines:
-            yield chunk
-            chunk = []
-            size = 0
+    for block in blocks:
+        ends = list(accumulate(len(line) + 1 for line in block))  # chunk size after each line
+        start = 0
+        while start < len(block):
+            before = ends[start - 1] if start else 0
+            stop = bisect_left(ends, chunk_chars - size + before, lo=start) + 1  # the line that fills it
+            stop = min(stop, start + max_lines - len(chunk), len(block))
+            chunk.extend(block[start:stop])
+            size += ends[stop - 1] - before
+            start = stop
+            if size >= chunk_chars or len(chunk) >= max_lines:
+                yield chunk
+                chunk = []
+                size = 0
     if chunk:
         yield chunk
 
@@ -97,6 +116,12 @@ def _formatter(tokenizer: Tokenizer, fmt: str) -> Callable[[list, list | None], 
 def encode_stream(tokenizer: Tokenizer, lines: Iterable[str], out: IO[bytes], fmt: str = "ids",
                   *, chunk_chars: int = CHUNK_CHARS, on_chunk: Callable[[int, int], None] | None = None) -> CodecStats:
     """Encode ``lines`` to ``out`` (a binary stream), one output line per input line, in order."""
+    return encode_chunks(tokenizer, iter_text_chunks(lines, chunk_chars), out, fmt, on_chunk=on_chunk)
+
+
+def encode_chunks(tokenizer: Tokenizer, chunks: Iterable[list[str]], out: IO[bytes], fmt: str = "ids",
+                  *, on_chunk: Callable[[int, int], None] | None = None) -> CodecStats:
+    """:func:`encode_stream` on lines already in chunks (``rechunk(iter_line_blocks(...))``)."""
     if fmt not in FORMATS:
         raise InputError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     encode = _encoder(tokenizer, fmt)
@@ -115,7 +140,7 @@ def encode_stream(tokenizer: Tokenizer, lines: Iterable[str], out: IO[bytes], fm
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dlnlp-encode") as pool:
         pending: tuple[Future, list[str]] | None = None
-        for chunk in iter_text_chunks(lines, chunk_chars):
+        for chunk in chunks:
             future = pool.submit(encode, chunk)
             if pending is not None:
                 finish(*pending)

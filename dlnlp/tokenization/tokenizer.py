@@ -52,11 +52,12 @@ class Tokenizer:
         self.engine = engine
         self.path = path
         self._threads = os.cpu_count() or 1
+        self._special_tokens: dict[str, int] | None = None
         if engine == "hf":
             self._model_type = type(backend.model).__name__
             if self._model_type == "BPE":
                 _enlarge_bpe_cache(backend, source)
-            self.special_tokens: dict[str, int] = {
+            self._special_tokens = {
                 added.content: token_id
                 for token_id, added in sorted(backend.get_added_tokens_decoder().items())
                 if added.special
@@ -82,9 +83,17 @@ class Tokenizer:
             self.eos_id = optional(sp.eos_id())
             self.pad_id = optional(sp.pad_id())
             self.mask_id = None
-            self.special_tokens = _sentencepiece_specials(sp)
         else:
             raise ValueError(f"unknown engine {engine!r}")
+
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        """Special token -> id (sentencepiece: control, unknown and user-defined pieces)."""
+        if self._special_tokens is None:
+            # Read from the model proto on first use, not at load: it takes tens of milliseconds, a
+            # large share of a short `dlnlp tokenize encode` in a pipeline.
+            self._special_tokens = _sentencepiece_specials(self.backend)
+        return self._special_tokens
 
     def _find(self, names: Sequence[str]) -> int | None:
         for name in names:

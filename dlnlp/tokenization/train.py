@@ -136,13 +136,12 @@ def build_hf_tokenizer(spec: TrainSpec):
     return tokenizer, trainer
 
 
-def train_hf(lines: Iterable[str], spec: TrainSpec, chunk_lines: int = CHUNK_LINES):
-    """Train a ``tokenizers.Tokenizer`` on streamed lines; returns it (``to_str()`` is tokenizer.json)."""
-    from dlnlp.io.corpus import iter_chunks
-
+def train_hf(blocks: Iterable[list[str]], spec: TrainSpec):
+    """Train a ``tokenizers.Tokenizer`` on streamed lists of lines; returns it (``to_str()`` is
+    tokenizer.json)."""
     tokenizer, trainer = build_hf_tokenizer(spec)
-    # Chunks of lines, not single lines: each item crosses the Python/Rust boundary once.
-    tokenizer.train_from_iterator(iter_chunks(lines, chunk_lines), trainer=trainer)
+    # Lists of lines, not single lines: each item crosses the Python/Rust boundary once.
+    tokenizer.train_from_iterator(blocks, trainer=trainer)
     return tokenizer
 
 
@@ -174,14 +173,14 @@ def sentencepiece_options(spec: TrainSpec) -> dict:
     return options
 
 
-def train_sentencepiece(lines: Iterable[str], spec: TrainSpec) -> bytes:
-    """Train a sentencepiece model on streamed lines; returns the serialized ``.model`` bytes."""
+def train_sentencepiece(blocks: Iterable[list[str]], spec: TrainSpec) -> bytes:
+    """Train a sentencepiece model on streamed lists of lines; returns the serialized ``.model`` bytes."""
     import sentencepiece as spm
 
     buffer = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=_non_blank(lines), model_writer=buffer, **sentencepiece_options(spec)
+            sentence_iterator=_non_blank(blocks), model_writer=buffer, **sentencepiece_options(spec)
         )
     except RuntimeError as exc:
         message = str(exc).splitlines()[-1] if str(exc) else type(exc).__name__
@@ -190,18 +189,25 @@ def train_sentencepiece(lines: Iterable[str], spec: TrainSpec) -> bytes:
     return buffer.getvalue()
 
 
-def _non_blank(lines: Iterable[str]) -> Iterator[str]:
+def _non_blank(blocks: Iterable[list[str]]) -> Iterator[str]:
     # sentencepiece counts blank lines as sentences; they carry nothing to learn.
-    return (line for line in lines if line)
+    return (line for block in blocks for line in block if line)
 
 
 # --- both ---------------------------------------------------------------------------------------
 def train_tokenizer(lines: Iterable[str], spec: TrainSpec) -> bytes:
     """Train and return the file contents: tokenizer.json (hf) or a .model (sentencepiece)."""
+    from dlnlp.io.corpus import iter_chunks
+
+    return train_tokenizer_from_blocks(iter_chunks(lines, CHUNK_LINES), spec)
+
+
+def train_tokenizer_from_blocks(blocks: Iterable[list[str]], spec: TrainSpec) -> bytes:
+    """:func:`train_tokenizer` on lists of lines (``iter_line_blocks``: no per-line Python overhead)."""
     if spec.engine == "sentencepiece":
-        return train_sentencepiece(lines, spec)
+        return train_sentencepiece(blocks, spec)
     try:
-        tokenizer = train_hf(lines, spec)
+        tokenizer = train_hf(blocks, spec)
     except Exception as exc:
         if isinstance(exc, DlnlpError):
             raise

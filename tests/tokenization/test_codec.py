@@ -6,10 +6,12 @@ import io
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dlnlp.errors import InputError
 from dlnlp.tokenization import load_tokenizer
-from dlnlp.tokenization.codec import decode_stream, encode_stream, iter_text_chunks
+from dlnlp.tokenization.codec import decode_stream, encode_stream, iter_text_chunks, rechunk
 
 LINES = ["def main():", "", "    return 42  ", "ünïcödé ✓ \r", "\t", "last line <|endoftext|>"] * 37
 
@@ -83,3 +85,28 @@ def test_bigger_bpe_cache_never_changes_the_ids(bytelevel_path):
     tok = load_tokenizer(bytelevel_path)
     assert tok.encode_batch(lines) == [e.ids for e in hf.encode_batch(lines)]
     assert tok.encode_batch(lines) == [e.ids for e in hf.encode_batch(lines)]  # second pass: from the cache
+
+
+def _chunks_line_by_line(lines, chunk_chars, max_lines):
+    """The grouping rule written per line: a chunk ends at the line that brings it to chunk_chars
+    characters (newlines counted) or max_lines lines."""
+    chunks, chunk, size = [], [], 0
+    for line in lines:
+        chunk.append(line)
+        size += len(line) + 1
+        if size >= chunk_chars or len(chunk) >= max_lines:
+            chunks.append(chunk)
+            chunk, size = [], 0
+    return chunks + ([chunk] if chunk else [])
+
+
+@given(
+    lines=st.lists(st.text(max_size=12), max_size=80),
+    cuts=st.lists(st.integers(0, 80), max_size=6),
+    chunk_chars=st.integers(1, 60),
+    max_lines=st.integers(1, 9),
+)
+def test_rechunk_groups_blocks_exactly_as_line_by_line(lines, cuts, chunk_chars, max_lines):
+    bounds = sorted([0, len(lines), *(c for c in cuts if c <= len(lines))])  # repeats give empty blocks
+    blocks = [lines[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    assert list(rechunk(blocks, chunk_chars, max_lines)) == _chunks_line_by_line(lines, chunk_chars, max_lines)
