@@ -61,6 +61,9 @@ EncodingErrors = Annotated[
 
 BatchSize = Annotated[int, typer.Option("--batch-size", help="Batch size.", rich_help_panel=TRAINING)]
 LearningRate = Annotated[float, typer.Option("--lr", help="(Peak) learning rate.", rich_help_panel=TRAINING)]
+Beta2 = Annotated[float, typer.Option("--beta2", help="Adam(W) beta2, the decay of the squared-gradient average "
+                                      "(0.99 adapts faster when each step sees few tokens).",
+                                      rich_help_panel=TRAINING)]
 Epochs = Annotated[Optional[float], typer.Option("--epochs", help="Passes over the training data.",
                                                  rich_help_panel=TRAINING)]
 MaxSteps = Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many optimizer steps.",

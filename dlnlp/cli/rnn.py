@@ -13,6 +13,7 @@ from dlnlp.cli.options import (
     INPUT,
     TRAINING,
     BatchSize,
+    Beta2,
     Compile,
     Device,
     EncodingErrors,
@@ -73,6 +74,10 @@ def train(
     dropout: Dropout = 0.0,
     embed_dropout: EmbedDropout = None,
     tie_weights: TieWeights = False,
+    forget_bias: Annotated[Optional[float], typer.Option("--forget-bias", help="lstm: start the forget-gate bias "
+                                                         "at this value (Jozefowicz et al. 2015: 1) instead of "
+                                                         "PyTorch's uniform initialization.",
+                                                         rich_help_panel=MODEL)] = None,
     context: Context = 5,
     direct: Direct = False,
     tokenizer: TokenizerOpt = "char",
@@ -85,6 +90,7 @@ def train(
     optimizer: Annotated[str, typer.Option("--optimizer", help="adamw or sgd.", rich_help_panel=TRAINING)] = "adamw",
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW decoupled weight decay.",
                                                 rich_help_panel=TRAINING)] = 0.0,
+    beta2: Beta2 = 0.999,
     momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum.", rich_help_panel=TRAINING)] = 0.9,
     schedule: Annotated[str, typer.Option("--schedule", help="constant, linear or cosine (over --max-steps/--epochs "
                                           "or the --max-time budget).", rich_help_panel=TRAINING)] = "constant",
@@ -135,9 +141,10 @@ def train(
             stops["epochs"] = 1.0
         model_config = RNNLMConfig(vocab_size=1, cell=cell, embed=embed, hidden=hidden, layers=layers,
                                    dropout=dropout, embed_dropout=embed_dropout, tie_weights=tie_weights,
-                                   context=context, direct=direct)
+                                   forget_bias=forget_bias, context=context, direct=direct)
         train_config = TrainConfig(
-            optimizer=optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum, schedule=schedule,
+            optimizer=optimizer, lr=lr, weight_decay=weight_decay, betas=(0.9, beta2), momentum=momentum,
+            schedule=schedule,
             warmup_steps=warmup, min_lr_ratio=min_lr_ratio, clip=clip or None, grad_accum=grad_accum,
             precision=precision, device=device, eval_interval=eval_interval, eval_batches=eval_batches,
             log_interval=log_interval, seed=seed, compile=compile, quiet=quiet, **stops,

@@ -50,6 +50,7 @@ class RNNLMConfig:
     dropout: float = 0.0            # between layers and on the decoder input
     embed_dropout: float | None = None  # on the embeddings (None: same as dropout)
     tie_weights: bool = False
+    forget_bias: float | None = None  # lstm: initial forget-gate bias (None: PyTorch's init)
     context: int = 5                # ffnn: tokens of history (the n of an n-gram model minus one)
     direct: bool = False            # ffnn: Bengio's direct input-to-output connections W x
 
@@ -59,6 +60,8 @@ class RNNLMConfig:
         for name in ("vocab_size", "embed", "hidden", "layers", "context"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.forget_bias is not None and self.cell != "lstm":
+            raise ValueError(f"--forget-bias applies to --cell lstm only, not {self.cell}")
         for name in ("dropout", "embed_dropout"):
             value = getattr(self, name)
             if value is not None and not 0 <= value < 1:
@@ -117,7 +120,8 @@ class RNNLM(_LMBase):
         embed_dropout = config.dropout if config.embed_dropout is None else config.embed_dropout
         self.embedding = nn.Embedding(config.vocab_size, config.embed)
         self.embed_drop = _dropout(embed_dropout)
-        self.rnn = RecurrentStack(config.cell, config.embed, config.hidden, config.layers, config.dropout)
+        self.rnn = RecurrentStack(config.cell, config.embed, config.hidden, config.layers, config.dropout,
+                                  forget_bias=config.forget_bias)
         self.out_drop = _dropout(config.dropout)
         out_size = config.hidden
         self.proj = None

@@ -42,7 +42,8 @@ def trained(tmp_path_factory):
     corpus.write_text(_corpus(), encoding="utf-8")
     out = root / "model"
     result = run_cli("rnn", "train", str(corpus), "--out", str(out), *TINY, "--max-steps", "40",
-                     "--eval-interval", "20", "--schedule", "cosine", "--dropout", "0.1", "--json", check=True, env=ONE_THREAD)
+                     "--eval-interval", "20", "--schedule", "cosine", "--dropout", "0.1", "--forget-bias", "1", "--beta2", "0.99", "--json",
+                     check=True, env=ONE_THREAD)
     return root, out, json.loads(result.stdout)
 
 
@@ -54,6 +55,7 @@ def test_train_writes_a_model_directory_and_reports_json(trained):
         assert (out / name).is_file(), name
     config = json.loads((out / "config.json").read_text())
     assert config["kind"] == "rnn_lm" and config["model"]["cell"] == "lstm"
+    assert config["model"]["forget_bias"] == 1.0 and config["train"]["betas"] == [0.9, 0.99]
 
 
 def test_sample_is_reproducible_with_seed_and_greedy_at_temperature_zero(trained, capsys):

@@ -57,6 +57,11 @@ def test_lstm_forget_gate_bias_option():
     for layer in range(2):
         b = getattr(stack.rnn, f"bias_ih_l{layer}") + getattr(stack.rnn, f"bias_hh_l{layer}")
         assert torch.allclose(b[4:8], torch.ones(4))
+    # The language model passes its config through; the bias survives a save/load of the config.
+    config = RNNLMConfig(vocab_size=7, embed=3, hidden=4, forget_bias=1.0)
+    model = build_model(RNNLMConfig.from_dict(config.to_dict()))
+    b = model.rnn.rnn.bias_ih_l1 + model.rnn.rnn.bias_hh_l1
+    assert torch.allclose(b[4:8], torch.ones(4)) and not torch.allclose(b[:4], torch.ones(4))
 
 
 def test_greedy_generation_follows_the_argmax_chain_and_seeded_sampling_repeats():
@@ -78,3 +83,5 @@ def test_invalid_config_is_rejected():
         build_model(RNNLMConfig(vocab_size=5, cell="transformer"))
     with pytest.raises(ValueError, match="--dropout"):
         build_model(RNNLMConfig(vocab_size=5, dropout=1.0))
+    with pytest.raises(ValueError, match="--forget-bias applies to --cell lstm"):
+        build_model(RNNLMConfig(vocab_size=5, cell="gru", forget_bias=1.0))
