@@ -7,7 +7,7 @@ Shakespeare (last 10% held out), 32 streams of 128 characters, Adam 2e-3, gradie
   fresh subprocess, each for ``--seconds`` of training with no validation), ``--reps`` times, and
   reports characters/s of each (measured after the first ``--warmup`` steps) and the median ratio.
 * ``budget``: one `dlnlp rnn train` run with a wall-clock budget (``--budget`` s, default 300) using
-  the trainer's cosine-to-budget schedule and dropout, then the validation loss over the whole
+  the trainer's weight averaging (``--ema 0.99``, constant learning rate), then the validation loss over the whole
   validation text (`dlnlp rnn eval`).
 
 Run the long parts under the exclusive CPU lock on the shared machine::
@@ -36,8 +36,9 @@ DLNLP = [sys.executable, "-m", "dlnlp"]
 
 MODEL_ARGS = ["--cell", "lstm", "--embed", "64", "--hidden", "256", "--layers", "2", "--seq-len", "128",
               "--batch-size", "32", "--lr", "2e-3", "--clip", "5", "--device", "cpu", "--seed", "0"]
-# What the budget run adds: a cosine decay of the learning rate to the end of the time budget.
-BUDGET_ARGS = ["--schedule", "cosine", "--min-lr-ratio", "0.1"]
+# What the budget run adds: the constant learning rate of the reference loop, with the weights
+# averaged (an exponential moving average, decay 0.99) for validation and saving.
+BUDGET_ARGS = ["--schedule", "constant", "--ema", "0.99"]
 
 
 def hand_loop(seconds: float, warmup: int) -> dict:

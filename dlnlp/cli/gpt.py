@@ -19,6 +19,7 @@ from dlnlp.cli.options import (
     Beta2,
     Compile,
     Device,
+    Ema,
     EncodingErrors,
     Epochs,
     Force,
@@ -76,6 +77,7 @@ def train(
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW decoupled weight decay.",
                                                 rich_help_panel=TRAINING)] = 0.1,
     beta2: Beta2 = 0.99,
+    ema: Ema = 0.0,
     schedule: Annotated[str, typer.Option("--schedule", help="constant, linear or cosine.",
                                           rich_help_panel=TRAINING)] = "cosine",
     warmup: Annotated[int, typer.Option("--warmup", help="Linear warmup steps.", rich_help_panel=TRAINING)] = 100,
@@ -137,7 +139,7 @@ def train(
                       "activation": activation}
         train_config = TrainConfig(
             optimizer="adamw", lr=lr, weight_decay=weight_decay, betas=(0.9, beta2), schedule=schedule,
-            warmup_steps=warmup, min_lr_ratio=min_lr_ratio, clip=clip or None, grad_accum=grad_accum,
+            warmup_steps=warmup, min_lr_ratio=min_lr_ratio, clip=clip or None, grad_accum=grad_accum, ema_decay=ema,
             precision=precision, device=device, eval_interval=eval_interval, eval_batches=eval_batches,
             log_interval=log_interval, seed=seed, compile=compile, quiet=quiet, **stops,
         )

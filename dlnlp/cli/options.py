@@ -64,6 +64,9 @@ LearningRate = Annotated[float, typer.Option("--lr", help="(Peak) learning rate.
 Beta2 = Annotated[float, typer.Option("--beta2", help="Adam(W) beta2, the decay of the squared-gradient average "
                                       "(0.99 adapts faster when each step sees few tokens).",
                                       rich_help_panel=TRAINING)]
+Ema = Annotated[float, typer.Option("--ema", help="Weight averaging: validate and save an exponential moving "
+                                    "average of the weights with this decay (e.g. 0.99; 0: off).",
+                                    rich_help_panel=TRAINING)]
 Epochs = Annotated[Optional[float], typer.Option("--epochs", help="Passes over the training data.",
                                                  rich_help_panel=TRAINING)]
 MaxSteps = Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many optimizer steps.",

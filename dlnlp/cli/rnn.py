@@ -16,6 +16,7 @@ from dlnlp.cli.options import (
     Beta2,
     Compile,
     Device,
+    Ema,
     EncodingErrors,
     Epochs,
     Force,
@@ -91,6 +92,7 @@ def train(
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW decoupled weight decay.",
                                                 rich_help_panel=TRAINING)] = 0.0,
     beta2: Beta2 = 0.999,
+    ema: Ema = 0.0,
     momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum.", rich_help_panel=TRAINING)] = 0.9,
     schedule: Annotated[str, typer.Option("--schedule", help="constant, linear or cosine (over --max-steps/--epochs "
                                           "or the --max-time budget).", rich_help_panel=TRAINING)] = "constant",
@@ -145,7 +147,7 @@ def train(
         train_config = TrainConfig(
             optimizer=optimizer, lr=lr, weight_decay=weight_decay, betas=(0.9, beta2), momentum=momentum,
             schedule=schedule,
-            warmup_steps=warmup, min_lr_ratio=min_lr_ratio, clip=clip or None, grad_accum=grad_accum,
+            warmup_steps=warmup, min_lr_ratio=min_lr_ratio, clip=clip or None, grad_accum=grad_accum, ema_decay=ema,
             precision=precision, device=device, eval_interval=eval_interval, eval_batches=eval_batches,
             log_interval=log_interval, seed=seed, compile=compile, quiet=quiet, **stops,
         )

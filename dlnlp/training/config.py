@@ -23,6 +23,11 @@ class TrainConfig:
     ``linear`` or ``cosine`` (Loshchilov & Hutter 2017, without restarts). The decay progress is the
     larger of steps done / total steps (when ``max_steps`` or ``epochs`` fix the total) and time
     used / ``max_time``, so a run bounded only by a time budget still anneals to the end of it.
+
+    Weight averaging (``ema_decay`` > 0): the trainer keeps an exponential moving average of the
+    weights, ``w_avg <- w_avg + max(1 - decay, 1 / t) (w_t - w_avg)`` after step ``t`` (the first
+    steps average everything so far; Polyak & Juditsky 1992), validates and saves the averaged
+    weights, and keeps training the raw ones.
     """
 
     optimizer: str = "adamw"
@@ -37,6 +42,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.0
     clip: float | None = 1.0           # max global gradient L2 norm; None or 0: no clipping
     grad_accum: int = 1                # micro-batches per optimizer step
+    ema_decay: float = 0.0             # weight averaging (0: off), see above
     precision: str = "auto"            # auto|fp32|bf16|fp16 (autocast on CUDA; GradScaler for fp16)
     device: str = "auto"
     max_steps: int | None = None
@@ -67,6 +73,8 @@ class TrainConfig:
             raise ValueError(f"--min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.clip is not None and self.clip < 0:
             raise ValueError(f"--clip must be >= 0, got {self.clip}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"--ema must be in [0, 1), got {self.ema_decay}")
         if self.grad_accum < 1:
             raise ValueError(f"--grad-accum must be >= 1, got {self.grad_accum}")
         if self.max_steps is not None and self.max_steps < 1:

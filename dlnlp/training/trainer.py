@@ -9,6 +9,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -241,6 +242,8 @@ class Trainer:
         self.stop_requested: str | None = None
         self._good_checkpoint_step: int | None = None
         self._start = 0.0
+        # The averaged weights (config.ema_decay), one tensor per parameter of the model.
+        self.averaged: list[torch.Tensor] | None = None
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -274,6 +277,8 @@ class Trainer:
             if self.resume:
                 _truncate_metrics(self.out_dir / METRICS_NAME, self.step)
         metrics = MetricsLog(self.out_dir, append=self.resume) if self.out_dir is not None else None
+        if cfg.ema_decay and self.averaged is None:
+            self.averaged = [p.detach().clone() for p in self.model.parameters()]
         train_model = torch.compile(self.model) if cfg.compile else self.model
         total_steps = self.total_steps()
         self.model.train()
@@ -319,6 +324,8 @@ class Trainer:
                     self.scaler.update()
                     self.optimizer.zero_grad(set_to_none=True)
                     self.step += 1
+                    if self.averaged is not None:
+                        self._update_average()
                     self.tokens += step_tokens
                     log_tokens += step_tokens
                     if cfg.warmup_steps and self.step == cfg.warmup_steps:
@@ -399,6 +406,31 @@ class Trainer:
             return "max_time"
         return None
 
+    @torch.no_grad()
+    def _update_average(self) -> None:
+        weight = max(1.0 - self.config.ema_decay, 1.0 / self.step)
+        for average, param in zip(self.averaged, self.model.parameters(), strict=True):
+            average.lerp_(param, weight)
+
+    @contextmanager
+    def averaged_weights(self) -> Iterator[nn.Module]:
+        """The model with the averaged weights in place for the duration (the model as is without
+        weight averaging); the raw weights are put back afterwards."""
+        if self.averaged is None:
+            yield self.model
+            return
+        params = list(self.model.parameters())
+        with torch.no_grad():
+            raw = [p.detach().clone() for p in params]
+            for param, average in zip(params, self.averaged, strict=True):
+                param.copy_(average)
+        try:
+            yield self.model
+        finally:
+            with torch.no_grad():
+                for param, value in zip(params, raw, strict=True):
+                    param.copy_(value)
+
     def _set_lr(self, total_steps: int | None) -> None:
         cfg = self.config
         progress = decay_progress(self.step, cfg.warmup_steps, total_steps, self.elapsed, cfg.max_time,
@@ -417,15 +449,16 @@ class Trainer:
     def _validate(self, metrics: MetricsLog | None, max_batches: int | None, progress: Progress | None) -> None:
         if self.val_data is None and self.val_fn is None:
             return
-        result = self.evaluate(max_batches)
-        val_loss = float(result["val_loss"])
-        self._check_finite(val_loss, "validation")
-        self.last_val_loss = val_loss
-        improved = self.best_val_loss is None or val_loss < self.best_val_loss
-        if improved:
-            self.best_val_loss = val_loss
-            if self.out_dir is not None:
-                _save_weights_atomic(self.model.state_dict(), self.out_dir / WEIGHTS_NAME)
+        with self.averaged_weights():
+            result = self.evaluate(max_batches)
+            val_loss = float(result["val_loss"])
+            self._check_finite(val_loss, "validation")
+            self.last_val_loss = val_loss
+            improved = self.best_val_loss is None or val_loss < self.best_val_loss
+            if improved:
+                self.best_val_loss = val_loss
+                if self.out_dir is not None:
+                    _save_weights_atomic(self.model.state_dict(), self.out_dir / WEIGHTS_NAME)
         if metrics:
             metrics.write(step=self.step, val_loss=val_loss, val_ppl=math.exp(min(val_loss, 700)),
                           best=improved, full=max_batches is None, elapsed=round(self.elapsed, 3),
@@ -444,6 +477,8 @@ class Trainer:
         tensors.update(rng_tensors)
         structure, state_tensors = ckpt.flatten_state(self.state)
         tensors.update({f"recurrent/{k}": v for k, v in state_tensors.items()})
+        if self.averaged is not None:
+            tensors.update({f"averaged/{i}": t for i, t in enumerate(self.averaged)})
         meta = {
             "step": self.step, "tokens": self.tokens, "elapsed": self.elapsed, "warmup_time": self.warmup_time,
             "best_val_loss": self.best_val_loss, "last_val_loss": self.last_val_loss,
@@ -453,7 +488,8 @@ class Trainer:
         }
         ckpt.save_checkpoint(self.out_dir, model_state, meta, tensors)
         if self.val_data is None and self.val_fn is None:
-            _save_weights_atomic(model_state, self.out_dir / WEIGHTS_NAME)
+            with self.averaged_weights():
+                _save_weights_atomic(self.model.state_dict(), self.out_dir / WEIGHTS_NAME)
         self._good_checkpoint_step = self.step
 
     def _load_checkpoint(self) -> None:
@@ -473,6 +509,9 @@ class Trainer:
         self.last_val_loss = meta.get("last_val_loss")
         recurrent = {k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith("recurrent/")}
         self.state = ckpt.unflatten_state(meta.get("recurrent"), recurrent, self.device)
+        averaged = sorted((int(k.split("/", 1)[1]), v) for k, v in tensors.items() if k.startswith("averaged/"))
+        if averaged:
+            self.averaged = [v.to(self.device, copy=True) for _, v in averaged]
         ckpt.set_rng_state(meta["rng"], tensors)
         self._good_checkpoint_step = self.step
         log(f"resuming from step {self.step} ({self.elapsed_before:.0f} s trained)", quiet=self.config.quiet)

@@ -146,14 +146,15 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 # -- exact resume -----------------------------------------------------------------------------------
 
-def _lstm_run(out_dir, stop_at=None, resume=False, max_steps=12):
+def _lstm_run(out_dir, stop_at=None, resume=False, max_steps=12, ema_decay=0.0):
     torch.manual_seed(0)
     model = build_model(RNNLMConfig(vocab_size=11, embed=8, hidden=16, layers=2, dropout=0.3))
     tokens = _tokens()
     train = StreamBatches(tokens[:2500], 4, 16)     # 39 windows per epoch
     val = StreamBatches(tokens[2500:], 4, 16, clamp=True)
     cfg = TrainConfig(lr=5e-3, max_steps=max_steps, schedule="cosine", warmup_steps=2, log_interval=1,
-                      eval_interval=4, eval_batches=2, grad_accum=2, device="cpu", quiet=True, seed=3)
+                      eval_interval=4, eval_batches=2, grad_accum=2, device="cpu", quiet=True, seed=3,
+                      ema_decay=ema_decay)
 
     def on_step(trainer):
         if stop_at is not None and trainer.step == stop_at:
@@ -175,6 +176,50 @@ def test_interrupted_and_resumed_run_reproduces_the_losses_step_for_step(tmp_pat
     assert [s for s, _ in got] == list(range(1, 13))
     assert got == expected  # bit for bit: same data position, state, RNG, optimizer and schedule
     assert _val_losses(part) == _val_losses(full)
+
+
+def test_resume_with_weight_averaging_restores_the_average(tmp_path):
+    from dlnlp.io.modeldir import load_weights
+
+    full, part = tmp_path / "full", tmp_path / "part"
+    _lstm_run(full, ema_decay=0.7)
+    with pytest.raises(TrainingInterrupted):
+        _lstm_run(part, stop_at=6, ema_decay=0.7)
+    _lstm_run(part, resume=True, ema_decay=0.7)
+    assert _val_losses(part) == _val_losses(full)  # validated on the averaged weights
+    saved_full, saved_part = load_weights(full / "model.safetensors"), load_weights(part / "model.safetensors")
+    assert all(torch.equal(saved_full[k], saved_part[k]) for k in saved_full)
+
+
+def test_weight_averaging_validates_and_saves_the_moving_average(tmp_path):
+    from dlnlp.io.modeldir import load_weights
+    from dlnlp.training.trainer import evaluate_loss
+
+    torch.manual_seed(0)
+    model = build_model(RNNLMConfig(vocab_size=11, embed=8, hidden=16, layers=1))
+    tokens = _tokens()
+    train, val = StreamBatches(tokens[:2500], 4, 16), StreamBatches(tokens[2500:], 4, 16, clamp=True)
+    decay, steps = 0.8, 10
+    cfg = TrainConfig(lr=1e-2, max_steps=steps, eval_interval=0, device="cpu", quiet=True, ema_decay=decay)
+    snapshots = []
+    initial = [p.detach().clone() for p in model.parameters()]
+    trainer = Trainer(model, cfg, train, val, out_dir=tmp_path / "run",
+                      on_step=lambda t: snapshots.append([p.detach().clone() for p in t.model.parameters()]))
+    result = trainer.fit()
+    expected = initial
+    for t, weights in enumerate(snapshots, start=1):
+        rate = max(1 - decay, 1 / t)
+        expected = [e + rate * (w - e) for e, w in zip(expected, weights, strict=True)]
+    names = [name for name, _ in model.named_parameters()]
+    saved = load_weights(tmp_path / "run" / "model.safetensors")
+    for name, value in zip(names, expected, strict=True):
+        assert torch.allclose(saved[name], value, atol=1e-6), name
+    # Training went on with the raw weights; they are back in the model after validation.
+    assert all(torch.equal(p, w) for p, w in zip(model.parameters(), snapshots[-1], strict=True))
+    assert not torch.allclose(saved[names[0]], snapshots[-1][0])
+    averaged = build_model(RNNLMConfig(vocab_size=11, embed=8, hidden=16, layers=1))
+    averaged.load_state_dict(saved)
+    assert result.final_val_loss == pytest.approx(evaluate_loss(averaged, val, torch.device("cpu"))["val_loss"])
 
 
 def test_random_windows_resume_with_sgd_momentum(tmp_path):
