@@ -139,7 +139,8 @@ def train(
                       "activation": activation}
         train_config = TrainConfig(
             optimizer="adamw", lr=lr, weight_decay=weight_decay, betas=(0.9, beta2), schedule=schedule,
-            warmup_steps=warmup, min_lr_ratio=min_lr_ratio, clip=clip or None, grad_accum=grad_accum, ema_decay=ema,
+            warmup_steps=warmup, min_lr_ratio=min_lr_ratio, clip=clip or None, grad_accum=grad_accum,
+            ema_decay=ema,
             precision=precision, device=device, eval_interval=eval_interval, eval_batches=eval_batches,
             log_interval=log_interval, seed=seed, compile=compile, quiet=quiet, **stops,
         )

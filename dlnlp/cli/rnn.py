@@ -146,8 +146,8 @@ def train(
                                    forget_bias=forget_bias, context=context, direct=direct)
         train_config = TrainConfig(
             optimizer=optimizer, lr=lr, weight_decay=weight_decay, betas=(0.9, beta2), momentum=momentum,
-            schedule=schedule,
-            warmup_steps=warmup, min_lr_ratio=min_lr_ratio, clip=clip or None, grad_accum=grad_accum, ema_decay=ema,
+            schedule=schedule, warmup_steps=warmup, min_lr_ratio=min_lr_ratio, clip=clip or None,
+            grad_accum=grad_accum, ema_decay=ema,
             precision=precision, device=device, eval_interval=eval_interval, eval_batches=eval_batches,
             log_interval=log_interval, seed=seed, compile=compile, quiet=quiet, **stops,
         )
