@@ -216,14 +216,18 @@ class CooccurrenceCounter:
                     self._compact()
 
     # -- sparse table ----------------------------------------------------------------------------
-    def _compact(self) -> None:
-        """Merge pending chunk results into the table; spill the table to disk if it is too big."""
+    def _merge_pending(self) -> None:
+        """Merge the pending chunk results into the sorted table."""
         if self._pending:
             keys = np.concatenate([self._table_keys] + [k for k, _ in self._pending])
             values = np.concatenate([self._table_values] + [v for _, v in self._pending])
             self._pending, self._pending_size = [], 0
             self._table_keys, self._table_values = _sort_reduce(keys, values)
             self.peak_table_entries = max(self.peak_table_entries, len(self._table_keys))
+
+    def _compact(self) -> None:
+        """Merge pending chunk results into the table; spill the table to disk if it is too big."""
+        self._merge_pending()
         if len(self._table_keys) > self.table_limit // 2:
             self._spill(self._table_keys, self._table_values)
             self._table_keys = np.zeros(0, dtype=np.int64)
@@ -278,12 +282,7 @@ class CooccurrenceCounter:
     def finish(self) -> CooccurrenceMatrix:
         """The counted matrix. In memory when nothing spilled; otherwise merged from the shards into
         memory-mapped files (removed by ``CooccurrenceMatrix.close``)."""
-        if self._pending:
-            keys = np.concatenate([self._table_keys] + [k for k, _ in self._pending])
-            values = np.concatenate([self._table_values] + [v for _, v in self._pending])
-            self._pending, self._pending_size = [], 0
-            self._table_keys, self._table_values = _sort_reduce(keys, values)
-            self.peak_table_entries = max(self.peak_table_entries, len(self._table_keys))
+        self._merge_pending()
         dense_keys, dense_values = self._dense_entries()
         vocab = self.vocab_size
         if not self._shards:

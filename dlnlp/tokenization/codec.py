@@ -39,6 +39,15 @@ class CodecStats:
     tokens: int = 0
     chars: int = 0
 
+    def add(self, lines: int, tokens: int, chars: int,
+            on_chunk: Callable[[int, int], None] | None = None) -> None:
+        """Count one chunk and report it (lines, tokens) to ``on_chunk``."""
+        self.lines += lines
+        self.tokens += tokens
+        self.chars += chars
+        if on_chunk:
+            on_chunk(lines, tokens)
+
 
 def iter_text_chunks(lines: Iterable[str], chunk_chars: int = CHUNK_CHARS,
                      max_lines: int = CHUNK_MAX_LINES) -> Iterator[list[str]]:
@@ -131,12 +140,7 @@ def encode_chunks(tokenizer: Tokenizer, chunks: Iterable[list[str]], out: IO[byt
     def finish(future: Future, chunk: list[str]) -> None:
         ids, tokens = future.result()
         out.write(render(ids, tokens).encode("utf-8"))
-        count = sum(map(len, ids))
-        stats.lines += len(chunk)
-        stats.tokens += count
-        stats.chars += sum(map(len, chunk))
-        if on_chunk:
-            on_chunk(len(chunk), count)
+        stats.add(len(chunk), sum(map(len, ids)), sum(map(len, chunk)), on_chunk)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dlnlp-encode") as pool:
         pending: tuple[Future, list[str]] | None = None
@@ -210,10 +214,5 @@ def decode_stream(tokenizer: Tokenizer, lines: Iterable[str], out: IO[bytes], fm
         except InputError as exc:
             raise InputError(f"{where}: {exc}") from None
         out.write(("\n".join(texts) + "\n").encode("utf-8", errors="surrogateescape"))
-        count = sum(map(len, batch))
-        stats.lines += len(chunk)
-        stats.tokens += count
-        stats.chars += sum(map(len, texts))
-        if on_chunk:
-            on_chunk(len(chunk), count)
+        stats.add(len(chunk), sum(map(len, batch)), sum(map(len, texts)), on_chunk)
     return stats
