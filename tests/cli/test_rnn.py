@@ -42,7 +42,7 @@ def trained(tmp_path_factory):
     corpus.write_text(_corpus(), encoding="utf-8")
     out = root / "model"
     result = run_cli("rnn", "train", str(corpus), "--out", str(out), *TINY, "--max-steps", "40",
-                     "--eval-interval", "20", "--schedule", "cosine", "--dropout", "0.1", "--forget-bias", "1", "--beta2", "0.99", "--json",
+                     "--eval-interval", "20", "--schedule", "cosine", "--dropout", "0.1", "--forget-bias", "1", "--beta2", "0.99", "--ema", "0.9", "--json",
                      check=True, env=ONE_THREAD)
     return root, out, json.loads(result.stdout)
 
@@ -56,6 +56,7 @@ def test_train_writes_a_model_directory_and_reports_json(trained):
     config = json.loads((out / "config.json").read_text())
     assert config["kind"] == "rnn_lm" and config["model"]["cell"] == "lstm"
     assert config["model"]["forget_bias"] == 1.0 and config["train"]["betas"] == [0.9, 0.99]
+    assert config["train"]["ema_decay"] == 0.9
 
 
 def test_sample_is_reproducible_with_seed_and_greedy_at_temperature_zero(trained, capsys):
@@ -105,6 +106,9 @@ def test_stdin_corpus_ids_input_and_ffnn(tmp_path):
     (["rnn", "train", "/nonexistent.txt", "--out", "{tmp}/m", "--max-steps", "1"], "no such file"),
     (["rnn", "train", "{corpus}", "--out", "{tmp}", "--max-steps", "1"], "exists; pass --force"),
     (["rnn", "train", "{corpus}", "--out", "{tmp}/m", "--cell", "transformer"], "--cell must be"),
+    (["rnn", "train", "{corpus}", "--out", "{tmp}/m", "--ema", "1.5", "--max-steps", "1"], "--ema must be in [0, 1)"),
+    (["rnn", "train", "{corpus}", "--out", "{tmp}/m", "--cell", "gru", "--forget-bias", "1", "--max-steps", "1"],
+     "--forget-bias applies to --cell lstm"),
     (["rnn", "train", "{corpus}", "--out", "{tmp}/m", "--resume"], "no checkpoint"),
     (["rnn", "sample", "{tmp}", "--length", "3"], "not a dlnlp model directory"),
     (["rnn", "eval", "{tmp}/nope", "{corpus}"], "no such model directory"),
