@@ -6,8 +6,6 @@ as prompt + continuation; sampling and greedy decoding stream the text as it is 
 ``--json`` one JSON object per prompt: the text, token ids and scores of every returned hypothesis.
 """
 
-from __future__ import annotations
-
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional

@@ -1,7 +1,5 @@
 """``dlnlp glove``: train GloVe word vectors (co-occurrence counting, then weighted least squares)."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated, Optional
 

@@ -4,8 +4,6 @@ The commands are thin over :mod:`dlnlp.models.gpt`, the shared trainer (:mod:`dl
 :mod:`dlnlp.io.hf`; the recipes they call, usable from Python, are in :mod:`dlnlp.training.gpt`.
 """
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated, Optional
 

@@ -5,8 +5,6 @@ are imported inside the commands that need them, so ``dlnlp --help`` and the com
 not use them start fast in shell pipelines.
 """
 
-from __future__ import annotations
-
 import importlib
 import os
 import sys

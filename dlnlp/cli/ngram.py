@@ -1,7 +1,5 @@
 """``dlnlp ngram``: count-based n-gram language models (KenLM-compatible modified Kneser-Ney)."""
 
-from __future__ import annotations
-
 import sys
 from pathlib import Path
 from typing import Annotated, Optional

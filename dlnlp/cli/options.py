@@ -5,9 +5,6 @@ Use them as annotations with the default in the signature::
     def train(inputs: Inputs = None, out: OutDir = ..., device: Device = "auto", seed: Seed = 0): ...
 """
 
-from __future__ import annotations
-
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -91,5 +88,7 @@ def corpus_options(text_field: str | None = None, encoding_errors: str = "strict
 
 def print_json(result: Any) -> None:
     """The one JSON object of final results that ``--json`` prints on stdout."""
+    import json  # not at import time: most runs print no JSON
+
     sys.stdout.write(json.dumps(result, ensure_ascii=False, default=str) + "\n")
     sys.stdout.flush()

@@ -1,7 +1,5 @@
 """``dlnlp rnn``: character/subword RNN, GRU, LSTM and feed-forward (Bengio) language models."""
 
-from __future__ import annotations
-
 import sys
 from pathlib import Path
 from typing import Annotated, Optional

@@ -4,10 +4,7 @@ Thin layer over :mod:`dlnlp.tokenization`; the engines (HF ``tokenizers``, ``sen
 imported inside the commands, so ``dlnlp --help`` and pipelines start fast.
 """
 
-from __future__ import annotations
-
 import contextlib
-import itertools
 import os
 import sys
 import time
@@ -101,9 +98,9 @@ def train(
     Example: dlnlp tokenize train data.jsonl --text-field text --engine sentencepiece --model unigram --out tok.model
     """
     from dlnlp.io.atomic import atomic_write_bytes, check_can_write
-    from dlnlp.io.corpus import describe_inputs, iter_line_blocks
+    from dlnlp.io.corpus import describe_inputs
     from dlnlp.progress import log, warn
-    from dlnlp.tokenization.train import TrainSpec, train_tokenizer_from_blocks, trained_vocab_size
+    from dlnlp.tokenization.train import TrainSpec, train_tokenizer_on_inputs, trained_vocab_size
 
     spec = TrainSpec(
         model=model, engine=engine, vocab_size=vocab_size, min_frequency=min_frequency,
@@ -115,28 +112,21 @@ def train(
         warn("--min-frequency is not a sentencepiece option; ignored")
     if spec.model == "unigram" and spec.engine == "hf" and min_frequency != 2:
         warn("--min-frequency does not apply to unigram; ignored")
-    counted = {"lines": 0, "chars": 0}
-
-    def counting(blocks):
-        for block in blocks:
-            counted["lines"] += len(block)
-            counted["chars"] += sum(map(len, block))
-            yield block
-
     start = time.perf_counter()
-    blocks = iter_line_blocks(inputs, corpus_options(text_field, encoding_errors))
-    # Read the first lines before saying anything: a bad input fails with its one-line message only.
-    first = next(blocks)
-    log(f"training {spec.engine} {spec.model} (vocab {spec.vocab_size}) on {describe_inputs(inputs)}", quiet=quiet)
-    data = train_tokenizer_from_blocks(counting(itertools.chain([first], blocks)), spec)
+    trained = train_tokenizer_on_inputs(
+        inputs, spec, corpus_options(text_field, encoding_errors),
+        on_start=lambda: log(f"training {spec.engine} {spec.model} (vocab {spec.vocab_size}) on "
+                             f"{describe_inputs(inputs)}", quiet=quiet),
+    )
     seconds = time.perf_counter() - start
+    data = trained.data
     atomic_write_bytes(out, data, force=force)
     size = trained_vocab_size(data, spec.engine)
     result = {
         "out": str(out), "engine": spec.engine, "model": spec.model, "vocab_size": size,
-        "lines": counted["lines"], "chars": counted["chars"], "seconds": round(seconds, 3),
+        "lines": trained.lines, "chars": trained.chars, "seconds": round(seconds, 3),
     }
-    log(f"wrote {out}: vocabulary {size}, {counted['lines']} lines in {seconds:.2f}s", quiet=quiet)
+    log(f"wrote {out}: vocabulary {size}, {trained.lines} lines in {seconds:.2f}s", quiet=quiet)
     if size < spec.vocab_size:
         warn(f"the vocabulary has {size} entries, fewer than --vocab-size {spec.vocab_size}: "
              "the corpus has no more pairs to merge (or none above --min-frequency)")

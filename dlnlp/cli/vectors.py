@@ -4,8 +4,6 @@ Reads word2vec text and binary files (dlnlp's, gensim's, word2vec.c's), GloVe's 
 format, and dlnlp model directories of kind ``vectors``; the format is detected from the content.
 """
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated, Optional
 

@@ -3,8 +3,6 @@
 Registered into the ``dlnlp vectors`` group by ``dlnlp/cli/vectors.py`` through ``register(app)``.
 """
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

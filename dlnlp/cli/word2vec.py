@@ -1,7 +1,5 @@
 """``dlnlp word2vec``: train skip-gram / CBOW word vectors (negative sampling or hierarchical softmax)."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated, Optional
 

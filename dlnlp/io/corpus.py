@@ -117,30 +117,23 @@ def _first_bad_line(spec: str) -> tuple[int, str]:
 READ_BLOCK = 1 << 20
 
 
-def _iter_text_blocks(spec: str, encoding_errors: str) -> Iterator[list[str]]:
-    r"""Lines split on "\n" only; every other character, "\r" included, stays in its line, so joining
-    the lines with "\n" gives the input back byte for byte. Decoded in 1 MiB blocks (much faster than
-    decoding line by line) and yielded as one list of lines per block, so that consumers that work in
-    batches pay no per-line Python overhead."""
+def _iter_decoded(spec: str, encoding_errors: str) -> Iterator[str]:
+    """The decoded text of one input, in pieces of about 1 MiB (much faster than decoding line by line).
+    Undecodable bytes raise InputError naming the file and line."""
     if spec.startswith(BUILTIN_PREFIX):
-        yield builtin_corpus_text(spec[len(BUILTIN_PREFIX):]).split("\n")[:-1]
+        yield builtin_corpus_text(spec[len(BUILTIN_PREFIX):])
         return
     name = "<stdin>" if spec == STDIN else spec
     decoder = codecs.getincrementaldecoder("utf-8")(errors=encoding_errors)
     binary = open_binary(spec)
-    pending = ""
     try:
         while True:
             block = binary.read(READ_BLOCK)
-            text = pending + decoder.decode(block, final=not block)
-            lines = text.split("\n")
-            pending = lines.pop()
-            if lines:
-                yield lines
+            text = decoder.decode(block, final=not block)
+            if text:
+                yield text
             if not block:
                 break
-        if pending:
-            yield [pending]
     except UnicodeDecodeError as exc:
         if spec == STDIN:
             raise InputError(
@@ -155,6 +148,20 @@ def _iter_text_blocks(spec: str, encoding_errors: str) -> Iterator[list[str]]:
     finally:
         if spec != STDIN:
             binary.close()
+
+
+def _iter_text_blocks(spec: str, encoding_errors: str) -> Iterator[list[str]]:
+    r"""Lines split on "\n" only; every other character, "\r" included, stays in its line, so joining
+    the lines with "\n" gives the input back byte for byte. Yielded as one list of lines per decoded
+    block, so that consumers that work in batches pay no per-line Python overhead."""
+    pending = ""
+    for text in _iter_decoded(spec, encoding_errors):
+        lines = (pending + text).split("\n")
+        pending = lines.pop()
+        if lines:
+            yield lines
+    if pending:
+        yield [pending]
 
 
 def _iter_structured(spec: str, kind: str, field: str | None) -> Iterator[str]:
@@ -211,8 +218,58 @@ def iter_line_blocks(
                 has_text = any(line.strip() for line in block)
             yield block
     if require_text and not has_text:
-        names = ", ".join("<stdin>" if s == STDIN else s for s in specs)
-        raise InputError(f"{names}: the input is empty (no text)")
+        raise _empty_input(specs)
+
+
+def _empty_input(specs: Sequence[str]) -> InputError:
+    names = ", ".join("<stdin>" if s == STDIN else s for s in specs)
+    return InputError(f"{names}: the input is empty (no text)")
+
+
+@dataclass(frozen=True)
+class TextFileScan:
+    """What one validating pass over plain text files found (lines counted as iter_line_blocks yields them)."""
+
+    lines: int
+    chars: int  # line terminators excluded
+    has_carriage_return: bool
+
+
+def plain_text_files(inputs: Sequence[str] | None, options: CorpusOptions | None = None) -> list[str] | None:
+    """The resolved inputs when every one is a regular, uncompressed text file read with strict UTF-8,
+    so that a library with its own file reader may read them after :func:`scan_text_files`; None when
+    any is stdin, a pipe, a built-in corpus, compressed or structured, or has a comma in its path
+    (sentencepiece splits its file list on commas)."""
+    options = options or CorpusOptions()
+    if options.encoding_errors != "strict":
+        return None
+    specs = resolve_inputs(inputs)
+    for spec in specs:
+        if (spec == STDIN or spec.startswith(BUILTIN_PREFIX) or "," in spec or input_kind(spec) != "text"
+                or Path(spec).suffix in COMPRESSED_SUFFIXES or not os.path.isfile(spec)):
+            return None
+    return specs
+
+
+def scan_text_files(paths: Sequence[str]) -> TextFileScan:
+    """Decode every file once without keeping it: the errors of :func:`iter_line_blocks` (undecodable
+    bytes name file and line; no text at all is an error) and the counts it would yield."""
+    lines = chars = 0
+    has_text = has_carriage_return = False
+    for path in paths:
+        last = ""
+        for text in _iter_decoded(path, "strict"):
+            newlines = text.count("\n")
+            lines += newlines
+            chars += len(text) - newlines
+            has_text = has_text or not text.isspace()
+            has_carriage_return = has_carriage_return or "\r" in text
+            last = text[-1]
+        if last and last != "\n":
+            lines += 1  # a last line without a terminator
+    if not has_text:
+        raise _empty_input(paths)
+    return TextFileScan(lines, chars, has_carriage_return)
 
 
 def iter_lines(

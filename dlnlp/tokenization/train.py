@@ -12,19 +12,25 @@ Models (``TrainSpec.model``):
 - ``wordpiece``: BERT's WordPiece (``##`` continuation prefix, BERT pre-tokenizer, ``[UNK]``).
 - ``unigram``: the Unigram LM tokenizer (Kudo 2018), with either engine.
 
-The corpus is read once, streamed in chunks of lines (``train_from_iterator`` for HF;
-``sentence_iterator`` for sentencepiece), so stdin, compressed files and jsonl/csv fields work the
-same as files. The result is the engine's own file format, loadable by the engine unchanged.
+The corpus is streamed in chunks of lines (``train_from_iterator`` for HF; ``sentence_iterator`` for
+sentencepiece), so stdin, compressed files and jsonl/csv fields work the same as files; sentencepiece
+reads plain UTF-8 files itself once they are validated (:func:`train_tokenizer_on_inputs`), with the
+same result. The output is the engine's own file format, loadable by the engine unchanged.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from dlnlp.errors import DlnlpError
+
+if TYPE_CHECKING:
+    from dlnlp.io.corpus import CorpusOptions
 
 MODELS = ("bpe", "bytelevel-bpe", "char-bpe", "wordpiece", "unigram")
 ENGINES = ("hf", "sentencepiece")
@@ -175,13 +181,24 @@ def sentencepiece_options(spec: TrainSpec) -> dict:
 
 def train_sentencepiece(blocks: Iterable[list[str]], spec: TrainSpec) -> bytes:
     """Train a sentencepiece model on streamed lists of lines; returns the serialized ``.model`` bytes."""
+    return _run_sentencepiece(spec, sentence_iterator=_non_blank(blocks))
+
+
+def train_sentencepiece_files(paths: Sequence[str], spec: TrainSpec) -> bytes:
+    """:func:`train_sentencepiece` on plain text files that sentencepiece reads itself, with no call into
+    Python per line. Check the files first with ``io.corpus.scan_text_files``: valid UTF-8 and no "\\r",
+    where the two readers differ (the file reader keeps a line's trailing "\\r", the iterator drops it)."""
+    if any("," in path for path in paths):
+        raise DlnlpError("sentencepiece splits its file list on commas: stream a path with a comma instead")
+    return _run_sentencepiece(spec, input=",".join(paths))
+
+
+def _run_sentencepiece(spec: TrainSpec, **source: Any) -> bytes:
     import sentencepiece as spm
 
     buffer = io.BytesIO()
     try:
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=_non_blank(blocks), model_writer=buffer, **sentencepiece_options(spec)
-        )
+        spm.SentencePieceTrainer.train(model_writer=buffer, **source, **sentencepiece_options(spec))
     except RuntimeError as exc:
         message = str(exc).splitlines()[-1] if str(exc) else type(exc).__name__
         message = message.split("] ", 1)[-1]  # drop the "INTERNAL: src/file.cc(744) [check]" prefix
@@ -214,6 +231,53 @@ def train_tokenizer_from_blocks(blocks: Iterable[list[str]], spec: TrainSpec) ->
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DlnlpError(f"tokenizers: training failed: {detail}") from exc
     return tokenizer.to_str().encode("utf-8")
+
+
+@dataclass(frozen=True)
+class TrainedTokenizer:
+    """A trained tokenizer file's contents and what it was trained on."""
+
+    data: bytes  # tokenizer.json (hf) or a .model (sentencepiece)
+    lines: int
+    chars: int
+
+
+def train_tokenizer_on_inputs(inputs: Sequence[str] | None, spec: TrainSpec, options: CorpusOptions | None = None,
+                              *, on_start: Callable[[], None] | None = None) -> TrainedTokenizer:
+    """Train on corpus inputs as ``io.corpus`` reads them (files, globs, ``-``, compressed, jsonl/csv).
+
+    The input is checked before training starts and ``on_start`` is called then (to log, say), so a bad
+    input fails with its own message only. sentencepiece reads plain UTF-8 files with no "\\r" itself
+    (:func:`train_sentencepiece_files`, after one validating pass); everything else is streamed in
+    blocks of lines.
+    """
+    from dlnlp.io.corpus import iter_line_blocks, plain_text_files, scan_text_files
+
+    if spec.engine == "sentencepiece" and (files := plain_text_files(inputs, options)) is not None:
+        scan = scan_text_files(files)
+        if not scan.has_carriage_return:
+            if on_start:
+                on_start()
+            return TrainedTokenizer(train_sentencepiece_files(files, spec), scan.lines, scan.chars)
+    lines = chars = 0
+
+    def counting(blocks: Iterator[list[str]]) -> Iterator[list[str]]:
+        nonlocal lines, chars
+        for block in blocks:
+            lines += len(block)
+            chars += sum(map(len, block))
+            yield block
+
+    blocks = iter_line_blocks(inputs, options)
+    head = []
+    for block in blocks:  # up to the first text: a missing, undecodable or blank input fails here
+        head.append(block)
+        if any(line.strip() for line in block):
+            break
+    if on_start:
+        on_start()
+    data = train_tokenizer_from_blocks(counting(itertools.chain(head, blocks)), spec)
+    return TrainedTokenizer(data, lines, chars)
 
 
 def trained_vocab_size(data: bytes, engine: str) -> int:

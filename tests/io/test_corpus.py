@@ -4,6 +4,8 @@ import lzma
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dlnlp.errors import InputError
 from dlnlp.io.corpus import (
@@ -12,9 +14,12 @@ from dlnlp.io.corpus import (
     describe_inputs,
     input_kind,
     iter_chunks,
+    iter_line_blocks,
     iter_lines,
     iter_token_lines,
+    plain_text_files,
     resolve_inputs,
+    scan_text_files,
 )
 
 TEXT = "first line\n\nthird  line with  spaces \nünïcödé ✓\r\nlast without newline"
@@ -142,3 +147,69 @@ def test_chunks_and_token_lines(tmp_path):
 def test_bad_encoding_errors_option():
     with pytest.raises(InputError, match="--encoding-errors"):
         list(iter_lines(["builtin:python-help"], CorpusOptions(encoding_errors="bogus")))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(alphabet=st.sampled_from(["a", "é", "✓", " ", "\t", "\r", "\n", "\u2028"]), max_size=40),
+                min_size=1, max_size=3))
+def test_scan_counts_what_iter_line_blocks_yields(tmp_path_factory, texts):
+    directory = tmp_path_factory.mktemp("scan")
+    paths = []
+    for number, text in enumerate(texts):
+        path = directory / f"{number}.txt"
+        path.write_bytes(text.encode("utf-8"))
+        paths.append(str(path))
+    try:
+        blocks = list(iter_line_blocks(paths))
+    except InputError as exc:  # no text at all: the scan refuses it with the same message
+        with pytest.raises(InputError, match="empty"):
+            scan_text_files(paths)
+        assert "empty" in str(exc)
+        return
+    scan = scan_text_files(paths)
+    lines = [line for block in blocks for line in block]
+    assert scan.lines == len(lines)
+    assert scan.chars == sum(map(len, lines))
+    assert scan.has_carriage_return == any("\r" in line for line in lines)
+
+
+def test_scan_counts_across_read_blocks(tmp_path, monkeypatch):
+    import dlnlp.io.corpus as corpus
+
+    monkeypatch.setattr(corpus, "READ_BLOCK", 7)  # multi-byte characters split between reads
+    path = tmp_path / "c.txt"
+    path.write_bytes(TEXT.encode("utf-8"))
+    scan = scan_text_files([str(path)])
+    assert (scan.lines, scan.chars, scan.has_carriage_return) == (len(LINES), sum(map(len, LINES)), True)
+
+
+def test_scan_names_the_undecodable_line_and_refuses_empty_input(tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(b"fine\nstill fine\nbad \xff here\n")
+    with pytest.raises(InputError, match=r"bad.txt:3: not valid UTF-8"):
+        scan_text_files([str(path)])
+    blank = tmp_path / "blank.txt"
+    blank.write_text(" \n\n\t\n")
+    with pytest.raises(InputError, match="empty"):
+        scan_text_files([str(blank)])
+
+
+def test_plain_text_files_only_for_regular_uncompressed_strict_text(tmp_path):
+    import os
+
+    plain = tmp_path / "a.txt"
+    plain.write_text("x\n")
+    assert plain_text_files([str(plain)]) == [str(plain)]
+    assert plain_text_files([str(tmp_path / "*.txt")]) == [str(plain)]
+    packed = tmp_path / "b.txt.gz"
+    packed.write_bytes(gzip.compress(b"x\n"))
+    comma = tmp_path / "c,d.txt"
+    comma.write_text("x\n")
+    records = tmp_path / "e.jsonl"
+    records.write_text('{"text": "x"}\n')
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for inputs in ([str(plain), str(packed)], [str(comma)], [str(records)], [str(fifo)], ["-"], None,
+                   ["builtin:python-help"]):
+        assert plain_text_files(inputs) is None, inputs
+    assert plain_text_files([str(plain)], CorpusOptions(encoding_errors="replace")) is None
