@@ -26,7 +26,12 @@ TEXT = "first line\n\nthird  line with  spaces \nünïcödé ✓\r\nlast without
 LINES = ["first line", "", "third  line with  spaces ", "ünïcödé ✓\r", "last without newline"]
 
 
-def test_plain_file_lines_keep_blank_lines_and_whitespace(tmp_path):
+@pytest.mark.parametrize("read_block", [None, 7])  # 7: characters and lines split between reads
+def test_plain_file_lines_keep_blank_lines_and_whitespace(tmp_path, monkeypatch, read_block):
+    import dlnlp.io.corpus as corpus
+
+    if read_block:
+        monkeypatch.setattr(corpus, "READ_BLOCK", read_block)
     path = tmp_path / "c.txt"
     path.write_bytes(TEXT.encode("utf-8"))
     assert list(iter_lines([str(path)])) == LINES
@@ -173,10 +178,10 @@ def test_scan_counts_what_iter_line_blocks_yields(tmp_path_factory, texts):
     assert scan.has_carriage_return == any("\r" in line for line in lines)
 
 
-def test_scan_counts_across_read_blocks(tmp_path, monkeypatch):
+def test_scan_counts_across_small_reads(tmp_path, monkeypatch):
     import dlnlp.io.corpus as corpus
 
-    monkeypatch.setattr(corpus, "READ_BLOCK", 7)  # multi-byte characters split between reads
+    monkeypatch.setattr(corpus, "SCAN_BLOCK", 7)  # multi-byte characters split between reads
     path = tmp_path / "c.txt"
     path.write_bytes(TEXT.encode("utf-8"))
     scan = scan_text_files([str(path)])
