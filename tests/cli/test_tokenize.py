@@ -166,10 +166,43 @@ def test_bad_inputs_for_train(tmp_path):
     assert_fails(run_cli(*train, str(records), "--text-field", "text", "--engine", "sentencepiece",
                          "--model", "unigram", "--vocab-size", "500", "--out", str(out), "-q"),
                  "sentencepiece: Vocabulary size too high")
+    # plain files that sentencepiece would read itself are checked first, with the same messages
+    sp_out = tmp_path / "t.model"
+    sp_train = (*train, "--engine", "sentencepiece", "--out", str(sp_out))
+    assert_fails(run_cli(*sp_train, str(bad)), "bad.txt:2", "--encoding-errors replace")
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n \n\t\n")
+    assert_fails(run_cli(*sp_train, str(blank)), "blank.txt", "empty")
+    small = tmp_path / "small.txt"
+    small.write_text("a few words\n")
+    assert_fails(run_cli(*sp_train, str(small), "--vocab-size", "5000", "-q"), "sentencepiece: Vocabulary size")
     assert not out.exists() and not list(tmp_path.glob(".t.json*"))
+    assert not sp_out.exists() and not list(tmp_path.glob(".t.model*"))
     run_cli(*train, str(bad), "--encoding-errors", "replace", "--vocab-size", "260", "--out", str(out), "-q",
             check=True)
     assert out.exists()
+
+
+def test_sentencepiece_learns_the_same_from_a_file_as_from_stdin(tmp_path):
+    import sentencepiece as spm
+
+    from dlnlp.io.corpus import builtin_corpus_text
+
+    lines = builtin_corpus_text("python-help").split("\n")[:3000]
+    text = "\n".join(lines) + "\n"
+    path = tmp_path / "c.txt"
+    path.write_text(text, encoding="utf-8")
+    summaries, models = [], []
+    for name, source, stdin in (("file", str(path), None), ("stdin", "-", text)):
+        out = tmp_path / f"{name}.model"
+        result = run_cli("tokenize", "train", source, "--engine", "sentencepiece", "--vocab-size", "500",
+                         "--out", str(out), "--json", input=stdin, check=True)
+        summaries.append({k: v for k, v in json.loads(result.stdout).items() if k in ("lines", "chars", "vocab_size")})
+        assert "training sentencepiece bpe" in result.stderr
+        processor = spm.SentencePieceProcessor(model_file=str(out))
+        models.append([(processor.id_to_piece(i), processor.get_score(i)) for i in range(processor.get_piece_size())])
+    assert summaries[0] == summaries[1] == {"lines": 3000, "chars": sum(map(len, lines)), "vocab_size": 500}
+    assert models[0] == models[1]
 
 
 def test_bad_inputs_for_encode_and_decode(tok, tmp_path):
