@@ -125,7 +125,7 @@ def train(
     if backend not in ("auto", "native", "torch"):
         raise DlnlpError(f"--backend {backend}: expected auto, native or torch")
     fmt = output_format(out, fmt)
-    check_can_write(out, force)
+    check_can_write(out, force, inputs=inputs)
     torch_device = resolve_device(device)
     seed_everything(seed)
 

@@ -194,7 +194,7 @@ def import_hf(
     from dlnlp.io.atomic import check_can_write
     from dlnlp.io.hf import import_hf_gpt2
 
-    check_can_write(out, force)
+    check_can_write(out, force, inputs=[hf_dir], directory=True)
     path = import_hf_gpt2(hf_dir, out, force=force)
     if json:
         print_json({"out": str(path)})
@@ -214,7 +214,7 @@ def export_hf(
     from dlnlp.io.atomic import check_can_write
     from dlnlp.io.hf import export_hf_gpt2
 
-    check_can_write(hf_dir, force)
+    check_can_write(hf_dir, force, inputs=[model_dir], directory=True)
     path = export_hf_gpt2(model_dir, hf_dir, force=force)
     if json:
         print_json({"out": str(path)})

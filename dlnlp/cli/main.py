@@ -7,7 +7,9 @@ not use them start fast in shell pipelines.
 
 import importlib
 import os
+import signal
 import sys
+import threading
 import traceback
 
 import typer
@@ -122,6 +124,15 @@ def _click_exit_code(exc: Exception) -> int | None:
     return None
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that every ``with`` block unwinds (temporary outputs are
+    removed) before the process exits with 128 + 15."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the CLI and maps failures to exit codes 1 (failure), 2 (usage), 130 (interrupt)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -134,12 +145,17 @@ def main(argv: list[str] | None = None) -> None:
         else:
             args = [a for a in args if a != "--debug"]
     command = typer.main.get_command(build_app(only=_requested_group(args)))
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)  # training installs its own handler while it runs
     try:
         result = command.main(args=args, prog_name="dlnlp", standalone_mode=False)
         code = result if isinstance(result, int) else 0
     except (KeyboardInterrupt, typer.Abort):
         print("dlnlp: interrupted", file=sys.stderr)
         code = 130
+    except Terminated:
+        print("dlnlp: terminated (SIGTERM)", file=sys.stderr)
+        code = 143
     except BrokenPipeError:
         # The reader went away (`dlnlp ... | head`): not an error. Silence the flush at exit.
         _silence_stdout()

@@ -88,7 +88,7 @@ def train(
 
     if order < 1:
         raise InputError("--order must be at least 1")
-    check_can_write(out, force)
+    check_can_write(out, force, inputs=inputs, directory=True)
     budget = parse_memory(memory)
     start = time.perf_counter()
     lines = iter_lines(inputs, corpus_options(text_field, encoding_errors))
@@ -196,7 +196,7 @@ def export(
     from dlnlp.io.arpa import write_arpa
     from dlnlp.io.atomic import check_can_write
 
-    check_can_write(arpa, force)
+    check_can_write(arpa, force, inputs=[model_dir], directory=False)
     model = _load(model_dir)
     write_arpa(model, arpa, force=force)
 
@@ -215,6 +215,6 @@ def import_arpa(
     from dlnlp.io.atomic import check_can_write
     from dlnlp.progress import warn
 
-    check_can_write(out, force)
+    check_can_write(out, force, inputs=[arpa], directory=True)
     model = read_arpa(arpa, warn=warn)
     model.save(out, force=force)

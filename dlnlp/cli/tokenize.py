@@ -107,7 +107,7 @@ def train(
         special_tokens=[] if no_special else special, normalize=normalize, lowercase=lowercase,
         character_coverage=character_coverage, byte_fallback=byte_fallback, threads=_set_workers(workers),
     )
-    check_can_write(out, force)  # before the (long) training, not after
+    check_can_write(out, force, inputs=inputs, directory=False)  # before the (long) training, not after
     if spec.engine == "sentencepiece" and min_frequency != 2:
         warn("--min-frequency is not a sentencepiece option; ignored")
     if spec.model == "unigram" and spec.engine == "hf" and min_frequency != 2:
@@ -185,7 +185,7 @@ def encode(
     _check_format(fmt)
     threads = _set_workers(workers)
     if output is not None and str(output) != "-":
-        check_can_write(output, force)
+        check_can_write(output, force, inputs=[*(inputs or []), tokenizer], directory=False)
     tok = load_tokenizer(tokenizer)
     tok._threads = threads
     chunks = rechunk(iter_line_blocks(inputs, corpus_options(text_field, encoding_errors)))
@@ -230,7 +230,7 @@ def decode(
 
     _check_format(fmt)
     if output is not None and str(output) != "-":
-        check_can_write(output, force)
+        check_can_write(output, force, inputs=[*(inputs or []), tokenizer], directory=False)
     tok = load_tokenizer(tokenizer)
     where = describe_inputs(inputs)
     seen = {"any": False}

@@ -168,7 +168,7 @@ def convert(
     from dlnlp.io.vectors import load_vectors, save_vectors
     from dlnlp.progress import log
 
-    check_can_write(out, force)
+    check_can_write(out, force, inputs=[vectors])
     kv = load_vectors(vectors, fmt, limit=limit)
     save_vectors(kv, out, fmt=to, force=force)
     log(f"wrote {len(kv)} vectors of dimension {kv.dim} to {out} ({to})")
@@ -204,7 +204,7 @@ def plot(
     except ImportError as exc:
         raise DlnlpError("dlnlp vectors plot needs matplotlib: pip install 'dlnlp[plot]' (or pip install "
                          "matplotlib)") from exc
-    check_can_write(out, force)
+    check_can_write(out, force, inputs=[vectors], directory=False)
     kv = _load(vectors, fmt)
     missing = [w for w in words if w not in kv]
     if missing:

@@ -95,7 +95,7 @@ def register(app: typer.Typer) -> None:
             raise DlnlpError(str(exc)) from exc
         check_counting_options(window, min_count, memory)
         fmt_out = output_format(out, fmt)
-        check_can_write(out, force)
+        check_can_write(out, force, inputs=inputs)
         with Progress("counting", unit="lines", quiet=quiet) as bar:
             vocab, matrix, stats = corpus_cooccurrence(
                 inputs, corpus_options(text_field, encoding_errors), min_count=min_count, max_vocab=max_vocab,

@@ -94,7 +94,7 @@ def train(
     if vectors == "average" and not config.use_ns:
         raise DlnlpError("--vectors average needs --loss ns or both (HS has no per-word output vectors)")
     out_format = output_format(out, fmt)
-    check_can_write(out, force)
+    check_can_write(out, force, inputs=inputs)
 
     token_lines = iter_token_lines(inputs, corpus_options(text_field, encoding_errors))
     vocab, corpus, line_ends = count_and_encode(token_lines, min_count=min_count, max_vocab=max_vocab)

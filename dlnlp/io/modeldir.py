@@ -8,8 +8,9 @@
       checkpoint/        trainer state for --resume
 
 One-shot outputs are written whole with :func:`write_model_dir` (a temporary directory renamed into
-place). Training writes into a directory prepared by :func:`prepare_model_dir` file by file, each
-file atomically, so an interrupted run leaves readable files behind.
+place). Training writes through a :class:`RunOutput`: a staging directory beside the target, swapped
+in when the run has saved its first checkpoint, so a run that fails or is killed before then leaves
+the previous output (and nothing else) behind; the output is locked for the whole run.
 """
 
 from __future__ import annotations
@@ -17,13 +18,22 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from dlnlp import __version__
 from dlnlp.errors import ModelDirError
-from dlnlp.io.atomic import atomic_directory, atomic_write_text, check_can_write
+from dlnlp.io.atomic import (
+    OutputLock,
+    atomic_directory,
+    atomic_path,
+    atomic_write_text,
+    check_can_write,
+    make_temp_dir,
+    remove_stale_temps,
+    swap_into_place,
+)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -62,33 +72,75 @@ def write_model_dir(
     files: Mapping[str, FileContent] | None = None,
     *,
     force: bool = False,
+    inputs: Iterable | None = None,
 ) -> Path:
-    """Write a complete model directory atomically. ``config`` must come from :func:`make_config`."""
+    """Write a complete model directory atomically. ``config`` must come from :func:`make_config`;
+    ``inputs`` (the command's input files) may not be the output or inside it."""
     if "kind" not in config or "format_version" not in config:
         raise ValueError("config needs 'kind' and 'format_version' (use make_config)")
-    with atomic_directory(path, force=force) as tmp:
+    with atomic_directory(path, force=force, inputs=inputs) as tmp:
         _write_contents(tmp, config, weights, files)
     return Path(path)
 
 
-def prepare_model_dir(path: str | os.PathLike, *, force: bool = False, resume: bool = False) -> Path:
-    """Create ``path`` for a training run that writes into it as it goes.
+class RunOutput:
+    """The directory a training run writes into, safe against failures, kills and a second run.
 
-    An existing directory is kept with ``resume``, emptied with ``force``, and otherwise refused.
+    A new run writes into a staging directory beside ``target`` (``.NAME.PID.XXXX.tmp``, in
+    :attr:`path`) and :meth:`commit` swaps it in once there is something worth keeping (the first
+    checkpoint); until then the previous output is untouched, and a failure removes the staging
+    directory. A resumed run writes into ``target`` itself. ``target`` is locked for the whole run.
+    Use it as a context manager: leaving it with an exception discards an uncommitted run.
     """
-    target = Path(path)
-    if resume:
-        if not (target / CHECKPOINT_DIR).is_dir():
-            raise ModelDirError(f"{target}: no checkpoint to resume from")
-        return target
-    check_can_write(target, force)
-    if target.exists():
-        if target.is_dir():
-            shutil.rmtree(target)
-        else:
-            target.unlink()
-    target.mkdir(parents=True)
-    return target
+
+    def __init__(self, target: str | os.PathLike, *, force: bool = False, resume: bool = False,
+                 inputs: Iterable | None = None):
+        self.target = Path(target)
+        self.resume = resume
+        if not resume:
+            check_can_write(self.target, force, inputs=inputs, directory=True)
+        self._lock = OutputLock(self.target)
+        self._lock.acquire()
+        try:
+            remove_stale_temps(self.target)
+            remove_stale_temps(self.target / CHECKPOINT_DIR)
+            if resume:
+                if not (self.target / CHECKPOINT_DIR).is_dir():
+                    raise ModelDirError(f"{self.target}: no checkpoint to resume from")
+                self.path = self.target
+                self.committed = True
+            else:
+                check_can_write(self.target, force, inputs=inputs, directory=True)  # again, under the lock
+                self.path = make_temp_dir(self.target)
+                self.committed = False
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def commit(self) -> Path:
+        """Swap the staging directory in for ``target`` (once); returns where the run writes from now on."""
+        if not self.committed:
+            swap_into_place(self.path, self.target)
+            self.path = self.target
+            self.committed = True
+        return self.path
+
+    def close(self, failed: bool = False) -> None:
+        """Release the lock; an uncommitted run is committed on success and discarded on failure."""
+        try:
+            if not self.committed:
+                if failed:
+                    shutil.rmtree(self.path, ignore_errors=True)
+                else:
+                    self.commit()
+        finally:
+            self._lock.release()
+
+    def __enter__(self) -> RunOutput:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.close(failed=exc_type is not None)
 
 
 def write_config(directory: str | os.PathLike, config: Mapping[str, Any]) -> None:
@@ -128,16 +180,18 @@ def read_config(
 
 
 def save_weights(tensors: Mapping[str, Any], path: str | os.PathLike) -> None:
-    """Save torch tensors (or numpy arrays) as safetensors; shared storage is cloned first."""
+    """Save torch tensors (or numpy arrays) as safetensors, atomically (replacing ``path``) and with the
+    umask's permissions (safetensors alone makes the file private); shared storage is cloned first."""
     values = list(tensors.values())
-    if values and type(values[0]).__module__.startswith("numpy"):
-        from safetensors.numpy import save_file as save_numpy
+    with atomic_path(path, check=False) as tmp:
+        if values and type(values[0]).__module__.startswith("numpy"):
+            from safetensors.numpy import save_file as save_numpy
 
-        save_numpy({k: v for k, v in tensors.items()}, str(path))
-        return
-    from safetensors.torch import save_file
+            save_numpy({k: v for k, v in tensors.items()}, str(tmp))
+        else:
+            from safetensors.torch import save_file
 
-    save_file({k: v.detach().contiguous().cpu().clone() for k, v in tensors.items()}, str(path))
+            save_file({k: v.detach().contiguous().cpu().clone() for k, v in tensors.items()}, str(tmp))
 
 
 def load_weights(path: str | os.PathLike, device: str = "cpu", framework: str = "pt") -> dict[str, Any]:

@@ -9,8 +9,9 @@
       trainer.json         step, data position, schedule/time, optimizer hyperparameters and scalar
                            state, GradScaler state, Python and NumPy RNG states, the TrainConfig
 
-The directory is written beside the old one and renamed into place, so a crash while saving keeps
-the previous checkpoint whole.
+The directory is written beside the old one and swapped into place in one atomic step (where the
+filesystem allows; elsewhere an interrupted swap is undone by the next run), so a crash while saving
+keeps the previous checkpoint whole.
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ def save_checkpoint(out_dir: str | Path, model_state: dict[str, torch.Tensor], t
     """Write ``out_dir/checkpoint`` atomically (replacing the previous one)."""
     target = Path(out_dir) / CHECKPOINT_DIR
     meta = {"checkpoint_format": CHECKPOINT_FORMAT, **trainer_meta}
-    with atomic_directory(target, force=True) as tmp:
+    with atomic_directory(target, force=True, check=False) as tmp:
         save_weights(model_state, tmp / MODEL_FILE)
         save_weights(tensors or {"_": torch.zeros(0)}, tmp / STATE_FILE)
         (tmp / TRAINER_JSON).write_text(json.dumps(meta, indent=1, default=_json_default) + "\n")

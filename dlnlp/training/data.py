@@ -262,6 +262,9 @@ def load_lm_data(out_dir: str | Path, vocab: Any = None) -> LMData:
         if entry is None:
             return None
         name, start, stop = entry
+        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+            raise InputError(f"{meta_path}: token file name {name!r} leaves {data_dir}; the run directory is "
+                             "damaged or not from dlnlp")
         return open_tokens(data_dir / name, meta["dtype"], start, stop)
 
     return LMData(train=view(meta["split"]["train"]), val=view(meta["split"]["val"]),

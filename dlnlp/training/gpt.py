@@ -11,7 +11,7 @@ import torch
 
 from dlnlp.errors import DlnlpError, ModelDirError
 from dlnlp.io.corpus import CorpusOptions
-from dlnlp.io.modeldir import WEIGHTS_NAME
+from dlnlp.io.modeldir import WEIGHTS_NAME, RunOutput
 from dlnlp.kernels.device import resolve_device, seed_everything
 from dlnlp.models.gpt import GPT, KIND, GPTConfig, evaluate_windows, gpt_config_dict, load_gpt
 from dlnlp.progress import log
@@ -21,9 +21,9 @@ from dlnlp.training.lm import (
     LMRun,
     bits_per_char,
     checked,
-    prepare_lm_run,
+    new_lm_run,
     read_eval_text,
-    resume_lm_run,
+    resumed_lm_run,
     run_summary,
 )
 from dlnlp.training.trainer import Trainer
@@ -60,22 +60,22 @@ def start_gpt_training(
         return gpt_config_dict(model_config, level=run.level, batch_size=batch_size, eos_id=eos,
                                train=train_config.to_dict(), data=run.data.meta)
 
-    run = prepare_lm_run(inputs, out, make_run_config, tokenizer=tokenizer, ids=ids, vocab_size=vocab_size,
-                         val=val, val_fraction=val_fraction, options=options, force=force)
-    seed_everything(train_config.seed)
-    return _train(GPT(model_config), train_config, run.data, run.directory, batch_size, resume=False)
+    with new_lm_run(inputs, out, make_run_config, tokenizer=tokenizer, ids=ids, vocab_size=vocab_size,
+                    val=val, val_fraction=val_fraction, options=options, force=force) as run:
+        seed_everything(train_config.seed)
+        return _train(GPT(model_config), train_config, run.data, run.output, batch_size, resume=False)
 
 
 def resume_gpt_training(out: str | Path, stops: dict[str, Any], *, quiet: bool = False, device: str = "auto",
                         compile: bool = False) -> dict[str, Any]:
     """Continue the run in ``out`` from its checkpoint; ``stops`` (max_steps/epochs/max_time) override."""
-    directory, config, train_config, data = resume_lm_run(out, KIND, stops, quiet=quiet, device=device,
-                                                          compile=compile)
-    model = GPT(GPTConfig.from_dict(config["model"]))
-    return _train(model, train_config, data, directory, config["batch_size"], resume=True)
+    with resumed_lm_run(out, KIND, stops, quiet=quiet, device=device, compile=compile) as (
+            output, config, train_config, data):
+        model = GPT(GPTConfig.from_dict(config["model"]))
+        return _train(model, train_config, data, output, config["batch_size"], resume=True)
 
 
-def _train(model: GPT, train_config: TrainConfig, data: LMData, directory: Path, batch_size: int, *,
+def _train(model: GPT, train_config: TrainConfig, data: LMData, output: RunOutput, batch_size: int, *,
            resume: bool) -> dict[str, Any]:
     block = model.config.block_size
     train = RandomWindows(data.train, batch_size, block, seed=train_config.seed)
@@ -86,8 +86,9 @@ def _train(model: GPT, train_config: TrainConfig, data: LMData, directory: Path,
         log(f"GPT {c.n_layer} layers x {c.n_head} heads x {c.n_embd} dims, block {block}, "
             f"{params:,} parameters, vocabulary {data.vocab_size}; {len(data.train):,} training tokens, "
             f"{len(data.val) if data.val is not None else 0:,} validation tokens", quiet=train_config.quiet)
-    result = Trainer(model, train_config, train, val, out_dir=directory, loss_fn=gpt_loss, resume=resume).fit()
-    return run_summary(result, directory, params, train_config.quiet)
+    result = Trainer(model, train_config, train, val, out_dir=output.path, loss_fn=gpt_loss, resume=resume,
+                     on_save=output.commit).fit()
+    return run_summary(result, output.target, params, train_config.quiet)
 
 
 def load_gpt_dir(model_dir: str | Path, device: Any = "cpu") -> tuple[GPT, Any, dict[str, Any]]:

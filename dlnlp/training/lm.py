@@ -2,16 +2,19 @@
 
 A run directory is prepared the same way for every LM: the corpus is spooled to ``out/data`` as
 token ids (characters, a dlnlp tokenizer, or piped ids), the vocabulary or tokenizer is stored
-beside the weights, ``config.json`` is written before training starts, and a failure before the
-first step leaves no half-written directory. Resuming reads that directory back; the summary a run
-prints and returns has the same fields for every model.
+beside the weights and ``config.json`` is written before training starts. All of it happens in a
+:class:`~dlnlp.io.modeldir.RunOutput`: a locked staging directory that replaces ``out`` only at the
+first checkpoint, so a run that fails before it leaves the previous ``out`` as it was and nothing
+else. Resuming reads that directory back; the summary a run prints and returns has the same fields
+for every model.
 """
 
 from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ import numpy as np
 
 from dlnlp.errors import DlnlpError, InputError
 from dlnlp.io.corpus import CorpusOptions, iter_lines
-from dlnlp.io.modeldir import prepare_model_dir, read_config, write_config
+from dlnlp.io.modeldir import RunOutput, read_config, write_config
 from dlnlp.progress import log
 from dlnlp.training.checkpoint import read_checkpoint_meta
 from dlnlp.training.config import TrainConfig
@@ -38,20 +41,26 @@ def checked(config: Any) -> None:
 
 @dataclass
 class LMRun:
-    """A prepared run: its directory, spooled data, and how text becomes ids (``level``)."""
+    """A prepared run: its output, spooled data, and how text becomes ids (``level``)."""
 
-    directory: Path
+    output: RunOutput
     data: LMData
     level: str  # "char", "tokenizer" or "ids"
     tokenizer: Any = None
 
+    @property
+    def directory(self) -> Path:
+        return self.output.path
 
-def prepare_lm_run(
+
+@contextmanager
+def new_lm_run(
     inputs: Sequence[str] | None, out: str | Path, make_config: Callable[[LMRun], dict[str, Any]], *,
     tokenizer: str | None = None, ids: bool = False, vocab_size: int | None = None, val: str | Path | None = None,
     val_fraction: float = 0.1, options: CorpusOptions | None = None, force: bool = False,
-) -> LMRun:
-    """Create ``out``, spool the corpus, store the vocabulary/tokenizer and ``make_config(run)`` as config.json.
+) -> Iterator[LMRun]:
+    """Open ``out`` as a :class:`RunOutput`, spool the corpus, store the vocabulary/tokenizer and
+    ``make_config(run)`` as config.json, and yield the run; train inside the ``with`` block.
 
     ``tokenizer`` None (or "char") means character level; ``ids`` reads `dlnlp tokenize encode` output.
     """
@@ -62,8 +71,9 @@ def prepare_lm_run(
         from dlnlp.tokenization import load_tokenizer
 
         tok = load_tokenizer(tokenizer)
-    directory = prepare_model_dir(out, force=force)
-    try:
+    sources = [*(inputs or []), val, tok.path if tok is not None else None]
+    with RunOutput(out, force=force, inputs=sources) as output:
+        directory = output.path
         level = "ids" if ids else ("char" if tok is None else "tokenizer")
         data = prepare_lm_data(inputs, directory, level=level, tokenizer=tok, val=val, val_fraction=val_fraction,
                                options=options, vocab_size=vocab_size)
@@ -72,25 +82,24 @@ def prepare_lm_run(
         elif level == "tokenizer":
             name = "tokenizer.model" if tok.engine == "sentencepiece" else "tokenizer.json"
             shutil.copyfile(tok.path, directory / name)
-        run = LMRun(directory, data, level, tok)
+        run = LMRun(output, data, level, tok)
         write_config(directory, make_config(run))
-    except BaseException:
-        shutil.rmtree(directory, ignore_errors=True)  # nothing trained yet: leave no half directory
-        raise
-    return run
+        yield run
 
 
-def resume_lm_run(out: str | Path, kind: str, stops: dict[str, Any], *, quiet: bool = False, device: str = "auto",
-                  compile: bool = False) -> tuple[Path, dict[str, Any], TrainConfig, LMData]:
-    """(directory, config.json, train config, data) of the run in ``out``; ``stops`` override its limits."""
-    directory = prepare_model_dir(out, resume=True)
-    config = read_config(directory, kind)
-    meta = read_checkpoint_meta(directory)
-    overrides = {k: v for k, v in stops.items() if v is not None}
-    train_config = TrainConfig.from_dict(meta["config"]).replace(quiet=quiet, device=device, compile=compile,
-                                                                 **overrides)
-    checked(train_config)
-    return directory, config, train_config, load_lm_data(directory)
+@contextmanager
+def resumed_lm_run(out: str | Path, kind: str, stops: dict[str, Any], *, quiet: bool = False, device: str = "auto",
+                   compile: bool = False) -> Iterator[tuple[RunOutput, dict[str, Any], TrainConfig, LMData]]:
+    """(output, config.json, train config, data) of the run in ``out``, locked while the ``with`` block
+    runs; ``stops`` override its limits."""
+    with RunOutput(out, resume=True) as output:
+        config = read_config(output.path, kind)
+        meta = read_checkpoint_meta(output.path)
+        overrides = {k: v for k, v in stops.items() if v is not None}
+        train_config = TrainConfig.from_dict(meta["config"]).replace(quiet=quiet, device=device, compile=compile,
+                                                                     **overrides)
+        checked(train_config)
+        yield output, config, train_config, load_lm_data(output.path)
 
 
 def run_summary(result: TrainResult, directory: Path, parameters: int, quiet: bool) -> dict[str, Any]:

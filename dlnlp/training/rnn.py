@@ -9,7 +9,7 @@ from typing import Any
 
 from dlnlp.errors import DlnlpError
 from dlnlp.io.corpus import CorpusOptions
-from dlnlp.io.modeldir import make_config
+from dlnlp.io.modeldir import RunOutput, make_config
 from dlnlp.kernels.device import resolve_device, resolve_precision, seed_everything
 from dlnlp.models.rnn_lm import MODEL_KIND, RNNLMConfig, build_model, load_model_dir
 from dlnlp.progress import log
@@ -19,9 +19,9 @@ from dlnlp.training.lm import (
     LMRun,
     bits_per_char,
     checked,
-    prepare_lm_run,
+    new_lm_run,
     read_eval_text,
-    resume_lm_run,
+    resumed_lm_run,
     run_summary,
 )
 from dlnlp.training.trainer import Trainer, evaluate_loss
@@ -45,23 +45,23 @@ def start_rnn_training(
         return make_config(MODEL_KIND, model=model_config.to_dict(), level=run.level, seq_len=seq_len,
                            batch_size=batch_size, train=train_config.to_dict(), data=run.data.meta)
 
-    run = prepare_lm_run(inputs, out, make_run_config, tokenizer=tokenizer, ids=ids, vocab_size=vocab_size,
-                         val=val, val_fraction=val_fraction, options=options, force=force)
-    seed_everything(train_config.seed)
-    model = build_model(model_config)
-    return _train(model, train_config, run.data, run.directory, seq_len, batch_size, resume=False)
+    with new_lm_run(inputs, out, make_run_config, tokenizer=tokenizer, ids=ids, vocab_size=vocab_size,
+                    val=val, val_fraction=val_fraction, options=options, force=force) as run:
+        seed_everything(train_config.seed)
+        model = build_model(model_config)
+        return _train(model, train_config, run.data, run.output, seq_len, batch_size, resume=False)
 
 
 def resume_rnn_training(out: str | Path, stops: dict[str, Any], *, quiet: bool = False, device: str = "auto",
                         compile: bool = False) -> dict[str, Any]:
     """Continue the run in ``out`` from its checkpoint; ``stops`` (max_steps/epochs/max_time) override."""
-    directory, config, train_config, data = resume_lm_run(out, MODEL_KIND, stops, quiet=quiet, device=device,
-                                                          compile=compile)
-    model = build_model(RNNLMConfig.from_dict(config["model"]))
-    return _train(model, train_config, data, directory, config["seq_len"], config["batch_size"], resume=True)
+    with resumed_lm_run(out, MODEL_KIND, stops, quiet=quiet, device=device, compile=compile) as (
+            output, config, train_config, data):
+        model = build_model(RNNLMConfig.from_dict(config["model"]))
+        return _train(model, train_config, data, output, config["seq_len"], config["batch_size"], resume=True)
 
 
-def _train(model: Any, train_config: TrainConfig, data: LMData, directory: Path, seq_len: int, batch_size: int,
+def _train(model: Any, train_config: TrainConfig, data: LMData, output: RunOutput, seq_len: int, batch_size: int,
            *, resume: bool) -> dict[str, Any]:
     train = StreamBatches(data.train, batch_size, seq_len)
     val = StreamBatches(data.val, batch_size, seq_len, clamp=True) if data.val is not None else None
@@ -72,8 +72,9 @@ def _train(model: Any, train_config: TrainConfig, data: LMData, directory: Path,
             f"{len(data.train):,} training tokens ({train.batches_per_epoch} windows of {batch_size}x{seq_len} "
             f"per epoch), {len(data.val) if data.val is not None else 0:,} validation tokens",
             quiet=train_config.quiet)
-    result = Trainer(model, train_config, train, val, out_dir=directory, resume=resume).fit()
-    return run_summary(result, directory, params, train_config.quiet)
+    result = Trainer(model, train_config, train, val, out_dir=output.path, resume=resume,
+                     on_save=output.commit).fit()
+    return run_summary(result, output.target, params, train_config.quiet)
 
 
 def evaluate_model_dir(model_dir: str | Path, inputs: Sequence[str] | None, *, batch_size: int = 32,

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-import os
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -210,13 +208,15 @@ class Trainer:
     directory: ``model.safetensors`` holds the best weights by validation loss, ``checkpoint/`` the
     last full state, ``metrics.jsonl`` the log), ``loss_fn(model, batch, state) -> (loss, state)``
     (default :func:`default_loss_fn`), ``val_fn(model) -> {"val_loss": ...}`` to replace the built-in
-    validation, ``resume`` to continue from ``out_dir/checkpoint``.
+    validation, ``resume`` to continue from ``out_dir/checkpoint``, ``on_save() -> Path`` called after
+    each checkpoint is saved, returning the directory to write into from then on (a
+    :class:`~dlnlp.io.modeldir.RunOutput` swaps its staging directory in at the first one).
     """
 
     def __init__(self, model: nn.Module, config: TrainConfig, train_data: Any, val_data: Any = None, *,
                  out_dir: str | Path | None = None, loss_fn: LossFn | None = None,
                  val_fn: Callable[[nn.Module], dict[str, float]] | None = None, resume: bool = False,
-                 on_step: Callable[[Trainer], None] | None = None):
+                 on_step: Callable[[Trainer], None] | None = None, on_save: Callable[[], Path] | None = None):
         config.validate()
         self.config = config
         self.device = resolve_device(config.device)
@@ -229,6 +229,7 @@ class Trainer:
         self.val_fn = val_fn
         self.resume = resume
         self.on_step = on_step
+        self.on_save = on_save
         self.optimizer = build_optimizer(self.model, config, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16 and self.device.type == "cuda")
         self.step = 0
@@ -458,7 +459,7 @@ class Trainer:
             if improved:
                 self.best_val_loss = val_loss
                 if self.out_dir is not None:
-                    _save_weights_atomic(self.model.state_dict(), self.out_dir / WEIGHTS_NAME)
+                    save_weights(self.model.state_dict(), self.out_dir / WEIGHTS_NAME)
         if metrics:
             metrics.write(step=self.step, val_loss=val_loss, val_ppl=math.exp(min(val_loss, 700)),
                           best=improved, full=max_batches is None, elapsed=round(self.elapsed, 3),
@@ -489,8 +490,10 @@ class Trainer:
         ckpt.save_checkpoint(self.out_dir, model_state, meta, tensors)
         if self.val_data is None and self.val_fn is None:
             with self.averaged_weights():
-                _save_weights_atomic(self.model.state_dict(), self.out_dir / WEIGHTS_NAME)
+                save_weights(self.model.state_dict(), self.out_dir / WEIGHTS_NAME)
         self._good_checkpoint_step = self.step
+        if self.on_save is not None:
+            self.out_dir = Path(self.on_save())
 
     def _load_checkpoint(self) -> None:
         if self.out_dir is None:
@@ -554,18 +557,6 @@ def _truncate_metrics(path: Path, step: int) -> None:
         kept.append(line)
     if len(kept) != len(lines):
         path.write_text("".join(kept), encoding="utf-8")
-
-
-def _save_weights_atomic(state: dict[str, torch.Tensor], path: Path) -> None:
-    """safetensors through a temporary file renamed into place: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_weights(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @torch.no_grad()

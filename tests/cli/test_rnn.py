@@ -104,7 +104,9 @@ def test_stdin_corpus_ids_input_and_ffnn(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["rnn", "train", "/nonexistent.txt", "--out", "{tmp}/m", "--max-steps", "1"], "no such file"),
-    (["rnn", "train", "{corpus}", "--out", "{tmp}", "--max-steps", "1"], "exists; pass --force"),
+    (["rnn", "train", "{corpus}", "--out", "{tmp}", "--max-steps", "1"], "contains an input of this command"),
+    (["rnn", "train", "{corpus}", "--out", "{tmp}", "--max-steps", "1", "--force"], "contains an input of this command"),
+    (["rnn", "train", "{corpus}", "--out", "{corpus}", "--max-steps", "1", "--force"], "is an input of this command"),
     (["rnn", "train", "{corpus}", "--out", "{tmp}/m", "--cell", "transformer"], "--cell must be"),
     (["rnn", "train", "{corpus}", "--out", "{tmp}/m", "--ema", "1.5", "--max-steps", "1"], "--ema must be in [0, 1)"),
     (["rnn", "train", "{corpus}", "--out", "{tmp}/m", "--cell", "gru", "--forget-bias", "1", "--max-steps", "1"],

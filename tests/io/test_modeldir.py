@@ -10,7 +10,7 @@ from dlnlp.io.modeldir import (
     MetricsLog,
     load_weights,
     make_config,
-    prepare_model_dir,
+    RunOutput,
     read_config,
     write_model_dir,
 )
@@ -48,11 +48,11 @@ def test_outputs_get_the_usual_permissions_not_the_temporary_files_private_ones(
 def test_atomic_directory_replaces_only_on_success(tmp_path):
     target = tmp_path / "run"
     with atomic_directory(target) as tmp:
-        (tmp / "a").write_text("1")
+        (tmp / "config.json").write_text("1")
     with pytest.raises(ValueError), atomic_directory(target, force=True) as tmp:
-        (tmp / "a").write_text("2")
+        (tmp / "config.json").write_text("2")
         raise ValueError
-    assert (target / "a").read_text() == "1"
+    assert (target / "config.json").read_text() == "1"
     with atomic_directory(target, force=True) as tmp:
         (tmp / "b").write_text("3")
     assert sorted(p.name for p in target.iterdir()) == ["b"]
@@ -99,16 +99,28 @@ def test_weights_are_never_unpickled(tmp_path):
         load_weights(tmp_path)
 
 
-def test_prepare_model_dir_force_and_resume(tmp_path):
+def test_run_output_stages_beside_the_target_and_swaps_at_commit(tmp_path):
     run = tmp_path / "run"
-    prepare_model_dir(run)
-    (run / "old").write_text("x")
+    with RunOutput(run) as output:
+        assert output.path.parent == tmp_path and output.path.name.startswith(".run.")
+        assert not run.exists()  # nothing at the target until the run commits
+        (output.path / "config.json").write_text("{}")
+        assert output.commit() == run
+    assert (run / "config.json").is_file()
     with pytest.raises(DlnlpError, match="--force"):
-        prepare_model_dir(run)
+        RunOutput(run)
     with pytest.raises(ModelDirError, match="no checkpoint"):
-        prepare_model_dir(run, resume=True)
-    prepare_model_dir(run, force=True)
-    assert list(run.iterdir()) == []
+        RunOutput(run, resume=True)
+    with pytest.raises(RuntimeError), RunOutput(run, force=True) as output:
+        (output.path / "config.json").write_text('{"new": 1}')
+        raise RuntimeError("failed before the first checkpoint")
+    assert (run / "config.json").read_text() == "{}"  # the old output is kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging, no lock left
+    with RunOutput(run, force=True) as output:
+        (output.path / "config.json").write_text('{"new": 1}')
+        output.commit()
+    assert (run / "config.json").read_text() == '{"new": 1}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     with MetricsLog(run) as metrics:
         metrics.write(step=1, loss=2.5)
         metrics.write(step=2, loss=2.0)
