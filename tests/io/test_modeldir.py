@@ -8,9 +8,9 @@ from dlnlp.errors import DlnlpError, ModelDirError
 from dlnlp.io.atomic import atomic_directory, atomic_open, atomic_write_text
 from dlnlp.io.modeldir import (
     MetricsLog,
+    RunOutput,
     load_weights,
     make_config,
-    RunOutput,
     read_config,
     write_model_dir,
 )
