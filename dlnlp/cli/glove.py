@@ -109,19 +109,17 @@ def train(
     from dlnlp.io.corpus import describe_inputs
     from dlnlp.io.vectors import KeyedVectors, output_format, write_vectors_output
     from dlnlp.kernels.device import resolve_device, seed_everything
-    from dlnlp.models.glove import GloVe, GloVeConfig
-    from dlnlp.models.ppmi_svd import check_counting_options, corpus_cooccurrence
+    from dlnlp.models.glove import GloVe, GloVeConfig, check_options
+    from dlnlp.models.ppmi_svd import corpus_cooccurrence
     from dlnlp.progress import Progress, log
 
     started = time.perf_counter()
     config = GloVeConfig(dim=dim, x_max=x_max, alpha=alpha, epochs=epochs, lr=lr, bias_lr=bias_lr,
-                         optimizer=optimizer, batch_size=batch_size, grad_clip=grad_clip if grad_clip > 0 else None,
+                         optimizer=optimizer, batch_size=batch_size, grad_clip=None if grad_clip == 0 else grad_clip,
                          output=vectors, seed=seed)
-    try:
-        config.validate()
-    except ValueError as exc:
-        raise DlnlpError(str(exc)) from exc
-    check_counting_options(window, min_count, memory)
+    config.validate()
+    check_options(window=window, min_count=min_count, max_vocab=max_vocab, memory=memory, workers=workers,
+                  max_time=max_time)
     if backend not in ("auto", "native", "torch"):
         raise DlnlpError(f"--backend {backend}: expected auto, native or torch")
     fmt = output_format(out, fmt)
