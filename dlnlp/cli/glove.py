@@ -63,11 +63,11 @@ def train(
     tmp_dir: TmpDir = None,
     x_max: Annotated[float, typer.Option("--x-max", help="Cutoff of the weighting function f.",
                                          rich_help_panel=TRAINING)] = 100.0,
-    alpha: Annotated[float, typer.Option("--alpha", help="Exponent of the weighting function f.",
+    alpha: Annotated[float, typer.Option("--alpha", help="Exponent of the weighting function f, in [0, 1].",
                                          rich_help_panel=TRAINING)] = 0.75,
     epochs: Annotated[int, typer.Option("--epochs", help="Passes over the non-zero entries (glove.c's -iter).",
                                         rich_help_panel=TRAINING)] = 25,
-    lr: Annotated[float, typer.Option("--lr", help="Initial learning rate (glove.c's -eta).",
+    lr: Annotated[float, typer.Option("--lr", help="Initial learning rate (glove.c's -eta), in (0, 1].",
                                       rich_help_panel=TRAINING)] = 0.05,
     bias_lr: Annotated[Optional[float], typer.Option("--bias-lr", help="Learning rate of the biases (default: 1 "
                                                      "with AdaGrad, as glove.c, which updates them without "

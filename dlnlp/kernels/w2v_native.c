@@ -26,7 +26,7 @@ typedef struct {
     int32_t epochs;
     int64_t total_words;          /* corpus words per epoch, for the learning-rate schedule */
     int64_t *progress;            /* [0]: words done over all threads; [1]: stop flag; [2]: set (with [1])
-                                     when a dot product is not finite: the vectors diverged */
+                                     when a dot product is NaN: the vectors diverged */
     uint64_t seed;
     int32_t n_threads;
 } Params;
@@ -61,7 +61,9 @@ static inline float table_sigmoid(const float *exp_table, float f) {
     return exp_table[i];
 }
 
-/* A non-finite dot product means the vectors overflowed: stop every thread and report it. */
+/* A NaN dot product means the vectors overflowed: stop every thread and report it. (An infinite one
+   takes the saturated branch; the NaNs it leads to are caught here, and the driver checks the
+   vectors after training too.) */
 static inline void diverged(const Params *p) {
     __atomic_store_n(&p->progress[2], 1, __ATOMIC_RELAXED);
     __atomic_store_n(&p->progress[1], 1, __ATOMIC_RELAXED);
@@ -96,8 +98,10 @@ static inline void train_target(const Params *p, const float *exp_table, const f
         for (int b = 0; b < p->code_lens[w]; b++) {
             float *restrict v = p->syn1 + (int64_t)p->points[off + b] * n;
             float f = dotf(h, v, n);
-            if (!isfinite(f)) { diverged(p); return; }
-            if (!(f > -MAX_EXP && f < MAX_EXP)) continue;
+            if (!(f > -MAX_EXP && f < MAX_EXP)) {  /* outside the table (NaN included): skipped */
+                if (f != f) { diverged(p); return; }
+                continue;
+            }
             f = table_sigmoid(exp_table, f);
             float g = (1.f - (float)p->codes[off + b] - f) * alpha;
             update_pair(g, v, work, h, n);
@@ -115,11 +119,11 @@ static inline void train_target(const Params *p, const float *exp_table, const f
             }
             float *restrict v = p->syn1neg + (int64_t)target * n;
             float f = dotf(h, v, n);
-            if (!isfinite(f)) { diverged(p); return; }
             float g;
-            if (f >= MAX_EXP) g = (label - 1.f) * alpha;
+            if (f > -MAX_EXP && f < MAX_EXP) g = (label - table_sigmoid(exp_table, f)) * alpha;
+            else if (f >= MAX_EXP) g = (label - 1.f) * alpha;
             else if (f <= -MAX_EXP) g = label * alpha;
-            else g = (label - table_sigmoid(exp_table, f)) * alpha;
+            else { diverged(p); return; }  /* NaN: the vectors overflowed */
             update_pair(g, v, work, h, n);
         }
     }

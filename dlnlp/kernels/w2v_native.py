@@ -19,7 +19,8 @@ The loop follows word2vec.c / gensim's ``word2vec_inner.pyx`` detail for detail:
 * hierarchical softmax over the Huffman tree: for each inner node on the target's path,
   ``g = (1 - code - sigmoid(h . v_node)) * alpha``;
 * sigmoid from word2vec.c's 1000-entry table over [-6, 6] (NS: clamped outside; HS: skipped
-  outside, as both references do);
+  outside, as both references do); the index is clamped too, and a NaN dot product (overflowed
+  vectors) stops every thread and sets ``progress[2]``, so no value reads outside the table;
 * CBOW averages the context vectors and adds the full gradient to each of them;
 * learning rate ``alpha = start - (start - end) * progress`` refreshed every 10,000 words, progress
   measured over all threads' words (out-of-vocabulary words excluded, subsampled ones included);
