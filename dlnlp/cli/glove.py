@@ -63,11 +63,11 @@ def train(
     tmp_dir: TmpDir = None,
     x_max: Annotated[float, typer.Option("--x-max", help="Cutoff of the weighting function f.",
                                          rich_help_panel=TRAINING)] = 100.0,
-    alpha: Annotated[float, typer.Option("--alpha", help="Exponent of the weighting function f.",
+    alpha: Annotated[float, typer.Option("--alpha", help="Exponent of the weighting function f, in [0, 1].",
                                          rich_help_panel=TRAINING)] = 0.75,
     epochs: Annotated[int, typer.Option("--epochs", help="Passes over the non-zero entries (glove.c's -iter).",
                                         rich_help_panel=TRAINING)] = 25,
-    lr: Annotated[float, typer.Option("--lr", help="Initial learning rate (glove.c's -eta).",
+    lr: Annotated[float, typer.Option("--lr", help="Initial learning rate (glove.c's -eta), in (0, 1].",
                                       rich_help_panel=TRAINING)] = 0.05,
     bias_lr: Annotated[Optional[float], typer.Option("--bias-lr", help="Learning rate of the biases (default: 1 "
                                                      "with AdaGrad, as glove.c, which updates them without "
@@ -109,19 +109,17 @@ def train(
     from dlnlp.io.corpus import describe_inputs
     from dlnlp.io.vectors import KeyedVectors, output_format, write_vectors_output
     from dlnlp.kernels.device import resolve_device, seed_everything
-    from dlnlp.models.glove import GloVe, GloVeConfig
-    from dlnlp.models.ppmi_svd import check_counting_options, corpus_cooccurrence
+    from dlnlp.models.glove import GloVe, GloVeConfig, check_options
+    from dlnlp.models.ppmi_svd import corpus_cooccurrence
     from dlnlp.progress import Progress, log
 
     started = time.perf_counter()
     config = GloVeConfig(dim=dim, x_max=x_max, alpha=alpha, epochs=epochs, lr=lr, bias_lr=bias_lr,
-                         optimizer=optimizer, batch_size=batch_size, grad_clip=grad_clip if grad_clip > 0 else None,
+                         optimizer=optimizer, batch_size=batch_size, grad_clip=None if grad_clip == 0 else grad_clip,
                          output=vectors, seed=seed)
-    try:
-        config.validate()
-    except ValueError as exc:
-        raise DlnlpError(str(exc)) from exc
-    check_counting_options(window, min_count, memory)
+    config.validate()
+    check_options(window=window, min_count=min_count, max_vocab=max_vocab, memory=memory, workers=workers,
+                  max_time=max_time)
     if backend not in ("auto", "native", "torch"):
         raise DlnlpError(f"--backend {backend}: expected auto, native or torch")
     fmt = output_format(out, fmt)

@@ -33,10 +33,10 @@ def train(
     arch: Annotated[str, typer.Option("--arch", help="skipgram or cbow.", rich_help_panel=TRAINING)] = "skipgram",
     loss: Annotated[str, typer.Option("--loss", help="ns (negative sampling), hs (hierarchical softmax) or both.",
                                       rich_help_panel=TRAINING)] = "ns",
-    negative: Annotated[int, typer.Option("--negative", help="Negative samples per prediction.",
+    negative: Annotated[int, typer.Option("--negative", help="Negative samples per prediction (1-1000).",
                                           rich_help_panel=TRAINING)] = 5,
     window: Annotated[int, typer.Option("--window", help="Maximum context window (each center word draws "
-                                        "1..W).", rich_help_panel=TRAINING)] = 5,
+                                        "1..W; at most 1000).", rich_help_panel=TRAINING)] = 5,
     min_count: Annotated[int, typer.Option("--min-count", help="Drop words seen fewer times.",
                                            rich_help_panel=TRAINING)] = 5,
     max_vocab: Annotated[Optional[int], typer.Option("--max-vocab", help="Keep at most this many most frequent "
@@ -45,7 +45,7 @@ def train(
                                           rich_help_panel=TRAINING)] = 1e-3,
     dim: Annotated[int, typer.Option("--dim", help="Vector dimension.", rich_help_panel=TRAINING)] = 100,
     epochs: Annotated[int, typer.Option("--epochs", help="Passes over the corpus.", rich_help_panel=TRAINING)] = 5,
-    lr: Annotated[float, typer.Option("--lr", help="Starting learning rate.", rich_help_panel=TRAINING)] = 0.025,
+    lr: Annotated[float, typer.Option("--lr", help="Starting learning rate (0 < lr < 1).", rich_help_panel=TRAINING)] = 0.025,
     min_lr: Annotated[float, typer.Option("--min-lr", help="Final learning rate (linear decay).",
                                           rich_help_panel=TRAINING)] = 0.0001,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Center words per step of the batched Torch "

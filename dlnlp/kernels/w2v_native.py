@@ -3,9 +3,9 @@
 On CPUs, per-pair work in word2vec is tiny (a few 100-dimensional dot products and axpys), so
 any per-batch framework overhead dominates; word2vec.c and gensim both run a tight native loop
 over the corpus with lock-free ("Hogwild", Recht et al. 2011) threads updating shared matrices.
-This module does the same: :mod:`dlnlp.kernels.native` compiles the C source below with
-``cc -O3 -march=native`` once, caches the shared library and loads it with ctypes (no Python or
-torch in the loop, the GIL released).
+This module does the same: :mod:`dlnlp.kernels.native` compiles the C source shipped beside it
+(``w2v_native.c``) with ``cc -O3 -march=native`` once, caches the shared library and loads it with
+ctypes (no Python or torch in the loop, the GIL released).
 If no compiler is available, :func:`load_library` returns None and the trainer falls back to the
 batched Torch kernels of ``dlnlp.kernels.embedding_losses`` (the path used on CUDA).
 
@@ -19,7 +19,8 @@ The loop follows word2vec.c / gensim's ``word2vec_inner.pyx`` detail for detail:
 * hierarchical softmax over the Huffman tree: for each inner node on the target's path,
   ``g = (1 - code - sigmoid(h . v_node)) * alpha``;
 * sigmoid from word2vec.c's 1000-entry table over [-6, 6] (NS: clamped outside; HS: skipped
-  outside, as both references do);
+  outside, as both references do); the index is clamped too, and a NaN dot product (overflowed
+  vectors) stops every thread and sets ``progress[2]``, so no value reads outside the table;
 * CBOW averages the context vectors and adds the full gradient to each of them;
 * learning rate ``alpha = start - (start - end) * progress`` refreshed every 10,000 words, progress
   measured over all threads' words (out-of-vocabulary words excluded, subsampled ones included);
@@ -35,260 +36,10 @@ import ctypes
 
 import numpy as np
 
-from dlnlp.kernels.native import NativeKernel, pointer
+from dlnlp.kernels.native import NativeKernel, pointer, source_text
 
-C_SOURCE = r"""
-#include <math.h>
-#include <pthread.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
+C_SOURCE = source_text("w2v_native.c")  # the C source, shipped beside this module
 
-#define EXP_TABLE_SIZE 1000
-#define MAX_EXP 6
-#define MAX_SENTENCE 10000
-
-typedef struct {
-    const int32_t *corpus;        /* token ids, all lines concatenated */
-    const int64_t *line_ends;     /* end offset of each line in corpus */
-    int64_t n_lines;
-    const uint32_t *keep;         /* subsampling threshold per word (scaled to 2^32); NULL: keep all */
-    float *syn0, *syn1, *syn1neg; /* input vectors, HS inner-node vectors, NS output vectors */
-    int32_t dim, window, negative, hs, sg, cbow_mean;
-    const float *alias_prob;      /* alias table for negatives (Vose) */
-    const int32_t *alias_other;
-    int32_t vocab_size;
-    const int32_t *points;        /* HS: inner nodes on each word's path, root first (flattened) */
-    const uint8_t *codes;         /* HS: branch bits along the path */
-    const int64_t *code_offsets;  /* start of each word's path in points/codes */
-    const int32_t *code_lens;
-    float alpha, min_alpha;
-    int32_t epochs;
-    int64_t total_words;          /* corpus words per epoch, for the learning-rate schedule */
-    int64_t *progress;            /* [0]: words done over all threads; [1]: stop flag */
-    uint64_t seed;
-    int32_t n_threads;
-} Params;
-
-typedef struct { const Params *p; int thread; int64_t line_begin, line_end; float *exp_table; } Job;
-
-static inline uint64_t lcg(uint64_t *state) {
-    uint64_t out = *state >> 16;
-    *state = (*state * 25214903917ULL + 11ULL) & 281474976710655ULL;
-    return out & 0xFFFFFFFFULL;
-}
-
-static inline int32_t draw_alias(const float *prob, const int32_t *other, int32_t n, uint64_t *state) {
-    /* One 32-bit draw gives both the bucket (high part of r * V) and the uniform for the coin
-       flip (the fraction left over), as in the usual one-random-number alias sampler. */
-    uint64_t scaled = lcg(state) * (uint64_t)n;
-    int32_t bucket = (int32_t)(scaled >> 32);
-    float u = (float)(scaled & 0xFFFFFFFFULL) * (1.0f / 4294967296.0f);
-    return u < prob[bucket] ? bucket : other[bucket];
-}
-
-static inline int keep_word(const uint32_t *keep, int32_t w, uint64_t *state) {
-    return !keep || keep[w] >= lcg(state);
-}
-
-static inline float dotf(const float *restrict a, const float *restrict b, int n) {
-    float s = 0.f;
-    for (int i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-
-static inline void axpy(float g, const float *restrict x, float *restrict y, int n) {
-    for (int i = 0; i < n; i++) y[i] += g * x[i];
-}
-
-/* work += g * v; v += g * h, in one pass over v. */
-static inline void update_pair(float g, float *restrict v, float *restrict work, const float *restrict h, int n) {
-    for (int i = 0; i < n; i++) {
-        const float vi = v[i];
-        work[i] += g * vi;
-        v[i] = vi + g * h[i];
-    }
-}
-
-/* One prediction: hidden vector h (a context word's row for skip-gram, the averaged context
-   for CBOW), target word w. Adds alpha * dL/dh into work; updates output rows in place. */
-static inline void train_target(const Params *p, const float *exp_table, const float *restrict h,
-                                float *restrict work, int32_t w, float alpha, uint64_t *state) {
-    const int n = p->dim;
-    if (p->hs) {
-        const int64_t off = p->code_offsets[w];
-        for (int b = 0; b < p->code_lens[w]; b++) {
-            float *restrict v = p->syn1 + (int64_t)p->points[off + b] * n;
-            float f = dotf(h, v, n);
-            if (f <= -MAX_EXP || f >= MAX_EXP) continue;
-            f = exp_table[(int)((f + MAX_EXP) * (EXP_TABLE_SIZE / MAX_EXP / 2))];
-            float g = (1.f - (float)p->codes[off + b] - f) * alpha;
-            update_pair(g, v, work, h, n);
-        }
-    }
-    if (p->negative > 0) {
-        for (int d = 0; d <= p->negative; d++) {
-            int32_t target;
-            float label;
-            if (d == 0) { target = w; label = 1.f; }
-            else {
-                target = draw_alias(p->alias_prob, p->alias_other, p->vocab_size, state);
-                if (target == w) continue;
-                label = 0.f;
-            }
-            float *restrict v = p->syn1neg + (int64_t)target * n;
-            float f = dotf(h, v, n);
-            float g;
-            if (f > MAX_EXP) g = (label - 1.f) * alpha;
-            else if (f < -MAX_EXP) g = label * alpha;
-            else g = (label - exp_table[(int)((f + MAX_EXP) * (EXP_TABLE_SIZE / MAX_EXP / 2))]) * alpha;
-            update_pair(g, v, work, h, n);
-        }
-    }
-}
-
-static void *run_thread(void *arg) {
-    Job *job = (Job *)arg;
-    const Params *p = job->p;
-    const int n = p->dim;
-    const float *exp_table = job->exp_table;
-    uint64_t state = (p->seed * 6364136223846793005ULL + 1442695040888963407ULL * (uint64_t)(job->thread + 1))
-                     & 281474976710655ULL;
-    int32_t *sentence = (int32_t *)malloc(sizeof(int32_t) * MAX_SENTENCE);
-    float *work = (float *)malloc(sizeof(float) * n);
-    float *neu1 = (float *)malloc(sizeof(float) * n);
-    const double total = (double)p->epochs * (double)p->total_words + 1.0;
-    float alpha = p->alpha;
-    int64_t pending = 0;
-    for (int epoch = 0; epoch < p->epochs; epoch++) {
-        for (int64_t line = job->line_begin; line < job->line_end; line++) {
-            if (p->progress[1]) goto done;
-            const int64_t begin = line == 0 ? 0 : p->line_ends[line - 1];
-            const int64_t end = p->line_ends[line];
-            for (int64_t piece = begin; piece < end; piece += MAX_SENTENCE) {
-                const int64_t piece_end = piece + MAX_SENTENCE < end ? piece + MAX_SENTENCE : end;
-                int len = 0;
-                for (int64_t t = piece; t < piece_end; t++) {
-                    int32_t w = p->corpus[t];
-                    if (!keep_word(p->keep, w, &state)) continue;
-                    sentence[len++] = w;
-                }
-                pending += piece_end - piece;
-                if (pending >= 10000) {
-                    int64_t done = __atomic_add_fetch(&p->progress[0], pending, __ATOMIC_RELAXED);
-                    pending = 0;
-                    double progress = (double)done / total;
-                    alpha = p->alpha - (p->alpha - p->min_alpha) * (float)(progress < 1.0 ? progress : 1.0);
-                    if (alpha < p->min_alpha) alpha = p->min_alpha;
-                }
-                for (int i = 0; i < len; i++) {
-                    const int reduced = (int)((lcg(&state) * (uint64_t)p->window) >> 32);
-                    const int span = p->window - reduced;
-                    const int lo = i - span < 0 ? 0 : i - span;
-                    const int hi = i + span + 1 > len ? len : i + span + 1;
-                    if (p->sg) {
-                        for (int j = lo; j < hi; j++) {
-                            if (j == i) continue;
-                            float *restrict h = p->syn0 + (int64_t)sentence[j] * n;
-                            memset(work, 0, sizeof(float) * n);
-                            train_target(p, exp_table, h, work, sentence[i], alpha, &state);
-                            axpy(1.f, work, h, n);
-                        }
-                    } else {
-                        int count = 0;
-                        memset(neu1, 0, sizeof(float) * n);
-                        for (int j = lo; j < hi; j++) {
-                            if (j == i) continue;
-                            axpy(1.f, p->syn0 + (int64_t)sentence[j] * n, neu1, n);
-                            count++;
-                        }
-                        if (!count) continue;
-                        const float inv = 1.f / (float)count;
-                        if (p->cbow_mean) for (int d = 0; d < n; d++) neu1[d] *= inv;
-                        memset(work, 0, sizeof(float) * n);
-                        train_target(p, exp_table, neu1, work, sentence[i], alpha, &state);
-                        if (!p->cbow_mean) for (int d = 0; d < n; d++) work[d] *= inv;
-                        for (int j = lo; j < hi; j++) {
-                            if (j == i) continue;
-                            axpy(1.f, work, p->syn0 + (int64_t)sentence[j] * n, n);
-                        }
-                    }
-                }
-            }
-        }
-    }
-done:
-    __atomic_add_fetch(&p->progress[0], pending, __ATOMIC_RELAXED);
-    free(sentence); free(work); free(neu1);
-    return NULL;
-}
-
-/* Train over the whole corpus; threads get contiguous ranges of lines of about equal size. */
-int w2v_train(const Params *p) {
-    float *exp_table = (float *)malloc(sizeof(float) * (EXP_TABLE_SIZE + 1));
-    for (int i = 0; i <= EXP_TABLE_SIZE; i++) {
-        double e = exp((i / (double)EXP_TABLE_SIZE * 2 - 1) * MAX_EXP);
-        exp_table[i] = (float)(e / (e + 1));
-    }
-    int nt = p->n_threads < 1 ? 1 : p->n_threads;
-    pthread_t *threads = (pthread_t *)malloc(sizeof(pthread_t) * nt);
-    Job *jobs = (Job *)malloc(sizeof(Job) * nt);
-    const int64_t total = p->n_lines ? p->line_ends[p->n_lines - 1] : 0;
-    int64_t line = 0;
-    for (int t = 0; t < nt; t++) {
-        jobs[t].p = p; jobs[t].thread = t; jobs[t].exp_table = exp_table;
-        jobs[t].line_begin = line;
-        const int64_t goal = total * (t + 1) / nt;
-        while (line < p->n_lines && (t == nt - 1 || p->line_ends[line] <= goal)) line++;
-        jobs[t].line_end = line;
-    }
-    int rc = 0;
-    if (nt == 1) run_thread(&jobs[0]);
-    else {
-        for (int t = 0; t < nt; t++) if (pthread_create(&threads[t], NULL, run_thread, &jobs[t])) rc = 1;
-        for (int t = 0; t < nt; t++) pthread_join(threads[t], NULL);
-    }
-    free(threads); free(jobs); free(exp_table);
-    return rc;
-}
-
-/* Test hooks: the same draws the training loop makes, counted. */
-void w2v_count_negatives(const float *prob, const int32_t *other, int32_t n, int64_t draws, uint64_t seed,
-                         int64_t *counts) {
-    uint64_t state = seed & 281474976710655ULL;
-    for (int64_t i = 0; i < draws; i++) counts[draw_alias(prob, other, n, &state)]++;
-}
-
-void w2v_count_kept(const int32_t *corpus, int64_t n, const uint32_t *keep, uint64_t seed, int64_t *counts) {
-    uint64_t state = seed & 281474976710655ULL;
-    for (int64_t i = 0; i < n; i++) if (keep_word(keep, corpus[i], &state)) counts[corpus[i]]++;
-}
-
-/* Vose's alias method: O(n) construction, O(1) draws. prob must hold probabilities summing to 1. */
-void w2v_build_alias(const double *weights, int32_t n, float *prob, int32_t *other) {
-    double *scaled = (double *)malloc(sizeof(double) * n);
-    int32_t *small = (int32_t *)malloc(sizeof(int32_t) * n);
-    int32_t *large = (int32_t *)malloc(sizeof(int32_t) * n);
-    int32_t ns = 0, nl = 0;
-    double sum = 0;
-    for (int32_t i = 0; i < n; i++) sum += weights[i];
-    for (int32_t i = 0; i < n; i++) {
-        scaled[i] = weights[i] / sum * n;
-        other[i] = i;
-        if (scaled[i] < 1.0) small[ns++] = i; else large[nl++] = i;
-    }
-    while (ns && nl) {
-        int32_t s = small[--ns], l = large[--nl];
-        prob[s] = (float)scaled[s];
-        other[s] = l;
-        scaled[l] = (scaled[l] + scaled[s]) - 1.0;
-        if (scaled[l] < 1.0) small[ns++] = l; else large[nl++] = l;
-    }
-    while (nl) prob[large[--nl]] = 1.0f;
-    while (ns) prob[small[--ns]] = 1.0f;
-    free(scaled); free(small); free(large);
-}
-"""
 
 class Params(ctypes.Structure):
     _fields_ = [
@@ -362,10 +113,17 @@ def train_native(*, corpus: np.ndarray, line_ends: np.ndarray, keep: np.ndarray 
                  sg: bool, cbow_mean: bool, alias: tuple[np.ndarray, np.ndarray] | None,
                  huffman: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None, alpha: float,
                  min_alpha: float, epochs: int, seed: int, threads: int, progress: np.ndarray) -> None:
-    """Run the C loop (blocking, GIL released); ``progress[0]`` counts words done, ``progress[1] = 1`` stops."""
+    """Run the C loop (blocking, GIL released).
+
+    ``progress`` is an int64[3] array shared with the loop: ``[0]`` counts words done, setting
+    ``[1] = 1`` stops it, and the loop sets ``[2] = 1`` (and stops) when a dot product is not finite,
+    i.e. the vectors diverged. The arguments are checked here, so the C code stays in bounds.
+    """
     library = load_library()
     if library is None:
         raise RuntimeError(KERNEL.failure_reason or "native kernel unavailable")
+    _check_arguments(corpus, line_ends, keep, syn0, syn1, syn1neg, window, negative, hs, alias, huffman, epochs,
+                     threads, progress)
     keepalive = [corpus, line_ends, keep, syn0, syn1, syn1neg, progress]
     params = Params()
     params.corpus, params.line_ends, params.n_lines = _ptr(corpus), _ptr(line_ends), len(line_ends)
@@ -389,6 +147,41 @@ def train_native(*, corpus: np.ndarray, line_ends: np.ndarray, keep: np.ndarray 
     del keepalive
     if rc:
         raise RuntimeError("could not start the training threads")
+
+
+INT32_MAX = 2**31 - 1
+
+
+def _check_arguments(corpus, line_ends, keep, syn0, syn1, syn1neg, window, negative, hs, alias, huffman, epochs,
+                     threads, progress) -> None:
+    """Shapes, types and ranges the C loop relies on (it indexes with these numbers unchecked)."""
+    vocab, dim = syn0.shape
+    arrays = [("corpus", corpus, np.int32), ("line_ends", line_ends, np.int64), ("syn0", syn0, np.float32),
+              ("progress", progress, np.int64)]
+    arrays += [(name, a, t) for name, a, t in (("keep", keep, np.uint32), ("syn1", syn1, np.float32),
+                                                ("syn1neg", syn1neg, np.float32)) if a is not None]
+    for name, array, dtype in arrays:
+        if array.dtype != dtype or not array.flags["C_CONTIGUOUS"]:
+            raise ValueError(f"{name} must be a C-contiguous {np.dtype(dtype).name} array")
+    if len(progress) < 3:
+        raise ValueError("progress must hold 3 counters")
+    if not (1 <= dim <= INT32_MAX and 1 <= vocab <= INT32_MAX and 1 <= window <= INT32_MAX
+            and 0 <= negative < INT32_MAX and 1 <= epochs <= INT32_MAX and 1 <= threads <= INT32_MAX):
+        raise ValueError("dim, vocabulary, window, negative, epochs or threads out of range")
+    if len(corpus) and (int(corpus.min()) < 0 or int(corpus.max()) >= vocab):
+        raise ValueError("corpus ids must be in [0, vocabulary size)")
+    if len(line_ends) and (line_ends[-1] != len(corpus) or (np.diff(line_ends) < 0).any() or line_ends[0] < 0):
+        raise ValueError("line_ends must be non-decreasing and end at the corpus length")
+    if keep is not None and len(keep) != vocab:
+        raise ValueError("keep must hold one threshold per word")
+    if negative > 0 and (syn1neg is None or syn1neg.shape != syn0.shape or alias is None or len(alias[0]) != vocab):
+        raise ValueError("negative sampling needs syn1neg and an alias table over the vocabulary")
+    if hs:
+        if syn1 is None or huffman is None or syn1.shape[1] != dim or len(huffman[3]) != vocab:
+            raise ValueError("hierarchical softmax needs syn1 and a Huffman tree over the vocabulary")
+        points = huffman[0]
+        if len(points) and (int(points.min()) < 0 or int(points.max()) >= syn1.shape[0]):
+            raise ValueError("Huffman points must index rows of syn1")
 
 
 def count_negative_draws(alias: tuple[np.ndarray, np.ndarray], draws: int, seed: int = 1) -> np.ndarray:

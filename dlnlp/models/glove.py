@@ -35,12 +35,50 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from dlnlp.errors import DlnlpError
 from dlnlp.kernels import glove_native
 from dlnlp.kernels.glove_loss import adagrad_step_, adam_step_, glove_loss_and_grads, glove_weight
 from dlnlp.models.ppmi_svd import corpus_cooccurrence  # noqa: F401  (GloVe's counting stage, shared)
 
 OPTIMIZERS = ("adagrad", "adam")
 OUTPUTS = ("sum", "word")
+# Documented caps of the options (far beyond any useful setting: glove.c's defaults are 50-300
+# dimensions, a window of 10-15 and 15-100 iterations).
+MAX_DIM = 100_000
+MAX_EPOCHS = 100_000
+MAX_BATCH = 1 << 24
+MAX_WINDOW = 1000
+MAX_WORKERS = 1024
+
+
+class GloVeOptionError(DlnlpError, ValueError):
+    """An option out of its range (a ValueError for library callers, one line for the CLI)."""
+
+
+class VectorsDiverged(DlnlpError):
+    """Training made the cost or the vectors overflow (the learning rate is too high)."""
+
+
+def _check_int(option: str, value: int, low: int, high: int, note: str = "") -> None:
+    if not low <= value <= high:
+        raise GloVeOptionError(f"{option} must be between {low} and {high}{note}, got {value}")
+
+
+def check_options(*, window: int, min_count: int, max_vocab: int | None, memory: float, workers: int,
+                  max_time: float | None) -> None:
+    """The counting and run options of ``glove train`` (besides :class:`GloVeConfig`'s), before any work."""
+    from dlnlp.models.ppmi_svd import check_counting_options
+
+    _check_int("--window", window, 1, MAX_WINDOW)
+    _check_int("--min-count", min_count, 1, 2**63 - 1)
+    if max_vocab is not None:
+        _check_int("--max-vocab", max_vocab, 1, 2**31 - 1)
+    if not (math.isfinite(memory) and memory > 0):
+        raise GloVeOptionError(f"--memory must be > 0 (GiB), got {memory:g}")
+    _check_int("--workers", workers, 0, MAX_WORKERS, " (0: all cores)")
+    if max_time is not None and not (math.isfinite(max_time) and max_time > 0):
+        raise GloVeOptionError(f"--max-time must be > 0 seconds, got {max_time:g}")
+    check_counting_options(window, min_count, memory)
 
 
 @dataclass
@@ -60,20 +98,29 @@ class GloVeConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        if self.dim < 1:
-            raise ValueError("dim must be at least 1")
-        if self.x_max <= 0:
-            raise ValueError("x_max must be positive")
-        if self.epochs < 0:
-            raise ValueError("epochs must be non-negative")
-        if self.lr <= 0 or (self.bias_lr is not None and self.bias_lr < 0):
-            raise ValueError("learning rates must be positive")
+        """Every option in a range that makes sense (one-line errors naming the option as typed).
+
+        AdaGrad moves a component by at most about ``lr`` per entry, so rates above 1 only scatter
+        the vectors; the caps on sizes keep the numbers the native loop gets 32-bit.
+        """
+        _check_int("--dim", self.dim, 1, MAX_DIM)
+        _check_int("--epochs", self.epochs, 1, MAX_EPOCHS)
+        _check_int("--batch-size", self.batch_size, 1, MAX_BATCH)
+        _check_int("--seed", self.seed, 0, 2**63 - 1)
+        if not (math.isfinite(self.x_max) and self.x_max > 0):
+            raise GloVeOptionError(f"--x-max must be > 0, got {self.x_max:g}")
+        if not (math.isfinite(self.alpha) and 0 <= self.alpha <= 1):
+            raise GloVeOptionError(f"--alpha must be in [0, 1] (the paper's 0.75), got {self.alpha:g}")
+        if not (math.isfinite(self.lr) and 0 < self.lr <= 1):
+            raise GloVeOptionError(f"--lr must be > 0 and <= 1, got {self.lr:g}")
+        if self.bias_lr is not None and not (math.isfinite(self.bias_lr) and 0 <= self.bias_lr <= 1):
+            raise GloVeOptionError(f"--bias-lr must be in [0, 1], got {self.bias_lr:g}")
+        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            raise GloVeOptionError(f"--grad-clip must be >= 0 (0: off), got {self.grad_clip:g}")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
+            raise GloVeOptionError(f"--optimizer {self.optimizer}: expected {' or '.join(OPTIMIZERS)}")
         if self.output not in OUTPUTS:
-            raise ValueError(f"output must be one of {', '.join(OUTPUTS)}")
-        if self.batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
+            raise GloVeOptionError(f"--vectors {self.output}: expected {' or '.join(OUTPUTS)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -137,11 +184,17 @@ class GloVe:
     def b_tilde(self) -> torch.Tensor:
         return self.context[:, self.config.dim + 1]
 
+    def is_finite(self) -> bool:
+        """Whether every parameter (vectors and biases) is a finite number."""
+        return bool(torch.isfinite(self.word).all() and torch.isfinite(self.context).all())
+
     def vectors(self, output: str | None = None) -> np.ndarray:
         """The word vectors to save: ``W + W~`` (``"sum"``) or ``W`` (``"word"``), float32 on the CPU."""
         output = output or self.config.output
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {', '.join(OUTPUTS)}")
+        if not self.is_finite():
+            raise VectorsDiverged("the GloVe parameters hold nan or inf; not writing them (try a lower --lr)")
         result = self.W + self.W_tilde if output == "sum" else self.W
         return result.detach().to("cpu", torch.float32).numpy().copy()
 
@@ -218,8 +271,10 @@ class GloVe:
                 total, done = self._epoch_native(r, c, lx, w, threads, epoch, callback, remaining)
             else:
                 total, done = self._epoch_torch(r, c, lx, w, epoch, callback, remaining)
-            if not math.isfinite(total):
-                raise FloatingPointError(f"GloVe cost became {total} in epoch {epoch + 1}; lower the learning rate")
+            if not math.isfinite(total) or not self.is_finite():
+                what = f"the cost became {total}" if not math.isfinite(total) else "the vectors became nan or inf"
+                raise VectorsDiverged(f"training diverged: {what} in iteration {epoch + 1}; stopped, nothing "
+                                      f"written (try a lower --lr than {cfg.lr:g})")
             record = {"epoch": epoch + 1, "cost": total / max(done, 1), "entries": done,
                       "seconds": time.perf_counter() - epoch_start, "complete": done == n, "backend": backend}
             history.append(record)
@@ -238,8 +293,14 @@ class GloVe:
             if glove_native.load_library() is None:
                 raise RuntimeError(f"native GloVe kernel unavailable: {glove_native.failure_reason()}")
             return "native"
-        if backend == "auto" and native_ok and glove_native.load_library() is not None:
-            return "native"
+        if backend == "auto" and native_ok:
+            if glove_native.load_library() is not None:
+                return "native"
+            reason = glove_native.failure_reason()
+            if reason and "DLNLP_NO_NATIVE" not in reason:
+                from dlnlp.progress import warn
+
+                warn(f"{reason}; using the (slower) batched Torch kernels")
         return "torch"
 
     def _epoch_native(self, rows, cols, log_x, weight, threads, epoch, callback, remaining) -> tuple[float, int]:

@@ -29,6 +29,7 @@ embedding_losses``) on CUDA or when no C compiler is available.
 from __future__ import annotations
 
 import heapq
+import math
 import os
 import threading
 import time
@@ -45,6 +46,24 @@ from dlnlp.models.vocab import Vocabulary
 
 KIND = "word2vec"
 MAX_SENTENCE = 10000  # longer lines are cut into pieces of this many words (gensim's limit)
+# Documented caps of the options (far beyond any useful setting; the paper uses 5-20 negatives,
+# windows of 2-10 and 100-1000 dimensions). They keep every number the native loop gets 32-bit.
+MAX_NEGATIVE = 1000
+MAX_WINDOW = 1000
+MAX_DIM = 100_000
+MAX_EPOCHS = 100_000
+MAX_WORKERS = 1024
+MAX_BATCH = 1 << 24
+INT32_MAX = 2**31 - 1
+
+
+class VectorsDiverged(DlnlpError):
+    """Training made the vectors overflow to nan or inf (the learning rate is too high)."""
+
+
+def _check_int(option: str, value: int, low: int, high: int, note: str = "") -> None:
+    if not low <= value <= high:
+        raise DlnlpError(f"{option} must be between {low} and {high}{note}, got {value}")
 
 
 @dataclass
@@ -67,21 +86,33 @@ class Word2VecConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
+        """Every option in a range that makes sense (one-line errors naming the option as typed).
+
+        The bounds keep the numbers that reach the native loop meaningful and within its types: a
+        learning rate of 1 or more makes plain SGD on dot products overflow within a few words, more
+        than ``MAX_NEGATIVE`` negatives per prediction or a window wider than ``MAX_WINDOW`` only
+        burn time, and the counts are 32-bit in the C loop.
+        """
         if self.arch not in ("skipgram", "cbow"):
             raise DlnlpError(f"--arch {self.arch}: expected skipgram or cbow")
         if self.loss not in ("ns", "hs", "both"):
             raise DlnlpError(f"--loss {self.loss}: expected ns, hs or both")
-        if self.loss in ("ns", "both") and self.negative < 1:
-            raise DlnlpError("--negative must be at least 1 with --loss ns")
-        checks = [(self.window >= 1, "--window must be at least 1"), (self.min_count >= 1, "--min-count must be at least 1"),
-                  (self.dim >= 1, "--dim must be at least 1"), (self.epochs >= 1, "--epochs must be at least 1"),
-                  (self.lr > 0, "--lr must be positive"), (0 <= self.min_lr <= self.lr, "--min-lr must be in [0, --lr]"),
-                  (self.sample >= 0, "--sample must be >= 0"), (self.workers >= 0, "--workers must be >= 0"),
-                  (self.batch_size >= 0, "--batch-size must be >= 0"),
-                  (self.max_vocab is None or self.max_vocab >= 1, "--max-vocab must be at least 1")]
-        for ok, message in checks:
-            if not ok:
-                raise DlnlpError(message)
+        _check_int("--negative", self.negative, 1 if self.use_ns else 0, MAX_NEGATIVE)
+        _check_int("--window", self.window, 1, MAX_WINDOW)
+        _check_int("--min-count", self.min_count, 1, INT32_MAX)
+        if self.max_vocab is not None:
+            _check_int("--max-vocab", self.max_vocab, 1, INT32_MAX)
+        _check_int("--dim", self.dim, 1, MAX_DIM)
+        _check_int("--epochs", self.epochs, 1, MAX_EPOCHS)
+        _check_int("--workers", self.workers, 0, MAX_WORKERS, " (0: all cores)")
+        _check_int("--batch-size", self.batch_size, 0, MAX_BATCH, " (0: auto)")
+        _check_int("--seed", self.seed, 0, 2**63 - 1)
+        if not (math.isfinite(self.lr) and 0 < self.lr < 1):
+            raise DlnlpError(f"--lr must be > 0 and < 1, got {self.lr:g}")
+        if not (math.isfinite(self.min_lr) and 0 <= self.min_lr <= self.lr):
+            raise DlnlpError(f"--min-lr must be in [0, --lr] = [0, {self.lr:g}], got {self.min_lr:g}")
+        if not (math.isfinite(self.sample) and 0 <= self.sample <= 1):
+            raise DlnlpError(f"--sample must be in [0, 1] (0: off), got {self.sample:g}")
 
     @property
     def use_ns(self) -> bool:
@@ -233,12 +264,22 @@ class Word2Vec:
             done = self._train_native(corpus, line_ends, on_progress, stop)
         else:
             done = self._train_torch(corpus, line_ends, backend, on_progress, stop)
+        self.check_finite(done, len(corpus) * self.config.epochs)
         seconds = time.perf_counter() - start
         self.stats = {"backend": backend, "train_seconds": seconds, "words_trained": int(done),
                       "corpus_words": int(len(corpus)), "words_per_second": done / max(seconds, 1e-9),
                       "workers": self.workers if backend in ("native", "cpu") else 1,
                       "stopped_early": bool(stop is not None and stop.is_set())}
         return self.stats
+
+    def check_finite(self, done: int | None = None, total: int | None = None) -> None:
+        """Raise :class:`VectorsDiverged` when any vector holds nan or inf (never save such vectors)."""
+        bad = 0
+        for matrix in (self.syn0, self.syn1neg, self.syn1):
+            if matrix is not None:
+                bad = max(bad, int((~np.isfinite(matrix)).any(axis=1).sum()))
+        if bad:
+            raise VectorsDiverged(_diverged_message(bad, len(self.vocab), self.config.lr, done, total))
 
     @property
     def workers(self) -> int:
@@ -282,7 +323,7 @@ class Word2Vec:
         if self.huffman is not None:
             h = self.huffman
             huffman = (h.points, h.codes, h.offsets, h.lengths)
-        progress = np.zeros(2, dtype=np.int64)
+        progress = np.zeros(3, dtype=np.int64)  # words done, stop flag, diverged flag
         total = len(corpus) * cfg.epochs
         error: list[BaseException] = []
 
@@ -312,6 +353,9 @@ class Word2Vec:
             raise
         if error:
             raise error[0]
+        if progress[2]:  # a dot product overflowed: the loop stopped all threads
+            self.check_finite(int(progress[0]), total)
+            raise VectorsDiverged(_diverged_message(None, len(self.vocab), cfg.lr, int(progress[0]), total))
         return int(progress[0])
 
     def _train_torch(self, corpus: np.ndarray, line_ends: np.ndarray, device_name: str,
@@ -428,14 +472,19 @@ class Word2Vec:
                     rows, cols = valid.nonzero(as_tuple=True)
                     K.sgd_rows(syn0, context[rows, cols], grad[rows], lr)
                 done = int(epoch * len(ids) + min(begin + batch, n) * raw_per_kept)
-                if on_progress is not None and time.perf_counter() - last_report > 0.5:
+                if time.perf_counter() - last_report > 0.5:
                     last_report = time.perf_counter()
-                    on_progress(done, total)
+                    # Overflowed vectors only get worse: stop at once (the caller reports it).
+                    if not bool(torch.isfinite(syn0).all()):
+                        return done
+                    if on_progress is not None:
+                        on_progress(done, total)
         return total
 
     # -- outputs ------------------------------------------------------------------------------
     def vectors(self, which: str = "input") -> np.ndarray:
         """``input`` (syn0, the usual word vectors) or ``average`` of input and NS output vectors."""
+        self.check_finite()
         if which == "input":
             return self.syn0
         if which == "average":
@@ -487,6 +536,13 @@ class Word2Vec:
         if model.syn0.shape[0] != len(model.vocab):
             raise ModelDirError(f"{path}: vocab.txt has {len(model.vocab)} words, the weights {model.syn0.shape[0]}")
         return model
+
+
+def _diverged_message(bad: int | None, vocab: int, lr: float, done: int | None, total: int | None) -> str:
+    where = f" after {done:,} of {total:,} words" if done is not None and total else ""
+    what = f"{bad} of {vocab} word vectors" if bad else "the word vectors"
+    return (f"training diverged: {what} became nan or inf{where}; stopped, nothing written "
+            f"(try a lower --lr than {lr:g})")
 
 
 def _cuda_available() -> bool:

@@ -83,6 +83,19 @@ def test_refuses_to_overwrite_without_force(tmp_path, corpus_file):
         (["CORPUS", "--min-count", "1000"], "min-count"),
         (["CORPUS", "--window", "0"], "--window"),
         (["CORPUS", "--format", "fasttext"], "--format"),
+        (["CORPUS", "--lr", "1"], "--lr must be > 0 and < 1, got 1"),
+        (["CORPUS", "--lr", "1e6", "--arch", "cbow", "--workers", "1"], "--lr must be > 0 and < 1"),
+        (["CORPUS", "--lr", "nan"], "--lr"),
+        (["CORPUS", "--negative", "1000000"], "--negative must be between 1 and 1000, got 1000000"),
+        (["CORPUS", "--window", "99999999999"], "--window"),
+        (["CORPUS", "--dim", "0"], "--dim"),
+        (["CORPUS", "--epochs", "0"], "--epochs"),
+        (["CORPUS", "--sample", "nan"], "--sample"),
+        (["CORPUS", "--min-lr", "-1"], "--min-lr"),
+        (["CORPUS", "--workers", "100000"], "--workers"),
+        (["CORPUS", "--batch-size", "-1"], "--batch-size"),
+        (["CORPUS", "--seed", "-1"], "--seed"),
+        (["CORPUS", "--max-vocab", "0"], "--max-vocab"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_1(tmp_path, corpus_file, args, message):
@@ -97,3 +110,23 @@ def test_bad_input_is_one_line_and_exit_1(tmp_path, corpus_file, args, message):
 def test_empty_stdin_is_an_error(tmp_path):
     result = run_cli("word2vec", "train", "--quiet", "--out", str(tmp_path / "v.bin"), input="\n\n")
     assert result.returncode == 1 and "empty" in result.stderr
+
+
+def test_divergence_is_one_line_and_writes_nothing(tmp_path):
+    """A rate that overflows the vectors stops with a message (was: exit 139, no message).
+
+    The torch path diverges only beyond the accepted --lr range; tests/models/test_word2vec.py
+    checks it raises before anything can be written."""
+    from dlnlp.kernels import w2v_native
+    from tests.conftest import shared_path
+
+    if w2v_native.load_library() is None:
+        pytest.skip("no C compiler for the native kernel")
+    corpus = shared_path("corpora/brown/valid.txt")
+    out = tmp_path / "v.bin"
+    result = run_cli("word2vec", "train", str(corpus), "--epochs", "1", "--lr", "0.99", "--workers", "1",
+                     "--quiet", "--out", str(out))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("dlnlp: error: training diverged") and "try a lower --lr" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())

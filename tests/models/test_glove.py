@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from dlnlp.errors import DlnlpError
 from dlnlp.kernels import glove_native
 from dlnlp.kernels.glove_loss import adagrad_step_, glove_loss_and_grads, glove_weight
 from dlnlp.models.glove import GloVe, GloVeConfig
@@ -190,3 +191,27 @@ def test_cuda_training_matches_shapes():
     history = model.fit(rows, cols, x)
     assert history[-1]["backend"] == "torch" and history[-1]["cost"] < history[0]["cost"]
     assert model.vectors().shape == (40, 8)
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("native", marks=needs_native)])
+def test_divergence_stops_with_a_message(backend):
+    rows, cols, x = low_rank_matrix(vocab=30)
+    model = GloVe(30, GloVeConfig(dim=4, epochs=3, batch_size=16))
+    model.word[2, 0] = float("nan")  # as an overflow would leave it
+    with pytest.raises(DlnlpError, match="training diverged.*nan.*try a lower --lr"):
+        model.fit(rows, cols, x, backend=backend, threads=1)
+    with pytest.raises(DlnlpError, match="nan or inf"):
+        model.vectors()  # never written
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"lr": 1e6}, "--lr must be > 0 and <= 1"), ({"lr": float("nan")}, "--lr"), ({"alpha": -5.0}, "--alpha"),
+    ({"alpha": float("nan")}, "--alpha"), ({"x_max": float("inf")}, "--x-max"), ({"epochs": 0}, "--epochs"),
+    ({"dim": 2**40}, "--dim"), ({"bias_lr": float("nan")}, "--bias-lr"), ({"grad_clip": -1.0}, "--grad-clip"),
+    ({"grad_clip": float("nan")}, "--grad-clip"), ({"batch_size": 0}, "--batch-size"), ({"seed": -1}, "--seed"),
+])
+def test_options_out_of_range_are_rejected(changes, message):
+    with pytest.raises(DlnlpError, match=message):
+        GloVeConfig(**changes).validate()
+    with pytest.raises(ValueError):  # still a ValueError for library callers
+        GloVeConfig(**changes).validate()

@@ -182,3 +182,81 @@ def test_config_validation():
         Word2VecConfig(window=0).validate()
     with pytest.raises(DlnlpError):
         Word2VecConfig(min_lr=1.0, lr=0.1).validate()
+
+
+# -- overflow and divergence (issue #19, item 2) ---------------------------------------------------
+DIVERGE = """
+import sys
+import numpy as np
+from dlnlp.models.vocab import count_and_encode
+from dlnlp.models.word2vec import VectorsDiverged, Word2Vec, Word2VecConfig
+rng = np.random.default_rng(0)
+lines = [list(rng.choice([f"w{i}" for i in range(20)], size=12)) for _ in range(300)]
+vocab, ids, ends = count_and_encode(lines, min_count=1)
+arch, loss, kernel, workers = sys.argv[1:5]
+model = Word2Vec(vocab, Word2VecConfig(arch=arch, loss=loss, dim=8, window=3, epochs=2, sample=0,
+                                       workers=int(workers), batch_size=64))
+model.config.lr = model.config.min_lr = 1e6  # past validation: only the loop's own guards remain
+if sys.argv[5] == "nan":
+    model.syn0[3, 0] = np.nan
+try:
+    model.train(ids, ends, device="cpu", kernel=kernel)
+except VectorsDiverged as exc:
+    print("diverged:", exc)
+else:
+    print("finite:", bool(np.isfinite(model.syn0).all()))
+"""
+
+
+def _diverge(*args):
+    import subprocess
+    import sys
+
+    # A child process: an out-of-bounds read in the C loop must fail this test, not end the session.
+    return subprocess.run([sys.executable, "-c", DIVERGE, *args], capture_output=True, text=True, timeout=120)
+
+
+@needs_native
+@pytest.mark.parametrize("arch,loss,workers,start", [
+    ("skipgram", "ns", "1", "ok"), ("cbow", "ns", "1", "ok"), ("cbow", "both", "2", "ok"),
+    ("skipgram", "both", "1", "nan"), ("skipgram", "hs", "1", "nan"), ("cbow", "hs", "2", "nan"),
+])
+def test_native_loop_stays_in_bounds_and_reports_divergence(arch, loss, workers, start):
+    result = _diverge(arch, loss, "native", workers, start)
+    assert result.returncode == 0, result.stderr[-2000:]  # was -11: exp_table[(int)NaN]
+    assert result.stdout.startswith("diverged:") and "try a lower --lr" in result.stdout
+
+
+@needs_native
+def test_hierarchical_softmax_saturates_instead_of_diverging():
+    # HS skips nodes with |h.v| >= 6 (as word2vec.c), so even a huge rate stays finite: no false alarm.
+    result = _diverge("skipgram", "hs", "native", "1", "ok")
+    assert result.returncode == 0 and result.stdout.strip() == "finite: True", result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("arch,loss", [("skipgram", "ns"), ("cbow", "hs")])
+def test_torch_path_reports_divergence(arch, loss):
+    corpus, _ = _topic_corpus(lines=200)
+    vocab, ids, ends = count_and_encode(corpus, min_count=1)
+    model = Word2Vec(vocab, Word2VecConfig(arch=arch, loss=loss, dim=8, window=3, epochs=1, sample=0, workers=1,
+                                           batch_size=64))
+    model.config.lr = model.config.min_lr = 1e6
+    with pytest.raises(DlnlpError, match="diverged.*nan or inf.*try a lower --lr"):
+        model.train(ids, ends, device="cpu", kernel="torch")
+    with pytest.raises(DlnlpError, match="nan or inf"):
+        model.vectors()  # and nothing can be written from them
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"lr": 1.0}, "--lr must be > 0 and < 1, got 1"), ({"lr": 1e6}, "--lr must be > 0 and < 1"),
+    ({"lr": float("nan")}, "--lr"), ({"lr": float("inf")}, "--lr"), ({"min_lr": float("nan")}, "--min-lr"),
+    ({"negative": 1_000_000}, "--negative must be between 1 and 1000, got 1000000"), ({"negative": 0}, "--negative"),
+    ({"window": 2**31}, "--window"), ({"dim": 0}, "--dim"), ({"dim": 2**40}, "--dim"), ({"epochs": 0}, "--epochs"),
+    ({"epochs": 2**32}, "--epochs"), ({"sample": float("nan")}, "--sample"), ({"sample": 2.0}, "--sample"),
+    ({"sample": -1.0}, "--sample"), ({"workers": -1}, "--workers"), ({"workers": 10**6}, "--workers"),
+    ({"batch_size": -1}, "--batch-size"), ({"seed": -1}, "--seed"), ({"max_vocab": 0}, "--max-vocab"),
+    ({"min_count": 0}, "--min-count"),
+])
+def test_options_out_of_range_are_rejected(changes, message):
+    with pytest.raises(DlnlpError, match=message.replace("[", r"\[")):
+        Word2VecConfig(**changes).validate()
