@@ -186,11 +186,14 @@ OUTPUT_FORMATS = ("auto", "dir", "word2vec-text", "word2vec-binary", "glove")
 
 def output_format(out: Path, fmt: str) -> str:
     """The format a training command writes for ``--format`` (``auto``: by the suffix of --out:
-    ``.bin`` word2vec binary, ``.txt``/``.vec``/``.w2v`` word2vec text, else a model directory)."""
+    ``.bin`` word2vec binary, ``.txt``/``.vec``/``.w2v`` word2vec text, ``-`` (stdout) word2vec text,
+    else a model directory)."""
     if fmt not in OUTPUT_FORMATS:
         raise InputError(f"--format {fmt}: expected one of {', '.join(OUTPUT_FORMATS)}")
     if fmt != "auto":
         return fmt
+    if str(out) == "-":
+        return "word2vec-text"
     suffix = Path(out).suffix.lower()
     if suffix == ".bin":
         return "word2vec-binary"

@@ -252,3 +252,13 @@ def test_sigterm_removes_temporary_outputs_and_stale_ones_go_next_time(tmp_path)
     stale.write_text("partial")
     run_cli("tokenize", "encode", str(corpus), "-t", str(tokenizer), "--output", str(out), check=True)
     _only(tmp_path, "corpus.txt", "tok.json", "ids.txt")
+
+
+def test_vectors_commands_write_to_stdout_with_dash(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(_corpus(50))
+    result = run_cli("word2vec", "train", str(corpus), "--out", "-", "--min-count", "1", "--epochs", "1", "--dim", "8",
+                     "--quiet", check=True, env=ONE_THREAD)
+    header, *rows = result.stdout.splitlines()
+    assert header == f"{len(rows)} 8" and all(len(row.split()) == 9 for row in rows)
+    _only(tmp_path, "corpus.txt")
