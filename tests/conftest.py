@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -43,6 +45,60 @@ def run_cli(*args: str, input: str | bytes | None = None, check: bool = False, e
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@dataclass
+class CliResult:
+    """What an in-process run of the CLI gave: the fields of ``subprocess.CompletedProcess`` it shares."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_main(*args: str | os.PathLike, input: str | bytes | None = None) -> CliResult:
+    """Run ``dlnlp ARGS`` in this process through ``dlnlp.cli.main.main``: its exit code and mapping of
+    errors to one line, with stdin fed from ``input`` and stdout and stderr captured apart.
+
+    No interpreter start and no torch import per call (``run_cli`` costs a second or more each), so
+    suites of many small cases use this; pipes, signals and concurrent runs need ``run_cli``.
+    An exception escaping ``main`` (it should turn every failure into an exit code) becomes exit
+    code -1 with its traceback on stderr, so the assertion that fails shows it.
+    """
+    import traceback
+
+    from dlnlp.cli.main import main
+
+    data = input.encode("utf-8") if isinstance(input, str) else (input or b"")
+    out, err = io.BytesIO(), io.BytesIO()
+    streams = (io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"),
+               io.TextIOWrapper(out, encoding="utf-8", write_through=True),
+               io.TextIOWrapper(err, encoding="utf-8", write_through=True))
+    saved = sys.stdin, sys.stdout, sys.stderr
+    debug = os.environ.pop("DLNLP_DEBUG", None)
+    sys.stdin, sys.stdout, sys.stderr = streams
+    try:
+        try:
+            main([str(arg) for arg in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException:  # noqa: BLE001 - reported through the result, see above
+            traceback.print_exc(file=sys.stderr)
+            code = -1
+        for stream in streams[1:]:
+            stream.flush()
+    finally:
+        sys.stdin, sys.stdout, sys.stderr = saved
+        if debug is not None:
+            os.environ["DLNLP_DEBUG"] = debug
+    return CliResult(code, out.getvalue().decode("utf-8", "replace"), err.getvalue().decode("utf-8", "replace"))
+
+
+@pytest.fixture
+def cli_inproc():
+    """``run_main``: the CLI in this process, for fast tables of cases."""
+    return run_main
 
 
 def cuda_available() -> bool:
