@@ -6,8 +6,8 @@ import io
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -47,9 +47,9 @@ def cli():
     return run_cli
 
 
-@dataclass
-class CliResult:
-    """What an in-process run of the CLI gave: the fields of ``subprocess.CompletedProcess`` it shares."""
+class CliResult(NamedTuple):
+    """What an in-process run of the CLI gave: the fields of ``subprocess.CompletedProcess`` it shares
+    (and, as a tuple, ``code, stdout, stderr = run_main(...)``)."""
 
     returncode: int
     stdout: str

@@ -7,20 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from dlnlp.cli.main import main
 from dlnlp.io.vectors import load_vectors
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_main
 
 SMALL = ["--dim", "8", "--window", "3", "--min-count", "2", "--device", "cpu", "--quiet"]
 
 
-def _main(capsys, *args: str) -> tuple[int, str, str]:
-    """The CLI in-process (no torch import per call): exit code, stdout, stderr."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
 
 
 def _corpus() -> str:
@@ -44,7 +36,7 @@ def corpus(tmp_path_factory):
 
 def test_glove_train_writes_word2vec_text_and_json(corpus, tmp_path, capsys):
     out = tmp_path / "vectors.txt"
-    code, stdout, err = _main(capsys, "glove", "train", corpus, "--out", out, "--epochs", "30", "--json", *SMALL)
+    code, stdout, err = run_main("glove", "train", corpus, "--out", out, "--epochs", "30", "--json", *SMALL)
     assert code == 0, err
     result = json.loads(stdout)
     kv = load_vectors(out)
@@ -58,14 +50,14 @@ def test_glove_train_writes_word2vec_text_and_json(corpus, tmp_path, capsys):
 def test_glove_formats_and_refused_overwrite(corpus, tmp_path, capsys):
     out = tmp_path / "vectors.glove"
     args = ["glove", "train", corpus, "--out", out, "--format", "glove", "--epochs", "2", *SMALL]
-    assert _main(capsys, *args)[0] == 0
+    assert run_main(*args)[0] == 0
     first = out.read_text().splitlines()[0].split()
     assert len(first) == 9  # word + 8 numbers, no header line
-    code, _, err = _main(capsys, *args)
+    code, _, err = run_main(*args)
     assert code == 1 and "exists" in err and "--force" in err and len(err.strip().splitlines()) == 1
-    assert _main(capsys, *args, "--force")[0] == 0
+    assert run_main(*args, "--force")[0] == 0
     model_dir = tmp_path / "model"
-    assert _main(capsys, "glove", "train", corpus, "--out", model_dir, "--epochs", "2", "--vectors", "word",
+    assert run_main("glove", "train", corpus, "--out", model_dir, "--epochs", "2", "--vectors", "word",
                  "--backend", "torch", *SMALL)[0] == 0
     config = json.loads((model_dir / "config.json").read_text())
     assert config["kind"] == "vectors" and config["model"] == "glove" and config["output"] == "word"
@@ -97,7 +89,7 @@ def test_glove_formats_and_refused_overwrite(corpus, tmp_path, capsys):
 ])
 def test_glove_bad_input_is_one_line_error(corpus, tmp_path, capsys, args, message):
     args = [a.replace("{corpus}", str(corpus)) for a in args]
-    code, _, err = _main(capsys, "glove", "train", "--out", tmp_path / "v.txt", *SMALL, *args)
+    code, _, err = run_main("glove", "train", "--out", tmp_path / "v.txt", *SMALL, *args)
     assert code == 1
     assert err.startswith("dlnlp: error:") and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "v.txt").exists()
@@ -114,7 +106,7 @@ def test_glove_reads_stdin_pipe(tmp_path):
 
 def test_ppmi_svd_cli(corpus, tmp_path, capsys):
     out = tmp_path / "ppmi.txt"
-    code, stdout, err = _main(capsys, "vectors", "ppmi-svd", corpus, "--dim", "4", "--window", "3",
+    code, stdout, err = run_main("vectors", "ppmi-svd", corpus, "--dim", "4", "--window", "3",
                               "--min-count", "2", "--out", out, "--json", "--quiet")
     assert code == 0, err
     result = json.loads(stdout)
@@ -122,11 +114,11 @@ def test_ppmi_svd_cli(corpus, tmp_path, capsys):
     assert kv.dim == 4 and len(kv) == result["vocab_size"]
     assert np.all(np.diff(result["top_singular_values"]) <= 0)
     assert kv.similarity("cat", "dog") > kv.similarity("cat", "cheese")
-    code, _, err = _main(capsys, "vectors", "ppmi-svd", corpus, "--out", tmp_path / "x.txt", "--cds", "2", "-q")
+    code, _, err = run_main("vectors", "ppmi-svd", corpus, "--out", tmp_path / "x.txt", "--cds", "2", "-q")
     assert code == 1 and "cds" in err
     # The vectors evaluate like any other.
     sim = tmp_path / "pairs.tsv"
     sim.write_text("cat\tdog\t9\ncat\tbread\t1\ndog\tsoup\t2\n", encoding="utf-8")
-    code, stdout, err = _main(capsys, "vectors", "eval", out, "--similarity", sim, "--json")
+    code, stdout, err = run_main("vectors", "eval", out, "--similarity", sim, "--json")
     assert code == 0, err
     assert json.loads(stdout)["similarity"][0]["pairs_used"] == 3

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dlnlp.cli.main import main
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_main
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 TINY_RNN = ["--embed", "8", "--hidden", "16", "--layers", "1", "--seq-len", "16", "--batch-size", "4",
@@ -24,12 +23,6 @@ TINY_GPT = ["--layers", "1", "--heads", "2", "--dim", "16", "--block-size", "16"
             "--device", "cpu", "--quiet"]
 
 
-def _main(capsys, *args) -> tuple[int, str, str]:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
 
 
 def _corpus(lines: int = 200) -> str:
@@ -74,7 +67,7 @@ def test_force_run_that_fails_before_training_keeps_the_old_model(capsys, worksp
     binary = corpus.parent / "binary.bin"
     binary.write_bytes(bytes(range(256)) * 40)
     for bad_input in (corpus.parent / "missing.txt", binary):
-        code, _, err = _main(capsys, group, "train", bad_input, "--out", model, "--force", "--max-steps", "1",
+        code, _, err = run_main(group, "train", bad_input, "--out", model, "--force", "--max-steps", "1",
                              *(TINY_RNN if group == "rnn" else TINY_GPT))
         assert code == 1 and len(err.strip().splitlines()) == 1, err
         assert _snapshot(model) == before
@@ -98,7 +91,7 @@ def test_force_never_targets_the_current_directory_an_input_or_a_foreign_directo
     ]
     for out, message in cases:
         for group in ("rnn", "gpt"):
-            code, _, err = _main(capsys, group, "train", "corpus.txt", "--out", out, "--force", "--max-steps", "1",
+            code, _, err = run_main(group, "train", "corpus.txt", "--out", out, "--force", "--max-steps", "1",
                                  *(TINY_RNN if group == "rnn" else TINY_GPT))
             assert code == 1 and message in err and len(err.strip().splitlines()) == 1, (out, err)
     assert corpus.read_text() == _corpus() and (foreign / "cat.jpg").read_bytes() == b"\xff\xd8"
@@ -110,7 +103,7 @@ def test_force_never_targets_the_current_directory_an_input_or_a_foreign_directo
                  ["tokenize", "train", "corpus.txt", "--out", "corpus.txt", "--force", "--vocab-size", "300"],
                  ["tokenize", "encode", "corpus.txt", "-t", "corpus.txt", "--output", "corpus.txt", "--force"],
                  ["ngram", "train", "corpus.txt", "--out", "photos", "--force"]):
-        code, _, err = _main(capsys, *args)
+        code, _, err = run_main(*args)
         assert code == 1 and len(err.strip().splitlines()) == 1, (args, err)
     assert corpus.read_text() == _corpus() and (foreign / "cat.jpg").read_bytes() == b"\xff\xd8"
 
@@ -118,11 +111,11 @@ def test_force_never_targets_the_current_directory_an_input_or_a_foreign_directo
 def test_failed_run_without_a_checkpoint_leaves_nothing(capsys, tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(_corpus())
-    code, _, err = _main(capsys, "gpt", "train", corpus, "--out", tmp_path / "m", "--lr", "1e6", "--max-steps", "20",
+    code, _, err = run_main("gpt", "train", corpus, "--out", tmp_path / "m", "--lr", "1e6", "--max-steps", "20",
                          "--clip", "0", *TINY_GPT)
     assert code == 1 and "loss became" in err and "no checkpoint was saved" in err, err
     _only(tmp_path, "corpus.txt")
-    code, _, err = _main(capsys, "rnn", "train", "-", "--ids", "--out", tmp_path / "m", "--max-steps", "1",
+    code, _, err = run_main("rnn", "train", "-", "--ids", "--out", tmp_path / "m", "--max-steps", "1",
                          *TINY_RNN)  # stdin is empty under pytest
     assert code == 1, err
     _only(tmp_path, "corpus.txt")
@@ -185,7 +178,7 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(workspa
 def test_resume_recovers_a_checkpoint_swap_cut_short(capsys, workspace):
     corpus, model, _ = workspace
     (model / "checkpoint").rename(model / ".checkpoint.old-999999999")  # killed between the two renames
-    code, _, err = _main(capsys, "rnn", "train", "--resume", "--out", model, "--max-steps", "3", "--quiet")
+    code, _, err = run_main("rnn", "train", "--resume", "--out", model, "--max-steps", "3", "--quiet")
     assert code == 0, err
     assert (model / "checkpoint").is_dir() and not (model / ".checkpoint.old-999999999").exists()
 
@@ -198,7 +191,7 @@ def test_resume_rejects_data_file_names_that_leave_the_run_directory(capsys, wor
     meta = json.loads(meta_path.read_text())
     meta["split"]["train"][0] = "../../outside_tokens.bin"
     meta_path.write_text(json.dumps(meta))
-    code, _, err = _main(capsys, "rnn", "train", "--resume", "--out", model, "--max-steps", "3")
+    code, _, err = run_main("rnn", "train", "--resume", "--out", model, "--max-steps", "3")
     assert code == 1 and "leaves" in err and len(err.strip().splitlines()) == 1, err
 
 

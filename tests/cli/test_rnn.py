@@ -12,8 +12,7 @@ import time
 
 import pytest
 
-from dlnlp.cli.main import main
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_main
 
 # Tiny models train faster on one thread, and the machine running the tests is often shared.
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
@@ -21,13 +20,6 @@ TINY = ["--embed", "8", "--hidden", "16", "--layers", "1", "--seq-len", "16", "-
         "--device", "cpu", "--quiet"]
 
 
-def _main(capsys, *args: str) -> tuple[int, str, str]:
-    """The CLI in-process (no torch import per call): exit code, stdout, stderr."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
 
 
 def _corpus() -> str:
@@ -61,7 +53,7 @@ def test_train_writes_a_model_directory_and_reports_json(trained):
 
 def test_sample_is_reproducible_with_seed_and_greedy_at_temperature_zero(trained, capsys):
     _, out, _ = trained
-    runs = [_main(capsys, "rnn", "sample", out, "--prime", "to be", "--length", "60", "--seed", s,
+    runs = [run_main("rnn", "sample", out, "--prime", "to be", "--length", "60", "--seed", s,
                   "--device", "cpu")[1] for s in ("3", "3", "4")]
     assert runs[0] == runs[1] and runs[0] != runs[2]
     assert runs[0].startswith("to be") and len(runs[0]) == len("to be") + 60 + 1
@@ -82,7 +74,7 @@ def test_sample_is_reproducible_with_seed_and_greedy_at_temperature_zero(trained
 
 def test_eval_reports_loss_perplexity_and_bits_per_char(trained, capsys):
     root, out, _ = trained
-    code, stdout, _ = _main(capsys, "rnn", "eval", out, root / "corpus.txt", "--json", "--device", "cpu")
+    code, stdout, _ = run_main("rnn", "eval", out, root / "corpus.txt", "--json", "--device", "cpu")
     assert code == 0
     data = json.loads(stdout)
     assert data["bits_per_char"] == pytest.approx(data["loss"] / math.log(2))
@@ -118,7 +110,7 @@ def test_stdin_corpus_ids_input_and_ffnn(tmp_path):
 def test_bad_input_is_one_line_and_exit_1(tmp_path, capsys, args, message):
     corpus = tmp_path / "c.txt"
     corpus.write_text(_corpus())
-    code, _, err = _main(capsys, *[a.format(tmp=tmp_path, corpus=corpus) for a in args])
+    code, _, err = run_main(*[a.format(tmp=tmp_path, corpus=corpus) for a in args])
     assert code == 1, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("dlnlp: error:") and message in lines[0], err
@@ -126,7 +118,7 @@ def test_bad_input_is_one_line_and_exit_1(tmp_path, capsys, args, message):
 
 def test_sample_rejects_bad_temperature(trained, capsys):
     _, out, _ = trained
-    code, _, err = _main(capsys, "rnn", "sample", out, "--temperature", "-1")
+    code, _, err = run_main("rnn", "sample", out, "--temperature", "-1")
     assert code == 1 and "--temperature must be >= 0" in err
 
 
@@ -163,17 +155,17 @@ def test_subword_level_with_a_dlnlp_tokenizer(tmp_path, capsys):
     tok = tmp_path / "tok.json"
     tok.write_bytes(train_tokenizer(_corpus().splitlines(), TrainSpec(model="bpe", vocab_size=300)))
     out = tmp_path / "m"
-    code, stdout, err = _main(capsys, "rnn", "train", corpus, "--tokenizer", tok, "--out", out, *TINY,
+    code, stdout, err = run_main("rnn", "train", corpus, "--tokenizer", tok, "--out", out, *TINY,
                               "--max-steps", "5", "--json", "--tie-weights")
     assert code == 0, err
     assert (out / "tokenizer.json").is_file()
     assert json.loads((out / "config.json").read_text())["level"] == "tokenizer"
-    code, stdout, _ = _main(capsys, "rnn", "eval", out, corpus, "--json", "--device", "cpu")
+    code, stdout, _ = run_main("rnn", "eval", out, corpus, "--json", "--device", "cpu")
     data = json.loads(stdout)
     # bits per character spread the token losses over the characters: fewer tokens than characters
     assert data["tokens_in_text"] < data["characters"]
     assert data["bits_per_char"] == pytest.approx(
         data["loss"] * data["tokens_in_text"] / (data["characters"] * math.log(2)))
-    code, stdout, _ = _main(capsys, "rnn", "sample", out, "--prime", "to be", "--length", "8", "--seed", "1",
+    code, stdout, _ = run_main("rnn", "sample", out, "--prime", "to be", "--length", "8", "--seed", "1",
                             "--device", "cpu")
     assert code == 0 and stdout.startswith("to be") and len(stdout) > len("to be")
