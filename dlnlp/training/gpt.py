@@ -111,7 +111,9 @@ def _train(model: GPT, train_config: TrainConfig, data: LMData, directory: Path,
             f"{params:,} parameters, vocabulary {data.vocab_size}; {len(data.train):,} training tokens, "
             f"{len(data.val) if data.val is not None else 0:,} validation tokens", quiet=train_config.quiet)
     result = Trainer(model, train_config, train, val, out_dir=directory, loss_fn=gpt_loss, resume=resume).fit()
-    return run_summary(result, directory, params, train_config.quiet)
+    summary = run_summary(result, directory, params, train_config.quiet)
+    summary["val_full"] = result.final_val_full  # False: the final validation was cut short by --max-time
+    return summary
 
 
 def load_gpt_dir(model_dir: str | Path, device: Any = "cpu") -> tuple[GPT, Any, dict[str, Any]]:

@@ -103,7 +103,9 @@ def _train(model: Any, train_config: TrainConfig, data: LMData, directory: Path,
             f"per epoch), {len(data.val) if data.val is not None else 0:,} validation tokens",
             quiet=train_config.quiet)
     result = Trainer(model, train_config, train, val, out_dir=directory, resume=resume).fit()
-    return run_summary(result, directory, params, train_config.quiet)
+    summary = run_summary(result, directory, params, train_config.quiet)
+    summary["val_full"] = result.final_val_full  # False: the final validation was cut short by --max-time
+    return summary
 
 
 def evaluate_model_dir(model_dir: str | Path, inputs: Sequence[str] | None, *, batch_size: int = 32,
