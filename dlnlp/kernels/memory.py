@@ -30,6 +30,18 @@ ENV_SWITCH = "DLNLP_MEMORY_CHECK"
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 
 
+# The widest vectors a command accepts (--dim, --hidden, --embed), whatever the memory: above the
+# widest published models (about 2^14) and word vectors (50 to 1000) by far; wider would mostly
+# fit a small vocabulary's memory and then spend hours per epoch.
+MAX_WIDTH = 1 << 16
+
+
+def check_width(option: str, value: int) -> None:
+    """Refuse a vector width above :data:`MAX_WIDTH` (one line naming the option)."""
+    if value > MAX_WIDTH:
+        raise DlnlpError(f"{option} {value} is above the widest supported, {MAX_WIDTH:,}")
+
+
 class MemoryEstimateError(DlnlpError):
     """A configuration needs clearly more memory than the machine has (raised before allocating it)."""
 
@@ -252,6 +264,13 @@ def decoding_needs(rows: int, vocab: int, steps: int, *, row_state_bytes: int = 
             Need(f"model state of {rows:,} rows", rows * row_state_bytes, lower),
             Need(f"{rows:,} rows of up to {steps:,} tokens", (3 if beams else 1) * rows * steps * 40,
                  f"--max-new-tokens, {lower}")]
+
+
+def vector_tables_needs(vocab: int, dim: int, copies: float, *, what: str = "word vectors") -> list[Need]:
+    """Word-vector training (word2vec, GloVe): ``copies`` float32 ``vocab x dim`` tables (vectors,
+    output or context vectors, optimizer state, initialization buffers)."""
+    return [Need(f"{what} of {vocab:,} words x {dim:,} dimensions", int(vocab * dim * FLOAT * copies),
+                 "--dim (or raise --min-count, set --max-vocab)")]
 
 
 def dense_needs(what: str, rows: int, cols: int, *, copies: float = 1, itemsize: int = FLOAT,

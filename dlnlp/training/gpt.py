@@ -13,7 +13,13 @@ from dlnlp.errors import DlnlpError, ModelDirError
 from dlnlp.io.corpus import CorpusOptions
 from dlnlp.io.modeldir import WEIGHTS_NAME
 from dlnlp.kernels.device import resolve_device, seed_everything
-from dlnlp.kernels.memory import activation_bytes, check_training, gpt_training_needs, state_factor
+from dlnlp.kernels.memory import (
+    activation_bytes,
+    check_training,
+    check_width,
+    gpt_training_needs,
+    state_factor,
+)
 from dlnlp.models.gpt import GPT, KIND, GPTConfig, evaluate_windows, gpt_config_dict, load_gpt
 from dlnlp.progress import log
 from dlnlp.training.config import TrainConfig
@@ -50,6 +56,7 @@ def start_gpt_training(
     checked(train_config)
     if batch_size < 1:
         raise DlnlpError("--batch-size must be >= 1")
+    check_width("--dim", model_args["n_embd"])
     if model_args["n_embd"] % model_args["n_head"]:
         raise DlnlpError(f"--dim {model_args['n_embd']} is not divisible by --heads {model_args['n_head']}")
     # Before reading the corpus: the parameters alone (the vocabulary is not known yet).

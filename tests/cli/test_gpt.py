@@ -126,6 +126,9 @@ def test_sizes_the_machine_cannot_hold_fail_before_allocating(corpus, tmp_path, 
     # 7 GB and ran on. Now both fail at once, naming the estimate and the option to lower.
     line = _one_error_line(*dlnlp(capsys, "gpt", "train", corpus, "--dim", "10000000", "--heads", "2",
                                   "--out", tmp_path / "a", "--max-steps", "1", "--device", "cpu")[:3:2])
+    assert "--dim 10000000 is above the widest supported, 65,536" in line
+    line = _one_error_line(*dlnlp(capsys, "gpt", "train", corpus, "--dim", "60000", "--layers", "100", "--heads",
+                                  "2", "--out", tmp_path / "a", "--max-steps", "1", "--device", "cpu")[:3:2])
     assert "gpt training needs about" in line and "lower --dim or --layers" in line
     assert not (tmp_path / "a").exists()
     import dlnlp.kernels.memory as memory

@@ -185,7 +185,12 @@ def test_absurd_sizes_fail_at_once_with_one_line(tmp_path, capsys, monkeypatch):
     code, _, err = _main(capsys, "rnn", "train", corpus, "--out", tmp_path / "a", "--hidden", "10000000",
                          "--max-steps", "1", "--device", "cpu")
     assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "--hidden 10000000 is above the widest supported, 65,536" in err
+    code, _, err = _main(capsys, "rnn", "train", corpus, "--out", tmp_path / "a", "--hidden", "60000",
+                         "--layers", "50", "--max-steps", "1", "--device", "cpu")
+    assert code == 1 and len(err.strip().splitlines()) == 1
     assert "rnn training needs about" in err and "lower --hidden or --layers" in err
+    assert not (tmp_path / "a").exists()
     import dlnlp.kernels.memory as memory
 
     monkeypatch.setattr(memory, "available", lambda device="cpu": (2**20, "available host memory"))

@@ -97,3 +97,12 @@ def test_bad_input_is_one_line_and_exit_1(tmp_path, corpus_file, args, message):
 def test_empty_stdin_is_an_error(tmp_path):
     result = run_cli("word2vec", "train", "--quiet", "--out", str(tmp_path / "v.bin"), input="\n\n")
     assert result.returncode == 1 and "empty" in result.stderr
+
+
+def test_absurd_dimensions_fail_before_allocating(tmp_path, corpus_file):
+    # Issue #19: --dim 100000000 reached numpy ("MemoryError: Unable to allocate 538. GiB").
+    result = run_cli("word2vec", "train", str(corpus_file), "--dim", "100000000", "--out", str(tmp_path / "v.bin"),
+                     "--quiet")
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "--dim 100000000 is above the widest supported, 65,536" in result.stderr
+    assert not (tmp_path / "v.bin").exists()
