@@ -18,9 +18,10 @@ class TrainConfig:
     batches, may be fractional) and ``max_time`` (wall-clock seconds, evaluation included) must be
     set; training stops at the first one reached, then validates and saves. With ``max_time`` every
     validation is bounded too: one during training may run until the time is up, the final one for
-    10% of ``max_time`` (at least 5 s); a validation cut short covers the batches it read and is
-    logged with ``full: false`` (``Trainer`` constants ``VALIDATION_TIME_SHARE`` and
-    ``VALIDATION_MIN_SECONDS``). A run so ends within about 1.1 x ``max_time`` + 5 s + saving.
+    the time left or 10% of ``max_time`` (at least 5 s), whichever is more; a validation cut short
+    covers the batches it read and is logged with ``full: false`` (the trainer module's
+    ``VALIDATION_TIME_SHARE`` and ``VALIDATION_MIN_SECONDS``). A run so ends within about
+    ``max_time`` + max(10% of it, 5 s) + one training step, one validation batch and the saving.
 
     Schedules: the learning rate rises linearly from ``lr / warmup_steps`` to ``lr`` over
     ``warmup_steps`` steps, then follows ``schedule`` down to ``lr * min_lr_ratio``: ``constant``,

@@ -29,9 +29,10 @@ Batch = Any
 State = Any
 LossFn = Callable[[nn.Module, Batch, State], tuple[torch.Tensor, State]]
 
-# With --max-time, a validation may run until the time is up, and the one after training (when the
-# time is up) for this share of --max-time, at least VALIDATION_MIN_SECONDS; then it stops after
-# the batch in progress, and its loss covers the batches read (``full: false`` in metrics.jsonl).
+# With --max-time, a validation during training may run until the time is up, and the one after
+# training for the time left or this share of --max-time (at least VALIDATION_MIN_SECONDS); then it
+# stops after the batch in progress, and its loss covers the batches read (``full: false`` in
+# metrics.jsonl).
 VALIDATION_TIME_SHARE = 0.1
 VALIDATION_MIN_SECONDS = 5.0
 
@@ -483,12 +484,18 @@ class Trainer:
             progress.fields["val"] = round(val_loss, 4)
 
     def _validation_deadline(self) -> float | None:
-        """When a validation must stop (``time.perf_counter()`` value), None without --max-time."""
+        """When a validation must stop (``time.perf_counter()`` value), None without --max-time.
+
+        One during training (no stop reason yet) may use the time left; the final one (training has
+        stopped) gets the time left or its own share of --max-time, whichever is more.
+        """
         limit = self.config.max_time
         if limit is None:
             return None
-        budget = max(limit - self.elapsed, VALIDATION_TIME_SHARE * limit, VALIDATION_MIN_SECONDS)
-        return time.perf_counter() + budget
+        left = limit - self.elapsed
+        if self._stop_reason(self.total_steps()) is not None:
+            left = max(left, VALIDATION_TIME_SHARE * limit, VALIDATION_MIN_SECONDS)
+        return time.perf_counter() + left
 
     def _log_cut_validation(self, result: dict[str, Any]) -> None:
         tokens = getattr(self.val_data, "tokens", None)

@@ -50,6 +50,7 @@ def trained(tmp_path_factory):
 def test_train_writes_a_model_directory_and_reports_json(trained):
     _, out, summary = trained
     assert summary["steps"] == 40 and summary["stopped_by"] == "max_steps"
+    assert summary["val_full"] is True  # the final validation read all of the held-out part
     assert summary["val_loss"] < math.log(27)  # better than uniform over the characters
     for name in ("config.json", "model.safetensors", "vocab.json", "metrics.jsonl", "checkpoint/trainer.json"):
         assert (out / name).is_file(), name

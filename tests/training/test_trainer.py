@@ -134,24 +134,27 @@ class _SlowToValidate(_Reg):
         return super().forward(x, y)
 
 
-def test_max_time_bounds_the_final_validation(tmp_path, monkeypatch):
+@pytest.mark.parametrize("eval_interval", [0, 1])
+def test_max_time_bounds_the_final_validation(tmp_path, monkeypatch, eval_interval):
     # Issue #19: `rnn train --max-time 20` ran 811 s, the final validation over the whole held-out
-    # part being unbounded. Here reading all 500 validation batches would take 10 s.
+    # part being unbounded. Here reading all 500 validation batches would take 10 s. With
+    # eval_interval 1 the validation after step 1 also runs into the time limit.
     import dlnlp.training.trainer as trainer_module
 
     monkeypatch.setattr(trainer_module, "VALIDATION_MIN_SECONDS", 0.5)
     train = [(torch.randn(2, 2), torch.randn(2))] * 4
     val = [(torch.randn(2, 2), torch.randn(2))] * 500
-    cfg = TrainConfig(max_time=0.5, device="cpu", quiet=True, eval_interval=0)
+    cfg = TrainConfig(max_time=0.5, device="cpu", quiet=True, eval_interval=eval_interval)
     started = time.perf_counter()
     result = Trainer(_SlowToValidate(nn.Linear(2, 1)), cfg, train, val_data=val, out_dir=tmp_path).fit()
     wall = time.perf_counter() - started
     assert result.stopped_by == "max_time"
-    assert wall < 0.5 + 0.5 + 2.0  # max_time + the validation's budget + slack for saving
+    assert wall < 0.5 + 0.5 + 2.0  # max_time + the final validation's budget + slack for saving
     assert result.final_val_loss is not None and result.final_val_full is False
-    [last] = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
-              if "val_loss" in line]
-    assert last["full"] is False and 0 < last["val_batches"] < 500 and last["val_tokens"] == 2 * last["val_batches"]
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if "val_loss" in line]
+    assert len(rows) == 1 + eval_interval
+    for row in rows:
+        assert row["full"] is False and 0 < row["val_batches"] < 500 and row["val_tokens"] == 2 * row["val_batches"]
 
 
 def test_evaluate_loss_stops_after_the_batch_that_passes_the_deadline():
