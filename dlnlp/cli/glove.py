@@ -109,6 +109,7 @@ def train(
     from dlnlp.io.corpus import describe_inputs
     from dlnlp.io.vectors import KeyedVectors, output_format, write_vectors_output
     from dlnlp.kernels.device import resolve_device, seed_everything
+    from dlnlp.kernels.memory import check_fits, check_width, vector_tables_needs
     from dlnlp.models.glove import GloVe, GloVeConfig, check_options
     from dlnlp.models.ppmi_svd import corpus_cooccurrence
     from dlnlp.progress import Progress, log
@@ -120,6 +121,7 @@ def train(
     config.validate()
     check_options(window=window, min_count=min_count, max_vocab=max_vocab, memory=memory, workers=workers,
                   max_time=max_time)
+    check_width("--dim", dim)
     if backend not in ("auto", "native", "torch"):
         raise DlnlpError(f"--backend {backend}: expected auto, native or torch")
     fmt = output_format(out, fmt)
@@ -137,6 +139,10 @@ def train(
         f"in {stats['vocab_seconds'] + stats['cooccur_seconds']:.1f}s", quiet=quiet)
     if matrix.nnz == 0:
         raise DlnlpError("no co-occurrences: every line has fewer than two in-vocabulary words")
+    # word and context tables (+2 columns), their optimizer state (AdaGrad 2 tables, Adam 4), and
+    # the float64 initialization of both (4 tables' worth)
+    tables = 2 + (2 if config.optimizer == "adagrad" else 4) + 4
+    check_fits(vector_tables_needs(len(vocab), config.dim + 2, tables), torch_device, task="glove training")
     model = GloVe(len(vocab), config, device=torch_device)
     try:
         chosen = model.resolve_backend(backend)

@@ -80,6 +80,7 @@ def train(
     from dlnlp.io.atomic import check_can_write
     from dlnlp.io.corpus import iter_token_lines
     from dlnlp.io.vectors import output_format
+    from dlnlp.kernels.memory import check_fits, check_width, vector_tables_needs
     from dlnlp.models.vocab import count_and_encode
     from dlnlp.models.word2vec import Word2Vec, Word2VecConfig
     from dlnlp.progress import Progress, log
@@ -89,6 +90,7 @@ def train(
                             max_vocab=max_vocab, sample=sample, dim=dim, epochs=epochs, lr=lr, min_lr=min_lr,
                             workers=workers, batch_size=batch_size, seed=seed)
     config.validate()
+    check_width("--dim", dim)
     if vectors not in ("input", "average"):
         raise DlnlpError(f"--vectors {vectors}: expected input or average")
     if vectors == "average" and not config.use_ns:
@@ -102,6 +104,9 @@ def train(
         f"{vocab.total_tokens} tokens", quiet=quiet)
     if len(corpus) == 0:
         raise DlnlpError(f"no word occurs at least {min_count} times (lower --min-count)")
+    # input and output vectors (NS and HS each have an output table)
+    check_fits(vector_tables_needs(len(vocab), dim, 1 + int(config.use_ns) + int(config.use_hs)), "cpu",
+               task="word2vec training")
     model = Word2Vec(vocab, config)
     total = len(corpus) * epochs
     with Progress("word2vec", total=total, unit="words", quiet=quiet) as bar:

@@ -84,6 +84,14 @@ class GPTNextToken:
         self.pad_id = pad_id
         self.device = next(model.parameters()).device
 
+    def row_bytes(self, prompt_length: int, max_new_tokens: int) -> int:
+        """Bytes of decoding state per row: the KV cache of every layer (twice: beam search reorders
+        into a spare buffer), and the ids and mask of the sequence so far."""
+        c = self.model.config
+        capacity = min(prompt_length + max_new_tokens, self.block_size)
+        element = next(self.model.parameters()).element_size()
+        return 2 * 2 * c.n_layer * c.n_embd * capacity * element + (prompt_length + max_new_tokens) * 9
+
     def _encode(self, ids: torch.Tensor, mask: torch.Tensor | None, capacity: int) -> tuple[torch.Tensor, GPTState]:
         cache = self.model.new_cache(capacity)
         if mask is None:
@@ -141,13 +149,19 @@ class RecurrentNextToken:
     through a recurrence) and their states stacked, then the batch steps in lock step.
     """
 
-    def __init__(self, model: Any, vocab_size: int, *, forward: Callable | None = None, batch_dim: int = 1) -> None:
+    def __init__(self, model: Any, vocab_size: int, *, forward: Callable | None = None, batch_dim: int = 1,
+                 state_bytes: int = 0) -> None:
         self.model = model.eval() if hasattr(model, "eval") else model
         self.vocab_size = vocab_size
         self.batch_dim = batch_dim
+        self.state_bytes = state_bytes  # per row, when known (for the memory estimate)
         self._forward = forward or (lambda ids, hidden: self.model(ids, hidden))
         params = list(model.parameters()) if hasattr(model, "parameters") else []
         self.device = params[0].device if params else torch.device("cpu")
+
+    def row_bytes(self, prompt_length: int, max_new_tokens: int) -> int:
+        """Bytes of decoding state per row (twice the hidden state: reordering copies it)."""
+        return 2 * self.state_bytes
 
     def _map(self, hidden: Any, fn: Callable) -> Any:
         if isinstance(hidden, tuple | list):
@@ -219,7 +233,14 @@ def rnn_lm_next_token(model: Any, vocab_size: int | None = None) -> RecurrentNex
     RNN/GRU/LSTM states have the batch in dimension 1 (``[layers, B, H]``); the feed-forward
     (Bengio) model's state is its ``[B, n - 1]`` token history, batch in dimension 0.
     """
-    cell = getattr(getattr(model, "config", None), "cell", None)
+    config = getattr(model, "config", None)
+    cell = getattr(config, "cell", None)
     vocab = vocab_size or model.config.vocab_size
+    if cell == "ffnn":
+        state_bytes = 8 * (config.context - 1)
+    elif config is not None:
+        state_bytes = 4 * config.layers * config.hidden * (2 if cell == "lstm" else 1)
+    else:
+        state_bytes = 0
     return RecurrentNextToken(model, vocab, forward=lambda ids, state: model(ids, state=state),
-                              batch_dim=0 if cell == "ffnn" else 1)
+                              batch_dim=0 if cell == "ffnn" else 1, state_bytes=state_bytes)

@@ -40,6 +40,9 @@ from dlnlp.kernels.sampling import check_sampling_args, sample_logits
 
 STRATEGIES = ("greedy", "sample", "beam")
 LENGTH_NORMS = ("power", "gnmt")
+# Each step of beam search examines 2 k candidates per prompt in Python; far beyond published beam
+# sizes (tens to hundreds), 10,000 beams is a step of seconds and a cache of every beam.
+MAX_BEAMS = 10_000
 
 # Called with (prompt index, token id) as each token is chosen by greedy decoding or sampling.
 TokenCallback = Callable[[int, int], None]
@@ -134,6 +137,7 @@ def generate(model: NextTokenModel, prompts: Sequence[Sequence[int]], config: De
              on_token: TokenCallback | None = None) -> list[list[Hypothesis]]:
     """Decode every prompt with ``config.strategy``; returns one list of hypotheses per prompt."""
     config.validate()
+    check_decoding_size(model, prompts, config)
     if config.strategy == "beam":
         return beam_search(model, prompts, config)
     n = config.num_return
@@ -144,6 +148,34 @@ def generate(model: NextTokenModel, prompts: Sequence[Sequence[int]], config: De
     callback = None if on_token is None else (lambda row, token: on_token(row // n, token))
     flat = sample_or_greedy(model, repeated, config, generator=generator, on_token=callback)
     return [[h for group in flat[i * n:(i + 1) * n] for h in group] for i in range(len(prompts))]
+
+
+def check_decoding_size(model: NextTokenModel, prompts: Sequence[Sequence[int]], config: DecodeConfig) -> None:
+    """Fail before decoding when ``config`` is pointless for the model or clearly cannot fit in memory.
+
+    More than ``MAX_BEAMS`` beams, or more than the ``V ** max_new_tokens`` continuations there are
+    (they cannot all be filled), are refused. The memory estimate
+    (:func:`dlnlp.kernels.memory.decoding_needs`) counts every row decoded at once: prompts x beams
+    (beam search) or prompts x samples, each with its ``V``-wide scores, its tokens and the model's
+    state (``row_bytes``, when the adapter has it).
+    """
+    from dlnlp.errors import DlnlpError
+    from dlnlp.kernels.memory import check_fits, decoding_needs
+
+    vocab = int(model.vocab_size)
+    beams = config.strategy == "beam"
+    if beams and config.num_beams > MAX_BEAMS:
+        raise DlnlpError(f"--num-beams {config.num_beams} is above the most beam search takes, {MAX_BEAMS:,}")
+    if beams and config.num_beams > 1 and vocab ** min(config.max_new_tokens, 64) < config.num_beams:
+        raise DlnlpError(f"--num-beams {config.num_beams} exceeds the {vocab} ** {config.max_new_tokens} "
+                         f"possible continuations of {config.max_new_tokens} tokens over a vocabulary of {vocab}; "
+                         "lower --num-beams")
+    rows = len(prompts) * (config.num_beams if beams else config.num_return)
+    length = max((len(p) for p in prompts), default=0)
+    row_bytes = getattr(model, "row_bytes", None)
+    per_row = int(row_bytes(length, config.max_new_tokens)) if callable(row_bytes) else 0
+    check_fits(decoding_needs(rows, vocab, config.max_new_tokens, row_state_bytes=per_row, beams=beams),
+               model.device, task="decoding")
 
 
 @torch.no_grad()

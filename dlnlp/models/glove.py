@@ -38,13 +38,14 @@ import torch
 from dlnlp.errors import DlnlpError
 from dlnlp.kernels import glove_native
 from dlnlp.kernels.glove_loss import adagrad_step_, adam_step_, glove_loss_and_grads, glove_weight
+from dlnlp.kernels.memory import MAX_WIDTH
 from dlnlp.models.ppmi_svd import corpus_cooccurrence  # noqa: F401  (GloVe's counting stage, shared)
 
 OPTIMIZERS = ("adagrad", "adam")
 OUTPUTS = ("sum", "word")
 # Documented caps of the options (far beyond any useful setting: glove.c's defaults are 50-300
 # dimensions, a window of 10-15 and 15-100 iterations).
-MAX_DIM = 100_000
+
 MAX_EPOCHS = 100_000
 MAX_BATCH = 1 << 24
 MAX_WINDOW = 1000
@@ -103,7 +104,7 @@ class GloVeConfig:
         AdaGrad moves a component by at most about ``lr`` per entry, so rates above 1 only scatter
         the vectors; the caps on sizes keep the numbers the native loop gets 32-bit.
         """
-        _check_int("--dim", self.dim, 1, MAX_DIM)
+        _check_int("--dim", self.dim, 1, MAX_WIDTH)
         _check_int("--epochs", self.epochs, 1, MAX_EPOCHS)
         _check_int("--batch-size", self.batch_size, 1, MAX_BATCH)
         _check_int("--seed", self.seed, 0, 2**63 - 1)

@@ -129,6 +129,7 @@ def ppmi_svd_vectors(rows: np.ndarray, cols: np.ndarray, counts: np.ndarray, voc
     """Word vectors ``U Sigma^p`` (float32, one row per word) and the singular values."""
     config = config or PPMIConfig()
     config.validate()
+    check_svd_size(config, vocab_size, len(rows))
     values = pmi_values(rows, cols, counts, vocab_size, cds=config.cds, shift=config.shift,
                         positive=config.positive)
     keep = values != 0
@@ -139,9 +140,36 @@ def ppmi_svd_vectors(rows: np.ndarray, cols: np.ndarray, counts: np.ndarray, voc
     signs = np.sign(u[np.abs(u).argmax(axis=0), np.arange(u.shape[1])])
     signs[signs == 0] = 1
     vectors = (u * signs) * (s ** config.eig)
-    if vectors.shape[1] < config.dim:  # fewer words than dimensions: pad with zeros
-        vectors = np.pad(vectors, ((0, 0), (0, config.dim - vectors.shape[1])))
     return vectors.astype(np.float32), s
+
+
+def check_svd_size(config: PPMIConfig, vocab_size: int, nnz: int = 0) -> None:
+    """Fail before the SVD when ``--dim`` exceeds the vocabulary (a rank-``V`` matrix has ``V``
+    singular vectors) or when the factorization clearly needs more memory than the host has.
+
+    Randomized SVD keeps about six ``V x (dim + oversample)`` float64 arrays (the sketch, its QR
+    factors, the power iterations' products, U); Lanczos at full rank densifies the ``V x V``
+    matrix and factors it (three ``V x V`` arrays), below it ARPACK keeps a few ``V x 2 dim``
+    Lanczos vectors. Both keep the sparse matrix (``nnz`` values with two int64 indices).
+    """
+    from dlnlp.kernels.memory import Need, check_fits, dense_needs
+
+    if config.dim > vocab_size:
+        raise DlnlpError(f"--dim {config.dim} exceeds the vocabulary size ({vocab_size} words): the PPMI matrix "
+                         f"has at most {vocab_size} singular vectors; use --dim {vocab_size} or less "
+                         "(or lower --min-count for a larger vocabulary)")
+    k = config.dim
+    if config.svd == "randomized":
+        dense = dense_needs(f"the randomized SVD of {vocab_size:,} x {vocab_size:,} to {k} dimensions", vocab_size,
+                            min(k + config.oversample, vocab_size), copies=6, itemsize=8, lower="--dim")
+    elif k >= vocab_size:
+        dense = dense_needs(f"the dense {vocab_size:,} x {vocab_size:,} SVD", vocab_size, vocab_size, copies=3,
+                            itemsize=8, lower="--dim (below the vocabulary size) or raise --min-count")
+    else:
+        dense = dense_needs(f"the Lanczos SVD of {vocab_size:,} words to {k} dimensions", vocab_size,
+                            min(2 * k + 1, vocab_size), copies=2, itemsize=8, lower="--dim")
+    check_fits([dense, Need(f"the PPMI matrix ({nnz:,} entries)", nnz * 24 * 2, "--window or raise --min-count")],
+               "cpu", task="ppmi-svd")
 
 
 def check_counting_options(window: int, min_count: int, memory: float) -> None:

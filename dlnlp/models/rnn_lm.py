@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlnlp.kernels.memory import MAX_WIDTH
 from dlnlp.kernels.recurrent import CELLS, RecurrentStack
 from dlnlp.kernels.sampling import sample_logits
 
@@ -60,6 +61,9 @@ class RNNLMConfig:
         for name in ("vocab_size", "embed", "hidden", "layers", "context"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in ("embed", "hidden"):
+            if getattr(self, name) > MAX_WIDTH:
+                raise ValueError(f"--{name} {getattr(self, name)} is above the widest supported, {MAX_WIDTH:,}")
         if self.forget_bias is not None and self.cell != "lstm":
             raise ValueError(f"--forget-bias applies to --cell lstm only, not {self.cell}")
         for name in ("dropout", "embed_dropout"):

@@ -42,6 +42,7 @@ import numpy as np
 
 from dlnlp.errors import DlnlpError, ModelDirError
 from dlnlp.io.vectors import KeyedVectors
+from dlnlp.kernels.memory import MAX_WIDTH
 from dlnlp.models.vocab import Vocabulary
 
 KIND = "word2vec"
@@ -50,7 +51,7 @@ MAX_SENTENCE = 10000  # longer lines are cut into pieces of this many words (gen
 # windows of 2-10 and 100-1000 dimensions). They keep every number the native loop gets 32-bit.
 MAX_NEGATIVE = 1000
 MAX_WINDOW = 1000
-MAX_DIM = 100_000
+
 MAX_EPOCHS = 100_000
 MAX_WORKERS = 1024
 MAX_BATCH = 1 << 24
@@ -102,7 +103,7 @@ class Word2VecConfig:
         _check_int("--min-count", self.min_count, 1, INT32_MAX)
         if self.max_vocab is not None:
             _check_int("--max-vocab", self.max_vocab, 1, INT32_MAX)
-        _check_int("--dim", self.dim, 1, MAX_DIM)
+        _check_int("--dim", self.dim, 1, MAX_WIDTH)
         _check_int("--epochs", self.epochs, 1, MAX_EPOCHS)
         _check_int("--workers", self.workers, 0, MAX_WORKERS, " (0: all cores)")
         _check_int("--batch-size", self.batch_size, 0, MAX_BATCH, " (0: auto)")

@@ -16,7 +16,12 @@ class TrainConfig:
 
     Stopping: at least one of ``max_steps`` (optimizer steps), ``epochs`` (passes over the training
     batches, may be fractional) and ``max_time`` (wall-clock seconds, evaluation included) must be
-    set; training stops at the first one reached, then validates and saves.
+    set; training stops at the first one reached, then validates and saves. With ``max_time`` every
+    validation is bounded too: one during training may run until the time is up, the final one for
+    the time left or 10% of ``max_time`` (at least 5 s), whichever is more; a validation cut short
+    covers the batches it read and is logged with ``full: false`` (the trainer module's
+    ``VALIDATION_TIME_SHARE`` and ``VALIDATION_MIN_SECONDS``). A run so ends within about
+    ``max_time`` + max(10% of it, 5 s) + one training step, one validation batch and the saving.
 
     Schedules: the learning rate rises linearly from ``lr / warmup_steps`` to ``lr`` over
     ``warmup_steps`` steps, then follows ``schedule`` down to ``lr * min_lr_ratio``: ``constant``,
@@ -50,6 +55,7 @@ class TrainConfig:
     max_time: float | None = None
     eval_interval: int = 500           # optimizer steps between validations (0: only at the end)
     eval_batches: int | None = None    # batches per periodic validation (None: all); the final one is full
+    #                                    unless max_time cuts it (see above)
     log_interval: int = 50             # optimizer steps between metrics lines / loss checks
     checkpoint_interval: int | None = None  # steps between checkpoints (None: at each validation)
     seed: int = 0

@@ -47,6 +47,9 @@ from dlnlp.io.corpus import CorpusOptions, describe_inputs, iter_chunks, iter_li
 DATA_DIR = "data"
 META_NAME = "meta.json"
 CHUNK_LINES = 4096
+# Piped ids become rows of an embedding matrix (the vocabulary is the largest id + 1), so an id is
+# bounded: 2^24 = 16,777,216 rows is 64 times the largest tokenizers in use (about 256k entries).
+MAX_VOCAB_SIZE = 1 << 24
 
 
 def dtype_for(vocab_size: int) -> np.dtype:
@@ -171,13 +174,18 @@ def _spool_tokenizer(sources, data_dir: Path, options: CorpusOptions, tokenizer:
 def _spool_ids(sources, data_dir: Path, options: CorpusOptions, vocab_size: int | None):
     from dlnlp.tokenization.ids import read_id_lines
 
+    if vocab_size is not None and not 1 <= vocab_size <= MAX_VOCAB_SIZE:
+        raise InputError(f"--vocab-size must be in [1, {MAX_VOCAB_SIZE:,}], got {vocab_size}")
+    limit = vocab_size or MAX_VOCAB_SIZE
     dtype = dtype_for(vocab_size) if vocab_size else np.dtype(np.uint32)
     outputs, top = [], -1
     for i, inputs in enumerate(sources):
         out = data_dir / f"tokens{i}.bin"
         with TokenWriter(out, dtype) as writer:
             buffer: list[int] = []
-            for ids in read_id_lines(inputs, options):
+            for number, ids in enumerate(read_id_lines(inputs, options), start=1):
+                if ids and max(ids) >= limit:
+                    _id_out_of_range(max(ids), inputs, number, vocab_size)
                 buffer.extend(ids)
                 if len(buffer) >= 1 << 20:
                     writer.write(buffer)
@@ -185,9 +193,16 @@ def _spool_ids(sources, data_dir: Path, options: CorpusOptions, vocab_size: int 
             writer.write(buffer)
         top = max(top, writer.max_id)
         outputs.append((out, writer.count))
-    if vocab_size is not None and top >= vocab_size:
-        raise InputError(f"token id {top} is outside the vocabulary (size {vocab_size})")
     return top + 1, dtype, outputs
+
+
+def _id_out_of_range(token: int, inputs: Sequence[str] | None, line: int, vocab_size: int | None) -> None:
+    single = not inputs or len(inputs) == 1
+    where = f"{describe_inputs(inputs)}:{line}" if single else f"{describe_inputs(inputs)}, line {line} of them"
+    if vocab_size is not None:
+        raise InputError(f"{where}: token id {token} is outside the vocabulary (--vocab-size {vocab_size})")
+    raise InputError(f"{where}: token id {token} is above the largest id accepted, {MAX_VOCAB_SIZE - 1:,} "
+                     f"(the vocabulary would have {token + 1:,} rows); renumber the ids densely")
 
 
 def prepare_lm_data(

@@ -13,6 +13,13 @@ from dlnlp.errors import DlnlpError, ModelDirError
 from dlnlp.io.corpus import CorpusOptions
 from dlnlp.io.modeldir import WEIGHTS_NAME, RunOutput
 from dlnlp.kernels.device import resolve_device, seed_everything
+from dlnlp.kernels.memory import (
+    activation_bytes,
+    check_training,
+    check_width,
+    gpt_training_needs,
+    state_factor,
+)
 from dlnlp.models.gpt import GPT, KIND, GPTConfig, evaluate_windows, gpt_config_dict, load_gpt
 from dlnlp.progress import log
 from dlnlp.training.config import TrainConfig
@@ -49,13 +56,17 @@ def start_gpt_training(
     checked(train_config)
     if batch_size < 1:
         raise DlnlpError("--batch-size must be >= 1")
+    check_width("--dim", model_args["n_embd"])
     if model_args["n_embd"] % model_args["n_head"]:
         raise DlnlpError(f"--dim {model_args['n_embd']} is not divisible by --heads {model_args['n_head']}")
+    # Before reading the corpus: the parameters alone (the vocabulary is not known yet).
+    check_gpt_memory(GPTConfig(vocab_size=vocab_size or 1, **model_args), train_config)
     model_config: GPTConfig | None = None
 
     def make_run_config(run: LMRun) -> dict[str, Any]:
         nonlocal model_config
         model_config = GPTConfig(vocab_size=run.data.vocab_size, **model_args)
+        check_gpt_memory(model_config, train_config, batch_size, len(run.data.train))
         eos = getattr(run.tokenizer, "eos_id", None) if run.tokenizer is not None else None
         return gpt_config_dict(model_config, level=run.level, batch_size=batch_size, eos_id=eos,
                                train=train_config.to_dict(), data=run.data.meta)
@@ -71,8 +82,28 @@ def resume_gpt_training(out: str | Path, stops: dict[str, Any], *, quiet: bool =
     """Continue the run in ``out`` from its checkpoint; ``stops`` (max_steps/epochs/max_time) override."""
     with resumed_lm_run(out, KIND, stops, quiet=quiet, device=device, compile=compile) as (
             output, config, train_config, data):
-        model = GPT(GPTConfig.from_dict(config["model"]))
-        return _train(model, train_config, data, output, config["batch_size"], resume=True)
+        model_config = GPTConfig.from_dict(config["model"])
+        check_gpt_memory(model_config, train_config, config["batch_size"], len(data.train))
+        return _train(GPT(model_config), train_config, data, output, config["batch_size"], resume=True)
+
+
+def check_gpt_memory(config: GPTConfig, train_config: TrainConfig, batch_size: int | None = None,
+                     train_tokens: int | None = None) -> None:
+    """Fail before allocating when training ``config`` clearly needs more memory than the device has.
+
+    With ``batch_size`` and ``train_tokens`` the activations of a batch count too (windows are at
+    most ``train_tokens - 1`` long, as :class:`RandomWindows` cuts them).
+    """
+    device = resolve_device(train_config.device)
+    seq = min(config.block_size, max(1, train_tokens - 1)) if train_tokens else None
+    needs = gpt_training_needs(config.vocab_size, config.n_embd, config.n_layer, config.block_size,
+                               mlp_dim=config.mlp_dim, tied=config.tie_weights,
+                               learned_positions=config.position == "learned", batch=batch_size, seq=seq,
+                               optimizer=train_config.optimizer, momentum=train_config.momentum,
+                               ema=bool(train_config.ema_decay),
+                               act_bytes=activation_bytes(device, train_config.precision))
+    check_training(needs, device, task="gpt training", copies=state_factor(
+        train_config.optimizer, momentum=train_config.momentum, ema=bool(train_config.ema_decay)))
 
 
 def _train(model: GPT, train_config: TrainConfig, data: LMData, output: RunOutput, batch_size: int, *,

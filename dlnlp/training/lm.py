@@ -109,11 +109,14 @@ def run_summary(result: TrainResult, directory: Path, parameters: int, quiet: bo
         "elapsed_s": round(result.elapsed, 2), "tokens_per_s": round(result.tokens / max(result.elapsed, 1e-9), 1),
         "stopped_by": result.stopped_by, "train_loss": result.last_train_loss, "val_loss": result.final_val_loss,
         "best_val_loss": result.best_val_loss, "parameters": parameters,
+        "val_full": result.final_val_full,  # False: the final validation was cut short by --max-time
     }
     if result.final_val_loss is not None:
         summary["val_perplexity"] = math.exp(min(result.final_val_loss, 700))
+        part = "" if result.final_val_full is not False else " on part of the held-out text (--max-time)"
         log(f"stopped by {result.stopped_by} after {result.steps} steps ({result.elapsed:.0f} s): validation "
-            f"loss {result.final_val_loss:.4f} (best {result.best_val_loss:.4f}); saved {directory}", quiet=quiet)
+            f"loss {result.final_val_loss:.4f}{part} (best {result.best_val_loss:.4f}); saved {directory}",
+            quiet=quiet)
     else:
         log(f"stopped by {result.stopped_by} after {result.steps} steps: training loss "
             f"{result.last_train_loss:.4f}; saved {directory}", quiet=quiet)

@@ -11,6 +11,7 @@ from dlnlp.errors import DlnlpError
 from dlnlp.io.corpus import CorpusOptions
 from dlnlp.io.modeldir import RunOutput, make_config
 from dlnlp.kernels.device import resolve_device, resolve_precision, seed_everything
+from dlnlp.kernels.memory import activation_bytes, check_training, rnn_training_needs, state_factor
 from dlnlp.models.rnn_lm import MODEL_KIND, RNNLMConfig, build_model, load_model_dir
 from dlnlp.progress import log
 from dlnlp.training.config import TrainConfig
@@ -38,10 +39,14 @@ def start_rnn_training(
     checked(train_config)
     if seq_len < 1 or batch_size < 1:
         raise DlnlpError("--seq-len and --batch-size must be >= 1")
+    # Before reading the corpus: the parameters alone (the vocabulary is not known yet).
+    model_config.vocab_size = vocab_size or 1
+    check_rnn_memory(model_config, train_config)
 
     def make_run_config(run: LMRun) -> dict[str, Any]:
         model_config.vocab_size = run.data.vocab_size
         checked(model_config)
+        check_rnn_memory(model_config, train_config, batch_size, seq_len, len(run.data.train))
         return make_config(MODEL_KIND, model=model_config.to_dict(), level=run.level, seq_len=seq_len,
                            batch_size=batch_size, train=train_config.to_dict(), data=run.data.meta)
 
@@ -57,8 +62,33 @@ def resume_rnn_training(out: str | Path, stops: dict[str, Any], *, quiet: bool =
     """Continue the run in ``out`` from its checkpoint; ``stops`` (max_steps/epochs/max_time) override."""
     with resumed_lm_run(out, MODEL_KIND, stops, quiet=quiet, device=device, compile=compile) as (
             output, config, train_config, data):
-        model = build_model(RNNLMConfig.from_dict(config["model"]))
+        model_config = RNNLMConfig.from_dict(config["model"])
+        check_rnn_memory(model_config, train_config, config["batch_size"], config["seq_len"], len(data.train))
+        model = build_model(model_config)
         return _train(model, train_config, data, output, config["seq_len"], config["batch_size"], resume=True)
+
+
+def check_rnn_memory(config: RNNLMConfig, train_config: TrainConfig, batch_size: int | None = None,
+                     seq_len: int | None = None, train_tokens: int | None = None) -> None:
+    """Fail before allocating when training ``config`` clearly needs more memory than the device has.
+
+    With the batch shape and ``train_tokens`` a window's activations count too (``batch_size``
+    streams of ``(train_tokens - 1) // batch_size`` tokens, read ``seq_len`` at a time, as
+    :class:`StreamBatches` cuts them).
+    """
+    device = resolve_device(train_config.device)
+    batch = seq = None
+    if batch_size and seq_len and train_tokens:
+        batch = batch_size
+        seq = max(1, min(seq_len, (train_tokens - 1) // batch_size))
+    ema = bool(train_config.ema_decay)
+    needs = rnn_training_needs(config.vocab_size, config.embed, config.hidden, config.layers, config.cell,
+                               tied=config.tie_weights, context=config.context, direct=config.direct,
+                               batch=batch, seq=seq, optimizer=train_config.optimizer,
+                               momentum=train_config.momentum, ema=ema,
+                               act_bytes=activation_bytes(device, train_config.precision))
+    check_training(needs, device, task="rnn training",
+                   copies=state_factor(train_config.optimizer, momentum=train_config.momentum, ema=ema))
 
 
 def _train(model: Any, train_config: TrainConfig, data: LMData, output: RunOutput, seq_len: int, batch_size: int,

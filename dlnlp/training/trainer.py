@@ -27,6 +27,13 @@ Batch = Any
 State = Any
 LossFn = Callable[[nn.Module, Batch, State], tuple[torch.Tensor, State]]
 
+# With --max-time, a validation during training may run until the time is up, and the one after
+# training for the time left or this share of --max-time (at least VALIDATION_MIN_SECONDS); then it
+# stops after the batch in progress, and its loss covers the batches read (``full: false`` in
+# metrics.jsonl).
+VALIDATION_TIME_SHARE = 0.1
+VALIDATION_MIN_SECONDS = 5.0
+
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Raised by :meth:`Trainer.fit` after Ctrl-C or SIGTERM, once the checkpoint is saved (exit 130)."""
@@ -46,6 +53,7 @@ class TrainResult:
     final_val_loss: float | None
     best_val_loss: float | None
     last_train_loss: float | None
+    final_val_full: bool | None = None  # False: the last validation was cut short (by --max-time)
 
 
 # -- batch sources ----------------------------------------------------------------------------------
@@ -238,6 +246,7 @@ class Trainer:
         self.warmup_time: float | None = None
         self.best_val_loss: float | None = None
         self.last_val_loss: float | None = None
+        self.last_val_full: bool | None = None
         self.last_train_loss: float | None = None
         self.state: State = None
         self.stop_requested: str | None = None
@@ -378,14 +387,17 @@ class Trainer:
                 metrics.close()
         return TrainResult(steps=self.step, epochs=self.train_data.epochs_done, tokens=self.tokens,
                            elapsed=self.elapsed, stopped_by=stopped_by, final_val_loss=self.last_val_loss,
-                           best_val_loss=self.best_val_loss, last_train_loss=self.last_train_loss)
+                           best_val_loss=self.best_val_loss, last_train_loss=self.last_train_loss,
+                           final_val_full=self.last_val_full)
 
     @torch.no_grad()
-    def evaluate(self, max_batches: int | None = None) -> dict[str, float]:
-        """Mean loss per target token over the validation data (all of it unless ``max_batches``)."""
+    def evaluate(self, max_batches: int | None = None, deadline: float | None = None) -> dict[str, float]:
+        """Mean loss per target token over the validation data (all of it unless ``max_batches``, or
+        the batches read until ``time.perf_counter()`` passes ``deadline``)."""
         if self.val_fn is not None:
             return self.val_fn(self.model)
-        return evaluate_loss(self.model, self.val_data, self.device, self.dtype, self.loss_fn, max_batches)
+        return evaluate_loss(self.model, self.val_data, self.device, self.dtype, self.loss_fn, max_batches,
+                             deadline=deadline)
 
     @property
     def current_lr(self) -> float:
@@ -451,7 +463,12 @@ class Trainer:
         if self.val_data is None and self.val_fn is None:
             return
         with self.averaged_weights():
-            result = self.evaluate(max_batches)
+            result = dict(self.evaluate(max_batches, deadline=self._validation_deadline()))
+            cut = bool(result.pop("cut_short", False))
+            full = max_batches is None and not cut
+            self.last_val_full = full
+            if cut:
+                self._log_cut_validation(result)
             val_loss = float(result["val_loss"])
             self._check_finite(val_loss, "validation")
             self.last_val_loss = val_loss
@@ -462,10 +479,31 @@ class Trainer:
                     save_weights(self.model.state_dict(), self.out_dir / WEIGHTS_NAME)
         if metrics:
             metrics.write(step=self.step, val_loss=val_loss, val_ppl=math.exp(min(val_loss, 700)),
-                          best=improved, full=max_batches is None, elapsed=round(self.elapsed, 3),
+                          best=improved, full=full, elapsed=round(self.elapsed, 3),
                           **{k: v for k, v in result.items() if k != "val_loss"})
         if progress is not None:
             progress.fields["val"] = round(val_loss, 4)
+
+    def _validation_deadline(self) -> float | None:
+        """When a validation must stop (``time.perf_counter()`` value), None without --max-time.
+
+        One during training (no stop reason yet) may use the time left; the final one (training has
+        stopped) gets the time left or its own share of --max-time, whichever is more.
+        """
+        limit = self.config.max_time
+        if limit is None:
+            return None
+        left = limit - self.elapsed
+        if self._stop_reason(self.total_steps()) is not None:
+            left = max(left, VALIDATION_TIME_SHARE * limit, VALIDATION_MIN_SECONDS)
+        return time.perf_counter() + left
+
+    def _log_cut_validation(self, result: dict[str, Any]) -> None:
+        tokens = getattr(self.val_data, "tokens", None)
+        of = f" of {len(tokens) - 1:,}" if tokens is not None and hasattr(tokens, "__len__") else ""
+        log(f"validation stopped after {result.get('val_batches')} batches ({int(result['val_tokens']):,}{of} "
+            f"tokens) to stay within --max-time {self.config.max_time:g}; its loss covers that part",
+            quiet=self.config.quiet)
 
     def _save(self, running: torch.Tensor, running_n: int) -> None:
         if self.out_dir is None:
@@ -561,11 +599,14 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 @torch.no_grad()
 def evaluate_loss(model: nn.Module, data: Any, device: torch.device, dtype: torch.dtype | None = None,
-                  loss_fn: LossFn | None = None, max_batches: int | None = None) -> dict[str, float]:
+                  loss_fn: LossFn | None = None, max_batches: int | None = None, *,
+                  deadline: float | None = None) -> dict[str, Any]:
     """Token-weighted mean loss over ``data`` (``iter_eval()`` or a re-iterable of batches).
 
     Recurrent state is carried from batch to batch (the data is read as continuous streams) and
-    reset when a batch says so. Returns ``{"val_loss", "val_tokens"}``.
+    reset when a batch says so. With ``deadline`` (a ``time.perf_counter()`` value) it stops after
+    the batch during which the deadline passes. Returns ``{"val_loss", "val_tokens", "val_batches"}``,
+    and ``"cut_short": True`` when the deadline stopped it before the end of the data.
     """
     loss_fn = loss_fn or default_loss_fn
     was_training = model.training
@@ -573,10 +614,15 @@ def evaluate_loss(model: nn.Module, data: Any, device: torch.device, dtype: torc
     total = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
     state = None
+    read = 0
+    cut = False
     batches = data.iter_eval() if hasattr(data, "iter_eval") else iter(data)
     try:
         for i, item in enumerate(batches):
             if max_batches is not None and i >= max_batches:
+                break
+            if deadline is not None and read and time.perf_counter() >= deadline:
+                cut = True
                 break
             batch, reset = item if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], bool) \
                 else (item, False)
@@ -589,8 +635,14 @@ def evaluate_loss(model: nn.Module, data: Any, device: torch.device, dtype: torc
             weight = targets.numel() if targets is not None else 1
             total += loss.double() * weight
             count += weight
+            read += 1
+            if deadline is not None and device.type == "cuda" and read % 16 == 0:
+                torch.cuda.synchronize(device)  # the clock must see the work queued so far
     finally:
         model.train(was_training)
     if count == 0:
         raise DlnlpError("the validation data is empty")
-    return {"val_loss": (total / count).item(), "val_tokens": count}
+    result: dict[str, Any] = {"val_loss": (total / count).item(), "val_tokens": count, "val_batches": read}
+    if cut:
+        result["cut_short"] = True
+    return result

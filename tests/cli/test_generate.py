@@ -112,3 +112,16 @@ def test_imported_gpt2_with_a_word_tokenizer_joins_prompt_and_continuation(tmp_p
     lines = out.splitlines()
     assert lines[0].startswith("w5 w6 ") and lines[1].startswith("w9")
     assert all(word.startswith("w") for line in lines for word in line.split())  # words kept apart
+
+
+def test_beams_beyond_reason_or_memory_fail_at_once(model_dir, capsys, monkeypatch):
+    # Issue #19: --num-beams 100000 ran until killed.
+    code, _, err = dlnlp(capsys, "generate", model_dir, "--prompt", "to", "--strategy", "beam", "--num-beams",
+                         "100000", "--device", "cpu")
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "--num-beams 100000 is above" in err
+    import dlnlp.kernels.memory as memory
+
+    monkeypatch.setattr(memory, "available", lambda device="cpu": (2**20, "available host memory"))
+    code, _, err = dlnlp(capsys, "generate", model_dir, "--prompt", "to", "--strategy", "beam", "--num-beams",
+                         "5000", "--max-new-tokens", "50", "--device", "cpu")
+    assert code == 1 and "decoding needs about" in err and "lower" in err and "--num-beams" in err

@@ -122,3 +122,24 @@ def test_ppmi_svd_cli(corpus, tmp_path, capsys):
     code, stdout, err = run_main("vectors", "eval", out, "--similarity", sim, "--json")
     assert code == 0, err
     assert json.loads(stdout)["similarity"][0]["pairs_used"] == 3
+
+
+def test_absurd_dimensions_fail_before_allocating(corpus, tmp_path, capsys, monkeypatch):
+    # Issue #19: --dim 100000000 reached the allocator (a raw MemoryError / RuntimeError, or an OOM
+    # kill for sizes the kernel overcommits); ppmi-svd --dim 10000000 grew to 23.7 GB.
+    code, _, err = run_main("glove", "train", corpus, "--out", tmp_path / "g.txt", *SMALL, "--dim",
+                         "100000000")
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "--dim must be between 1 and 65536, got 100000000" in err
+    import dlnlp.kernels.memory as memory
+
+    monkeypatch.setattr(memory, "available", lambda device="cpu": (2**20, "available host memory"))
+    code, _, err = run_main("glove", "train", corpus, "--out", tmp_path / "g.txt", *SMALL, "--dim", "60000")
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "glove training needs about" in err and "lower --dim" in err
+    monkeypatch.undo()
+    code, _, err = run_main("vectors", "ppmi-svd", corpus, "--out", tmp_path / "p.txt", "--min-count", "2",
+                         "--dim", "10000000", "-q")
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "--dim 10000000 exceeds the vocabulary size (" in err
+    assert not (tmp_path / "g.txt").exists() and not (tmp_path / "p.txt").exists()

@@ -113,3 +113,33 @@ def test_import_export_through_the_cli(tmp_path, capsys):
         assert torch.allclose(again(ids).logits, hf(ids).logits, atol=1e-5)
     code, _, err = dlnlp(capsys, "gpt", "export", tmp_path / "dl", tmp_path / "back")
     assert code == 1 and "exists" in err
+
+
+def _one_error_line(code: int, err: str) -> str:
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and lines[0].startswith("dlnlp: error:"), err
+    return lines[0]
+
+
+def test_sizes_the_machine_cannot_hold_fail_before_allocating(corpus, tmp_path, capsys, monkeypatch):
+    # Issue #19: --dim 10000000 spent 60 s and 5 GB before failing; --block-size 100000000 reached
+    # 7 GB and ran on. Now both fail at once, naming the estimate and the option to lower.
+    line = _one_error_line(*dlnlp(capsys, "gpt", "train", corpus, "--dim", "10000000", "--heads", "2",
+                                  "--out", tmp_path / "a", "--max-steps", "1", "--device", "cpu")[:3:2])
+    assert "--dim 10000000 is above the widest supported, 65,536" in line
+    line = _one_error_line(*dlnlp(capsys, "gpt", "train", corpus, "--dim", "60000", "--layers", "100", "--heads",
+                                  "2", "--out", tmp_path / "a", "--max-steps", "1", "--device", "cpu")[:3:2])
+    assert "gpt training needs about" in line and "lower --dim or --layers" in line
+    assert not (tmp_path / "a").exists()
+    import dlnlp.kernels.memory as memory
+
+    monkeypatch.setattr(memory, "available", lambda device="cpu": (16 * 2**30, "available host memory"))
+    line = _one_error_line(*dlnlp(capsys, "gpt", "train", corpus, "--block-size", "100000000", "--out",
+                                  tmp_path / "b", "--max-steps", "1", "--device", "cpu")[:3:2])
+    assert "but available host memory is 16 GiB; lower --block-size" in line
+    # Activations: a batch far beyond memory once the data says how long the windows are.
+    monkeypatch.setattr(memory, "available", lambda device="cpu": (2**20, "available host memory"))
+    line = _one_error_line(*dlnlp(capsys, "gpt", "train", corpus, *TINY, "--batch-size", "512", "--out",
+                                  tmp_path / "c", "--max-steps", "1")[:3:2])
+    assert "lower --batch-size or --block-size" in line
+    assert not (tmp_path / "c").exists()  # failed before the first step: nothing left

@@ -42,6 +42,7 @@ def trained(tmp_path_factory):
 def test_train_writes_a_model_directory_and_reports_json(trained):
     _, out, summary = trained
     assert summary["steps"] == 40 and summary["stopped_by"] == "max_steps"
+    assert summary["val_full"] is True  # the final validation read all of the held-out part
     assert summary["val_loss"] < math.log(27)  # better than uniform over the characters
     for name in ("config.json", "model.safetensors", "vocab.json", "metrics.jsonl", "checkpoint/trainer.json"):
         assert (out / name).is_file(), name
@@ -169,3 +170,32 @@ def test_subword_level_with_a_dlnlp_tokenizer(tmp_path, capsys):
     code, stdout, _ = run_main("rnn", "sample", out, "--prime", "to be", "--length", "8", "--seed", "1",
                             "--device", "cpu")
     assert code == 0 and stdout.startswith("to be") and len(stdout) > len("to be")
+
+
+def test_absurd_sizes_fail_at_once_with_one_line(tmp_path, capsys, monkeypatch):
+    # Issue #19: --hidden 10000000 and --batch-size 1000000 grew until they failed; ids of 4e9 made a
+    # vocabulary of 4e9 rows.
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(_corpus())
+    code, _, err = run_main("rnn", "train", corpus, "--out", tmp_path / "a", "--hidden", "10000000",
+                         "--max-steps", "1", "--device", "cpu")
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "--hidden 10000000 is above the widest supported, 65,536" in err
+    code, _, err = run_main("rnn", "train", corpus, "--out", tmp_path / "a", "--hidden", "60000",
+                         "--layers", "50", "--max-steps", "1", "--device", "cpu")
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "rnn training needs about" in err and "lower --hidden or --layers" in err
+    assert not (tmp_path / "a").exists()
+    import dlnlp.kernels.memory as memory
+
+    monkeypatch.setattr(memory, "available", lambda device="cpu": (2**20, "available host memory"))
+    code, _, err = run_main("rnn", "train", corpus, "--out", tmp_path / "b", *TINY, "--batch-size", "500",
+                         "--max-steps", "1")
+    assert code == 1 and "lower --batch-size" in err and not (tmp_path / "b").exists()
+    result = run_cli("rnn", "train", "-", "--ids", "--out", str(tmp_path / "c"), *TINY, "--max-steps", "1",
+                     input="1 2 4000000000\n", env=ONE_THREAD)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == ("dlnlp: error: <stdin>:1: token id 4000000000 is above the largest id "
+                                     "accepted, 16,777,215 (the vocabulary would have 4,000,000,001 rows); "
+                                     "renumber the ids densely")
+    assert not (tmp_path / "c").exists()

@@ -130,3 +130,12 @@ def test_divergence_is_one_line_and_writes_nothing(tmp_path):
     assert result.stderr.startswith("dlnlp: error: training diverged") and "try a lower --lr" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())
+
+
+def test_absurd_dimensions_fail_before_allocating(tmp_path, corpus_file):
+    # Issue #19: --dim 100000000 reached numpy ("MemoryError: Unable to allocate 538. GiB").
+    result = run_cli("word2vec", "train", str(corpus_file), "--dim", "100000000", "--out", str(tmp_path / "v.bin"),
+                     "--quiet")
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "--dim must be between 1 and 65536, got 100000000" in result.stderr
+    assert not (tmp_path / "v.bin").exists()

@@ -218,3 +218,30 @@ def test_num_return_samples_per_prompt(gpt):
     config = DecodeConfig(strategy="sample", num_return=3, max_new_tokens=6)
     out = generate(GPTNextToken(gpt), PROMPTS, config, generator=torch.Generator().manual_seed(0))
     assert [len(h) for h in out] == [3, 3, 3]
+
+
+def test_beams_beyond_the_continuations_or_the_cap_are_refused():
+    from dlnlp.decoding.search import MAX_BEAMS
+    from dlnlp.errors import DlnlpError
+
+    lm = table_lm()  # 3 tokens: 3 ** 2 = 9 continuations of two tokens
+    generate(lm, [[0]], DecodeConfig(strategy="beam", num_beams=9, max_new_tokens=2))
+    with pytest.raises(DlnlpError, match=r"--num-beams 10 exceeds the 3 \*\* 2 possible continuations"):
+        generate(lm, [[0]], DecodeConfig(strategy="beam", num_beams=10, max_new_tokens=2))
+    with pytest.raises(DlnlpError, match=f"--num-beams {MAX_BEAMS + 1} is above"):
+        generate(lm, [[0]], DecodeConfig(strategy="beam", num_beams=MAX_BEAMS + 1, max_new_tokens=50))
+
+
+def test_gpt_decoding_state_counts_the_kv_cache_of_every_row(gpt, monkeypatch):
+    import dlnlp.kernels.memory as memory
+    from dlnlp.errors import DlnlpError
+
+    lm = GPTNextToken(gpt)
+    c = gpt.config
+    capacity = min(3 + 10, c.block_size)
+    assert lm.row_bytes(3, 10) == 2 * 2 * c.n_layer * c.n_embd * capacity * 4 + 13 * 9
+    budget = 1000 * lm.row_bytes(3, 10)
+    monkeypatch.setattr(memory, "available", lambda device="cpu": (budget, "available host memory"))
+    generate(lm, [[1, 2, 3]], DecodeConfig(strategy="beam", num_beams=2, max_new_tokens=10))
+    with pytest.raises(DlnlpError, match=r"decoding needs about .*model state of 2,000 rows.*lower --num-beams"):
+        generate(lm, [[1, 2, 3]] * 2, DecodeConfig(strategy="beam", num_beams=1000, max_new_tokens=10))

@@ -7,6 +7,7 @@ import importlib.util
 import numpy as np
 import pytest
 
+from dlnlp.errors import DlnlpError
 from dlnlp.models.ppmi_svd import PPMIConfig, pmi_values, ppmi_svd_vectors, truncated_svd
 
 HAS_SCIPY = importlib.util.find_spec("scipy") is not None
@@ -76,9 +77,26 @@ def test_vectors_are_u_sigma_to_the_p():
     assert half.shape == (30, 5) and half.dtype == np.float32
     np.testing.assert_allclose(s, s_full)
     np.testing.assert_allclose(np.abs(full), np.abs(half) * np.sqrt(s), rtol=1e-4, atol=1e-6)
-    # More dimensions than words: padded with zeros.
-    small, _ = ppmi_svd_vectors(*coo(COUNTS), 3, PPMIConfig(dim=5))
-    assert small.shape == (3, 5) and np.all(small[:, 3:] == 0)
+    small, _ = ppmi_svd_vectors(*coo(COUNTS), 3, PPMIConfig(dim=3))
+    assert small.shape == (3, 3)
+
+
+def test_more_dimensions_than_words_is_an_error_naming_dim_and_the_vocabulary():
+    # Issue #19: --dim 10000000 on a 313-word vocabulary padded a 313 x 10^7 matrix until killed.
+    with pytest.raises(DlnlpError, match=r"--dim 10000000 exceeds the vocabulary size \(3 words\)"):
+        ppmi_svd_vectors(*coo(COUNTS), 3, PPMIConfig(dim=10_000_000))
+
+
+def test_an_svd_larger_than_memory_fails_before_it_starts(monkeypatch):
+    import dlnlp.kernels.memory as memory
+
+    monkeypatch.setattr(memory, "available", lambda device="cpu": (1 << 20, "available host memory"))
+    dense = 3 * np.eye(300) + np.eye(300, k=1) + np.eye(300, k=5)  # sparse: the SVD is the big part
+    with pytest.raises(DlnlpError, match=r"ppmi-svd needs about .* but available host memory is 1 MiB; lower --dim"):
+        ppmi_svd_vectors(*coo(dense + dense.T), 300, PPMIConfig(dim=250))
+    monkeypatch.setenv("DLNLP_MEMORY_CHECK", "0")  # the switch that turns the check off
+    vectors, _ = ppmi_svd_vectors(*coo(dense + dense.T), 300, PPMIConfig(dim=250))
+    assert vectors.shape == (300, 250)
 
 
 def test_bad_config():

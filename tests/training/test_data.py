@@ -86,6 +86,23 @@ def test_val_file_and_ids_input(tmp_path):
         prepare_lm_data([str(tmp_path / "t.ids")], tmp_path / "run2", level="ids", vocab_size=5)
 
 
+def test_an_id_beyond_the_largest_vocabulary_fails_naming_the_id_line_and_limit(tmp_path):
+    # Issue #19: piped id 4000000000 made a 4e9-row embedding; the limit is MAX_VOCAB_SIZE - 1.
+    from dlnlp.training.data import MAX_VOCAB_SIZE
+
+    (tmp_path / "t.ids").write_text("1 2 3\n4 4000000000 5\n6 7\n")
+    with pytest.raises(InputError) as info:
+        prepare_lm_data([str(tmp_path / "t.ids")], tmp_path / "run", level="ids")
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 't.ids'}:2: token id 4000000000 is above the largest id accepted")
+    assert f"{MAX_VOCAB_SIZE - 1:,}" in message
+    (tmp_path / "ok.ids").write_text(f"1 {MAX_VOCAB_SIZE - 1}\n2 3\n")  # the largest id itself is accepted
+    data = prepare_lm_data([str(tmp_path / "ok.ids")], tmp_path / "run2", level="ids", val_fraction=0)
+    assert data.vocab_size == MAX_VOCAB_SIZE
+    with pytest.raises(InputError, match="--vocab-size must be in"):
+        prepare_lm_data([str(tmp_path / "ok.ids")], tmp_path / "run3", level="ids", vocab_size=4_000_000_001)
+
+
 def test_char_vocab_unknowns_and_save_load(tmp_path):
     vocab = CharVocab.build("abca\n")
     # id 0 is <unk>; then code-point order: "\n" 1, "a" 2, "b" 3, "c" 4

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -119,8 +120,55 @@ def test_epochs_and_max_time_stop(tmp_path):
     cfg = TrainConfig(max_time=0.3, device="cpu", quiet=True, eval_interval=0)
     result = Trainer(_Reg(nn.Linear(2, 1)), cfg, batches, val_data=batches, out_dir=tmp_path).fit()
     assert result.stopped_by == "max_time" and result.final_val_loss is not None
+    assert result.final_val_full is True  # a quick validation is read to the end
     assert 0.3 <= result.elapsed < 3
     assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "checkpoint" / "trainer.json").is_file()
+
+
+class _SlowToValidate(_Reg):
+    """Validation batches take 20 ms each (a large held-out part read by a slow model)."""
+
+    def forward(self, x, y):
+        if not self.training:
+            time.sleep(0.02)
+        return super().forward(x, y)
+
+
+@pytest.mark.parametrize("eval_interval", [0, 1])
+def test_max_time_bounds_the_final_validation(tmp_path, monkeypatch, eval_interval):
+    # Issue #19: `rnn train --max-time 20` ran 811 s, the final validation over the whole held-out
+    # part being unbounded. Here reading all 500 validation batches would take 10 s. With
+    # eval_interval 1 the validation after step 1 also runs into the time limit.
+    import dlnlp.training.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "VALIDATION_MIN_SECONDS", 0.5)
+    train = [(torch.randn(2, 2), torch.randn(2))] * 4
+    val = [(torch.randn(2, 2), torch.randn(2))] * 500
+    cfg = TrainConfig(max_time=0.5, device="cpu", quiet=True, eval_interval=eval_interval)
+    started = time.perf_counter()
+    result = Trainer(_SlowToValidate(nn.Linear(2, 1)), cfg, train, val_data=val, out_dir=tmp_path).fit()
+    wall = time.perf_counter() - started
+    assert result.stopped_by == "max_time"
+    assert wall < 0.5 + 0.5 + 2.0  # max_time + the final validation's budget + slack for saving
+    assert result.final_val_loss is not None and result.final_val_full is False
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if "val_loss" in line]
+    assert len(rows) == 1 + eval_interval
+    for row in rows:
+        assert row["full"] is False and 0 < row["val_batches"] < 500 and row["val_tokens"] == 2 * row["val_batches"]
+
+
+def test_evaluate_loss_stops_after_the_batch_that_passes_the_deadline():
+    from dlnlp.training.trainer import evaluate_loss
+
+    model = _SlowToValidate(nn.Linear(2, 1))
+    batches = [(torch.randn(2, 2), torch.randn(2))] * 50
+    full = evaluate_loss(model, batches, torch.device("cpu"))
+    assert full["val_batches"] == 50 and "cut_short" not in full
+    cut = evaluate_loss(model, batches, torch.device("cpu"), deadline=time.perf_counter() + 0.05)
+    assert cut["cut_short"] is True and 1 <= cut["val_batches"] <= 5
+    # A deadline already past still reads one batch (a loss over nothing is no loss).
+    one = evaluate_loss(model, batches, torch.device("cpu"), deadline=time.perf_counter() - 1)
+    assert one["val_batches"] == 1 and one["val_tokens"] == 2
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
