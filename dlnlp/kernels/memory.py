@@ -104,8 +104,23 @@ def available(device: Any = "cpu") -> tuple[int | None, str]:
         except RuntimeError:
             return None, str(device)
         return int(free), f"free on {device}"
-    sizes = [s for s in (_meminfo_available(), _cgroup_room()) if s is not None]
+    sizes = [s for s in (_meminfo_available(), _cgroup_room(), _address_space_room()) if s is not None]
     return (min(sizes) if sizes else None), "available host memory"
+
+
+def _address_space_room() -> int | None:
+    """Room left under ``ulimit -v`` (RLIMIT_AS), which an allocation past it turns into an abort."""
+    try:
+        import resource
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
+        if soft == resource.RLIM_INFINITY:
+            return None
+        with open("/proc/self/statm") as statm:
+            used = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        return max(0, soft - used)
+    except (ImportError, OSError, ValueError):
+        return None
 
 
 def check_enabled() -> bool:

@@ -66,6 +66,10 @@ def start_gpt_training(
     def make_run_config(run: LMRun) -> dict[str, Any]:
         nonlocal model_config
         model_config = GPTConfig(vocab_size=run.data.vocab_size, **model_args)
+        longest = len(run.data.train) - 1  # the longest window the training text holds
+        if model_config.block_size > longest:
+            raise DlnlpError(f"--block-size {model_config.block_size} is longer than the training text "
+                             f"({len(run.data.train):,} tokens); use --block-size {max(longest, 1)} or less")
         check_gpt_memory(model_config, train_config, batch_size, len(run.data.train))
         eos = getattr(run.tokenizer, "eos_id", None) if run.tokenizer is not None else None
         return gpt_config_dict(model_config, level=run.level, batch_size=batch_size, eos_id=eos,

@@ -143,3 +143,10 @@ def test_sizes_the_machine_cannot_hold_fail_before_allocating(corpus, tmp_path, 
                                   tmp_path / "c", "--max-steps", "1")[:3:2])
     assert "lower --batch-size or --block-size" in line
     assert not (tmp_path / "c").exists()  # failed before the first step: nothing left
+    monkeypatch.undo()
+    # Checked against the data too: a context longer than the whole training text only wastes memory.
+    line = _one_error_line(*dlnlp(capsys, "gpt", "train", corpus, "--layers", "1", "--heads", "2", "--dim", "8",
+                                  "--block-size", "1000000", "--out", tmp_path / "d", "--max-steps", "1",
+                                  "--device", "cpu")[:3:2])
+    assert "--block-size 1000000 is longer than the training text" in line
+    assert not (tmp_path / "d").exists()
