@@ -29,6 +29,17 @@ from dlnlp.tokenization.tokenizer import Tokenizer
 FORMATS = ("ids", "tokens", "jsonl")
 CHUNK_CHARS = 1 << 20
 CHUNK_MAX_LINES = 1 << 16
+# A line of text under io.corpus.max_line_chars() has at most 4 tokens a character (one per UTF-8 byte),
+# each written in the ids, tokens or jsonl format in well under 32 characters; decode reads lines up to
+# this many times the text limit, so whatever encode writes decodes.
+DECODE_LINE_FACTOR = 128
+
+
+def decode_line_chars() -> int:
+    """The longest line (in characters) that decode reads: :data:`DECODE_LINE_FACTOR` times the text limit."""
+    from dlnlp.io.corpus import max_line_chars
+
+    return DECODE_LINE_FACTOR * max_line_chars()
 
 
 @dataclass
