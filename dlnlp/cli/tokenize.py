@@ -230,6 +230,9 @@ def decode(
     """Decode lines of token ids (or tokens, or jsonl) back to text, one line per line; empty lines
     give blank lines and empty input gives no output.
 
+    Lines are limited to 32 times the text limit of encode (96 times for jsonl): whatever encode writes
+    for a line it accepts.
+
     Example: dlnlp tokenize encode corpus.txt -t tok.json | dlnlp tokenize decode -t tok.json
     """
     from dlnlp.io.atomic import check_can_write
@@ -245,7 +248,7 @@ def decode(
     where = describe_inputs(inputs)
     # An empty line is valid (an empty text), and so is empty input (nothing to decode), as for encode.
     lines = iter_lines(inputs, corpus_options(None, encoding_errors), require_text=False, long_lines="error",
-                       max_chars=decode_line_chars())
+                       max_chars=decode_line_chars(fmt))
     with Progress("decode", unit="line", rate_unit="token", quiet=quiet) as progress, \
             _open_output(output, force) as stream:
         decode_stream(tok, lines, stream, fmt, where=where, skip_special_tokens=skip_special,

@@ -268,11 +268,14 @@ def test_reader_going_away_is_not_an_error(tok):
 # --- over-long lines (issue 19, item 7): encode refuses them, training cuts them --------------------
 def test_encode_refuses_a_line_over_the_limit_and_round_trips_lines_up_to_it(tok, tmp_path):
     limit = {"DLNLP_MAX_LINE_CHARS": "40"}
-    text = "a line well under the limit\n" + "ü" * 40 + "\n\n" + "x" * 39 + "\r\n"
-    ids = run_cli("tokenize", "encode", "-t", tok, "-q", input=text.encode(), env=limit)
-    assert ids.returncode == 0, ids.stderr
-    back = run_cli("tokenize", "decode", "-t", tok, "-q", input=ids.stdout, env=limit)
-    assert back.returncode == 0 and back.stdout == text.encode()
+    text = "a line well under the limit\n" + "ü" * 40 + "\n\n" + "x" * 39 + "\r\n" + "😀\x00" * 20 + "\n"
+    for fmt in ("ids", "tokens", "jsonl"):  # decode reads what encode writes for lines up to the limit
+        ids = run_cli("tokenize", "encode", "-t", tok, "-q", "--format", fmt, input=text.encode(), env=limit)
+        assert ids.returncode == 0, ids.stderr
+        back = run_cli("tokenize", "decode", "-t", tok, "-q", "--format", fmt, input=ids.stdout, env=limit)
+        assert (back.returncode, back.stderr, back.stdout) == (0, b"", text.encode())
+    assert_fails(run_cli("tokenize", "decode", "-t", tok, input="1 " * 700 + "\n", env=limit),
+                 "<stdin>:1: line of 1,400 characters is longer than the limit of 1,280")
     long = tmp_path / "long.txt"
     long.write_text("short\n" + "word " * 20 + "\nafter\n", encoding="utf-8")
     out = tmp_path / "long.ids"
