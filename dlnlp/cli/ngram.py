@@ -153,7 +153,9 @@ def score(
 
     model = _load(model_dir)
     out = sys.stdout
-    for chunk in iter_chunks(iter_lines([file], corpus_options(None, encoding_errors), require_text=False), 4096):
+    # One row per input line: a line over the length limit is refused, not cut (io.corpus).
+    lines = iter_lines([file], corpus_options(None, encoding_errors), require_text=False, long_lines="error")
+    for chunk in iter_chunks(lines, 4096):
         totals, lengths, _ = model.score_lines(chunk)
         rows = [f"{t:.4f}\t{n}\t{10.0 ** (-t / n):.4f}\n" for t, n in zip(totals.tolist(), lengths.tolist(),
                                                                                strict=True)]

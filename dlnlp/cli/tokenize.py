@@ -93,6 +93,9 @@ def train(
 ) -> None:
     """Train a tokenizer on a corpus, streamed in chunks; writes the engine's own file format.
 
+    A line longer than 1,048,576 characters (DLNLP_MAX_LINE_CHARS) is cut into pieces of that length,
+    each learned from as a line of its own.
+
     Example: dlnlp tokenize train corpus.txt --model bpe --vocab-size 8000 --out tok.json
 
     Example: dlnlp tokenize train data.jsonl --text-field text --engine sentencepiece --model unigram --out tok.model
@@ -170,7 +173,11 @@ def encode(
                                               rich_help_panel=COMMON)] = False,
     quiet: Quiet = False,
 ) -> None:
-    """Encode text to token ids (or tokens): one line in, one line out, in order.
+    """Encode text to token ids (or tokens): one line in, one line out, in order; blank lines give
+    empty lines and empty input gives no output, so encode | decode gives the input back exactly.
+
+    Lines are limited to 1,048,576 characters (DLNLP_MAX_LINE_CHARS): a longer one stops the command
+    with its file and line number, since encoding it whole would take about 150 bytes per character.
 
     Example: cat corpus.txt | dlnlp tokenize encode -t tok.json > corpus.ids
 
@@ -188,7 +195,10 @@ def encode(
         check_can_write(output, force, inputs=[*(inputs or []), tokenizer], directory=False)
     tok = load_tokenizer(tokenizer)
     tok._threads = threads
-    chunks = rechunk(iter_line_blocks(inputs, corpus_options(text_field, encoding_errors)))
+    # Blank lines and empty input are valid (they encode to empty lines, and to nothing); a line over
+    # the limit is refused, not cut, as the output must keep one line per input line.
+    chunks = rechunk(iter_line_blocks(inputs, corpus_options(text_field, encoding_errors), require_text=False,
+                                      long_lines="error"))
     start = time.perf_counter()
     with Progress("encode", unit="line", rate_unit="token", quiet=quiet) as progress, \
             _open_output(output, force) as stream:
@@ -217,15 +227,18 @@ def decode(
     force: Force = False,
     quiet: Quiet = False,
 ) -> None:
-    """Decode lines of token ids (or tokens, or jsonl) back to text, one line per line.
+    """Decode lines of token ids (or tokens, or jsonl) back to text, one line per line; empty lines
+    give blank lines and empty input gives no output.
+
+    Lines are limited to 32 times the text limit of encode (96 times for jsonl): whatever encode writes
+    for a line it accepts.
 
     Example: dlnlp tokenize encode corpus.txt -t tok.json | dlnlp tokenize decode -t tok.json
     """
-    from dlnlp.errors import InputError
     from dlnlp.io.atomic import check_can_write
     from dlnlp.io.corpus import describe_inputs, iter_lines
     from dlnlp.progress import Progress
-    from dlnlp.tokenization.codec import decode_stream
+    from dlnlp.tokenization.codec import decode_line_chars, decode_stream
     from dlnlp.tokenization.tokenizer import load_tokenizer
 
     _check_format(fmt)
@@ -233,19 +246,12 @@ def decode(
         check_can_write(output, force, inputs=[*(inputs or []), tokenizer], directory=False)
     tok = load_tokenizer(tokenizer)
     where = describe_inputs(inputs)
-    seen = {"any": False}
-
-    def lines():
-        # A blank line is valid (an empty text); input with no line at all is an error.
-        for line in iter_lines(inputs, corpus_options(None, encoding_errors), require_text=False):
-            seen["any"] = True
-            yield line
-        if not seen["any"]:
-            raise InputError(f"{where}: the input is empty (no lines of ids)")
-
+    # An empty line is valid (an empty text), and so is empty input (nothing to decode), as for encode.
+    lines = iter_lines(inputs, corpus_options(None, encoding_errors), require_text=False, long_lines="error",
+                       max_chars=decode_line_chars(fmt))
     with Progress("decode", unit="line", rate_unit="token", quiet=quiet) as progress, \
             _open_output(output, force) as stream:
-        decode_stream(tok, lines(), stream, fmt, where=where, skip_special_tokens=skip_special,
+        decode_stream(tok, lines, stream, fmt, where=where, skip_special_tokens=skip_special,
                       on_chunk=lambda n, t: progress.update(n, rate=t))
         stream.flush()
 
@@ -261,6 +267,8 @@ def inspect(
     json_output: Json = False,
 ) -> None:
     """Show a tokenizer: vocabulary size, merges, special tokens, a sample's tokens, fertility on a corpus.
+
+    A corpus line longer than 1,048,576 characters (DLNLP_MAX_LINE_CHARS) is measured in pieces of that length.
 
     Example: dlnlp tokenize inspect tok.json --sample "Hello world" --corpus valid.txt
     """

@@ -4,6 +4,21 @@ A corpus is a list of input specs: file paths, globs, ``-`` (stdin), or ``builti
 are read line by line as UTF-8 (``.gz``, ``.bz2`` and ``.xz`` transparently); jsonl/json, csv, tsv
 and parquet files are read through HF ``datasets`` in streaming mode and need a ``text_field``.
 Nothing here loads a whole corpus into memory: lines are yielded one at a time or in chunks.
+
+Over-long lines. A line is held whole in memory, and the engines that take it (HF ``tokenizers``,
+sentencepiece) use about 150 bytes per character of a line, so one 50 MB line cost 7.5 GB. Lines are
+therefore limited to :data:`MAX_LINE_CHARS` characters (1,048,576; the environment variable
+``DLNLP_MAX_LINE_CHARS`` changes it), and what happens to a longer line is the reader's choice
+(``long_lines``):
+
+- ``"split"`` (the default, for training and evaluation): the line is cut into pieces of the limit,
+  each read as a line of its own. Learning from pieces of a giant line loses next to nothing, and
+  memory stays bounded without reading the line whole.
+- ``"error"`` (for ``tokenize encode`` and ``decode``, whose output has one line per input line and
+  must round-trip byte for byte): the reader stops with ``FILE:LINE: line of N characters is longer
+  than the limit of M``, after counting N without keeping the line.
+
+Lines up to the limit are yielded exactly as they are.
 """
 
 from __future__ import annotations
@@ -15,6 +30,7 @@ import gzip
 import lzma
 import os
 import sys
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +46,26 @@ BUILTIN_CORPORA = {
 STRUCTURED_SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
 COMPRESSED_SUFFIXES = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 ENCODING_ERRORS = ("strict", "replace", "ignore")
+COMPRESSION_NAMES = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz"}
+
+# The longest line (in characters) read whole; see the module docstring. DLNLP_MAX_LINE_CHARS overrides it.
+MAX_LINE_CHARS = 1 << 20
+LONG_LINES = ("split", "error")
+MAX_LINE_CHARS_ENV = "DLNLP_MAX_LINE_CHARS"
+
+
+def max_line_chars() -> int:
+    """The line length limit in force: ``DLNLP_MAX_LINE_CHARS`` when set, else :data:`MAX_LINE_CHARS`."""
+    value = os.environ.get(MAX_LINE_CHARS_ENV, "").strip()
+    if not value:
+        return MAX_LINE_CHARS
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise InputError(f"{MAX_LINE_CHARS_ENV} must be a positive number of characters, got {value!r}")
+    return limit
 
 
 @dataclass(frozen=True)
@@ -139,33 +175,139 @@ def _iter_decoded(spec: str, encoding_errors: str, block_size: int) -> Iterator[
             if not block:
                 break
     except UnicodeDecodeError as exc:
-        if spec == STDIN:
-            raise InputError(
-                f"{name}: not valid UTF-8 ({exc.reason}); use --encoding-errors replace to read it anyway"
-            ) from exc
+        if spec == STDIN:  # stdin cannot be read again to find the line: the line reader says where
+            raise _UndecodableStdin(exc) from exc
         line_no, where = _first_bad_line(spec)
         raise InputError(
-            f"{name}:{line_no}: not valid UTF-8 ({where}); use --encoding-errors replace to read it anyway"
+            f"{name}:{line_no}: not valid UTF-8 ({where}); {_ENCODING_HINT}"
         ) from exc
-    except (EOFError, OSError, lzma.LZMAError) as exc:
-        raise InputError(f"{name}: cannot read: {exc}") from exc
+    except (EOFError, OSError, lzma.LZMAError, zlib.error) as exc:
+        raise _read_error(spec, name, exc) from exc
     finally:
         if spec != STDIN:
             binary.close()
 
 
-def _iter_text_blocks(spec: str, encoding_errors: str) -> Iterator[list[str]]:
+_ENCODING_HINT = "use --encoding-errors replace to read it anyway"
+
+
+class _UndecodableStdin(InputError):
+    """Undecodable bytes on stdin; ``_iter_text_blocks`` adds the line number (it counts the lines)."""
+
+    def __init__(self, error: UnicodeDecodeError):
+        super().__init__(f"<stdin>: not valid UTF-8 ({error.reason}); {_ENCODING_HINT}")
+        self.error = error
+
+    def at(self, lines_before: int, line_start: bytes | None) -> InputError:
+        """The error at its line: ``lines_before`` complete lines were read before the block that failed,
+        ``line_start`` is the start of the line before that block (None: not known)."""
+        exc = self.error
+        head = exc.object[:exc.start]
+        newlines = head.count(b"\n")
+        column = len(head) - head.rfind(b"\n") if newlines else (
+            len(line_start) + len(head) + 1 if line_start is not None else None)
+        where = f"byte 0x{exc.object[exc.start]:02x}" + (f" at column {column}" if column else "")
+        return InputError(f"<stdin>:{lines_before + newlines + 1}: not valid UTF-8 ({where}); {_ENCODING_HINT}")
+
+
+def _read_error(spec: str, name: str, exc: BaseException) -> InputError:
+    """One line for a failed read: a damaged or truncated compressed file says so and names the file."""
+    kind = None if spec == STDIN else COMPRESSION_NAMES.get(Path(spec).suffix)
+    if kind is not None:
+        if isinstance(exc, EOFError):
+            return InputError(f"{name}: not a valid {kind} file (truncated: it ends inside the compressed data)")
+        if not isinstance(exc, OSError) or not exc.errno:  # zlib.error, LZMAError, BadGzipFile, bz2's OSError
+            detail = str(exc).split(": ", 1)[-1] if isinstance(exc, zlib.error) else str(exc)
+            if detail.startswith("Not a gzipped file"):
+                detail = "no gzip header"
+            detail = detail[:1].lower() + detail[1:] if detail[1:2].islower() else detail
+            return InputError(f"{name}: not a valid {kind} file ({detail or type(exc).__name__})")
+    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc) or type(exc).__name__)
+    return InputError(f"{name}: cannot read: {detail}")
+
+
+def _too_long(name: str, line_no: int, length: int, limit: int, what: str = "line") -> InputError:
+    return InputError(
+        f"{name}:{line_no}: {what} of {length:,} characters is longer than the limit of {limit:,} (this command "
+        f"reads each {what} whole; split it into shorter lines, or raise {MAX_LINE_CHARS_ENV})"
+    )
+
+
+def _cut(line: str, limit: int) -> list[str]:
+    """``line`` in pieces of ``limit`` characters (the last one shorter)."""
+    return [line[start:start + limit] for start in range(0, len(line), limit)]
+
+
+def _iter_text_blocks(spec: str, encoding_errors: str, limit: int | None = None,
+                      long_lines: str = "split") -> Iterator[list[str]]:
     r"""Lines split on "\n" only; every other character, "\r" included, stays in its line, so joining
     the lines with "\n" gives the input back byte for byte. Yielded as one list of lines per decoded
-    block, so that consumers that work in batches pay no per-line Python overhead."""
-    pending = ""
-    for text in _iter_decoded(spec, encoding_errors, READ_BLOCK):
-        lines = (pending + text).split("\n")
-        pending = lines.pop()
-        if lines:
-            yield lines
-    if pending:
-        yield [pending]
+    block, so that consumers that work in batches pay no per-line Python overhead.
+
+    A line longer than ``limit`` characters is cut into pieces of ``limit`` (``long_lines="split"``)
+    or raises InputError naming it (``"error"``); see the module docstring. Either way memory stays
+    bounded by the limit, not by the line."""
+    limit = limit or max_line_chars()
+    name = "<stdin>" if spec == STDIN else spec
+    parts: list[str] = []  # the line being read, in pieces (joined once, not once per block)
+    size = 0  # its length so far
+    done = 0  # the lines before it
+    overflow = 0  # "error": the length counted so far of an over-long line that is no longer kept
+    cut = False  # "split": the line being read was cut, its first pieces are gone
+    try:
+        for text in _iter_decoded(spec, encoding_errors, READ_BLOCK):
+            end = text.find("\n")
+            if overflow:
+                if end < 0:
+                    overflow += len(text)
+                    continue
+                raise _too_long(name, done + 1, overflow + end, limit)
+            if end < 0:
+                parts.append(text)
+                size += len(text)
+            else:
+                lines = text.split("\n")
+                if parts:
+                    parts.append(lines[0])
+                    lines[0] = "".join(parts)
+                pending = lines.pop()
+                parts, size, cut = ([pending], len(pending), False) if pending else ([], 0, False)
+                first = done
+                done += len(lines)
+                if len(lines[0]) > limit or (len(text) > limit and max(map(len, lines)) > limit):
+                    lines = _long_lines(lines, name, first, limit, long_lines)
+                yield lines
+            if size > limit:  # the unfinished line is already too long
+                if long_lines == "error":
+                    overflow = size
+                    parts, size = [], 0
+                    continue
+                pieces = _cut("".join(parts), limit)
+                parts, cut = [pieces.pop()], True
+                size = len(parts[0])
+                yield pieces
+    except _UndecodableStdin as exc:
+        known = not (overflow or cut)
+        raise exc.at(done, "".join(parts).encode("utf-8", "surrogateescape") if known else None) from exc.error
+    if overflow:
+        raise _too_long(name, done + 1, overflow, limit)
+    if parts:
+        line = "".join(parts)
+        yield _long_lines([line], name, done, limit, long_lines) if size > limit else [line]
+
+
+def _long_lines(lines: list[str], name: str, done: int, limit: int, long_lines: str, what: str = "line") -> list[str]:
+    """``lines`` with each one over ``limit`` cut into pieces, or InputError for the first (``"error"``)."""
+    if long_lines == "error":
+        index = next(i for i, line in enumerate(lines) if len(line) > limit)
+        raise _too_long(name, done + index + 1, len(lines[index]), limit, what)
+    out: list[str] = []
+    for line in lines:
+        if len(line) > limit:
+            out.extend(_cut(line, limit))
+        else:
+            out.append(line)
+    return out
 
 
 def _iter_structured(spec: str, kind: str, field: str | None) -> Iterator[str]:
@@ -197,46 +339,69 @@ def iter_line_blocks(
     options: CorpusOptions | None = None,
     *,
     require_text: bool = True,
+    long_lines: str = "split",
+    max_chars: int | None = None,
 ) -> Iterator[list[str]]:
     """The lines (without terminators) of every input in order, in lists: one per decoded block of
     256 KiB for text files, of up to 4096 records for structured ones.
 
+    A line (or record) longer than ``max_chars`` characters (default: :func:`max_line_chars`) is cut
+    into pieces of that length with ``long_lines="split"`` and is an error naming it with
+    ``long_lines="error"`` (see the module docstring).
+
     Raises InputError for a missing file, a directory, undecodable bytes (naming file and line),
-    a structured file without ``text_field``, and, with ``require_text``, an input with no
-    non-blank line at all.
+    a damaged compressed file, a structured file without ``text_field``, and, with ``require_text``,
+    an input with no non-blank line at all.
     """
     options = options or CorpusOptions()
     if options.encoding_errors not in ENCODING_ERRORS:
         raise InputError(f"--encoding-errors must be one of {', '.join(ENCODING_ERRORS)}")
+    if long_lines not in LONG_LINES:
+        raise ValueError(f"long_lines must be one of {LONG_LINES}, not {long_lines!r}")
+    limit = max_chars or max_line_chars()
     specs = resolve_inputs(inputs)
     has_text = False
     for spec in specs:
         kind = input_kind(spec)
         blocks = (
-            _iter_text_blocks(spec, options.encoding_errors)
+            _iter_text_blocks(spec, options.encoding_errors, limit, long_lines)
             if kind == "text"
-            else iter_chunks(_iter_structured(spec, kind, options.text_field), 4096)
+            else _limit_records(iter_chunks(_iter_structured(spec, kind, options.text_field), 4096),
+                                spec, limit, long_lines)
         )
         for block in blocks:
             if not has_text:
                 has_text = any(line.strip() for line in block)
             yield block
     if require_text and not has_text:
-        raise _empty_input(specs)
+        raise empty_input_error(specs)
 
 
-def _empty_input(specs: Sequence[str]) -> InputError:
+def _limit_records(blocks: Iterable[list[str]], spec: str, limit: int, long_lines: str) -> Iterator[list[str]]:
+    done = 0
+    for block in blocks:
+        first = done
+        done += len(block)
+        if max(map(len, block)) > limit:
+            block = _long_lines(block, spec, first, limit, long_lines, what="record")
+        yield block
+
+
+def empty_input_error(specs: Sequence[str]) -> InputError:
+    """The error for inputs with no text, naming them as the user gave them (``-`` as ``<stdin>``)."""
     names = ", ".join("<stdin>" if s == STDIN else s for s in specs)
     return InputError(f"{names}: the input is empty (no text)")
 
 
 @dataclass(frozen=True)
 class TextFileScan:
-    """What one validating pass over plain text files found (lines counted as iter_line_blocks yields them)."""
+    """What one validating pass over plain text files found (lines counted as iter_line_blocks yields them
+    when no line is longer than the limit)."""
 
     lines: int
     chars: int  # line terminators excluded
     has_carriage_return: bool
+    has_long_line: bool = False  # a line longer than max_line_chars() (which iter_line_blocks would cut)
 
 
 def plain_text_files(inputs: Sequence[str] | None, options: CorpusOptions | None = None) -> list[str] | None:
@@ -255,13 +420,16 @@ def plain_text_files(inputs: Sequence[str] | None, options: CorpusOptions | None
     return specs
 
 
-def scan_text_files(paths: Sequence[str]) -> TextFileScan:
+def scan_text_files(paths: Sequence[str], max_chars: int | None = None) -> TextFileScan:
     """Decode every file once without keeping it: the errors of :func:`iter_line_blocks` (undecodable
-    bytes name file and line; no text at all is an error) and the counts it would yield."""
+    bytes name file and line; no text at all is an error) and the counts it would yield, and whether a
+    line is longer than ``max_chars`` (default :func:`max_line_chars`)."""
+    limit = max_chars or max_line_chars()
     lines = chars = 0
-    has_text = has_carriage_return = False
+    has_text = has_carriage_return = has_long_line = False
     for path in paths:
         last = ""
+        current = 0  # the length so far of the line being read
         for text in _iter_decoded(path, "strict", SCAN_BLOCK):
             newlines = text.count("\n")
             lines += newlines
@@ -269,11 +437,19 @@ def scan_text_files(paths: Sequence[str]) -> TextFileScan:
             has_text = has_text or not text.isspace()
             has_carriage_return = has_carriage_return or "\r" in text
             last = text[-1]
+            if not newlines:
+                current += len(text)
+            else:
+                if not has_long_line:
+                    has_long_line = current + text.find("\n") > limit or (
+                        len(text) > limit and max(map(len, text.split("\n")[1:-1]), default=0) > limit)
+                current = len(text) - text.rfind("\n") - 1
+            has_long_line = has_long_line or current > limit
         if last and last != "\n":
             lines += 1  # a last line without a terminator
     if not has_text:
-        raise _empty_input(paths)
-    return TextFileScan(lines, chars, has_carriage_return)
+        raise empty_input_error(paths)
+    return TextFileScan(lines, chars, has_carriage_return, has_long_line)
 
 
 def iter_lines(
@@ -281,9 +457,12 @@ def iter_lines(
     options: CorpusOptions | None = None,
     *,
     require_text: bool = True,
+    long_lines: str = "split",
+    max_chars: int | None = None,
 ) -> Iterator[str]:
     """Yield the lines (without terminators) of every input in order (see :func:`iter_line_blocks`)."""
-    for block in iter_line_blocks(inputs, options, require_text=require_text):
+    for block in iter_line_blocks(inputs, options, require_text=require_text, long_lines=long_lines,
+                                  max_chars=max_chars):
         yield from block
 
 

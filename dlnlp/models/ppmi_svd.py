@@ -201,10 +201,10 @@ def corpus_cooccurrence(inputs: Sequence[str] | None, options: CorpusOptions | N
     import tempfile
     from collections import Counter
 
-    from dlnlp.io.corpus import STDIN, iter_chunks, iter_lines, resolve_inputs
+    from dlnlp.io.corpus import STDIN, empty_input_error, iter_chunks, iter_lines, resolve_inputs
 
     check_counting_options(window, min_count, memory_bytes)
-    specs = resolve_inputs(inputs)
+    specs = given = resolve_inputs(inputs)
     spool_dir = None
     stats: dict = {}
     started = time.perf_counter()
@@ -217,10 +217,12 @@ def corpus_cooccurrence(inputs: Sequence[str] | None, options: CorpusOptions | N
                     handle.write(line + "\n")
             specs = [spooled if s == STDIN else s for s in specs]
         counts: Counter[str] = Counter()
-        for chunk in iter_chunks(iter_lines(specs, options), lines_per_chunk):
+        for chunk in iter_chunks(iter_lines(specs, options, require_text=False), lines_per_chunk):
             for line in chunk:
                 counts.update(line.split())
         total_tokens = sum(counts.values())
+        if not total_tokens:  # named as given: "<stdin>", not the spooled copy
+            raise empty_input_error(given)
         vocab = Vocabulary.from_counts(counts, min_count=min_count, max_vocab=max_vocab, total_tokens=total_tokens)
         del counts
         stats["vocab_seconds"] = time.perf_counter() - started

@@ -29,6 +29,18 @@ from dlnlp.tokenization.tokenizer import Tokenizer
 FORMATS = ("ids", "tokens", "jsonl")
 CHUNK_CHARS = 1 << 20
 CHUNK_MAX_LINES = 1 << 16
+# decode reads lines up to this many times the text line limit (io.corpus.max_line_chars()), so that it
+# decodes whatever encode writes for a line under that limit: a character is at most 4 tokens (one per
+# UTF-8 byte), written in the ids format in at most 8 characters each (vocabularies under 10 million),
+# in the tokens format in at most 7 (a byte piece "<0xAB>" and a space), and in jsonl in at most 24.
+DECODE_LINE_FACTOR = {"ids": 32, "tokens": 32, "jsonl": 96}
+
+
+def decode_line_chars(fmt: str = "ids") -> int:
+    """The longest line (in characters) that decode reads in format ``fmt``: a multiple of the text limit."""
+    from dlnlp.io.corpus import max_line_chars
+
+    return DECODE_LINE_FACTOR.get(fmt, max(DECODE_LINE_FACTOR.values())) * max_line_chars()
 
 
 @dataclass

@@ -16,6 +16,12 @@ The corpus is streamed in chunks of lines (``train_from_iterator`` for HF; ``sen
 sentencepiece), so stdin, compressed files and jsonl/csv fields work the same as files; sentencepiece
 reads plain UTF-8 files itself once they are validated (:func:`train_tokenizer_on_inputs`), with the
 same result. The output is the engine's own file format, loadable by the engine unchanged.
+
+Over-long lines: a line longer than ``io.corpus.max_line_chars()`` characters (1,048,576 unless
+``DLNLP_MAX_LINE_CHARS`` says otherwise) is cut into pieces of that length, each trained on as a line
+of its own: the engines hold a line whole, at about 150 bytes per character, and learning from pieces
+of a giant line loses next to nothing. (``tokenize encode`` refuses such a line instead, since its
+output must round-trip.) The file reader of sentencepiece is used only when no line is that long.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import io
 import itertools
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -43,6 +50,9 @@ DEFAULT_SPECIAL_TOKENS = {
     "unigram": ["<unk>", "<pad>", "<s>", "</s>"],
 }
 UNK_TOKEN = {"char-bpe": "<unk>", "wordpiece": "[UNK]", "unigram": "<unk>"}
+SP_META_PIECES = ("<unk>", "<s>", "</s>")  # sentencepiece's own pieces, ids 0-2
+SP_MIN_COVERAGE = 0.98  # sentencepiece refuses a lower --character-coverage
+SP_MAX_THREADS = 1024  # and more threads than this
 CHUNK_LINES = 4096
 
 
@@ -78,6 +88,18 @@ class TrainSpec:
             raise DlnlpError("--vocab-size must be positive")
         if self.min_frequency < 0:
             raise DlnlpError("--min-frequency must be >= 0")
+        if self.special_tokens is not None and any(not token for token in self.special_tokens):
+            raise DlnlpError("--special must not be empty")
+        if self.engine == "sentencepiece":
+            # sentencepiece's own checks fail with an empty message; say what to change instead.
+            if not SP_MIN_COVERAGE <= self.character_coverage <= 1:
+                raise DlnlpError(f"--character-coverage must be between {SP_MIN_COVERAGE} and 1 for sentencepiece, "
+                                 f"got {self.character_coverage:g}")
+            reserved = len(SP_META_PIECES) + len(self.specials)
+            if self.vocab_size <= reserved:
+                raise DlnlpError(f"--vocab-size must be more than {reserved} for sentencepiece "
+                                 f"({', '.join(SP_META_PIECES + tuple(self.specials))} take {reserved} ids), "
+                                 f"got {self.vocab_size}")
 
     @property
     def specials(self) -> list[str]:
@@ -154,6 +176,8 @@ def train_hf(blocks: Iterable[list[str]], spec: TrainSpec):
 # --- sentencepiece ------------------------------------------------------------------------------
 def sentencepiece_options(spec: TrainSpec) -> dict:
     """The ``SentencePieceTrainer.train`` keyword arguments for ``spec``."""
+    from dlnlp.io.corpus import max_line_chars
+
     if spec.lowercase and spec.normalize not in ("nfkc", "none"):
         raise DlnlpError("--engine sentencepiece: --lowercase works with --normalize nfkc or none only")
     if spec.normalize in ("nfc", "nfd", "nfkd"):
@@ -168,10 +192,11 @@ def sentencepiece_options(spec: TrainSpec) -> dict:
         remove_extra_whitespaces=spec.normalize != "none",
         character_coverage=spec.character_coverage,
         byte_fallback=spec.byte_fallback,
-        num_threads=spec.num_threads(),
+        num_threads=min(spec.num_threads(), SP_MAX_THREADS),
         minloglevel=2,
-        # One "sentence" is one line; long lines are kept (the default 4192 drops them silently).
-        max_sentence_length=1 << 20,
+        # One "sentence" is one line, and lines are cut at io.corpus.max_line_chars() characters (at most 4
+        # bytes each), which sentencepiece must all keep: its default of 4192 bytes drops longer ones silently.
+        max_sentence_length=min(4 * max_line_chars(), (1 << 31) - 1),
     )
     if spec.specials:
         options["user_defined_symbols"] = spec.specials
@@ -199,11 +224,32 @@ def _run_sentencepiece(spec: TrainSpec, **source: Any) -> bytes:
     buffer = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(model_writer=buffer, **source, **sentencepiece_options(spec))
-    except RuntimeError as exc:
-        message = str(exc).splitlines()[-1] if str(exc) else type(exc).__name__
-        message = message.split("] ", 1)[-1]  # drop the "INTERNAL: src/file.cc(744) [check]" prefix
-        raise DlnlpError(f"sentencepiece: {message}") from exc
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise DlnlpError(f"sentencepiece: {sentencepiece_message(exc)}") from exc
     return buffer.getvalue()
+
+
+# "INTERNAL: src/trainer_interface.cc(94) [check] message": the check, and a message that may be empty.
+_SP_ERROR = re.compile(r"^(?:[A-Z_]+: )?(?:\S+\(\d+\) \[(?P<check>.*)\] ?)?(?P<message>.*)$")
+# sentencepiece's flag names in its messages, as the dlnlp options are spelled.
+_SP_FLAGS = (("character_coverage with --character_coverage option", "--character-coverage"),
+             ("vocab_size", "--vocab-size"), ("--character_coverage", "--character-coverage"))
+
+
+def sentencepiece_message(exc: BaseException) -> str:
+    """One line from a sentencepiece error: its message without the source location, or, where it has
+    none (a failed internal check), the check with the options that usually cause it."""
+    lines = str(exc).strip().splitlines()
+    match = _SP_ERROR.match(lines[-1].strip() if lines else "")
+    message = match["message"].strip() if match else ""
+    if message:
+        for theirs, ours in _SP_FLAGS:
+            message = message.replace(theirs, ours)
+        return message
+    if match and match["check"]:
+        return (f"training failed on an internal check ({match['check']}); check --vocab-size, --special, "
+                "--character-coverage and --workers")
+    return f"training failed ({type(exc).__name__}, no message); check the options and the corpus"
 
 
 def _non_blank(blocks: Iterable[list[str]]) -> Iterator[str]:
@@ -247,15 +293,15 @@ def train_tokenizer_on_inputs(inputs: Sequence[str] | None, spec: TrainSpec, opt
     """Train on corpus inputs as ``io.corpus`` reads them (files, globs, ``-``, compressed, jsonl/csv).
 
     The input is checked before training starts and ``on_start`` is called then (to log, say), so a bad
-    input fails with its own message only. sentencepiece reads plain UTF-8 files with no "\\r" itself
-    (:func:`train_sentencepiece_files`, after one validating pass); everything else is streamed in
-    blocks of lines.
+    input fails with its own message only. sentencepiece reads plain UTF-8 files with no "\\r" and no
+    over-long line itself (:func:`train_sentencepiece_files`, after one validating pass); everything else
+    is streamed in blocks of lines, over-long lines cut into pieces.
     """
     from dlnlp.io.corpus import iter_line_blocks, plain_text_files, scan_text_files
 
     if spec.engine == "sentencepiece" and (files := plain_text_files(inputs, options)) is not None:
         scan = scan_text_files(files)
-        if not scan.has_carriage_return:
+        if not scan.has_carriage_return and not scan.has_long_line:
             if on_start:
                 on_start()
             return TrainedTokenizer(train_sentencepiece_files(files, spec), scan.lines, scan.chars)

@@ -42,11 +42,10 @@ import numpy as np
 import torch
 
 from dlnlp.errors import InputError
-from dlnlp.io.corpus import CorpusOptions, describe_inputs, iter_chunks, iter_lines
+from dlnlp.io.corpus import CorpusOptions, describe_inputs, iter_line_blocks
 
 DATA_DIR = "data"
 META_NAME = "meta.json"
-CHUNK_LINES = 4096
 # Piped ids become rows of an embedding matrix (the vocabulary is the largest id + 1), so an id is
 # bounded: 2^24 = 16,777,216 rows is 64 times the largest tokenizers in use (about 256k entries).
 MAX_VOCAB_SIZE = 1 << 24
@@ -114,7 +113,11 @@ class LMData:
 
 
 def _text_chunks(inputs: Sequence[str] | None, options: CorpusOptions) -> Iterator[str]:
-    for lines in iter_chunks(iter_lines(inputs, options), CHUNK_LINES):
+    # Chunks of about a million characters, not of a number of lines: lines may be up to
+    # io.corpus.max_line_chars() long (longer ones come cut), and 4096 of those would be gigabytes.
+    from dlnlp.tokenization.codec import rechunk
+
+    for lines in rechunk(iter_line_blocks(inputs, options)):
         yield "".join(line + "\n" for line in lines)
 
 
@@ -152,13 +155,15 @@ def _spool_chars(sources: list[Sequence[str] | None], data_dir: Path, options: C
 
 
 def _spool_tokenizer(sources, data_dir: Path, options: CorpusOptions, tokenizer: Any):
+    from dlnlp.tokenization.codec import rechunk
+
     dtype = dtype_for(tokenizer.vocab_size)
     eos = getattr(tokenizer, "eos_id", None)
     outputs = []
     for i, inputs in enumerate(sources):
         out = data_dir / f"tokens{i}.bin"
         with TokenWriter(out, dtype) as writer:
-            for lines in iter_chunks(iter_lines(inputs, options), CHUNK_LINES):
+            for lines in rechunk(iter_line_blocks(inputs, options)):  # about a million characters each
                 encoded = tokenizer.encode_batch(lines) if hasattr(tokenizer, "encode_batch") \
                     else [tokenizer.encode(line) for line in lines]
                 flat: list[int] = []

@@ -104,6 +104,17 @@ def test_glove_reads_stdin_pipe(tmp_path):
     assert empty.returncode == 1 and "empty" in empty.stderr
 
 
+@pytest.mark.parametrize("text", [b"", b"\n \n"])
+def test_empty_stdin_is_named_as_given_not_as_its_spooled_copy(tmp_path, capsys, monkeypatch, text):
+    import io
+    import sys
+
+    for command in (["glove", "train", *SMALL], ["vectors", "ppmi-svd", "--dim", "4", "-q"]):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text)))
+        code, _, err = _main(capsys, *command, "-", "--out", tmp_path / "e.txt")
+        assert (code, err) == (1, "dlnlp: error: <stdin>: the input is empty (no text)\n")
+
+
 def test_ppmi_svd_cli(corpus, tmp_path, capsys):
     out = tmp_path / "ppmi.txt"
     code, stdout, err = run_main("vectors", "ppmi-svd", corpus, "--dim", "4", "--window", "3",

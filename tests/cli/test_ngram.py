@@ -60,6 +60,13 @@ def test_score_is_one_line_per_line_in_a_pipe(model_dir):
     assert float(rows[2][0]) < float(rows[0][0])  # the OOV sentence is less likely
 
 
+def test_score_refuses_a_line_over_the_limit_rather_than_score_pieces(model_dir):
+    result = run_cli("ngram", "score", str(model_dir), input="the cat\n" + "the dog " * 10 + "\n",
+                     env={"DLNLP_MAX_LINE_CHARS": "50"})
+    assert result.returncode == 1 and result.stderr.startswith(
+        "dlnlp: error: <stdin>:2: line of 80 characters is longer than the limit of 50")
+
+
 def test_generate_is_seeded(model_dir):
     args = ("ngram", "generate", str(model_dir), "--num", "3", "--max-tokens", "12", "--top-k", "5", "--seed", "7")
     first = run_cli(*args, check=True).stdout

@@ -210,8 +210,8 @@ def test_bad_inputs_for_encode_and_decode(tok, tmp_path):
     enc = ("tokenize", "encode", "-t", tok, "--output", str(out))
     assert_fails(run_cli(*enc, str(tmp_path / "missing.txt")), "no such file")
     assert_fails(run_cli(*enc, str(tmp_path)), "is a directory")
-    assert_fails(run_cli(*enc, input=b"ok\nbad \xfe\n"), "not valid UTF-8")
-    assert_fails(run_cli(*enc, input=b""), "empty")
+    assert_fails(run_cli(*enc, input=b"ok\nbad \xfe\n"), "<stdin>:2: not valid UTF-8 (byte 0xfe at column 5)",
+                 "--encoding-errors replace")
     records = tmp_path / "r.jsonl"
     records.write_text('{"text": "a"}\n')
     assert_fails(run_cli(*enc, str(records)), "--text-field")
@@ -229,8 +229,22 @@ def test_bad_inputs_for_encode_and_decode(tok, tmp_path):
     dec = ("tokenize", "decode", "-t", tok, "--output", str(out))
     assert_fails(run_cli(*dec, input="1 2\nhello\n"), "<stdin>:2", "not a line of token ids")
     assert_fails(run_cli(*dec, input="5 100000\n"), "out of range")
-    assert_fails(run_cli(*dec, input=""), "empty")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("text", ["", "\n", "\n\n", " \n\t\n\n"])
+def test_empty_and_blank_input_round_trip(tok, tmp_path, text):
+    # Empty input is no lines (no output, exit 0); each blank line is one empty line of ids.
+    ids = run_cli("tokenize", "encode", "-t", tok, "-q", input=text.encode())
+    assert ids.returncode == 0 and ids.stderr == b"", ids.stderr
+    assert ids.stdout.count(b"\n") == text.count("\n")
+    back = run_cli("tokenize", "decode", "-t", tok, "-q", input=ids.stdout)
+    assert (back.returncode, back.stderr, back.stdout) == (0, b"", text.encode())
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(text.encode())
+    out = tmp_path / "out.ids"
+    run_cli("tokenize", "encode", str(empty), "-t", tok, "-q", "--output", str(out), check=True)
+    assert out.read_bytes() == ids.stdout
 
 
 def test_usage_error_is_exit_2(tok):
@@ -249,3 +263,39 @@ def test_reader_going_away_is_not_an_error(tok):
     proc.stdout.close()  # like `| head -1`
     assert proc.wait(timeout=120) == 0
     assert first.split() and proc.stderr.read() == b""
+
+
+# --- over-long lines (issue 19, item 7): encode refuses them, training cuts them --------------------
+def test_encode_refuses_a_line_over_the_limit_and_round_trips_lines_up_to_it(tok, tmp_path):
+    limit = {"DLNLP_MAX_LINE_CHARS": "40"}
+    text = "a line well under the limit\n" + "ü" * 40 + "\n\n" + "x" * 39 + "\r\n" + "😀\x00" * 20 + "\n"
+    for fmt in ("ids", "tokens", "jsonl"):  # decode reads what encode writes for lines up to the limit
+        ids = run_cli("tokenize", "encode", "-t", tok, "-q", "--format", fmt, input=text.encode(), env=limit)
+        assert ids.returncode == 0, ids.stderr
+        back = run_cli("tokenize", "decode", "-t", tok, "-q", "--format", fmt, input=ids.stdout, env=limit)
+        assert (back.returncode, back.stderr, back.stdout) == (0, b"", text.encode())
+    assert_fails(run_cli("tokenize", "decode", "-t", tok, input="1 " * 700 + "\n", env=limit),
+                 "<stdin>:1: line of 1,400 characters is longer than the limit of 1,280")
+    long = tmp_path / "long.txt"
+    long.write_text("short\n" + "word " * 20 + "\nafter\n", encoding="utf-8")
+    out = tmp_path / "long.ids"
+    assert_fails(run_cli("tokenize", "encode", str(long), "-t", tok, "--output", str(out), env=limit),
+                 f"{long}:2: line of 100 characters is longer than the limit of 40", "DLNLP_MAX_LINE_CHARS")
+    assert not out.exists()
+
+
+def test_training_cuts_a_line_over_the_limit_into_pieces(tmp_path):
+    long = tmp_path / "long.txt"
+    long.write_text("short line\n" + "word " * 30 + "\n", encoding="utf-8")  # 150 characters
+    for engine, out in (("hf", tmp_path / "t.json"), ("sentencepiece", tmp_path / "t.model")):
+        result = run_cli("tokenize", "train", str(long), "--engine", engine, "--vocab-size", "270" if engine == "hf"
+                         else "16", "--out", str(out), "--json", "-q", env={"DLNLP_MAX_LINE_CHARS": "40"})
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["lines"] == 1 + 4  # 150 characters in pieces of 40
+
+
+def test_sentencepiece_option_errors_are_one_clear_line(tmp_path):
+    train = ("tokenize", "train", CORPUS, "--engine", "sentencepiece", "--out", str(tmp_path / "t.model"))
+    assert_fails(run_cli(*train, "--vocab-size", "2"), "--vocab-size must be more than 3 for sentencepiece")
+    assert_fails(run_cli(*train, "--character-coverage", "0.5"), "--character-coverage must be between 0.98 and 1")
+    assert_fails(run_cli(*train, "--special", ""), "--special must not be empty")

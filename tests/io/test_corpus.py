@@ -218,3 +218,136 @@ def test_plain_text_files_only_for_regular_uncompressed_strict_text(tmp_path):
                    ["builtin:python-help"]):
         assert plain_text_files(inputs) is None, inputs
     assert plain_text_files([str(plain)], CorpusOptions(encoding_errors="replace")) is None
+
+
+# --- over-long lines (issue 19, item 7) ----------------------------------------------------------
+def _lines_in(tmp_path, data: bytes, **kwargs):
+    path = tmp_path / "long.txt"
+    path.write_bytes(data)
+    return list(iter_lines([str(path)], require_text=False, **kwargs))
+
+
+@pytest.mark.parametrize("read_block", [None, 3, 7])  # lines longer than a read, and reads longer than lines
+def test_long_lines_are_cut_into_pieces_of_the_limit(tmp_path, monkeypatch, read_block):
+    import dlnlp.io.corpus as corpus
+
+    if read_block:
+        monkeypatch.setattr(corpus, "READ_BLOCK", read_block)
+    data = b"short\n" + b"abcdefghijklm" + b"\nexact\n\n" + b"x" * 10 + b"\nlast without newline"
+    assert _lines_in(tmp_path, data, max_chars=5) == [
+        "short", "abcde", "fghij", "klm", "exact", "", "xxxxx", "xxxxx", "last ", "witho", "ut ne", "wline"]
+    # up to the limit, lines are yielded exactly as they are
+    assert _lines_in(tmp_path, data, max_chars=20) == data.decode().split("\n")
+
+
+@pytest.mark.parametrize("read_block", [None, 3, 7])
+def test_long_lines_are_refused_with_file_line_and_length(tmp_path, monkeypatch, read_block):
+    import dlnlp.io.corpus as corpus
+
+    if read_block:
+        monkeypatch.setattr(corpus, "READ_BLOCK", read_block)
+    data = "short\nünïcödé ✓ ok\n" + "é" * 23 + "\nnext\n"
+    path = tmp_path / "long.txt"
+    path.write_text(data, encoding="utf-8")
+    assert _lines_in(tmp_path, data.encode(), max_chars=23, long_lines="error") == data.split("\n")[:-1]
+    with pytest.raises(InputError, match=r"long\.txt:3: line of 23 characters is longer than the limit of 22 \(.*"
+                                         r"split it into shorter lines, or raise DLNLP_MAX_LINE_CHARS\)$"):
+        _lines_in(tmp_path, data.encode(), max_chars=22, long_lines="error")
+    with pytest.raises(InputError, match=r"long\.txt:1: line of 1,000,000 characters is longer than the limit of 5"):
+        _lines_in(tmp_path, b"a" * 1_000_000, max_chars=5, long_lines="error")
+
+
+def test_line_limit_comes_from_the_environment(tmp_path, monkeypatch):
+    from dlnlp.io.corpus import MAX_LINE_CHARS, max_line_chars
+
+    assert max_line_chars() == MAX_LINE_CHARS == 1 << 20
+    monkeypatch.setenv("DLNLP_MAX_LINE_CHARS", "4")
+    assert _lines_in(tmp_path, b"abcdefghij\nabc\n") == ["abcd", "efgh", "ij", "abc"]
+    monkeypatch.setenv("DLNLP_MAX_LINE_CHARS", "0")
+    with pytest.raises(InputError, match="DLNLP_MAX_LINE_CHARS must be a positive number"):
+        _lines_in(tmp_path, b"abc\n")
+
+
+def test_long_stdin_lines_and_records(tmp_path, monkeypatch):
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"ok\n" + b"z" * 12 + b"\n")))
+    with pytest.raises(InputError, match=r"^<stdin>:2: line of 12 characters is longer than the limit of 10"):
+        list(iter_lines(["-"], long_lines="error", max_chars=10))
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "short"}\n{"text": "a longer record"}\n')
+    options = CorpusOptions(text_field="text")
+    assert list(iter_lines([str(path)], options, max_chars=8)) == ["short", "a longer", " record"]
+    with pytest.raises(InputError, match=r"d\.jsonl:2: record of 15 characters is longer than the limit of 8"):
+        list(iter_lines([str(path)], options, max_chars=8, long_lines="error"))
+
+
+def test_a_long_line_is_read_in_bounded_memory(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "one.txt"
+    path.write_bytes(b"word " * 4_000_000)  # one line of 20 MB
+    tracemalloc.start()
+    try:
+        pieces = sum(1 for _ in iter_lines([str(path)], max_chars=1 << 16))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert pieces == 20_000_000 // (1 << 16) + 1
+    assert peak < 8_000_000  # was the whole line, and a copy of it per read: over 40 MB
+
+
+@pytest.mark.parametrize("scan_block", [None, 4])
+def test_scan_says_whether_a_line_is_over_the_limit(tmp_path, monkeypatch, scan_block):
+    import dlnlp.io.corpus as corpus
+
+    if scan_block:
+        monkeypatch.setattr(corpus, "SCAN_BLOCK", scan_block)
+    path = tmp_path / "c.txt"
+    for text, limit, expected in [("abc\nde\n", 3, False), ("abc\nde\n", 2, True), ("ab\nabcdefg", 6, True),
+                                  ("abcdefg", 7, False), ("a\nbb\nccc\ndd\n", 2, True)]:
+        path.write_text(text)
+        assert scan_text_files([str(path)], max_chars=limit).has_long_line is expected, (text, limit)
+
+
+# --- damaged compressed files and undecodable stdin (issue 19, item 12) ---------------------------
+@pytest.mark.parametrize("suffix,compress", [(".gz", gzip.compress), (".bz2", bz2.compress), (".xz", lzma.compress)])
+def test_damaged_compressed_files_name_the_file_once(tmp_path, suffix, compress):
+    import random
+
+    text = "".join(f"line {i} {random.Random(i).random()}\n" for i in range(20000)).encode()
+    data = compress(text)
+    truncated = tmp_path / f"t.txt{suffix}"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError) as info:
+        list(iter_lines([str(truncated)]))
+    kind = suffix[1:].replace("gz", "gzip")
+    assert str(info.value) == f"{truncated}: not a valid {kind} file (truncated: it ends inside the compressed data)"
+    corrupt = tmp_path / f"c.txt{suffix}"
+    corrupt.write_bytes(data[:2000] + bytes(b ^ 0x55 for b in data[2000:2400]) + data[2400:])
+    with pytest.raises(InputError) as info:
+        list(iter_lines([str(corrupt)]))
+    message = str(info.value)
+    assert message.startswith(f"{corrupt}: not a valid {kind} file (") and "error" not in message, message
+    assert "\n" not in message
+
+
+def test_not_gzip_at_all(tmp_path):
+    path = tmp_path / "plain.gz"
+    path.write_bytes(b"just text\n")
+    with pytest.raises(InputError, match=r"^.*plain\.gz: not a valid gzip file \(no gzip header\)$"):
+        list(iter_lines([str(path)]))
+
+
+@pytest.mark.parametrize("read_block", [None, 3])
+def test_undecodable_stdin_names_the_line_and_column(monkeypatch, read_block):
+    import io
+
+    import dlnlp.io.corpus as corpus
+
+    if read_block:
+        monkeypatch.setattr(corpus, "READ_BLOCK", read_block)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"ok\n\nstill ok\nbad \xff byte\n")))
+    with pytest.raises(InputError, match=r"^<stdin>:4: not valid UTF-8 \(byte 0xff at column 5\); "
+                                         r"use --encoding-errors replace to read it anyway$"):
+        list(iter_lines(["-"]))

@@ -80,3 +80,57 @@ def test_bad_plain_files_fail_before_training_starts(tmp_path, native_calls):
                 train_tokenizer_on_inputs([str(path)], TrainSpec(engine=engine, vocab_size=300),
                                           on_start=lambda: started.append(True))
     assert started == [] and native_calls == []
+
+
+# --- over-long lines and sentencepiece's messages (issue 19, items 7 and 12) -----------------------
+def test_a_line_over_the_limit_is_cut_and_streamed_not_dropped_by_sentencepiece(tmp_path, corpus_lines,
+                                                                                native_calls):
+    from dlnlp.io.corpus import MAX_LINE_CHARS
+
+    # One line of 1.5M characters: sentencepiece's file reader skipped it (longer than max_sentence_length)
+    # and found nothing to learn from; cut into pieces of the limit and streamed, every piece is learned.
+    text = " ".join(line for line in corpus_lines if line.strip())
+    line = (text * (MAX_LINE_CHARS * 3 // 2 // len(text) + 1))[: MAX_LINE_CHARS * 3 // 2]
+    path = tmp_path / "one-line.txt"
+    path.write_text(line + "\n", encoding="utf-8")
+    spec = TrainSpec(model="bpe", engine="sentencepiece", vocab_size=300)
+    trained = train_tokenizer_on_inputs([str(path)], spec)
+    assert native_calls == []
+    assert (trained.lines, trained.chars) == (2, len(line))
+    pieces = [line[:MAX_LINE_CHARS], line[MAX_LINE_CHARS:]]
+    assert pieces_and_scores(trained.data) == pieces_and_scores(train_tokenizer_from_blocks([pieces], spec))
+
+
+def test_sentencepiece_failures_say_what_to_change():
+    from dlnlp.errors import DlnlpError
+    from dlnlp.tokenization.train import sentencepiece_message, train_sentencepiece
+
+    checks = [
+        (dict(vocab_size=2), "--vocab-size must be more than 3 for sentencepiece (<unk>, <s>, </s> take 3 ids), got 2"),
+        (dict(vocab_size=4, special_tokens=["<a>", "<b>"]), "--vocab-size must be more than 5 for sentencepiece"),
+        (dict(character_coverage=0.5), "--character-coverage must be between 0.98 and 1 for sentencepiece, got 0.5"),
+        (dict(special_tokens=["<a>", ""]), "--special must not be empty"),
+    ]
+    for options, message in checks:
+        with pytest.raises(DlnlpError) as info:
+            TrainSpec(engine="sentencepiece", **options)
+        assert str(info.value).startswith(message)
+    # a check of sentencepiece's own that fails with an empty message: the check and the options to look at
+    lines = ["some text to learn from"] * 20
+    with pytest.raises(DlnlpError) as info:
+        train_sentencepiece([lines], TrainSpec(engine="sentencepiece", vocab_size=40, extra={"num_threads": 0}))
+    assert str(info.value).startswith("sentencepiece: training failed on an internal check (trainer_spec.num_threads()")
+    assert "--workers" in str(info.value)
+    # its own messages lose the source location, and name the options as dlnlp spells them
+    error = RuntimeError("INTERNAL: src/trainer_interface.cc(638) [(required <= vocab_size)] Vocabulary size is "
+                         "smaller than required_chars. 3 vs 70. Increase vocab_size or decrease character_coverage "
+                         "with --character_coverage option.")
+    assert sentencepiece_message(error) == ("Vocabulary size is smaller than required_chars. 3 vs 70. Increase "
+                                            "--vocab-size or decrease --character-coverage.")
+    assert sentencepiece_message(RuntimeError("INTERNAL: a is already defined.")) == "a is already defined."
+    assert sentencepiece_message(RuntimeError("")) != ""
+    # more threads than sentencepiece takes are capped, not an error
+    assert TrainSpec(engine="sentencepiece", threads=100_000).num_threads() == 100_000
+    from dlnlp.tokenization.train import sentencepiece_options
+
+    assert sentencepiece_options(TrainSpec(engine="sentencepiece", threads=100_000))["num_threads"] == 1024

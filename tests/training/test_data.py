@@ -113,3 +113,18 @@ def test_char_vocab_unknowns_and_save_load(tmp_path):
         vocab.encode("x", errors="strict")
     vocab.save(tmp_path)
     assert CharVocab.load(tmp_path).chars == vocab.chars
+
+
+def test_text_is_read_in_chunks_of_characters_not_of_lines(tmp_path, monkeypatch):
+    # 4096 lines made one chunk whatever their length: with a 50 MB line cut into pieces, 50 MB at once
+    # (1.3 GB in rnn train); chunks are now about a million characters.
+    from dlnlp.io.corpus import CorpusOptions
+    from dlnlp.training.data import _text_chunks
+
+    monkeypatch.setenv("DLNLP_MAX_LINE_CHARS", "10000")
+    path = tmp_path / "c.txt"
+    text = ("x" * 9000 + "\n") * 300 + "y" * 50_000 + "\n"
+    path.write_text(text)
+    chunks = list(_text_chunks([str(path)], CorpusOptions()))
+    assert max(map(len, chunks)) < (1 << 20) + 10_001
+    assert "".join(chunks) == ("x" * 9000 + "\n") * 300 + ("y" * 10_000 + "\n") * 5
