@@ -113,3 +113,37 @@ def test_import_export_through_the_cli(tmp_path, capsys):
         assert torch.allclose(again(ids).logits, hf(ids).logits, atol=1e-5)
     code, _, err = dlnlp(capsys, "gpt", "export", tmp_path / "dl", tmp_path / "back")
     assert code == 1 and "exists" in err
+
+
+def test_export_of_a_character_model_carries_its_vocabulary(trained, corpus, tmp_path, capsys):
+    # The vocabulary was silently dropped: the HF checkpoint could not turn text into the model's ids.
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    from dlnlp.models.gpt import load_gpt
+    from dlnlp.tokenization.char import CharVocab
+
+    out, _ = trained
+    code, _, err = dlnlp(capsys, "gpt", "export", out, tmp_path / "hf")
+    assert (code, err) == (0, "")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    vocab = CharVocab.load(out)
+    text = TEXT[:200] + "Zebra <unk> ☃\r\n"  # characters outside the vocabulary too
+    ids = vocab.encode(text)
+    assert tokenizer(text)["input_ids"] == ids
+    assert tokenizer.decode(ids) == vocab.decode(ids)
+    hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf").eval()
+    model, _ = load_gpt(out)
+    x = torch.tensor([tokenizer("line 7: the")["input_ids"]])  # within the block size
+    with torch.no_grad():
+        assert torch.allclose(hf(x).logits, model(x)[0], atol=1e-5)
+
+
+def test_export_of_an_ids_model_warns_that_it_has_no_vocabulary(tmp_path, capsys):
+    ids = tmp_path / "ids.txt"
+    ids.write_text("".join(f"{i % 7} {(i * 3) % 11} 5 2\n" for i in range(200)))
+    run_cli("gpt", "train", str(ids), "--ids", *TINY, "--max-steps", "2", "--out", str(tmp_path / "m"), check=True)
+    code, _, err = dlnlp(capsys, "gpt", "export", tmp_path / "m", tmp_path / "hf")
+    assert code == 0 and err.startswith("dlnlp: warning: ") and "no vocabulary to export" in err
+    assert len(err.splitlines()) == 1
+    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == ["config.json", "model.safetensors"]
