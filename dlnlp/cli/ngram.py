@@ -175,9 +175,11 @@ def generate(
 
     Example: dlnlp ngram generate brown5 --num 3 --top-k 50 --seed 1 --prompt "The jury"
     """
+    from dlnlp.cli.options import checked_utf8
     from dlnlp.models.ngram import check_generate_args
 
-    check_generate_args(num=num, max_tokens=max_tokens, temperature=temperature, top_k=top_k)
+    check_generate_args(num=num, max_tokens=max_tokens, temperature=temperature, top_k=top_k, seed=seed)
+    checked_utf8(prompt, "--prompt")
     model = _load(model_dir)
     out = sys.stdout
     for sentence in model.generate(num=num, max_tokens=max_tokens, temperature=temperature, top_k=top_k,

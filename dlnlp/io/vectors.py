@@ -99,6 +99,7 @@ class KeyedVectors:
         The input words themselves are excluded, as in gensim's ``most_similar``. ``restrict``
         considers only the first N (most frequent) words.
         """
+        _check_search(topn, restrict)
         positive = [positive] if isinstance(positive, str) else list(positive)
         negative = [negative] if isinstance(negative, str) else list(negative)
         if not positive and not negative:
@@ -118,6 +119,7 @@ class KeyedVectors:
         """3CosMul (Levy and Goldberg 2014): prod cos(x, p) / (prod cos(x, n) + 1e-3), cosines mapped to [0, 1]."""
         ids_pos = [self._lookup(w) for w in positive]
         ids_neg = [self._lookup(w) for w in negative]
+        _check_search(topn, restrict)
         limit = len(self) if restrict is None else min(restrict, len(self))
         unit = self.normalized()[:limit]
         full = self.normalized()
@@ -141,6 +143,13 @@ class KeyedVectors:
 
 
 # -- writing ----------------------------------------------------------------------------------
+def _check_search(topn: int, restrict: int | None) -> None:
+    if topn < 1:
+        raise InputError(f"--topn must be >= 1, got {topn}")
+    if restrict is not None and restrict < 1:
+        raise InputError(f"--restrict must be >= 1, got {restrict}")
+
+
 def _check_words(kv: KeyedVectors, fmt: str) -> None:
     for word in kv.words:
         if not word or any(ch.isspace() for ch in word):
@@ -262,6 +271,8 @@ def load_vectors(path: str | os.PathLike, fmt: str = "auto", *, limit: int | Non
                  encoding_errors: str = "strict") -> KeyedVectors:
     """Read vectors in any of FORMATS (``auto`` detects it); ``limit`` reads only the first N words."""
     target = Path(path)
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit must be >= 1, got {limit}")
     if not target.exists():
         raise InputError(f"{target}: no such file")
     if fmt == "auto":

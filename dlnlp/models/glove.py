@@ -64,8 +64,10 @@ class GloVeConfig:
             raise ValueError("dim must be at least 1")
         if self.x_max <= 0:
             raise ValueError("x_max must be positive")
-        if self.epochs < 0:
-            raise ValueError("epochs must be non-negative")
+        if self.epochs < 1:
+            raise ValueError(f"--epochs must be >= 1, got {self.epochs}")
+        if not 0 <= self.alpha < float("inf"):  # a negative exponent weights the rarest pairs most
+            raise ValueError(f"--alpha must be >= 0, got {self.alpha}")
         if self.lr <= 0 or (self.bias_lr is not None and self.bias_lr < 0):
             raise ValueError("learning rates must be positive")
         if self.optimizer not in OPTIMIZERS:

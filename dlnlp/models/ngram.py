@@ -63,7 +63,7 @@ FORMAT_VERSION = 1
 LOG10_ZERO = -99.0  # how ARPA writes log10(0)
 
 
-def check_generate_args(*, num: int, max_tokens: int, temperature: float, top_k: int) -> None:
+def check_generate_args(*, num: int, max_tokens: int, temperature: float, top_k: int, seed: int = 0) -> None:
     """Refuse sampling options that mean nothing, naming the option as ``ngram generate`` spells it."""
     if num < 1:
         raise InputError(f"--num must be >= 1, got {num}")
@@ -73,6 +73,8 @@ def check_generate_args(*, num: int, max_tokens: int, temperature: float, top_k:
         raise InputError(f"--temperature must be > 0, got {temperature}")
     if top_k < 0:
         raise InputError(f"--top-k must be >= 0 (0: all words), got {top_k}")
+    if seed < 0:
+        raise InputError(f"--seed must be >= 0, got {seed}")
 
 
 @dataclass
@@ -244,7 +246,7 @@ class NgramModel:
         Sentences are yielded one at a time as they are sampled (so ``ngram generate --num 100000 |
         head -1`` prints at once); the options are checked before the first one.
         """
-        check_generate_args(num=num, max_tokens=max_tokens, temperature=temperature, top_k=top_k)
+        check_generate_args(num=num, max_tokens=max_tokens, temperature=temperature, top_k=top_k, seed=seed)
         return self._generate(num, max_tokens, temperature, top_k, seed, prompt, allow_unk)
 
     def _generate(self, num: int, max_tokens: int, temperature: float, top_k: int, seed: int, prompt: str,

@@ -147,3 +147,14 @@ def test_export_of_an_ids_model_warns_that_it_has_no_vocabulary(tmp_path, capsys
     assert code == 0 and err.startswith("dlnlp: warning: ") and "no vocabulary to export" in err
     assert len(err.splitlines()) == 1
     assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == ["config.json", "model.safetensors"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--block-size", "0"], "--block-size must be >= 1, got 0"),  # was accepted (the model's block size)
+    (["--block-size", "-4"], "--block-size must be >= 1, got -4"),  # was ZeroDivisionError
+    (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),  # was "range() arg 3 must not be zero"
+])
+def test_eval_refuses_meaningless_sizes(trained, corpus, capsys, args, message):
+    out, _ = trained
+    code, stdout, err = dlnlp(capsys, "gpt", "eval", out, corpus, "--device", "cpu", *args)
+    assert (code, stdout, err) == (1, "", f"dlnlp: error: {message}\n")

@@ -110,6 +110,14 @@ def test_stdin_corpus_ids_input_and_ffnn(tmp_path):
     (["rnn", "train", "{corpus}", "--out", "{tmp}/m", "--cell", "gru", "--forget-bias", "1", "--max-steps", "1"],
      "--forget-bias applies to --cell lstm"),
     (["rnn", "train", "{corpus}", "--out", "{tmp}/m", "--resume"], "no checkpoint"),
+    (["rnn", "train", "{corpus}", "--out", "{tmp}/m", "--eval-batches", "0", "--max-steps", "1"],
+     "--eval-batches must be >= 1, got 0"),
+    (["rnn", "train", "{corpus}", "--out", "{tmp}/m", "--beta2", "1.5", "--max-steps", "1"],
+     "--beta2 must be in [0, 1), got 1.5"),
+    (["rnn", "train", "{corpus}", "--out", "{tmp}/m", "--optimizer", "sgd", "--momentum", "-1", "--max-steps", "1"],
+     "--momentum must be in [0, 1), got -1.0"),
+    (["rnn", "train", "{corpus}", "--out", "{tmp}/m", "--log-interval", "0", "--max-steps", "1"],
+     "--log-interval must be >= 1, got 0"),
     (["rnn", "sample", "{tmp}", "--length", "3"], "not a dlnlp model directory"),
     (["rnn", "eval", "{tmp}/nope", "{corpus}"], "no such model directory"),
 ])
@@ -175,3 +183,14 @@ def test_subword_level_with_a_dlnlp_tokenizer(tmp_path, capsys):
     code, stdout, _ = _main(capsys, "rnn", "sample", out, "--prime", "to be", "--length", "8", "--seed", "1",
                             "--device", "cpu")
     assert code == 0 and stdout.startswith("to be") and len(stdout) > len("to be")
+
+
+def test_sample_and_eval_refuse_bad_values_naming_the_option(trained, capsys):
+    root, out, _ = trained
+    code, _, err = _main(capsys, "rnn", "eval", out, root / "corpus.txt", "--batch-size", "0")
+    assert (code, err) == (1, "dlnlp: error: --batch-size must be >= 1, got 0\n")  # was a raw ValueError
+    code, _, err = _main(capsys, "rnn", "sample", out, "--top-k", "0")
+    assert (code, err) == (1, "dlnlp: error: --top-k must be >= 1, got 0\n")
+    result = run_cli("rnn", "sample", str(out), "--prime", "to \udcff", "--length", "3")  # bytes b"to \xff"
+    assert (result.returncode, result.stderr) == (1, "dlnlp: error: --prime: not valid UTF-8 (byte 0xff at "
+                                                     "character 4)\n")

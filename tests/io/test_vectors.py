@@ -151,3 +151,14 @@ def test_training_commands_choose_the_output_format_by_suffix(tmp_path):
     assert load_vectors(tmp_path / "run").words == ["a", "b"]
     write_vectors_output(kv, tmp_path / "v.txt", "glove")
     assert (tmp_path / "v.txt").read_text().splitlines()[0].startswith("a 1 0")
+
+
+def test_search_and_limit_refuse_counts_below_one(tmp_path):
+    kv = _kv()
+    save_vectors(kv, tmp_path / "v.txt")
+    for call, message in [(lambda: kv.most_similar(WORDS[0], topn=0), "--topn must be >= 1, got 0"),
+                          (lambda: kv.most_similar(WORDS[0], restrict=-1), "--restrict must be >= 1, got -1"),
+                          (lambda: kv.most_similar_cosmul([WORDS[0]], [], topn=-2), "--topn must be >= 1, got -2"),
+                          (lambda: load_vectors(tmp_path / "v.txt", limit=0), "--limit must be >= 1, got 0")]:
+        with pytest.raises(InputError, match=message.replace("(", r"\(")):
+            call()

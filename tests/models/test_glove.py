@@ -190,3 +190,11 @@ def test_cuda_training_matches_shapes():
     history = model.fit(rows, cols, x)
     assert history[-1]["backend"] == "torch" and history[-1]["cost"] < history[0]["cost"]
     assert model.vectors().shape == (40, 8)
+
+
+@pytest.mark.parametrize(("changes", "message"), [({"alpha": -5.0}, "--alpha must be >= 0, got -5.0"),
+                                                  ({"epochs": 0}, "--epochs must be >= 1, got 0")])
+def test_config_refuses_meaningless_alpha_and_epochs(changes, message):
+    # `glove train --alpha -5` and `--epochs 0` trained (or skipped training) and wrote vectors.
+    with pytest.raises(ValueError, match=message):
+        GloVeConfig(**changes).validate()
