@@ -194,8 +194,12 @@ def char_tokenizer_json(chars: list[str]) -> str:
 def _export_vocabulary(source: Path, tmp: Path, config: dict[str, Any], block_size: int,
                        warn: Callable[[str], None]) -> None:
     """Write what turns text into the model's ids beside the exported weights (see the module docstring)."""
+    from dlnlp.models.rnn_lm import LEVELS
+
     level = config.get("level") or ("tokenizer" if any((source / n).is_file()
                                                        for n in ("tokenizer.json", "tokenizer.model")) else "ids")
+    if level not in LEVELS:
+        raise ModelDirError(f"{source / 'config.json'}: level {level!r} is not one of {', '.join(LEVELS)}")
     if level == "char":
         from dlnlp.tokenization.char import CharVocab
 

@@ -301,12 +301,22 @@ def _load_model_dir(target: Path) -> KeyedVectors:
     vocab_path = target / "vocab.txt"
     if not vocab_path.is_file():
         raise ModelDirError(f"{target}: no vocab.txt")
-    for line in vocab_path.read_text(encoding="utf-8").splitlines():
+    try:
+        text = vocab_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ModelDirError(f"{vocab_path}: not valid UTF-8 ({exc.reason})") from None
+    for number, line in enumerate(text.splitlines(), start=1):
         if line:
-            word, _, count = line.rpartition("\t")
+            word, tab, count = line.rpartition("\t")
+            if not tab or not (count.isdigit() or count == ""):
+                raise ModelDirError(f"{vocab_path}:{number}: expected WORD<tab>COUNT, got {line[:60]!r}")
             words.append(word)
             counts.append(int(count or 0))
-    return KeyedVectors(words, weights["vectors"], counts)
+    vectors = weights["vectors"]
+    if vectors.ndim != 2 or vectors.shape[0] != len(words):
+        raise ModelDirError(f"{target}: vocab.txt has {len(words)} words, model.safetensors "
+                            f"{'x'.join(map(str, vectors.shape))} vectors")
+    return KeyedVectors(words, vectors, counts)
 
 
 def _decode(raw: bytes, target: Path, where: str, errors: str) -> str:

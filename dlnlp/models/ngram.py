@@ -308,8 +308,10 @@ class NgramModel:
         if not vocab_path.is_file():
             raise ModelDirError(f"{directory}: no vocab.txt")
         vocab = vocab_path.read_text(encoding="utf-8").split("\n")[:-1]
+        order = config.get("order")
+        if type(order) is not int or order < 1:
+            raise ModelDirError(f"{directory / 'config.json'}: 'order' must be an integer >= 1, got {order!r}")
         tensors = load_weights(directory, framework="np")
-        order = int(config["order"])
         try:
             keys = [tensors[f"keys.{n}"] for n in range(1, order + 1)]
             logp = [tensors[f"logp.{n}"] for n in range(1, order + 1)]

@@ -158,3 +158,43 @@ def test_eval_refuses_meaningless_sizes(trained, corpus, capsys, args, message):
     out, _ = trained
     code, stdout, err = dlnlp(capsys, "gpt", "eval", out, corpus, "--device", "cpu", *args)
     assert (code, stdout, err) == (1, "", f"dlnlp: error: {message}\n")
+
+
+def _damaged(source, target, edit):
+    """A copy of a model directory with ``edit(config, weights)`` applied to config.json and model.safetensors."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("checkpoint", "data"))
+    config = json.loads((target / "config.json").read_text())
+    weights = load_file(str(target / "model.safetensors"))
+    edit(config, weights)
+    (target / "config.json").write_text(json.dumps(config))
+    save_file(weights, str(target / "model.safetensors"))
+    return target
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda c, w: c.pop("model"), "config.json: no 'model' section"),  # was KeyError: 'model'
+    (lambda c, w: c.update(model=5), "config.json: 'model' is not an object"),
+    (lambda c, w: c.update(level="bogus"),  # was AttributeError
+     "config.json: level 'bogus' is not one of char, tokenizer, ids"),
+    (lambda c, w: w.pop("ln_f.bias"),  # was "RuntimeError: Error(s) in loading state_dict for GPT:"
+     "model.safetensors: weights do not match config.json (missing ln_f.bias)"),
+    (lambda c, w: c["model"].update(vocab_size=c["model"]["vocab_size"] + 1),
+     "model.safetensors: weights do not match config.json (shape of wte.weight is [{v}, 16], config.json says "
+     "[{w}, 16]; shape of lm_head.weight is [{v}, 16], config.json says [{w}, 16])"),
+])
+def test_damaged_model_directories_fail_with_one_line_naming_the_file(trained, corpus, tmp_path, capsys, edit,
+                                                                      message):
+    out, _ = trained
+    vocab = json.loads((out / "config.json").read_text())["model"]["vocab_size"]
+    damaged = _damaged(out, tmp_path / "m", edit)
+    expected = f"dlnlp: error: {damaged}/" + message.format(v=vocab, w=vocab + 1) + "\n"
+    for args in (["gpt", "eval", damaged, corpus, "--device", "cpu"],
+                 ["generate", damaged, "--prompt", "line", "--device", "cpu"],
+                 ["gpt", "export", damaged, tmp_path / "hf"]):
+        code, stdout, err = dlnlp(capsys, *args)
+        assert (code, stdout, err) == (1, "", expected), args
+    assert not (tmp_path / "hf").exists()

@@ -132,3 +132,20 @@ def test_bad_inputs_fail_with_one_line(tmp_path, model_dir):
         assert result.returncode == 1, args
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("dlnlp: error:"), (args, result.stderr)
+
+
+@pytest.mark.parametrize(("order", "shown"), [(None, "None"), ("3", "'3'"), (0, "0")])
+def test_a_bad_order_in_config_json_is_one_line(tmp_path, model_dir, order, shown):
+    import shutil
+
+    damaged = tmp_path / "lm"
+    shutil.copytree(model_dir, damaged)
+    config = json.loads((damaged / "config.json").read_text())
+    config["order"] = order
+    if order is None:
+        del config["order"]  # was KeyError: 'order'
+    (damaged / "config.json").write_text(json.dumps(config))
+    for args in (["eval", str(damaged), "-"], ["generate", str(damaged)], ["export", str(damaged), str(tmp_path / "a")]):
+        result = run_cli("ngram", *args, input="the cat\n")
+        assert (result.returncode, result.stderr) == (
+            1, f"dlnlp: error: {damaged}/config.json: 'order' must be an integer >= 1, got {shown}\n"), args

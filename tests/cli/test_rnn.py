@@ -194,3 +194,29 @@ def test_sample_and_eval_refuse_bad_values_naming_the_option(trained, capsys):
     result = run_cli("rnn", "sample", str(out), "--prime", "to \udcff", "--length", "3")  # bytes b"to \xff"
     assert (result.returncode, result.stderr) == (1, "dlnlp: error: --prime: not valid UTF-8 (byte 0xff at "
                                                      "character 4)\n")
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda c: c.pop("model"), "config.json: no 'model' section"),
+    (lambda c: c.pop("level"), "config.json: no 'level' (one of char, tokenizer, ids)"),
+    (lambda c: c.update(level="words"), "config.json: level 'words' is not one of char, tokenizer, ids"),
+    (lambda c: c["model"].update(hidden="big"), "config.json: invalid 'model' settings ("),
+    (lambda c: c["model"].update(embed=9),  # the first line of torch's message was "Error(s) in loading ...:"
+     "model.safetensors: weights do not match config.json (shape of embedding.weight is [{v}, 8], config.json "
+     "says [{v}, 9]"),
+])
+def test_damaged_model_directories_fail_with_one_line_naming_the_file(trained, tmp_path, capsys, edit, message):
+    import shutil
+
+    root, out, _ = trained
+    damaged = tmp_path / "m"
+    shutil.copytree(out, damaged, ignore=shutil.ignore_patterns("checkpoint", "data"))
+    config = json.loads((damaged / "config.json").read_text())
+    vocab = config["model"]["vocab_size"]
+    edit(config)
+    (damaged / "config.json").write_text(json.dumps(config))
+    for args in (["rnn", "eval", damaged, root / "corpus.txt"], ["rnn", "sample", damaged, "--length", "2"],
+                 ["generate", damaged, "--prompt", "to", "--device", "cpu"]):
+        code, stdout, err = _main(capsys, *args)
+        assert code == 1 and stdout == "" and len(err.splitlines()) == 1, (args, err)
+        assert err.startswith(f"dlnlp: error: {damaged}/" + message.format(v=vocab)), (args, err)

@@ -162,3 +162,13 @@ def test_search_and_limit_refuse_counts_below_one(tmp_path):
                           (lambda: load_vectors(tmp_path / "v.txt", limit=0), "--limit must be >= 1, got 0")]:
         with pytest.raises(InputError, match=message.replace("(", r"\(")):
             call()
+
+
+def test_a_damaged_vocab_txt_in_a_model_directory_is_one_line(tmp_path):
+    save_vectors(_kv(), tmp_path / "v", fmt="dlnlp")
+    (tmp_path / "v" / "vocab.txt").write_text("the\t5\nof\n")  # was "invalid literal for int()"
+    with pytest.raises(DlnlpError, match=r"v/vocab.txt:2: expected WORD<tab>COUNT, got 'of'"):
+        load_vectors(tmp_path / "v")
+    (tmp_path / "v" / "vocab.txt").write_text("the\t5\nof\t3\n")
+    with pytest.raises(DlnlpError, match=r"vocab.txt has 2 words, model.safetensors 5x7 vectors"):
+        load_vectors(tmp_path / "v")
