@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
             if debug:
                 traceback.print_exc()
             detail = str(exc).splitlines()[0] if str(exc) else ""
-            print(f"dlnlp: error: {type(exc).__name__}: {detail} (run with --debug for a traceback)",
+            print(f"dlnlp: error: internal error: {type(exc).__name__}: {detail} (run with --debug for a traceback)",
                   file=sys.stderr)
             code = 1
     sys.exit(code)
