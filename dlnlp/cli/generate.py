@@ -95,13 +95,22 @@ def load_decoder(model_dir: Path, device: Any) -> tuple[Any, Codec]:
 
 
 def _read_prompts(prompt: str | None) -> list[str]:
+    from dlnlp.cli.options import checked_utf8
     from dlnlp.errors import InputError
 
     if prompt is not None:
-        return [prompt]
+        return [checked_utf8(prompt, "--prompt")]
     if sys.stdin.isatty():
         raise InputError("no --prompt and nothing on stdin (give --prompt TEXT or pipe prompts, one per line)")
-    lines = [line.rstrip("\n").rstrip("\r") for line in sys.stdin]
+    raw = getattr(sys.stdin, "buffer", None)  # bytes: decoded strictly whatever the locale
+    lines = []
+    for number, line in enumerate(raw if raw is not None else sys.stdin, start=1):
+        if isinstance(line, bytes):
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"<stdin>:{number}: not valid UTF-8 ({exc.reason} at byte {exc.start + 1})") from None
+        lines.append(checked_utf8(line, f"<stdin>:{number}").rstrip("\n").rstrip("\r"))
     if not lines:
         raise InputError("stdin holds no prompts")
     return lines
@@ -189,9 +198,9 @@ def generate(
     try:
         config.validate()
     except ValueError as exc:
-        raise DlnlpError(f"--{exc}") from None
+        raise DlnlpError(str(exc)) from None
     if batch_size < 1:
-        raise DlnlpError("--batch-size must be >= 1")
+        raise DlnlpError(f"--batch-size must be >= 1, got {batch_size}")
     dev = resolve_device(device)
     lm, codec = load_decoder(model_dir, dev)
     config.eos_id = codec.eos_id

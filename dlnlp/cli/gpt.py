@@ -207,14 +207,16 @@ def export_hf(
     force: Force = False,
     json: Json = False,
 ) -> None:
-    """Write a dlnlp GPT as a HF GPT-2 checkpoint (loads with GPT2LMHeadModel.from_pretrained).
+    """Write a dlnlp GPT as a HF GPT-2 checkpoint (loads with GPT2LMHeadModel.from_pretrained) with its
+    tokenizer (AutoTokenizer.from_pretrained; a character model's vocabulary becomes a tokenizer.json).
 
     Example: dlnlp gpt export shakes-gpt ./shakes-hf
     """
     from dlnlp.io.atomic import check_can_write
     from dlnlp.io.hf import export_hf_gpt2
+    from dlnlp.progress import warn
 
     check_can_write(hf_dir, force, inputs=[model_dir], directory=True)
-    path = export_hf_gpt2(model_dir, hf_dir, force=force)
+    path = export_hf_gpt2(model_dir, hf_dir, force=force, warn=warn)
     if json:
         print_json({"out": str(path)})

@@ -107,6 +107,15 @@ def _silence_stdout() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
+def _stdout_identity() -> tuple[int, int] | None:
+    """What file descriptor 1 refers to (device, inode): it changes when a library silences a broken stdout."""
+    try:
+        info = os.fstat(1)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
 def _click_exit_code(exc: Exception) -> int | None:
     """Exit code for Click's control-flow exceptions, or None for anything else.
 
@@ -147,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(build_app(only=_requested_group(args)))
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_terminated)  # training installs its own handler while it runs
+    stdout_was = _stdout_identity()
     try:
         result = command.main(args=args, prog_name="dlnlp", standalone_mode=False)
         code = result if isinstance(result, int) else 0
@@ -161,8 +171,9 @@ def main(argv: list[str] | None = None) -> None:
         _silence_stdout()
         code = 0
     except SystemExit as exc:
-        # Click answers a broken pipe with sys.exit(1) after wrapping stdout to pacify the flush.
-        if exc.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
+        # Click answers a broken pipe with sys.exit(1) after wrapping stdout to pacify the flush;
+        # rich (Typer's --help) with SystemExit(1) after pointing stdout at /dev/null.
+        if exc.code == 1 and (type(sys.stdout).__name__ == "PacifyFlushWrapper" or _stdout_identity() != stdout_was):
             _silence_stdout()
             code = 0
         else:
@@ -178,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
             if debug:
                 traceback.print_exc()
             detail = str(exc).splitlines()[0] if str(exc) else ""
-            print(f"dlnlp: error: {type(exc).__name__}: {detail} (run with --debug for a traceback)",
+            print(f"dlnlp: error: internal error: {type(exc).__name__}: {detail} (run with --debug for a traceback)",
                   file=sys.stderr)
             code = 1
     sys.exit(code)

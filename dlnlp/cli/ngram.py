@@ -177,12 +177,17 @@ def generate(
 
     Example: dlnlp ngram generate brown5 --num 3 --top-k 50 --seed 1 --prompt "The jury"
     """
-    if num < 0 or max_tokens < 0 or top_k < 0:
-        raise InputError("--num, --max-tokens and --top-k must not be negative")
+    from dlnlp.cli.options import checked_utf8
+    from dlnlp.models.ngram import check_generate_args
+
+    check_generate_args(num=num, max_tokens=max_tokens, temperature=temperature, top_k=top_k, seed=seed)
+    checked_utf8(prompt, "--prompt")
     model = _load(model_dir)
+    out = sys.stdout
     for sentence in model.generate(num=num, max_tokens=max_tokens, temperature=temperature, top_k=top_k,
                                    seed=seed, prompt=prompt):
-        typer.echo(sentence)
+        out.write(sentence + "\n")
+        out.flush()  # each sentence as soon as it is sampled: `... --num 100000 | head -1` ends at once
 
 
 @app.command()

@@ -92,3 +92,22 @@ def print_json(result: Any) -> None:
 
     sys.stdout.write(json.dumps(result, ensure_ascii=False, default=str) + "\n")
     sys.stdout.flush()
+
+
+def checked_utf8(text: str, where: str) -> str:
+    """``text`` unchanged, or an InputError when it holds bytes that were not UTF-8.
+
+    Python hands undecodable command-line bytes (``--prompt $'\\xff'``) and, in a C locale, stdin
+    bytes over as lone surrogates (U+DC80..U+DCFF); they are an encoding error like an undecodable
+    input file, not characters outside a vocabulary.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(text[exc.start])
+        detail = (f"byte 0x{code - 0xDC00:02x} at character {exc.start + 1}" if 0xDC80 <= code <= 0xDCFF
+                  else f"lone surrogate U+{code:04X} at character {exc.start + 1}")
+        from dlnlp.errors import InputError
+
+        raise InputError(f"{where}: not valid UTF-8 ({detail})") from None
+    return text

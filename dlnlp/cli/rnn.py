@@ -177,6 +177,7 @@ def sample(
     """
     import torch
 
+    from dlnlp.cli.options import checked_utf8
     from dlnlp.errors import DlnlpError
     from dlnlp.kernels.device import resolve_device
     from dlnlp.kernels.sampling import check_sampling_args
@@ -186,9 +187,10 @@ def sample(
     try:
         check_sampling_args(temperature, top_k, top_p)
     except ValueError as exc:
-        raise DlnlpError(f"--{exc}") from None
+        raise DlnlpError(str(exc)) from None
     if length < 0:
         raise DlnlpError(f"--length must be >= 0, got {length}")
+    checked_utf8(prime, "--prime")
     dev = resolve_device(device)
     model, codec, config = load_model_dir(model_dir, dev)
     level = config["level"]

@@ -29,6 +29,7 @@ the generated text is forbidden, as in HF's ``no_repeat_ngram_size``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -67,23 +68,25 @@ class DecodeConfig:
 
     def validate(self) -> None:
         if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy {self.strategy!r}: expected one of {', '.join(STRATEGIES)}")
+            raise ValueError(f"--strategy {self.strategy}: expected one of {', '.join(STRATEGIES)}")
         if self.length_norm not in LENGTH_NORMS:
-            raise ValueError(f"length norm {self.length_norm!r}: expected one of {', '.join(LENGTH_NORMS)}")
+            raise ValueError(f"--length-norm {self.length_norm}: expected one of {', '.join(LENGTH_NORMS)}")
         if self.max_new_tokens < 1:
-            raise ValueError(f"max new tokens must be >= 1, got {self.max_new_tokens}")
+            raise ValueError(f"--max-new-tokens must be >= 1, got {self.max_new_tokens}")
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:
-            raise ValueError(f"min new tokens must be in [0, max new tokens], got {self.min_new_tokens}")
+            raise ValueError(f"--min-new-tokens must be in [0, --max-new-tokens], got {self.min_new_tokens}")
         if self.num_beams < 1:
-            raise ValueError(f"num beams must be >= 1, got {self.num_beams}")
+            raise ValueError(f"--num-beams must be >= 1, got {self.num_beams}")
         if self.num_return < 1:
-            raise ValueError(f"num return must be >= 1, got {self.num_return}")
+            raise ValueError(f"--num-return must be >= 1, got {self.num_return}")
         if self.strategy == "beam" and self.num_return > self.num_beams:
-            raise ValueError(f"num return ({self.num_return}) cannot exceed num beams ({self.num_beams})")
+            raise ValueError(f"--num-return {self.num_return} cannot exceed --num-beams {self.num_beams}")
         if self.strategy == "greedy" and self.num_return != 1:
-            raise ValueError("num return > 1 needs beam search or sampling (greedy has one answer)")
+            raise ValueError("--num-return > 1 needs --strategy beam or sample (greedy has one answer)")
+        if not math.isfinite(self.length_penalty):
+            raise ValueError(f"--length-penalty must be a finite number, got {self.length_penalty}")
         if self.no_repeat_ngram < 0:
-            raise ValueError(f"no-repeat-ngram must be >= 0, got {self.no_repeat_ngram}")
+            raise ValueError(f"--no-repeat-ngram must be >= 0, got {self.no_repeat_ngram}")
         check_sampling_args(self.temperature, self.top_k, self.top_p)
 
 

@@ -13,6 +13,13 @@ HF's ``Conv1D`` stores its weight as ``[in, out]`` (the transpose of ``nn.Linear
 projection matrices are transposed on the way in and out. Only what GPT-2 computes is accepted:
 checkpoints that use ``scale_attn_by_inverse_layer_idx`` or ``reorder_and_upcast_attn`` are refused,
 as are exports of dlnlp models GPT-2 cannot express (sinusoidal positions, no biases).
+
+The vocabulary goes with the weights: a subword model's ``tokenizer.json`` is copied; a character
+model's ``vocab.json`` becomes a ``tokenizers`` WordLevel ``tokenizer.json`` that gives the same ids
+(one token per code point, ``<unk>`` = 0 for characters not in the vocabulary, decoded to U+FFFD
+as dlnlp does) with a ``tokenizer_config.json`` so that transformers' ``AutoTokenizer`` loads it; a
+sentencepiece ``tokenizer.model`` is copied as is; a model trained on ``--ids`` has no vocabulary
+and exports its weights only, with a warning.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -164,8 +172,62 @@ def import_hf_gpt2(hf_dir: str | os.PathLike, out: str | os.PathLike, *, force: 
     return write_model_dir(out, gpt_config_dict(config, **extra), model.state_dict_for_save(), files, force=force)
 
 
-def export_hf_gpt2(directory: str | os.PathLike, hf_dir: str | os.PathLike, *, force: bool = False) -> Path:
-    """Write a dlnlp GPT model directory as a HF GPT-2 checkpoint (config.json, model.safetensors, tokenizer)."""
+def char_tokenizer_json(chars: list[str]) -> str:
+    """A HF ``tokenizers`` tokenizer.json giving the ids of :class:`~dlnlp.tokenization.char.CharVocab`.
+
+    WordLevel over single code points (split by the regex ``[\\s\\S]``, no normalizer), id 0 =
+    ``<unk>`` for characters outside the vocabulary; decoding maps ``<unk>`` to U+FFFD and joins
+    the characters without spaces. ``<unk>`` is not an added token, so the text "<unk>" is five
+    characters, as in dlnlp.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    from dlnlp.tokenization.char import UNK_CHAR, UNK_ID, UNK_TOKEN
+
+    vocab = {UNK_TOKEN: UNK_ID, **{c: i + 1 for i, c in enumerate(chars)}}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token=UNK_TOKEN))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    tokenizer.decoder = decoders.Sequence([decoders.Replace(UNK_TOKEN, UNK_CHAR), decoders.Fuse()])
+    return tokenizer.to_str()
+
+
+def _export_vocabulary(source: Path, tmp: Path, config: dict[str, Any], block_size: int,
+                       warn: Callable[[str], None]) -> None:
+    """Write what turns text into the model's ids beside the exported weights (see the module docstring)."""
+    from dlnlp.models.rnn_lm import LEVELS
+
+    level = config.get("level") or ("tokenizer" if any((source / n).is_file()
+                                                       for n in ("tokenizer.json", "tokenizer.model")) else "ids")
+    if level not in LEVELS:
+        raise ModelDirError(f"{source / 'config.json'}: level {level!r} is not one of {', '.join(LEVELS)}")
+    if level == "char":
+        from dlnlp.tokenization.char import CharVocab
+
+        chars = CharVocab.load(source).chars
+        (tmp / "tokenizer.json").write_text(char_tokenizer_json(chars), encoding="utf-8")
+        # No unk_token here: transformers would make "<unk>" an added token and split it out of text.
+        tokenizer_config = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False,
+                            "model_max_length": block_size}
+        (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
+    elif (source / "tokenizer.json").is_file():
+        shutil.copyfile(source / "tokenizer.json", tmp / "tokenizer.json")
+    elif (source / "tokenizer.model").is_file():
+        shutil.copyfile(source / "tokenizer.model", tmp / "tokenizer.model")
+        warn(f"{source}: the sentencepiece tokenizer is copied as tokenizer.model; load it with sentencepiece "
+             "(transformers' AutoTokenizer needs a tokenizer class for it)")
+    elif level == "tokenizer":
+        raise ModelDirError(f"{source}: a subword model without its tokenizer.json or tokenizer.model")
+    else:
+        warn(f"{source}: trained on token ids, so there is no vocabulary to export; the checkpoint holds the "
+             "weights only (give HF the tokenizer that made the ids)")
+
+
+def export_hf_gpt2(directory: str | os.PathLike, hf_dir: str | os.PathLike, *, force: bool = False,
+                   warn: Callable[[str], None] | None = None) -> Path:
+    """Write a dlnlp GPT model directory as a HF GPT-2 checkpoint (config.json, model.safetensors, tokenizer).
+
+    ``warn`` receives what the checkpoint cannot carry (a model trained on ids has no vocabulary).
+    """
     from dlnlp.io.atomic import atomic_directory
     from dlnlp.io.modeldir import save_weights
     from dlnlp.models.gpt import load_gpt
@@ -205,6 +267,5 @@ def export_hf_gpt2(directory: str | os.PathLike, hf_dir: str | os.PathLike, *, f
     with atomic_directory(hf_dir, force=force) as tmp:
         (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
         save_weights(state, tmp / "model.safetensors")
-        if (source / "tokenizer.json").is_file():
-            shutil.copyfile(source / "tokenizer.json", tmp / "tokenizer.json")
+        _export_vocabulary(source, tmp, dlnlp_config, c.block_size, warn or (lambda message: None))
     return Path(hf_dir)

@@ -99,6 +99,7 @@ class KeyedVectors:
         The input words themselves are excluded, as in gensim's ``most_similar``. ``restrict``
         considers only the first N (most frequent) words.
         """
+        _check_search(topn, restrict)
         positive = [positive] if isinstance(positive, str) else list(positive)
         negative = [negative] if isinstance(negative, str) else list(negative)
         if not positive and not negative:
@@ -118,6 +119,7 @@ class KeyedVectors:
         """3CosMul (Levy and Goldberg 2014): prod cos(x, p) / (prod cos(x, n) + 1e-3), cosines mapped to [0, 1]."""
         ids_pos = [self._lookup(w) for w in positive]
         ids_neg = [self._lookup(w) for w in negative]
+        _check_search(topn, restrict)
         limit = len(self) if restrict is None else min(restrict, len(self))
         unit = self.normalized()[:limit]
         full = self.normalized()
@@ -141,6 +143,13 @@ class KeyedVectors:
 
 
 # -- writing ----------------------------------------------------------------------------------
+def _check_search(topn: int, restrict: int | None) -> None:
+    if topn < 1:
+        raise InputError(f"--topn must be >= 1, got {topn}")
+    if restrict is not None and restrict < 1:
+        raise InputError(f"--restrict must be >= 1, got {restrict}")
+
+
 def _check_words(kv: KeyedVectors, fmt: str) -> None:
     for word in kv.words:
         if not word or any(ch.isspace() for ch in word):
@@ -265,6 +274,8 @@ def load_vectors(path: str | os.PathLike, fmt: str = "auto", *, limit: int | Non
                  encoding_errors: str = "strict") -> KeyedVectors:
     """Read vectors in any of FORMATS (``auto`` detects it); ``limit`` reads only the first N words."""
     target = Path(path)
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit must be >= 1, got {limit}")
     if not target.exists():
         raise InputError(f"{target}: no such file")
     if fmt == "auto":
@@ -293,12 +304,22 @@ def _load_model_dir(target: Path) -> KeyedVectors:
     vocab_path = target / "vocab.txt"
     if not vocab_path.is_file():
         raise ModelDirError(f"{target}: no vocab.txt")
-    for line in vocab_path.read_text(encoding="utf-8").splitlines():
+    try:
+        text = vocab_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ModelDirError(f"{vocab_path}: not valid UTF-8 ({exc.reason})") from None
+    for number, line in enumerate(text.splitlines(), start=1):
         if line:
-            word, _, count = line.rpartition("\t")
+            word, tab, count = line.rpartition("\t")
+            if not tab or not (count.isdigit() or count == ""):
+                raise ModelDirError(f"{vocab_path}:{number}: expected WORD<tab>COUNT, got {line[:60]!r}")
             words.append(word)
             counts.append(int(count or 0))
-    return KeyedVectors(words, weights["vectors"], counts)
+    vectors = weights["vectors"]
+    if vectors.ndim != 2 or vectors.shape[0] != len(words):
+        raise ModelDirError(f"{target}: vocab.txt has {len(words)} words, model.safetensors "
+                            f"{'x'.join(map(str, vectors.shape))} vectors")
+    return KeyedVectors(words, vectors, counts)
 
 
 def _decode(raw: bytes, target: Path, where: str, errors: str) -> str:

@@ -24,11 +24,11 @@ __all__ = ["filter_logits", "sample_logits", "check_sampling_args"]
 def check_sampling_args(temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> None:
     """Raise ValueError for a negative temperature, a top-k below 1 or a top-p outside (0, 1]."""
     if temperature < 0 or temperature != temperature:
-        raise ValueError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
+        raise ValueError(f"--temperature must be >= 0 (0 is greedy), got {temperature}")
     if top_k is not None and top_k < 1:
-        raise ValueError(f"top-k must be >= 1, got {top_k}")
+        raise ValueError(f"--top-k must be >= 1, got {top_k}")
     if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top-p must be in (0, 1], got {top_p}")
+        raise ValueError(f"--top-p must be in (0, 1], got {top_p}")
 
 
 def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,

@@ -162,11 +162,16 @@ def gpt_config_dict(config: GPTConfig, **extra: Any) -> dict[str, Any]:
 
 def load_gpt(directory: str | Path, device: str | torch.device = "cpu") -> tuple[GPT, dict[str, Any]]:
     """Read a GPT model directory: the model in eval mode on ``device`` and its config.json."""
-    from dlnlp.io.modeldir import load_weights, read_config
+    from dlnlp.io.modeldir import CONFIG_NAME, WEIGHTS_NAME, load_weights, read_config
+    from dlnlp.models.rnn_lm import model_from_config
+    from dlnlp.models.weights import check_weights
 
     config = read_config(directory, KIND, (FORMAT_VERSION,))
-    model = GPT(GPTConfig.from_dict(config["model"]))
-    model.load_saved_state(load_weights(directory))
+    model = model_from_config(Path(directory) / CONFIG_NAME, config, lambda d: GPT(GPTConfig.from_dict(d)))
+    state = load_weights(directory)
+    check_weights(model, state, Path(directory) / WEIGHTS_NAME,
+                  optional=("lm_head.weight",) if model.config.tie_weights else ())
+    model.load_saved_state(state)
     return model.to(device).eval(), config
 
 

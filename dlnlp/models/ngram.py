@@ -33,7 +33,7 @@ no n-gram continues ``<unk>`` the next word starts from an empty context.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +61,20 @@ STUPID_BACKOFF_ALPHA = 0.4  # Brants et al. (2007)
 KIND = "ngram"
 FORMAT_VERSION = 1
 LOG10_ZERO = -99.0  # how ARPA writes log10(0)
+
+
+def check_generate_args(*, num: int, max_tokens: int, temperature: float, top_k: int, seed: int = 0) -> None:
+    """Refuse sampling options that mean nothing, naming the option as ``ngram generate`` spells it."""
+    if num < 1:
+        raise InputError(f"--num must be >= 1, got {num}")
+    if max_tokens < 1:
+        raise InputError(f"--max-tokens must be >= 1, got {max_tokens}")
+    if not temperature > 0 or math.isinf(temperature):
+        raise InputError(f"--temperature must be > 0, got {temperature}")
+    if top_k < 0:
+        raise InputError(f"--top-k must be >= 0 (0: all words), got {top_k}")
+    if seed < 0:
+        raise InputError(f"--seed must be >= 0, got {seed}")
 
 
 @dataclass
@@ -226,13 +240,19 @@ class NgramModel:
         return lp
 
     def generate(self, *, num: int = 1, max_tokens: int = 30, temperature: float = 1.0, top_k: int = 0,
-                 seed: int = 0, prompt: str = "", allow_unk: bool = False) -> list[str]:
-        """Sample sentences word by word (ancestral sampling), stopping at ``</s>``."""
-        if temperature <= 0:
-            raise InputError("--temperature must be positive")
+                 seed: int = 0, prompt: str = "", allow_unk: bool = False) -> Iterator[str]:
+        """Sample sentences word by word (ancestral sampling), stopping at ``</s>``.
+
+        Sentences are yielded one at a time as they are sampled (so ``ngram generate --num 100000 |
+        head -1`` prints at once); the options are checked before the first one.
+        """
+        check_generate_args(num=num, max_tokens=max_tokens, temperature=temperature, top_k=top_k, seed=seed)
+        return self._generate(num, max_tokens, temperature, top_k, seed, prompt, allow_unk)
+
+    def _generate(self, num: int, max_tokens: int, temperature: float, top_k: int, seed: int, prompt: str,
+                  allow_unk: bool) -> Iterator[str]:
         rng = np.random.default_rng(seed)
         prompt_ids = [self.index.get(w, UNK_ID) for w in prompt.split()]
-        out = []
         for _ in range(num):
             history = [BOS_ID, *prompt_ids]
             words = list(prompt.split())
@@ -252,8 +272,7 @@ class NgramModel:
                     break
                 history.append(w)
                 words.append(self.vocab[w])
-            out.append(" ".join(words))
-        return out
+            yield " ".join(words)
 
     # -- persistence -----------------------------------------------------------------------------
 
@@ -289,8 +308,10 @@ class NgramModel:
         if not vocab_path.is_file():
             raise ModelDirError(f"{directory}: no vocab.txt")
         vocab = vocab_path.read_text(encoding="utf-8").split("\n")[:-1]
+        order = config.get("order")
+        if type(order) is not int or order < 1:
+            raise ModelDirError(f"{directory / 'config.json'}: 'order' must be an integer >= 1, got {order!r}")
         tensors = load_weights(directory, framework="np")
-        order = int(config["order"])
         try:
             keys = [tensors[f"keys.{n}"] for n in range(1, order + 1)]
             logp = [tensors[f"logp.{n}"] for n in range(1, order + 1)]

@@ -195,8 +195,31 @@ def build_model(config: RNNLMConfig) -> RNNLM | FFNNLM:
 
 # -- model directories ----------------------------------------------------------------------------
 
+LEVELS = ("char", "tokenizer", "ids")
+
+
+def model_from_config(config_path: Any, config: dict[str, Any], build: Any) -> nn.Module:
+    """``build(config["model"])``, or a ModelDirError naming config.json when that section is missing or bad."""
+    from dlnlp.errors import ModelDirError
+
+    section = config.get("model")
+    if not isinstance(section, dict):
+        raise ModelDirError(f"{config_path}: " + ("no 'model' section" if section is None
+                                                  else "'model' is not an object"))
+    try:
+        return build(section)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ModelDirError(f"{config_path}: invalid 'model' settings ({str(exc).splitlines()[0]})") from None
+
+
 def load_codec(directory: Any, level: str) -> Any:
     """What maps text to ids for a saved model: a CharVocab, a dlnlp Tokenizer, or None (ids)."""
+    if level not in LEVELS:
+        from pathlib import Path
+
+        from dlnlp.errors import ModelDirError
+
+        raise ModelDirError(f"{Path(directory) / 'config.json'}: level {level!r} is not one of {', '.join(LEVELS)}")
     if level == "char":
         from dlnlp.tokenization.char import CharVocab
 
@@ -214,15 +237,17 @@ def load_model_dir(directory: Any, device: str | torch.device = "cpu") -> tuple[
 
     from dlnlp.errors import ModelDirError
     from dlnlp.io.modeldir import WEIGHTS_NAME, load_weights, read_config
+    from dlnlp.models.weights import check_weights
 
     config = read_config(directory, MODEL_KIND)
-    model = build_model(RNNLMConfig.from_dict(config["model"]))
+    config_path = Path(directory) / "config.json"
+    model = model_from_config(config_path, config, lambda d: build_model(RNNLMConfig.from_dict(d)))
+    if "level" not in config:
+        raise ModelDirError(f"{config_path}: no 'level' (one of {', '.join(LEVELS)})")
     if not (Path(directory) / WEIGHTS_NAME).is_file():
         raise ModelDirError(f"{directory}: no {WEIGHTS_NAME} yet (training saves it at the first validation)")
     state = load_weights(directory, device="cpu")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ModelDirError(f"{directory}: weights do not match config.json ({str(exc).splitlines()[0]})") from exc
+    check_weights(model, state, Path(directory) / WEIGHTS_NAME)
+    model.load_state_dict(state)
     model.to(device).eval()
     return model, load_codec(directory, config["level"]), config

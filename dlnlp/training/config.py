@@ -91,8 +91,21 @@ class TrainConfig:
             raise ValueError(f"--max-time must be > 0 seconds, got {self.max_time}")
         if self.max_steps is None and self.epochs is None and self.max_time is None:
             raise ValueError("give at least one of --max-steps, --epochs or --max-time")
-        if self.eval_interval < 0 or self.log_interval < 1:
-            raise ValueError("--eval-interval must be >= 0 and --log-interval >= 1")
+        if self.eval_interval < 0:
+            raise ValueError(f"--eval-interval must be >= 0, got {self.eval_interval}")
+        if self.log_interval < 1:
+            raise ValueError(f"--log-interval must be >= 1, got {self.log_interval}")
+        if self.eval_batches is not None and self.eval_batches < 1:
+            raise ValueError(f"--eval-batches must be >= 1, got {self.eval_batches}")
+        if self.checkpoint_interval is not None and self.checkpoint_interval < 1:
+            raise ValueError(f"--checkpoint-interval must be >= 1, got {self.checkpoint_interval}")
+        for name, beta in zip(("beta1", "--beta2"), self.betas, strict=True):
+            if not 0 <= beta < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {beta}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"--momentum must be in [0, 1), got {self.momentum}")
+        if not self.eps > 0:
+            raise ValueError(f"eps must be > 0, got {self.eps}")
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -151,6 +151,10 @@ def evaluate_gpt_dir(model_dir: str | Path, inputs: Sequence[str] | None, *, bat
     """
     from dlnlp.errors import InputError
 
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
+    if block_size is not None and block_size < 1:
+        raise InputError(f"--block-size must be >= 1, got {block_size}")
     dev = resolve_device(device)
     model, codec, config = load_gpt_dir(model_dir, dev)
     level = config["level"]

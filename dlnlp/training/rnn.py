@@ -117,6 +117,8 @@ def evaluate_model_dir(model_dir: str | Path, inputs: Sequence[str] | None, *, b
     predicted. Bits per character: total nats over the text's characters, ``loss * tokens /
     (characters * ln 2)``; for a character model that is ``loss / ln 2``.
     """
+    if batch_size < 1:
+        raise DlnlpError(f"--batch-size must be >= 1, got {batch_size}")
     dev = resolve_device(device)
     dtype = resolve_precision(precision, dev)
     model, codec, config = load_model_dir(model_dir, dev)

@@ -65,7 +65,7 @@ def test_pipe_one_prompt_per_line(model_dir):
 def test_errors_are_one_line(model_dir, capsys, tmp_path):
     code, _, err = dlnlp(capsys, "generate", model_dir, "--prompt", "x", "--strategy", "beam", "--num-beams", "2",
                          "--num-return", "3")
-    assert code == 1 and "num return" in err
+    assert code == 1 and "--num-return 3 cannot exceed --num-beams 2" in err
     code, _, err = dlnlp(capsys, "generate", tmp_path / "nothing", "--prompt", "x")
     assert code == 1 and "no such model directory" in err
     code, _, err = dlnlp(capsys, "generate", model_dir, "--prompt", "x", "--top-p", "2")
@@ -125,3 +125,30 @@ def test_beams_beyond_reason_or_memory_fail_at_once(model_dir, capsys, monkeypat
     code, _, err = dlnlp(capsys, "generate", model_dir, "--prompt", "to", "--strategy", "beam", "--num-beams",
                          "5000", "--max-new-tokens", "50", "--device", "cpu")
     assert code == 1 and "decoding needs about" in err and "lower" in err and "--num-beams" in err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--max-new-tokens", "0"], "--max-new-tokens must be >= 1, got 0"),
+    (["--min-new-tokens", "-1"], "--min-new-tokens must be in [0, --max-new-tokens], got -1"),
+    (["--strategy", "beam", "--num-beams", "0"], "--num-beams must be >= 1, got 0"),
+    (["--num-return", "0"], "--num-return must be >= 1, got 0"),
+    (["--strategy", "beam", "--num-beams", "2", "--num-return", "3"], "--num-return 3 cannot exceed --num-beams 2"),
+    (["--strategy", "beam", "--length-penalty", "nan"], "--length-penalty must be a finite number, got nan"),
+    (["--top-k", "0"], "--top-k must be >= 1, got 0"),
+    (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+])
+def test_messages_name_the_option_as_typed(model_dir, capsys, args, message):
+    # They read "--num beams must be >= 1" and "--max new tokens must be >= 1".
+    code, _, err = dlnlp(capsys, "generate", model_dir, "--prompt", "to", *args)
+    assert (code, err) == (1, f"dlnlp: error: {message}\n")
+
+
+def test_invalid_utf8_prompts_are_an_encoding_error(model_dir):
+    # Python passes the argument bytes b"to \xff" as "to \udcff"; it was reported as a character
+    # outside the vocabulary.
+    result = run_cli("generate", str(model_dir), "--prompt", "to \udcff")
+    assert (result.returncode, result.stderr) == (1, "dlnlp: error: --prompt: not valid UTF-8 (byte 0xff at "
+                                                     "character 4)\n")
+    result = run_cli("generate", str(model_dir), "--max-new-tokens", "2", input=b"to be\nor \xff\n")
+    assert result.returncode == 1 and result.stdout == b""
+    assert result.stderr.decode() == "dlnlp: error: <stdin>:2: not valid UTF-8 (invalid start byte at byte 4)\n"

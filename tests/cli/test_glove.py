@@ -105,13 +105,9 @@ def test_glove_reads_stdin_pipe(tmp_path):
 
 
 @pytest.mark.parametrize("text", [b"", b"\n \n"])
-def test_empty_stdin_is_named_as_given_not_as_its_spooled_copy(tmp_path, capsys, monkeypatch, text):
-    import io
-    import sys
-
+def test_empty_stdin_is_named_as_given_not_as_its_spooled_copy(tmp_path, text):
     for command in (["glove", "train", *SMALL], ["vectors", "ppmi-svd", "--dim", "4", "-q"]):
-        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text)))
-        code, _, err = _main(capsys, *command, "-", "--out", tmp_path / "e.txt")
+        code, _, err = run_main(*command, "-", "--out", tmp_path / "e.txt", input=text)
         assert (code, err) == (1, "dlnlp: error: <stdin>: the input is empty (no text)\n")
 
 

@@ -150,3 +150,88 @@ def test_sizes_the_machine_cannot_hold_fail_before_allocating(corpus, tmp_path, 
                                   "--device", "cpu")[:3:2])
     assert "--block-size 1000000 is longer than the training text" in line
     assert not (tmp_path / "d").exists()
+
+
+def test_export_of_a_character_model_carries_its_vocabulary(trained, corpus, tmp_path, capsys):
+    # The vocabulary was silently dropped: the HF checkpoint could not turn text into the model's ids.
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    from dlnlp.models.gpt import load_gpt
+    from dlnlp.tokenization.char import CharVocab
+
+    out, _ = trained
+    code, _, err = dlnlp(capsys, "gpt", "export", out, tmp_path / "hf")
+    assert (code, err) == (0, "")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    vocab = CharVocab.load(out)
+    text = TEXT[:200] + "Zebra <unk> ☃\r\n"  # characters outside the vocabulary too
+    ids = vocab.encode(text)
+    assert tokenizer(text)["input_ids"] == ids
+    assert tokenizer.decode(ids) == vocab.decode(ids)
+    hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf").eval()
+    model, _ = load_gpt(out)
+    x = torch.tensor([tokenizer("line 7: the")["input_ids"]])  # within the block size
+    with torch.no_grad():
+        assert torch.allclose(hf(x).logits, model(x)[0], atol=1e-5)
+
+
+def test_export_of_an_ids_model_warns_that_it_has_no_vocabulary(tmp_path, capsys):
+    ids = tmp_path / "ids.txt"
+    ids.write_text("".join(f"{i % 7} {(i * 3) % 11} 5 2\n" for i in range(200)))
+    run_cli("gpt", "train", str(ids), "--ids", *TINY, "--max-steps", "2", "--out", str(tmp_path / "m"), check=True)
+    code, _, err = dlnlp(capsys, "gpt", "export", tmp_path / "m", tmp_path / "hf")
+    assert code == 0 and err.startswith("dlnlp: warning: ") and "no vocabulary to export" in err
+    assert len(err.splitlines()) == 1
+    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == ["config.json", "model.safetensors"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--block-size", "0"], "--block-size must be >= 1, got 0"),  # was accepted (the model's block size)
+    (["--block-size", "-4"], "--block-size must be >= 1, got -4"),  # was ZeroDivisionError
+    (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),  # was "range() arg 3 must not be zero"
+])
+def test_eval_refuses_meaningless_sizes(trained, corpus, capsys, args, message):
+    out, _ = trained
+    code, stdout, err = dlnlp(capsys, "gpt", "eval", out, corpus, "--device", "cpu", *args)
+    assert (code, stdout, err) == (1, "", f"dlnlp: error: {message}\n")
+
+
+def _damaged(source, target, edit):
+    """A copy of a model directory with ``edit(config, weights)`` applied to config.json and model.safetensors."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("checkpoint", "data"))
+    config = json.loads((target / "config.json").read_text())
+    weights = load_file(str(target / "model.safetensors"))
+    edit(config, weights)
+    (target / "config.json").write_text(json.dumps(config))
+    save_file(weights, str(target / "model.safetensors"))
+    return target
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda c, w: c.pop("model"), "config.json: no 'model' section"),  # was KeyError: 'model'
+    (lambda c, w: c.update(model=5), "config.json: 'model' is not an object"),
+    (lambda c, w: c.update(level="bogus"),  # was AttributeError
+     "config.json: level 'bogus' is not one of char, tokenizer, ids"),
+    (lambda c, w: w.pop("ln_f.bias"),  # was "RuntimeError: Error(s) in loading state_dict for GPT:"
+     "model.safetensors: weights do not match config.json (missing ln_f.bias)"),
+    (lambda c, w: c["model"].update(vocab_size=c["model"]["vocab_size"] + 1),
+     "model.safetensors: weights do not match config.json (shape of wte.weight is [{v}, 16], config.json says "
+     "[{w}, 16]; shape of lm_head.weight is [{v}, 16], config.json says [{w}, 16])"),
+])
+def test_damaged_model_directories_fail_with_one_line_naming_the_file(trained, corpus, tmp_path, capsys, edit,
+                                                                      message):
+    out, _ = trained
+    vocab = json.loads((out / "config.json").read_text())["model"]["vocab_size"]
+    damaged = _damaged(out, tmp_path / "m", edit)
+    expected = f"dlnlp: error: {damaged}/" + message.format(v=vocab, w=vocab + 1) + "\n"
+    for args in (["gpt", "eval", damaged, corpus, "--device", "cpu"],
+                 ["generate", damaged, "--prompt", "line", "--device", "cpu"],
+                 ["gpt", "export", damaged, tmp_path / "hf"]):
+        code, stdout, err = dlnlp(capsys, *args)
+        assert (code, stdout, err) == (1, "", expected), args
+    assert not (tmp_path / "hf").exists()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import threading
 
 import pytest
 
@@ -76,6 +79,33 @@ def test_generate_is_seeded(model_dir):
     assert prompted.startswith("the dog")
 
 
+def test_generate_streams_sentences_into_a_pipe(model_dir):
+    # `ngram generate --num 100000 | head -1` printed nothing until every sentence was sampled.
+    process = subprocess.Popen([sys.executable, "-m", "dlnlp", "ngram", "generate", str(model_dir), "--num",
+                                "100000000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first: list[str] = []
+        reader = threading.Thread(target=lambda: first.append(process.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(30)
+        assert first and first[0].endswith("\n"), "no sentence within 30 s"
+        process.stdout.close()  # the reader goes away, as `head -1` does: a quiet exit 0
+        assert process.wait(30) == 0 and process.stderr.read() == ""
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_generate_refuses_meaningless_counts(model_dir):
+    for option, value, message in [("--num", "0", "--num must be >= 1, got 0"),
+                                   ("--max-tokens", "0", "--max-tokens must be >= 1, got 0"),
+                                   ("--temperature", "-1", "--temperature must be > 0, got -1.0"),
+                                   ("--top-k", "-3", "--top-k must be >= 0 (0: all words), got -3")]:
+        result = run_cli("ngram", "generate", str(model_dir), option, value)
+        assert (result.returncode, result.stderr) == (1, f"dlnlp: error: {message}\n"), option
+
+
 def test_export_import_round_trip(tmp_path, model_dir):
     arpa = tmp_path / "lm.arpa.gz"
     run_cli("ngram", "export", str(model_dir), str(arpa), check=True)
@@ -109,3 +139,20 @@ def test_bad_inputs_fail_with_one_line(tmp_path, model_dir):
         assert result.returncode == 1, args
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("dlnlp: error:"), (args, result.stderr)
+
+
+@pytest.mark.parametrize(("order", "shown"), [(None, "None"), ("3", "'3'"), (0, "0")])
+def test_a_bad_order_in_config_json_is_one_line(tmp_path, model_dir, order, shown):
+    import shutil
+
+    damaged = tmp_path / "lm"
+    shutil.copytree(model_dir, damaged)
+    config = json.loads((damaged / "config.json").read_text())
+    config["order"] = order
+    if order is None:
+        del config["order"]  # was KeyError: 'order'
+    (damaged / "config.json").write_text(json.dumps(config))
+    for args in (["eval", str(damaged), "-"], ["generate", str(damaged)], ["export", str(damaged), str(tmp_path / "a")]):
+        result = run_cli("ngram", *args, input="the cat\n")
+        assert (result.returncode, result.stderr) == (
+            1, f"dlnlp: error: {damaged}/config.json: 'order' must be an integer >= 1, got {shown}\n"), args

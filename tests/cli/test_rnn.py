@@ -105,6 +105,14 @@ def test_stdin_corpus_ids_input_and_ffnn(tmp_path):
     (["rnn", "train", "{corpus}", "--out", "{tmp}/m", "--cell", "gru", "--forget-bias", "1", "--max-steps", "1"],
      "--forget-bias applies to --cell lstm"),
     (["rnn", "train", "{corpus}", "--out", "{tmp}/m", "--resume"], "no checkpoint"),
+    (["rnn", "train", "{corpus}", "--out", "{tmp}/m", "--eval-batches", "0", "--max-steps", "1"],
+     "--eval-batches must be >= 1, got 0"),
+    (["rnn", "train", "{corpus}", "--out", "{tmp}/m", "--beta2", "1.5", "--max-steps", "1"],
+     "--beta2 must be in [0, 1), got 1.5"),
+    (["rnn", "train", "{corpus}", "--out", "{tmp}/m", "--optimizer", "sgd", "--momentum", "-1", "--max-steps", "1"],
+     "--momentum must be in [0, 1), got -1.0"),
+    (["rnn", "train", "{corpus}", "--out", "{tmp}/m", "--log-interval", "0", "--max-steps", "1"],
+     "--log-interval must be >= 1, got 0"),
     (["rnn", "sample", "{tmp}", "--length", "3"], "not a dlnlp model directory"),
     (["rnn", "eval", "{tmp}/nope", "{corpus}"], "no such model directory"),
 ])
@@ -199,3 +207,40 @@ def test_absurd_sizes_fail_at_once_with_one_line(tmp_path, capsys, monkeypatch):
                                      "accepted, 16,777,215 (the vocabulary would have 4,000,000,001 rows); "
                                      "renumber the ids densely")
     assert not (tmp_path / "c").exists()
+
+
+def test_sample_and_eval_refuse_bad_values_naming_the_option(trained, capsys):
+    root, out, _ = trained
+    code, _, err = run_main("rnn", "eval", out, root / "corpus.txt", "--batch-size", "0")
+    assert (code, err) == (1, "dlnlp: error: --batch-size must be >= 1, got 0\n")  # was a raw ValueError
+    code, _, err = run_main("rnn", "sample", out, "--top-k", "0")
+    assert (code, err) == (1, "dlnlp: error: --top-k must be >= 1, got 0\n")
+    result = run_cli("rnn", "sample", str(out), "--prime", "to \udcff", "--length", "3")  # bytes b"to \xff"
+    assert (result.returncode, result.stderr) == (1, "dlnlp: error: --prime: not valid UTF-8 (byte 0xff at "
+                                                     "character 4)\n")
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda c: c.pop("model"), "config.json: no 'model' section"),
+    (lambda c: c.pop("level"), "config.json: no 'level' (one of char, tokenizer, ids)"),
+    (lambda c: c.update(level="words"), "config.json: level 'words' is not one of char, tokenizer, ids"),
+    (lambda c: c["model"].update(hidden="big"), "config.json: invalid 'model' settings ("),
+    (lambda c: c["model"].update(embed=9),  # the first line of torch's message was "Error(s) in loading ...:"
+     "model.safetensors: weights do not match config.json (shape of embedding.weight is [{v}, 8], config.json "
+     "says [{v}, 9]"),
+])
+def test_damaged_model_directories_fail_with_one_line_naming_the_file(trained, tmp_path, capsys, edit, message):
+    import shutil
+
+    root, out, _ = trained
+    damaged = tmp_path / "m"
+    shutil.copytree(out, damaged, ignore=shutil.ignore_patterns("checkpoint", "data"))
+    config = json.loads((damaged / "config.json").read_text())
+    vocab = config["model"]["vocab_size"]
+    edit(config)
+    (damaged / "config.json").write_text(json.dumps(config))
+    for args in (["rnn", "eval", damaged, root / "corpus.txt"], ["rnn", "sample", damaged, "--length", "2"],
+                 ["generate", damaged, "--prompt", "to", "--device", "cpu"]):
+        code, stdout, err = run_main(*args)
+        assert code == 1 and stdout == "" and len(err.splitlines()) == 1, (args, err)
+        assert err.startswith(f"dlnlp: error: {damaged}/" + message.format(v=vocab)), (args, err)

@@ -190,7 +190,7 @@ def test_recurrent_adapter_matches_full_recompute():
 
 def test_invalid_settings():
     lm = table_lm()
-    with pytest.raises(ValueError, match="num return"):
+    with pytest.raises(ValueError, match="--num-return"):
         generate(lm, [[0]], DecodeConfig(strategy="beam", num_beams=2, num_return=3))
     with pytest.raises(ValueError, match="empty"):
         generate(lm, [[]], DecodeConfig())

@@ -160,3 +160,17 @@ def test_old_style_checkpoint_names_and_mask_buffers(hf_pair, tmp_path):
     again, _ = load_gpt(tmp_path / "dl")
     ids = torch.randint(0, VOCAB, (1, 12))
     assert torch.allclose(again(ids)[0], model(ids)[0], atol=1e-6)
+
+
+def test_char_tokenizer_json_gives_dlnlp_char_ids_exactly():
+    from tokenizers import Tokenizer
+
+    from dlnlp.io.hf import char_tokenizer_json
+    from dlnlp.tokenization.char import CharVocab
+
+    vocab = CharVocab.build("the quick brown fox\r\n\t <>ünk 😀.,'")
+    tokenizer = Tokenizer.from_str(char_tokenizer_json(vocab.chars))
+    for text in ["the fox.\r\n", "  <unk> ", "😀ü\t\n\n", "Zébra ☃ x", "", "k>"]:
+        ids = vocab.encode(text)
+        assert tokenizer.encode(text).ids == ids, text
+        assert tokenizer.decode(ids) == vocab.decode(ids), text  # unknown characters: U+FFFD both

@@ -151,3 +151,24 @@ def test_training_commands_choose_the_output_format_by_suffix(tmp_path):
     assert load_vectors(tmp_path / "run").words == ["a", "b"]
     write_vectors_output(kv, tmp_path / "v.txt", "glove")
     assert (tmp_path / "v.txt").read_text().splitlines()[0].startswith("a 1 0")
+
+
+def test_search_and_limit_refuse_counts_below_one(tmp_path):
+    kv = _kv()
+    save_vectors(kv, tmp_path / "v.txt")
+    for call, message in [(lambda: kv.most_similar(WORDS[0], topn=0), "--topn must be >= 1, got 0"),
+                          (lambda: kv.most_similar(WORDS[0], restrict=-1), "--restrict must be >= 1, got -1"),
+                          (lambda: kv.most_similar_cosmul([WORDS[0]], [], topn=-2), "--topn must be >= 1, got -2"),
+                          (lambda: load_vectors(tmp_path / "v.txt", limit=0), "--limit must be >= 1, got 0")]:
+        with pytest.raises(InputError, match=message.replace("(", r"\(")):
+            call()
+
+
+def test_a_damaged_vocab_txt_in_a_model_directory_is_one_line(tmp_path):
+    save_vectors(_kv(), tmp_path / "v", fmt="dlnlp")
+    (tmp_path / "v" / "vocab.txt").write_text("the\t5\nof\n")  # was "invalid literal for int()"
+    with pytest.raises(DlnlpError, match=r"v/vocab.txt:2: expected WORD<tab>COUNT, got 'of'"):
+        load_vectors(tmp_path / "v")
+    (tmp_path / "v" / "vocab.txt").write_text("the\t5\nof\t3\n")
+    with pytest.raises(DlnlpError, match=r"vocab.txt has 2 words, model.safetensors 5x7 vectors"):
+        load_vectors(tmp_path / "v")

@@ -181,3 +181,16 @@ def test_brown_order5_counts_and_perplexity_match_lmplz():
     assert result["tokens"] == 61_123 and result["oov"] == 2_234
     assert result["perplexity"] == pytest.approx(376.62, rel=0.01)
     assert result["perplexity_excl_oov"] == pytest.approx(275.95, rel=0.01)
+
+
+def test_generate_yields_sentences_one_at_a_time_and_checks_options_first():
+    model = train(["the cat sat", "the dog sat", "a cat saw a dog"] * 3, 2)
+    steps = []
+    next_log10 = model.next_log10
+    model.next_log10 = lambda history: steps.append(1) or next_log10(history)
+    sentences = model.generate(num=1000, max_tokens=5, seed=0)
+    assert isinstance(next(sentences), str) and len(steps) <= 5  # one sentence sampled, not a thousand
+    for bad, message in [({"num": 0}, "--num must be >= 1, got 0"), ({"max_tokens": -1}, "--max-tokens must be >= 1"),
+                         ({"temperature": 0.0}, "--temperature must be > 0"), ({"top_k": -2}, "--top-k must be >= 0")]:
+        with pytest.raises(InputError, match=message):
+            model.generate(**bad)  # raised at the call, not at the first sentence
