@@ -11,3 +11,13 @@ class InputError(DlnlpError):
 
 class ModelDirError(DlnlpError):
     """A model directory that is missing, of another kind, or of an unsupported format version."""
+
+
+class OptionError(DlnlpError, ValueError):
+    """An option out of its range: one line for the CLI, still a ValueError for library callers."""
+
+
+def check_int(option: str, value: int, low: int, high: int, note: str = "") -> None:
+    """Refuse an integer option outside ``[low, high]``, naming it as typed (``--window``)."""
+    if not low <= value <= high:
+        raise OptionError(f"{option} must be between {low} and {high}{note}, got {value}")

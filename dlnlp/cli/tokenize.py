@@ -42,6 +42,9 @@ Format = Annotated[str, typer.Option("--format", help="ids (space-separated ids)
 
 def _set_workers(workers: int) -> int:
     """Thread count for the engines; HF reads RAYON_NUM_THREADS when its pool first starts."""
+    from dlnlp.errors import check_int
+
+    check_int("--workers", workers, 0, 1024, " (0: all cores)")
     threads = workers if workers > 0 else (os.cpu_count() or 1)
     if workers > 0:
         os.environ["RAYON_NUM_THREADS"] = str(workers)

@@ -93,7 +93,7 @@ def register(app: typer.Typer) -> None:
             config.validate()
         except ValueError as exc:
             raise DlnlpError(str(exc)) from exc
-        check_counting_options(window, min_count, memory)
+        check_counting_options(window, min_count, memory, max_vocab)
         fmt_out = output_format(out, fmt)
         check_can_write(out, force, inputs=inputs)
         with Progress("counting", unit="lines", quiet=quiet) as bar:

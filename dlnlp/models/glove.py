@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from dlnlp.errors import DlnlpError
+from dlnlp.errors import DlnlpError, OptionError, check_int
 from dlnlp.kernels import glove_native
 from dlnlp.kernels.glove_loss import adagrad_step_, adam_step_, glove_loss_and_grads, glove_weight
 from dlnlp.kernels.memory import MAX_WIDTH
@@ -48,21 +48,14 @@ OUTPUTS = ("sum", "word")
 
 MAX_EPOCHS = 100_000
 MAX_BATCH = 1 << 24
-MAX_WINDOW = 1000
 MAX_WORKERS = 1024
 
 
-class GloVeOptionError(DlnlpError, ValueError):
-    """An option out of its range (a ValueError for library callers, one line for the CLI)."""
+GloVeOptionError = OptionError  # the name earlier releases raised
 
 
 class VectorsDiverged(DlnlpError):
     """Training made the cost or the vectors overflow (the learning rate is too high)."""
-
-
-def _check_int(option: str, value: int, low: int, high: int, note: str = "") -> None:
-    if not low <= value <= high:
-        raise GloVeOptionError(f"{option} must be between {low} and {high}{note}, got {value}")
 
 
 def check_options(*, window: int, min_count: int, max_vocab: int | None, memory: float, workers: int,
@@ -70,16 +63,10 @@ def check_options(*, window: int, min_count: int, max_vocab: int | None, memory:
     """The counting and run options of ``glove train`` (besides :class:`GloVeConfig`'s), before any work."""
     from dlnlp.models.ppmi_svd import check_counting_options
 
-    _check_int("--window", window, 1, MAX_WINDOW)
-    _check_int("--min-count", min_count, 1, 2**63 - 1)
-    if max_vocab is not None:
-        _check_int("--max-vocab", max_vocab, 1, 2**31 - 1)
-    if not (math.isfinite(memory) and memory > 0):
-        raise GloVeOptionError(f"--memory must be > 0 (GiB), got {memory:g}")
-    _check_int("--workers", workers, 0, MAX_WORKERS, " (0: all cores)")
+    check_counting_options(window, min_count, memory, max_vocab)
+    check_int("--workers", workers, 0, MAX_WORKERS, " (0: all cores)")
     if max_time is not None and not (math.isfinite(max_time) and max_time > 0):
-        raise GloVeOptionError(f"--max-time must be > 0 seconds, got {max_time:g}")
-    check_counting_options(window, min_count, memory)
+        raise OptionError(f"--max-time must be > 0 seconds, got {max_time:g}")
 
 
 @dataclass
@@ -104,10 +91,10 @@ class GloVeConfig:
         AdaGrad moves a component by at most about ``lr`` per entry, so rates above 1 only scatter
         the vectors; the caps on sizes keep the numbers the native loop gets 32-bit.
         """
-        _check_int("--dim", self.dim, 1, MAX_WIDTH)
-        _check_int("--epochs", self.epochs, 1, MAX_EPOCHS)
-        _check_int("--batch-size", self.batch_size, 1, MAX_BATCH)
-        _check_int("--seed", self.seed, 0, 2**63 - 1)
+        check_int("--dim", self.dim, 1, MAX_WIDTH)
+        check_int("--epochs", self.epochs, 1, MAX_EPOCHS)
+        check_int("--batch-size", self.batch_size, 1, MAX_BATCH)
+        check_int("--seed", self.seed, 0, 2**63 - 1)
         if not (math.isfinite(self.x_max) and self.x_max > 0):
             raise GloVeOptionError(f"--x-max must be > 0, got {self.x_max:g}")
         if not (math.isfinite(self.alpha) and 0 <= self.alpha <= 1):

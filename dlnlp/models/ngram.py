@@ -58,6 +58,9 @@ NORMALIZED = {"modified-kn": True, "kn": True, "witten-bell": True, "add-k": Tru
 # lmplz --discount_fallback defaults, for orders whose counts-of-counts cannot give discounts.
 FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)
 STUPID_BACKOFF_ALPHA = 0.4  # Brants et al. (2007)
+# Each order is a counting pass and a table: 5-grams are the usual, KenLM builds up to 6 by default;
+# far beyond the longest sentence every order is empty, so orders past 64 only cost time.
+MAX_ORDER = 64
 KIND = "ngram"
 FORMAT_VERSION = 1
 LOG10_ZERO = -99.0  # how ARPA writes log10(0)
@@ -469,8 +472,8 @@ def train(lines: Iterable[str], order: int = 3, smoothing: str = "modified-kn", 
           discounts: list[tuple[float, float, float]] | None = None, warn=None, temp_dir: str | None = None,
           on_chunk=None) -> NgramModel:
     """Count and estimate in one call: ``train(open('corpus.txt'), order=5)``."""
-    if order < 1:
-        raise InputError("--order must be at least 1")
+    if not 1 <= order <= MAX_ORDER:
+        raise InputError(f"--order must be between 1 and {MAX_ORDER}, got {order}")
     if smoothing not in SMOOTHING:
         raise InputError(f"--smoothing must be one of {', '.join(SMOOTHING)}")
     if min_count < 1:

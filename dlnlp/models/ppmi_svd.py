@@ -49,14 +49,22 @@ class PPMIConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        if self.dim < 1:
-            raise ValueError("dim must be at least 1")
-        if not 0 < self.cds <= 1:
-            raise ValueError("cds (context-distribution smoothing) must be in (0, 1]")
-        if self.shift <= 0:
-            raise ValueError("shift k must be positive")
+        """Each option in its meaningful range (one-line errors naming the option as typed)."""
+        import math
+
+        from dlnlp.errors import OptionError, check_int
+
+        check_int("--dim", self.dim, 1, 2**31 - 1)
+        if not (math.isfinite(self.cds) and 0 < self.cds <= 1):
+            raise OptionError(f"--cds (context-distribution smoothing) must be in (0, 1], got {self.cds:g}")
+        if not (math.isfinite(self.shift) and self.shift > 0):
+            raise OptionError(f"--shift must be > 0, got {self.shift:g}")
+        if not (math.isfinite(self.eig) and 0 <= self.eig <= 1):  # Levy et al. (2015) weigh by Sigma^p, p in [0, 1]
+            raise OptionError(f"--eig must be in [0, 1], got {self.eig:g}")
         if self.svd not in SVD_METHODS:
-            raise ValueError(f"svd must be one of {', '.join(SVD_METHODS)}")
+            raise OptionError(f"--svd must be one of {', '.join(SVD_METHODS)}, got {self.svd!r}")
+        check_int("--power-iterations", self.power_iterations, 0, 100)
+        check_int("oversample", self.oversample, 0, 2**31 - 1)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -172,16 +180,22 @@ def check_svd_size(config: PPMIConfig, vocab_size: int, nnz: int = 0) -> None:
                "cpu", task="ppmi-svd")
 
 
-def check_counting_options(window: int, min_count: int, memory: float) -> None:
-    """The co-occurrence options' bounds, checked before any work (one-line user errors); ``memory`` in any unit."""
-    from dlnlp.errors import DlnlpError
+# Co-occurrence counting makes one pass per window distance; glove.c's default is 15.
+MAX_WINDOW = 1000
 
-    if window < 1:
-        raise DlnlpError("--window must be at least 1")
-    if min_count < 1:
-        raise DlnlpError("--min-count must be at least 1")
-    if memory <= 0:
-        raise DlnlpError("--memory must be positive (GiB)")
+
+def check_counting_options(window: int, min_count: int, memory: float, max_vocab: int | None = None) -> None:
+    """The co-occurrence options' bounds, checked before any work (one-line user errors); ``memory`` in any unit."""
+    import math
+
+    from dlnlp.errors import OptionError, check_int
+
+    check_int("--window", window, 1, MAX_WINDOW)
+    check_int("--min-count", min_count, 1, 2**63 - 1)
+    if max_vocab is not None:
+        check_int("--max-vocab", max_vocab, 1, 2**31 - 1)
+    if not (math.isfinite(memory) and memory > 0):
+        raise OptionError(f"--memory must be > 0 (GiB), got {memory:g}")
 
 
 def corpus_cooccurrence(inputs: Sequence[str] | None, options: CorpusOptions | None = None, *, min_count: int = 5,

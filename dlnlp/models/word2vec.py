@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from dlnlp.errors import DlnlpError, ModelDirError
+from dlnlp.errors import DlnlpError, ModelDirError, check_int
 from dlnlp.io.vectors import KeyedVectors
 from dlnlp.kernels.memory import MAX_WIDTH
 from dlnlp.models.vocab import Vocabulary
@@ -60,11 +60,6 @@ INT32_MAX = 2**31 - 1
 
 class VectorsDiverged(DlnlpError):
     """Training made the vectors overflow to nan or inf (the learning rate is too high)."""
-
-
-def _check_int(option: str, value: int, low: int, high: int, note: str = "") -> None:
-    if not low <= value <= high:
-        raise DlnlpError(f"{option} must be between {low} and {high}{note}, got {value}")
 
 
 @dataclass
@@ -98,16 +93,16 @@ class Word2VecConfig:
             raise DlnlpError(f"--arch {self.arch}: expected skipgram or cbow")
         if self.loss not in ("ns", "hs", "both"):
             raise DlnlpError(f"--loss {self.loss}: expected ns, hs or both")
-        _check_int("--negative", self.negative, 1 if self.use_ns else 0, MAX_NEGATIVE)
-        _check_int("--window", self.window, 1, MAX_WINDOW)
-        _check_int("--min-count", self.min_count, 1, INT32_MAX)
+        check_int("--negative", self.negative, 1 if self.use_ns else 0, MAX_NEGATIVE)
+        check_int("--window", self.window, 1, MAX_WINDOW)
+        check_int("--min-count", self.min_count, 1, INT32_MAX)
         if self.max_vocab is not None:
-            _check_int("--max-vocab", self.max_vocab, 1, INT32_MAX)
-        _check_int("--dim", self.dim, 1, MAX_WIDTH)
-        _check_int("--epochs", self.epochs, 1, MAX_EPOCHS)
-        _check_int("--workers", self.workers, 0, MAX_WORKERS, " (0: all cores)")
-        _check_int("--batch-size", self.batch_size, 0, MAX_BATCH, " (0: auto)")
-        _check_int("--seed", self.seed, 0, 2**63 - 1)
+            check_int("--max-vocab", self.max_vocab, 1, INT32_MAX)
+        check_int("--dim", self.dim, 1, MAX_WIDTH)
+        check_int("--epochs", self.epochs, 1, MAX_EPOCHS)
+        check_int("--workers", self.workers, 0, MAX_WORKERS, " (0: all cores)")
+        check_int("--batch-size", self.batch_size, 0, MAX_BATCH, " (0: auto)")
+        check_int("--seed", self.seed, 0, 2**63 - 1)
         if not (math.isfinite(self.lr) and 0 < self.lr < 1):
             raise DlnlpError(f"--lr must be > 0 and < 1, got {self.lr:g}")
         if not (math.isfinite(self.min_lr) and 0 <= self.min_lr <= self.lr):

@@ -12,6 +12,10 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from dlnlp.errors import InputError
 
+# A vocabulary becomes rows of an embedding matrix and of a tokenizer's tables, so its size is bounded:
+# 2^24 = 16,777,216 entries is 64 times the largest tokenizers in use (about 256k entries).
+MAX_VOCAB_SIZE = 1 << 24
+
 
 def format_id_line(ids: Sequence[int]) -> str:
     """``[5, 17, 2] -> "5 17 2"`` (no trailing newline)."""

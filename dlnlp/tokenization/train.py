@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dlnlp.errors import DlnlpError
+from dlnlp.tokenization.ids import MAX_VOCAB_SIZE
 
 if TYPE_CHECKING:
     from dlnlp.io.corpus import CorpusOptions
@@ -84,8 +85,8 @@ class TrainSpec:
             raise DlnlpError(f"--engine sentencepiece trains bpe or unigram, not {self.model}")
         if self.normalize not in NORMALIZATIONS:
             raise DlnlpError(f"--normalize must be one of {', '.join(NORMALIZATIONS)}, not {self.normalize!r}")
-        if self.vocab_size < 1:
-            raise DlnlpError("--vocab-size must be positive")
+        if not 1 <= self.vocab_size <= MAX_VOCAB_SIZE:
+            raise DlnlpError(f"--vocab-size must be between 1 and {MAX_VOCAB_SIZE:,}, got {self.vocab_size}")
         if self.min_frequency < 0:
             raise DlnlpError("--min-frequency must be >= 0")
         if self.special_tokens is not None and any(not token for token in self.special_tokens):

@@ -141,10 +141,7 @@ def load_checkpoint(out_dir: str | Path, device: str | torch.device = "cpu"
     meta_path = directory / TRAINER_JSON
     if not meta_path.is_file():
         raise ModelDirError(f"{directory}: no checkpoint to resume from")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelDirError(f"{meta_path}: not valid JSON ({exc})") from exc
+    meta = _read_meta(meta_path)
     if meta.get("checkpoint_format") != CHECKPOINT_FORMAT:
         raise ModelDirError(f"{directory}: checkpoint format {meta.get('checkpoint_format')} is not supported")
     model_state = load_weights(directory / MODEL_FILE, device=str(device))
@@ -158,7 +155,20 @@ def read_checkpoint_meta(out_dir: str | Path) -> dict[str, Any]:
     path = Path(out_dir) / CHECKPOINT_DIR / TRAINER_JSON
     if not path.is_file():
         raise ModelDirError(f"{Path(out_dir)}: no checkpoint to resume from")
-    return json.loads(path.read_text())
+    return _read_meta(path)
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    """``trainer.json``, checked: a JSON object with the trainer's sections."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelDirError(f"{path}: not valid JSON ({exc})") from None
+    missing = [key for key in ("step", "config", "data", "optimizer", "rng") if not isinstance(meta, dict)
+               or key not in meta]
+    if missing:
+        raise ModelDirError(f"{path}: not a dlnlp checkpoint (missing {', '.join(missing)})")
+    return meta
 
 
 def _json_default(value: Any) -> Any:

@@ -43,12 +43,10 @@ import torch
 
 from dlnlp.errors import InputError
 from dlnlp.io.corpus import CorpusOptions, describe_inputs, iter_line_blocks
+from dlnlp.tokenization.ids import MAX_VOCAB_SIZE  # piped ids: the vocabulary is the largest id + 1
 
 DATA_DIR = "data"
 META_NAME = "meta.json"
-# Piped ids become rows of an embedding matrix (the vocabulary is the largest id + 1), so an id is
-# bounded: 2^24 = 16,777,216 rows is 64 times the largest tokenizers in use (about 256k entries).
-MAX_VOCAB_SIZE = 1 << 24
 
 
 def dtype_for(vocab_size: int) -> np.dtype:
@@ -276,18 +274,27 @@ def load_lm_data(out_dir: str | Path, vocab: Any = None) -> LMData:
     meta_path = data_dir / META_NAME
     if not meta_path.is_file():
         raise InputError(f"{data_dir}: no spooled training data (was the run started with this dlnlp?)")
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{meta_path}: not valid JSON ({exc})") from None
+    missing = [key for key in ("dtype", "vocab_size", "level", "split") if not isinstance(meta, dict)
+               or key not in meta]
+    if missing or not isinstance(meta["split"], dict):
+        raise InputError(f"{meta_path}: not a dlnlp data description (missing {', '.join(missing) or 'split'})")
 
     def view(entry: list | None) -> np.ndarray | None:
         if entry is None:
             return None
+        if not isinstance(entry, list) or len(entry) != 3:
+            raise InputError(f"{meta_path}: a split must be [file, start, stop], got {entry!r}")
         name, start, stop = entry
         if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
             raise InputError(f"{meta_path}: token file name {name!r} leaves {data_dir}; the run directory is "
                              "damaged or not from dlnlp")
         return open_tokens(data_dir / name, meta["dtype"], start, stop)
 
-    return LMData(train=view(meta["split"]["train"]), val=view(meta["split"]["val"]),
+    return LMData(train=view(meta["split"].get("train")), val=view(meta["split"].get("val")),
                   vocab_size=meta["vocab_size"], level=meta["level"], vocab=vocab, meta=meta)
 
 

@@ -255,3 +255,13 @@ def test_vectors_commands_write_to_stdout_with_dash(tmp_path):
     header, *rows = result.stdout.splitlines()
     assert header == f"{len(rows)} 8" and all(len(row.split()) == 9 for row in rows)
     _only(tmp_path, "corpus.txt")
+
+
+@pytest.mark.parametrize("damage", ["data/meta.json", "checkpoint/trainer.json"])
+def test_resume_of_a_damaged_run_names_the_file(workspace, damage):
+    _, model, _ = workspace
+    for content in ("{not json", '{"unrelated": 1}'):
+        (model / damage).write_text(content)
+        code, _, err = run_main("rnn", "train", "--resume", "--out", model, "--max-steps", "3")
+        assert code == 1 and damage in err and len(err.strip().splitlines()) == 1, err
+        assert "Error:" not in err  # no raw exception class names

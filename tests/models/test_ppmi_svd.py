@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 
 import numpy as np
 import pytest
@@ -103,3 +104,23 @@ def test_bad_config():
     for bad in (PPMIConfig(cds=0), PPMIConfig(shift=0), PPMIConfig(svd="qr"), PPMIConfig(dim=0)):
         with pytest.raises(ValueError):
             bad.validate()
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"eig": -1.0}, "--eig must be in [0, 1], got -1"), ({"power_iterations": -1}, "--power-iterations"),
+    ({"cds": 0.0}, "--cds"), ({"shift": float("nan")}, "--shift"), ({"svd": "qr"}, "--svd"), ({"dim": 0}, "--dim"),
+])
+def test_meaningless_options_are_refused_naming_them(changes, message):
+    with pytest.raises(DlnlpError, match=re.escape(message)):
+        PPMIConfig(**changes).validate()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ((5, 1, float("nan"), None), "--memory must be > 0"), ((5, 1, 1.0, 0), "--max-vocab"),
+    ((100000, 1, 1.0, None), "--window must be between 1 and 1000"), ((5, 0, 1.0, None), "--min-count"),
+])
+def test_counting_options_are_checked_before_any_work(args, message):
+    from dlnlp.models.ppmi_svd import check_counting_options
+
+    with pytest.raises(DlnlpError, match=re.escape(message)):
+        check_counting_options(*args)
