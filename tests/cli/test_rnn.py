@@ -140,8 +140,13 @@ def test_sigterm_saves_a_checkpoint_exits_130_and_resume_finishes(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **ONE_THREAD})
     metrics = out / "metrics.jsonl"
+
+    def logged_steps() -> int:  # until the first checkpoint the run lives in a staging directory beside out
+        files = [metrics, *tmp_path.glob(".m.*.tmp/metrics.jsonl")]
+        return max((f.read_text().count("\n") for f in files if f.exists()), default=0)
+
     deadline = time.time() + 120
-    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+    while time.time() < deadline and logged_steps() < 3:
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
