@@ -572,10 +572,13 @@ def test_over_long_line_memory(command, art, tmp_path):
         args = ["tokenize", "encode", path, "-t", art["tok"], "-q", "--output", tmp_path / "long.ids"]
     else:
         args = ["tokenize", "train", path, *TOKENIZE, "--out", tmp_path / "tok.json"]
-    probe = ("import resource, sys\n"
+    # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss across fork and exec, so a child of a
+    # large pytest process would report the parent's peak.
+    probe = ("import re, sys\n"
              "from dlnlp.cli.main import main\n"
              "try:\n    main(sys.argv[2:])\n"
-             "finally:\n    open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n")
+             "finally:\n    peak = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
+             "    open(sys.argv[1], 'w').write(peak)\n")
     peak_file = tmp_path / "peak"
     env = {k: v for k, v in os.environ.items() if k != "DLNLP_DEBUG"}
     result = subprocess.run([sys.executable, "-c", probe, peak_file, *map(str, args)], capture_output=True,
