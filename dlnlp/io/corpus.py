@@ -296,6 +296,16 @@ def _iter_text_blocks(spec: str, encoding_errors: str, limit: int | None = None,
         yield _long_lines([line], name, done, limit, long_lines) if size > limit else [line]
 
 
+def iter_file_lines(spec: str, encoding_errors: str = "strict", long_lines: str = "split") -> Iterator[str]:
+    """The lines of one input (a path or ``-``) read as plain text whatever its suffix, with the errors of
+    :func:`iter_line_blocks` (undecodable bytes and over-long lines name FILE:LINE, damaged compressed
+    files name the file). For readers that parse the lines themselves (``io/labeled.py``)."""
+    if encoding_errors not in ENCODING_ERRORS:
+        raise InputError(f"--encoding-errors must be one of {', '.join(ENCODING_ERRORS)}")
+    for block in _iter_text_blocks(spec, encoding_errors, None, long_lines):
+        yield from block
+
+
 def _long_lines(lines: list[str], name: str, done: int, limit: int, long_lines: str, what: str = "line") -> list[str]:
     """``lines`` with each one over ``limit`` cut into pieces, or InputError for the first (``"error"``)."""
     if long_lines == "error":

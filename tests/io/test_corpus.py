@@ -351,3 +351,16 @@ def test_undecodable_stdin_names_the_line_and_column(monkeypatch, read_block):
     with pytest.raises(InputError, match=r"^<stdin>:4: not valid UTF-8 \(byte 0xff at column 5\); "
                                          r"use --encoding-errors replace to read it anyway$"):
         list(iter_lines(["-"]))
+
+
+def test_iter_file_lines_reads_any_suffix_as_plain_lines(tmp_path):
+    from dlnlp.io.corpus import iter_file_lines
+
+    path = tmp_path / "d.tsv"
+    path.write_bytes(b"text\tlabel\r\na\t1\n")
+    assert list(iter_file_lines(str(path))) == ["text\tlabel\r", "a\t1"]  # not parsed through datasets
+    path.write_bytes(b"text\tlabel\r\na\t1\nbad \xff\n")
+    with pytest.raises(InputError, match=r"d\.tsv:3: not valid UTF-8"):
+        list(iter_file_lines(str(path)))
+    with pytest.raises(InputError, match="--encoding-errors"):
+        next(iter_file_lines(str(path), "lenient"))
