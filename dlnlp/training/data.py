@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,8 +228,8 @@ def prepare_lm_data(
     if not 0 <= val_fraction < 1:
         raise InputError(f"--val-fraction must be in [0, 1), got {val_fraction}")
     data_dir = Path(out_dir) / DATA_DIR
-    if data_dir.exists():
-        shutil.rmtree(data_dir)
+    if data_dir.exists():  # never delete what a caller did not make here (runs spool into a fresh directory)
+        raise InputError(f"{data_dir}: already exists; spool into a new run directory")
     data_dir.mkdir(parents=True)
     sources: list[Sequence[str] | None] = [inputs] + ([[str(val)]] if val is not None else [])
     vocab = None
