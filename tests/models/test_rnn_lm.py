@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from dlnlp.models.rnn_lm import FFNNLM, RNNLM, RNNLMConfig, build_model, layer_outputs
+from tests.conftest import requires_cuda
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm", "ffnn"])
@@ -156,3 +157,15 @@ def test_ffnn_features_are_the_context_embeddings_and_the_hidden_layer():
     assert torch.equal(x[:, 0, :8], model.embedding(torch.zeros(2, 2, dtype=torch.long)).flatten(1))
     assert torch.equal(h, torch.tanh(model.hidden(x)))
     assert torch.equal(logits, model.decoder(h) + model.direct(x))
+
+
+@requires_cuda
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_cuda_layer_by_layer_top_matches_the_fused_cudnn_kernel(cell):
+    torch.manual_seed(0)
+    model = build_model(RNNLMConfig(vocab_size=13, cell=cell, embed=6, hidden=10, layers=3)).cuda().eval()
+    idx = torch.randint(0, 13, (2, 9), device="cuda")
+    with torch.no_grad():
+        feats = model.features(idx)
+        fused = model.features(idx, layers=None)
+    assert torch.allclose(feats.last_hidden_state, fused.last_hidden_state, atol=1e-5)
