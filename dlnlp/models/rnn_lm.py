@@ -20,7 +20,8 @@ Both are *stateful* for the trainer: an RNN carries ``h`` (and ``c``) across BPT
 n-gram model carries the last ``context - 1`` token ids, so it reads the same streams and its
 first predictions of a window see the end of the previous one. ``forward(idx, targets, state)``
 returns ``(loss, state)`` with targets (mean cross-entropy in nats per token) and
-``(logits, state)`` without.
+``(logits, state)`` without. ``features(idx, state, layers)`` returns every layer's hidden states
+(:mod:`dlnlp.models.features`); ``forward`` computes the logits from its ``last_hidden_state``.
 """
 
 from __future__ import annotations
@@ -149,8 +150,10 @@ class RNNLM(_LMBase):
         top = self.config.layers
         keep = layer_indices(layers, top + 1)
         x = self.embed_drop(self.embedding(idx))
-        if all(i in (0, top) for i in keep):
+        if all(i in (0, top) for i in keep):  # the LM's own path (layers=None) included
             h, state = self.rnn(x, state)
+            if not keep:
+                return Features(h, (), state)
             outputs = {0: x, top: h}
         else:
             per_layer, state = layer_outputs(self.rnn.rnn, x, state)
