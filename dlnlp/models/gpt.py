@@ -24,6 +24,7 @@ from torch import nn
 from dlnlp.kernels.attention import KVCache
 from dlnlp.kernels.position import make_position_encoding
 from dlnlp.kernels.transformer import TransformerBlock, dropout_layer, tie_weights
+from dlnlp.models.features import Features, Layers, layer_indices
 
 KIND = "gpt"
 FORMAT_VERSION = 1
@@ -58,7 +59,8 @@ class GPTConfig:
 
 
 class GPT(nn.Module):
-    """The language model: ``logits, loss = model(idx, targets)``."""
+    """The language model: ``logits, loss = model(idx, targets)``; every layer's hidden states with
+    ``model.features(idx)``."""
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -103,6 +105,44 @@ class GPT(nn.Module):
         """An empty KV cache for incremental decoding (``capacity`` positions preallocated)."""
         return KVCache(self.config.n_layer, capacity=capacity)
 
+    def features(
+        self,
+        idx: torch.Tensor,
+        *,
+        cache: KVCache | None = None,
+        key_padding_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        layers: Layers = "all",
+    ) -> Features:
+        """``idx`` ``[B, T]`` -> hidden states ``[B, T, n_embd]`` (:class:`~dlnlp.models.features.Features`).
+
+        As HF GPT-2's ``output_hidden_states``: ``hidden_states[0]`` is ``h_0`` (embedding + position,
+        after dropout), ``hidden_states[l]`` the output of block ``l``, and the last one, like
+        ``last_hidden_state``, is ``LN_f(h_L)``, the input of the LM head (the raw ``h_L`` is not
+        kept). ``cache``, ``key_padding_mask`` and ``position_ids`` as in :meth:`forward`.
+        """
+        b, t = idx.shape
+        past = len(cache) if cache is not None else 0
+        if position_ids is None:
+            if past + t > self.config.block_size:
+                raise ValueError(f"sequence of {past + t} tokens exceeds the block size {self.config.block_size}")
+            position_ids = torch.arange(past, past + t, device=idx.device)
+        keep = layer_indices(layers, self.config.n_layer + 1)
+        x = self.drop(self.wte(idx) + self.wpe(position_ids))
+        # collected only when asked, so the LM's own path (layers=None) does no extra work per step
+        hidden = [x] if keep else None
+        capacity = cache.capacity if cache is not None else 0
+        for i, block in enumerate(self.h):
+            x = block(x, causal=True, key_padding_mask=key_padding_mask,
+                      cache=cache.layers[i] if cache is not None else None, cache_capacity=capacity)
+            if hidden is not None and i < len(self.h) - 1:
+                hidden.append(x)
+        x = self.ln_f(x)
+        if hidden is None:
+            return Features(x)
+        hidden.append(x)
+        return Features(x, tuple(hidden[i] for i in keep))
+
     def forward(
         self,
         idx: torch.Tensor,
@@ -118,21 +158,13 @@ class GPT(nn.Module):
 
         With ``cache`` the ``T`` tokens follow the cached positions; ``key_padding_mask`` ``[B, past + T]``
         (True = real token) and ``position_ids`` ``[B, T]`` serve left-padded batches of prompts.
+        The logits are ``lm_head`` of :meth:`features`' ``last_hidden_state``.
         """
-        b, t = idx.shape
-        past = len(cache) if cache is not None else 0
-        if position_ids is None:
-            if past + t > self.config.block_size:
-                raise ValueError(f"sequence of {past + t} tokens exceeds the block size {self.config.block_size}")
-            position_ids = torch.arange(past, past + t, device=idx.device)
-        x = self.drop(self.wte(idx) + self.wpe(position_ids))
-        capacity = cache.capacity if cache is not None else 0
-        for i, block in enumerate(self.h):
-            x = block(x, causal=True, key_padding_mask=key_padding_mask,
-                      cache=cache.layers[i] if cache is not None else None, cache_capacity=capacity)
+        x = self.features(idx, cache=cache, key_padding_mask=key_padding_mask, position_ids=position_ids,
+                          layers=None).last_hidden_state
         if last_only and targets is None:
-            x = x[:, -1:]
-        logits = self.lm_head(self.ln_f(x))
+            x = x[:, -1:]  # LayerNorm is per position: the same values as normalizing the last one alone
+        logits = self.lm_head(x)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)

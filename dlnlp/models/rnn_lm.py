@@ -20,7 +20,8 @@ Both are *stateful* for the trainer: an RNN carries ``h`` (and ``c``) across BPT
 n-gram model carries the last ``context - 1`` token ids, so it reads the same streams and its
 first predictions of a window see the end of the previous one. ``forward(idx, targets, state)``
 returns ``(loss, state)`` with targets (mean cross-entropy in nats per token) and
-``(logits, state)`` without.
+``(logits, state)`` without. ``features(idx, state, layers)`` returns every layer's hidden states
+(:mod:`dlnlp.models.features`); ``forward`` computes the logits from its ``last_hidden_state``.
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import _VF, nn
 
 from dlnlp.kernels.memory import MAX_WIDTH
 from dlnlp.kernels.recurrent import CELLS, RecurrentStack
 from dlnlp.kernels.sampling import sample_logits
+from dlnlp.models.features import Features, Layers, layer_indices
 
 MODEL_KIND = "rnn_lm"
 ALL_CELLS = (*CELLS, "ffnn")
@@ -136,10 +138,32 @@ class RNNLM(_LMBase):
         if config.tie_weights:
             self.decoder.weight = self.embedding.weight
 
+    def features(self, idx: torch.Tensor, state: Any = None, layers: Layers = "all") -> Features:
+        """``idx`` ``[B, T]`` -> :class:`~dlnlp.models.features.Features` and the state after the window.
+
+        ``hidden_states[0]`` is the embedding output ``e_t`` (after embedding dropout),
+        ``hidden_states[l]`` the output ``h_t`` of recurrent layer ``l`` (before the dropout between
+        layers); ``last_hidden_state`` is the top layer's, which the decoder reads (after output
+        dropout and the tied projection). Asking for no middle layer runs the fused kernel as
+        :meth:`forward` does; otherwise :func:`layer_outputs` runs its layers one at a time.
+        """
+        top = self.config.layers
+        keep = layer_indices(layers, top + 1)
+        x = self.embed_drop(self.embedding(idx))
+        if all(i in (0, top) for i in keep):  # the LM's own path (layers=None) included
+            h, state = self.rnn(x, state)
+            if not keep:
+                return Features(h, (), state)
+            outputs = {0: x, top: h}
+        else:
+            per_layer, state = layer_outputs(self.rnn.rnn, x, state)
+            outputs = dict(enumerate([x, *per_layer]))
+            h = per_layer[-1]
+        return Features(h, tuple(outputs[i] for i in keep), state)
+
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, state: Any = None
                 ) -> tuple[torch.Tensor, Any]:
-        x = self.embed_drop(self.embedding(idx))
-        h, state = self.rnn(x, state)
+        h, _, state = self.features(idx, state, layers=None)
         h = self.out_drop(h)
         if self.proj is not None:
             h = self.proj(h)
@@ -169,22 +193,71 @@ class FFNNLM(_LMBase):
             self.decoder.weight = self.embedding.weight
         self.direct = nn.Linear(n * d, config.vocab_size, bias=False) if config.direct else None  # W
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, state: Any = None
-                ) -> tuple[torch.Tensor, Any]:
+    def features(self, idx: torch.Tensor, state: Any = None, layers: Layers = "all") -> Features:
+        """``idx`` ``[B, T]`` -> :class:`~dlnlp.models.features.Features` and the last ``context - 1`` ids.
+
+        ``hidden_states[0]`` is ``x``, the concatenated embeddings of the ``context`` tokens
+        (``[B, T, context * embed]``, after embedding dropout); ``hidden_states[1]`` and
+        ``last_hidden_state`` are ``tanh(d + H x)`` (before output dropout).
+        """
         n = self.config.context
+        keep = layer_indices(layers, 2)
         if state is None:  # the start of a stream: pad the history with id 0
             state = idx.new_zeros(idx.size(0), n - 1)
         padded = torch.cat([state, idx], dim=1)                      # [B, n-1+T]
         emb = self.embed_drop(self.embedding(padded))                # [B, n-1+T, d]
         # window t holds tokens t .. t+n-1 of padded, oldest first: [B, T, d, n] -> [B, T, n*d]
         x = emb.unfold(1, n, 1).transpose(-1, -2).flatten(-2)
-        h = self.out_drop(torch.tanh(self.hidden(x)))
+        h = torch.tanh(self.hidden(x))
+        outputs = (x, h)
+        return Features(h, tuple(outputs[i] for i in keep), padded[:, padded.size(1) - (n - 1):])
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, state: Any = None
+                ) -> tuple[torch.Tensor, Any]:
+        # the direct connections W x read the concatenated embeddings, hidden state 0
+        h, hidden, state = self.features(idx, state, layers=(0,) if self.direct is not None else None)
+        h = self.out_drop(h)
         if self.proj is not None:
             h = self.proj(h)
         logits = self.decoder(h)
         if self.direct is not None:
-            logits = logits + self.direct(x)
-        return self.loss_or_logits(logits, targets), padded[:, padded.size(1) - (n - 1):]
+            logits = logits + self.direct(hidden[0])
+        return self.loss_or_logits(logits, targets), state
+
+
+def layer_outputs(rnn: nn.RNNBase, x: torch.Tensor, state: Any = None) -> tuple[list[torch.Tensor], Any]:
+    """Every layer's outputs of a fused multi-layer ``nn.RNN``/``nn.GRU``/``nn.LSTM`` (``batch_first``).
+
+    The fused kernel returns only the top layer; this runs the same weights (``weight_ih_l{k}`` ...)
+    one layer at a time through the same ATen op with ``num_layers=1``, applying the module's
+    dropout between layers in training mode as the fused kernel does (with other random masks).
+    Returns ``([h^1, ..., h^L], state)``, the state shaped as the fused module's.
+    """
+    if rnn.bidirectional or getattr(rnn, "proj_size", 0) or not rnn.batch_first:
+        raise ValueError("layer_outputs supports unidirectional batch_first RNNs without proj_size")
+    lstm = isinstance(rnn, nn.LSTM)
+    if lstm:
+        op = _VF.lstm
+    elif isinstance(rnn, nn.GRU):
+        op = _VF.gru
+    else:
+        op = _VF.rnn_tanh if rnn.nonlinearity == "tanh" else _VF.rnn_relu
+    n = rnn.num_layers
+    if state is None:
+        zeros = x.new_zeros(n, x.size(0), rnn.hidden_size)
+        state = (zeros, zeros) if lstm else zeros
+    outputs, finals = [], []
+    for k in range(n):
+        names = [f"weight_ih_l{k}", f"weight_hh_l{k}"] + ([f"bias_ih_l{k}", f"bias_hh_l{k}"] if rnn.bias else [])
+        weights = [getattr(rnn, name) for name in names]
+        hx = (state[0][k:k + 1], state[1][k:k + 1]) if lstm else state[k:k + 1]
+        y, *final = op(x, hx, weights, rnn.bias, 1, 0.0, rnn.training, False, True)
+        outputs.append(y)
+        finals.append(final)
+        x = F.dropout(y, rnn.dropout, rnn.training) if k < n - 1 and rnn.dropout > 0 else y
+    if lstm:
+        return outputs, (torch.cat([f[0] for f in finals]), torch.cat([f[1] for f in finals]))
+    return outputs, torch.cat([f[0] for f in finals])
 
 
 def build_model(config: RNNLMConfig) -> RNNLM | FFNNLM:

@@ -76,6 +76,23 @@ def test_padded_batch_logits_match_transformers(hf_pair):
     assert (got[keep] - expected[keep]).abs().max().item() < 1e-4
 
 
+def test_hidden_states_match_transformers(hf_pair):
+    """features() returns what GPT2Model's output_hidden_states does, left padding included."""
+    hf, model, _ = hf_pair
+    ids = torch.randint(0, VOCAB, (2, 10), generator=torch.Generator().manual_seed(5))
+    mask = torch.ones(2, 10, dtype=torch.long)
+    mask[1, :3] = 0
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    with torch.no_grad():
+        expected = hf.transformer(ids, attention_mask=mask, position_ids=positions, output_hidden_states=True)
+        got = model.features(ids, key_padding_mask=mask.bool(), position_ids=positions)
+    assert len(got.hidden_states) == len(expected.hidden_states) == 3
+    keep = mask.bool()
+    for mine, theirs in zip(got.hidden_states, expected.hidden_states, strict=True):
+        assert (mine[keep] - theirs[keep]).abs().max().item() < 1e-4
+    assert (got.last_hidden_state[keep] - expected.last_hidden_state[keep]).abs().max().item() < 1e-4
+
+
 def _prompts():
     g = torch.Generator().manual_seed(3)
     return [[int(t) for t in torch.randint(4, VOCAB, (n,), generator=g)] for n in (5, 5, 8, 3)]

@@ -104,6 +104,55 @@ def test_evaluate_windows_counts_every_token_once(model):
     assert loss == pytest.approx(manual / n, abs=1e-5)
 
 
+
+def test_features_are_every_layer_and_the_logits_read_the_last_bit_for_bit(model):
+    """hidden_states[0] = h_0, [l] = block l's output, [-1] = LN_f(h_L) (HF GPT-2's order); forward's
+    logits equal the LM head of last_hidden_state exactly, as computed before features() existed."""
+    x = torch.randint(0, 13, (2, 11))
+    with torch.no_grad():
+        h = model.drop(model.wte(x) + model.wpe(torch.arange(11)))
+        expected = [h]
+        for block in model.h:
+            h = block(h, causal=True)
+            expected.append(h)
+        expected[-1] = model.ln_f(h)
+        feats = model.features(x)
+        logits, _ = model(x)
+        last, _ = model(x, last_only=True)
+    assert len(feats.hidden_states) == model.config.n_layer + 1
+    for got, want in zip(feats.hidden_states, expected, strict=True):
+        assert torch.equal(got, want)
+    assert feats.last_hidden_state is feats.hidden_states[-1] and feats.state is None
+    assert torch.equal(logits, model.lm_head(model.ln_f(h)))  # the pre-features forward, exactly
+    assert torch.equal(logits, model.lm_head(feats.last_hidden_state))
+    assert torch.equal(last, model.lm_head(model.ln_f(h[:, -1:])))
+
+
+def test_features_layer_selection(model):
+    x = torch.randint(0, 13, (1, 6))
+    with torch.no_grad():
+        every = model.features(x).hidden_states
+        none = model.features(x, layers=None)
+        picked = model.features(x, layers=[-1, 0, 1]).hidden_states
+    assert none.hidden_states == () and torch.equal(none.last_hidden_state, every[-1])
+    assert len(picked) == 3
+    assert all(torch.equal(a, b) for a, b in zip(picked, [every[2], every[0], every[1]], strict=True))
+    for bad in ([3], [-4], "top"):
+        with pytest.raises(ValueError, match="layer"):
+            model.features(x, layers=bad)
+
+
+def test_features_with_a_cache_continue_the_full_sequence(model):
+    x = torch.randint(0, 13, (2, 9))
+    with torch.no_grad():
+        full = model.features(x, layers=[1])
+        cache = model.new_cache(9)
+        model.features(x[:, :5], cache=cache, layers=None)
+        tail = model.features(x[:, 5:], cache=cache, layers=[1])
+    assert torch.allclose(tail.hidden_states[0], full.hidden_states[0][:, 5:], atol=1e-5)
+    assert torch.allclose(tail.last_hidden_state, full.last_hidden_state[:, 5:], atol=1e-5)
+
+
 @requires_cuda
 def test_cuda_forward_and_cached_decode_match_cpu(model):
     from dlnlp.decoding import DecodeConfig, GPTNextToken, generate
