@@ -18,7 +18,13 @@ The trainer needs three things:
    batches (a list, a DataLoader), read epoch after epoch. A batch is a tensor, a tuple/list of
    tensors (inputs first, targets last) or a dict; the trainer moves it to the device.
 3. **Validation** (optional): ``val_data`` with ``iter_eval()`` or a re-iterable of batches (the loss
-   is averaged weighted by the number of target tokens), or ``val_fn(model) -> {"val_loss": x, ...}``.
+   is averaged weighted by the number of target tokens, those equal to ``ignore_index`` left out),
+   or ``val_fn(model) -> {"val_loss": x, ...}`` (any other metrics beside it, e.g. ``accuracy``).
+
+For transfer learning, ``Trainer`` also takes ``param_groups`` (each group at its own base rate,
+scaled by the schedule; :func:`layer_decay_groups` builds layer-wise decay), leaves frozen
+parameters out of the optimizer, takes ``aux_modules`` (a teacher: on the device, in eval mode, not
+trained nor saved), and keeps the best weights by ``best_metric``/``best_mode`` of the config.
 
 :class:`TrainConfig` holds the optimizer (AdamW, fused on CUDA, or SGD with momentum), schedule
 (constant/linear/cosine with warmup, decayed over steps or over the ``max_time`` budget), clipping,
@@ -26,7 +32,7 @@ accumulation, precision (bf16/fp16 autocast on CUDA, GradScaler for fp16), stop 
 (``max_steps``, ``epochs``, ``max_time``), validation and logging intervals, seed and ``compile``.
 
 :meth:`Trainer.fit` writes into ``out_dir``: ``model.safetensors`` (best weights by validation
-loss; the last ones without validation), ``checkpoint/`` (model, optimizer, schedule position, RNG
+loss, or ``best_metric``; the last ones without validation), ``checkpoint/`` (model, optimizer, schedule position, RNG
 states, data position and recurrent state, for ``resume=True``, which continues the same loss curve
 step for step), ``metrics.jsonl``. Ctrl-C or SIGTERM saves a checkpoint and raises
 :class:`TrainingInterrupted` (a ``KeyboardInterrupt``: the CLI exits 130). A NaN/inf loss raises
@@ -61,12 +67,15 @@ from dlnlp.training.trainer import (
     TrainingInterrupted,
     TrainResult,
     build_optimizer,
+    build_param_groups,
     default_loss_fn,
     detach_state,
     evaluate_loss,
+    layer_decay_groups,
 )
 
 __all__ = [
     "TrainConfig", "Trainer", "TrainResult", "TrainingInterrupted", "NonFiniteLoss", "IterableSource",
-    "build_optimizer", "default_loss_fn", "detach_state", "evaluate_loss",
+    "build_optimizer", "build_param_groups", "layer_decay_groups", "default_loss_fn", "detach_state",
+    "evaluate_loss",
 ]

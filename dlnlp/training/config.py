@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 OPTIMIZERS = ("adamw", "sgd")
+BEST_MODES = ("min", "max")
 SCHEDULES = ("constant", "linear", "cosine")
 
 
@@ -33,6 +34,12 @@ class TrainConfig:
     weights, ``w_avg <- w_avg + max(1 - decay, 1 / t) (w_t - w_avg)`` after step ``t`` (the first
     steps average everything so far; Polyak & Juditsky 1992), validates and saves the averaged
     weights, and keeps training the raw ones.
+
+    Best checkpoint: ``model.safetensors`` holds the weights of the validation with the best
+    ``best_metric`` (a key of the validation result, e.g. ``accuracy`` from a ``val_fn``), the lowest
+    when ``best_mode`` is ``min``, the highest when ``max``; the first of equal values is kept.
+    Targets equal to ``ignore_index`` (the -100 of ``cross_entropy``: padding, unmasked MLM
+    positions) are not counted in the validation average nor in the token counts; None counts all.
     """
 
     optimizer: str = "adamw"
@@ -59,6 +66,9 @@ class TrainConfig:
     log_interval: int = 50             # optimizer steps between metrics lines / loss checks
     checkpoint_interval: int | None = None  # steps between checkpoints (None: at each validation)
     seed: int = 0
+    best_metric: str = "val_loss"      # the validation result that selects model.safetensors
+    best_mode: str = "min"             # min | max: which way best_metric improves
+    ignore_index: int | None = -100    # integer targets equal to it are not counted (None: all are)
     compile: bool = False
     quiet: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, recorded with the checkpoint
@@ -104,6 +114,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be in [0, 1), got {beta}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"--momentum must be in [0, 1), got {self.momentum}")
+        if not isinstance(self.best_metric, str) or not self.best_metric:
+            raise ValueError(f"best_metric must name a validation result, got {self.best_metric!r}")
+        if self.best_mode not in BEST_MODES:
+            raise ValueError(f"best_mode must be one of {', '.join(BEST_MODES)}, got {self.best_mode!r}")
         if not self.eps > 0:
             raise ValueError(f"eps must be > 0, got {self.eps}")
 

@@ -6,7 +6,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +54,7 @@ class TrainResult:
     best_val_loss: float | None
     last_train_loss: float | None
     final_val_full: bool | None = None  # False: the last validation was cut short (by --max-time)
+    best_value: float | None = None     # config.best_metric of the weights kept in model.safetensors
 
 
 # -- batch sources ----------------------------------------------------------------------------------
@@ -149,6 +150,27 @@ def _targets(batch: Batch) -> torch.Tensor | None:
     return None
 
 
+def _count_targets(batch: Batch, ignore_index: int | None) -> int | torch.Tensor | None:
+    """The targets a mean loss averages over: integer targets equal to ``ignore_index`` are left out
+    (``cross_entropy``'s mean skips them). A tensor for integer targets, so that counting does not
+    wait for the device; None when the batch has no targets."""
+    targets = _targets(batch)
+    if targets is None:
+        return None
+    if ignore_index is None or targets.is_floating_point() or targets.dtype == torch.bool:
+        return targets.numel()
+    return (targets != ignore_index).sum()
+
+
+def _count_tokens(batch: Batch, ignore_index: int | None) -> int | torch.Tensor:
+    """Tokens a training batch counts for (``tokens``, tokens/s): with a target per input token (LM,
+    MLM, tagging) the targets not ignored, else every input token (a label per sequence)."""
+    inputs, targets = _inputs(batch), _targets(batch)
+    if inputs is not None and targets is not None and targets.shape == inputs.shape:
+        return _count_targets(batch, ignore_index)
+    return inputs.numel() if inputs is not None else 0
+
+
 def _inputs(batch: Batch) -> torch.Tensor | None:
     if torch.is_tensor(batch):
         return batch
@@ -185,23 +207,120 @@ def default_loss_fn(model: nn.Module, batch: Batch, state: State) -> tuple[torch
     return out, None
 
 
-def build_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW (fused on CUDA) or SGD with momentum; weight decay on matrices and embeddings only.
+ParamGroups = Sequence[Mapping[str, Any]]
 
-    Biases and normalization gains (1-D parameters) are not decayed (as in nanoGPT and BERT).
+
+def _split_decay(params: list[nn.Parameter], weight_decay: float, extra: dict[str, Any]) -> list[dict[str, Any]]:
+    """Matrices and embeddings decayed, biases and normalization gains (1-D) not (nanoGPT, BERT)."""
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay, **extra},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, **extra}]
+    return [g for g in groups if g["params"]]
+
+
+def build_param_groups(model: nn.Module, config: TrainConfig,
+                       param_groups: ParamGroups | None = None) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups; trainable parameters only (frozen ones are left out).
+
+    Without ``param_groups``: the decayed matrices and the undecayed 1-D parameters, at ``config.lr``.
+    ``param_groups`` (from the recipe) is a list of dicts ``{"params": [...], "lr": rate}`` or
+    ``{"params": [...], "lr_scale": factor}`` (rate = factor x ``config.lr``), optionally with
+    ``"weight_decay"`` (for every parameter of the group; without it the group is split into decayed
+    matrices and undecayed 1-D parameters as above) and any other optimizer option. Each group's
+    ``"lr"`` is its base rate, which the schedule scales. Trainable parameters in no group train in
+    the default groups at ``config.lr``. A parameter may be in one group only.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     seen: set[int] = set()
     unique = [p for p in params if not (id(p) in seen or seen.add(id(p)))]  # tied weights once
-    decay = [p for p in unique if p.dim() >= 2]
-    no_decay = [p for p in unique if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": config.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    groups = [g for g in groups if g["params"]]
+    if not param_groups:
+        return _split_decay(unique, config.weight_decay, {})
+    trainable = {id(p) for p in unique}
+    assigned: set[int] = set()
+    groups: list[dict[str, Any]] = []
+    for i, spec in enumerate(param_groups):
+        spec = dict(spec)
+        if "lr" in spec and "lr_scale" in spec:
+            raise ValueError(f"parameter group {i}: give lr or lr_scale, not both")
+        scale = spec.pop("lr_scale", None)
+        lr = spec.pop("lr", None)
+        if lr is None:
+            lr = config.lr * (1.0 if scale is None else scale)
+        if not lr > 0:
+            raise ValueError(f"parameter group {i}: the learning rate must be > 0, got {lr} "
+                             "(freeze parameters with requires_grad_(False) instead)")
+        chosen: list[nn.Parameter] = []
+        mine: set[int] = set()
+        for p in spec.pop("params"):
+            if not p.requires_grad or id(p) in mine:  # frozen, or a tied weight seen in this group
+                continue
+            if id(p) not in trainable:
+                raise ValueError(f"parameter group {i} holds a parameter that is not the model's")
+            if id(p) in assigned:
+                raise ValueError(f"parameter group {i} holds a parameter of an earlier group")
+            mine.add(id(p))
+            chosen.append(p)
+        assigned |= mine
+        weight_decay = spec.pop("weight_decay", None)
+        if weight_decay is None:
+            groups += _split_decay(chosen, config.weight_decay, {"lr": lr, **spec})
+        elif chosen:
+            groups.append({"params": chosen, "weight_decay": weight_decay, "lr": lr, **spec})
+    rest = [p for p in unique if id(p) not in assigned]
+    return groups + _split_decay(rest, config.weight_decay, {"lr": config.lr})
+
+
+def layer_decay_groups(model: nn.Module, depths: Mapping[str, int], decay: float,
+                       top: int | None = None) -> list[dict[str, Any]]:
+    """Layer-wise learning-rate decay (Clark et al. 2020, ELECTRA; Sun et al. 2019 for BERT).
+
+    ``depths`` maps a parameter-name prefix (a module path such as ``"embed"`` or
+    ``"blocks.3"``) to its depth: the parameters under it train at ``lr * decay ** (top - depth)``,
+    ``top`` being the largest depth + 1 unless given. The longest matching prefix wins; parameters
+    under no prefix (the task head) are left to the default groups, at ``lr``. Returns groups for
+    :func:`build_param_groups` (``Trainer(param_groups=...)``).
+    """
+    if not 0 < decay <= 1:
+        raise ValueError(f"layer decay must be in (0, 1], got {decay}")
+    if not depths:
+        return []
+    top = max(depths.values()) + 1 if top is None else top
+    prefixes = sorted(depths, key=len, reverse=True)
+    by_depth: dict[int, list[nn.Parameter]] = {}
+    used: set[str] = set()
+    for name, param in model.named_parameters():
+        for prefix in prefixes:
+            stem = prefix.rstrip(".")
+            if name == stem or name.startswith(stem + "."):  # "blocks.1" is not "blocks.10"
+                by_depth.setdefault(depths[prefix], []).append(param)
+                used.add(prefix)
+                break
+    unused = [p for p in depths if p not in used]
+    if unused:
+        raise ValueError(f"layer decay: no parameter is named under {', '.join(map(repr, unused))}")
+    return [{"params": by_depth[d], "lr_scale": decay ** (top - d)} for d in sorted(by_depth)]
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig, device: torch.device,
+                    param_groups: ParamGroups | None = None) -> torch.optim.Optimizer:
+    """AdamW (fused on CUDA) or SGD with momentum over :func:`build_param_groups`: weight decay on
+    matrices and embeddings only, each group at its own base learning rate."""
+    groups = build_param_groups(model, config, param_groups)
     if config.optimizer == "adamw":
         extra = {"fused": True} if device.type == "cuda" else {}
         return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.betas), eps=config.eps, **extra)
     return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+
+
+def _prepare_aux(modules: Mapping[str, nn.Module], model: nn.Module, device: torch.device) -> dict[str, nn.Module]:
+    """Auxiliary modules (a teacher): on the device (in place), in eval mode, without gradients."""
+    owned = {id(p) for p in model.parameters()}
+    prepared = {}
+    for name, module in modules.items():
+        if any(id(p) in owned for p in module.parameters()):
+            # freezing it would freeze the model's own weights
+            raise ValueError(f"aux module {name!r} shares parameters with the model")
+        prepared[name] = module.to(device).eval().requires_grad_(False)
+    return prepared
 
 
 # -- the trainer ----------------------------------------------------------------------------------
@@ -213,23 +332,37 @@ class Trainer:
     (:class:`TrainConfig`), ``train_data`` (a batch source with ``next_batch()``, such as
     :class:`~dlnlp.training.data.StreamBatches`, or any re-iterable of batches), ``val_data`` (an
     object with ``iter_eval()`` or a re-iterable of batches; optional), ``out_dir`` (the model
-    directory: ``model.safetensors`` holds the best weights by validation loss, ``checkpoint/`` the
+    directory: ``model.safetensors`` holds the best weights by ``config.best_metric``, ``checkpoint/`` the
     last full state, ``metrics.jsonl`` the log), ``loss_fn(model, batch, state) -> (loss, state)``
     (default :func:`default_loss_fn`), ``val_fn(model) -> {"val_loss": ...}`` to replace the built-in
     validation, ``resume`` to continue from ``out_dir/checkpoint``, ``on_save() -> Path`` called after
     each checkpoint is saved, returning the directory to write into from then on (a
     :class:`~dlnlp.io.modeldir.RunOutput` swaps its staging directory in at the first one).
+
+    Hooks for transfer learning: ``param_groups`` (see :func:`build_param_groups` and
+    :func:`layer_decay_groups`): groups with their own base learning rate, each scaled by the same
+    schedule (a head at 10x the backbone's rate stays at 10x); frozen parameters
+    (``requires_grad=False``) are left out of the optimizer. ``aux_modules`` (``{"teacher": net}``):
+    modules the loss needs besides the model, moved to the device in place, put in eval mode with
+    ``requires_grad`` off, kept out of the optimizer and the checkpoint, and available as
+    ``trainer.aux[name]``; since the move is in place, a ``loss_fn`` closure over the module works
+    too (distillation: ``loss_fn = lambda model, batch, state: (kd_loss(model, teacher, batch),
+    None)``). ``config.best_metric``/``best_mode`` choose the validation result that selects
+    ``model.safetensors`` (``val_fn`` may return ``{"val_loss": ..., "accuracy": ...}``);
+    ``config.ignore_index`` leaves ignored targets out of the validation average and token counts.
     """
 
     def __init__(self, model: nn.Module, config: TrainConfig, train_data: Any, val_data: Any = None, *,
                  out_dir: str | Path | None = None, loss_fn: LossFn | None = None,
                  val_fn: Callable[[nn.Module], dict[str, float]] | None = None, resume: bool = False,
-                 on_step: Callable[[Trainer], None] | None = None, on_save: Callable[[], Path] | None = None):
+                 on_step: Callable[[Trainer], None] | None = None, on_save: Callable[[], Path] | None = None,
+                 param_groups: ParamGroups | None = None, aux_modules: Mapping[str, nn.Module] | None = None):
         config.validate()
         self.config = config
         self.device = resolve_device(config.device)
         self.dtype = resolve_precision(config.precision, self.device)
         self.model = model.to(self.device)
+        self.aux = _prepare_aux(aux_modules or {}, self.model, self.device)
         self.train_data = _as_source(train_data)
         self.val_data = val_data
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -238,13 +371,18 @@ class Trainer:
         self.resume = resume
         self.on_step = on_step
         self.on_save = on_save
-        self.optimizer = build_optimizer(self.model, config, self.device)
+        self.optimizer = build_optimizer(self.model, config, self.device, param_groups)
+        # Each group's base rate, which _set_lr scales by the schedule (kept here, not in the group,
+        # so the checkpoint's optimizer state is the same as without groups).
+        self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
+        self.lr_scale = 1.0  # the schedule's factor of the last step
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16 and self.device.type == "cuda")
         self.step = 0
         self.tokens = 0
         self.elapsed_before = 0.0
         self.warmup_time: float | None = None
         self.best_val_loss: float | None = None
+        self.best_value: float | None = None  # config.best_metric of the weights kept as best
         self.last_val_loss: float | None = None
         self.last_val_full: bool | None = None
         self.last_train_loss: float | None = None
@@ -254,6 +392,11 @@ class Trainer:
         self._start = 0.0
         # The averaged weights (config.ema_decay), one tensor per parameter of the model.
         self.averaged: list[torch.Tensor] | None = None
+        # On CUDA the target counts stay on the device until the next log line (no sync per step):
+        # those not yet read, and those read but not yet logged.
+        self.defer_counts = self.device.type == "cuda"
+        self._pending_tokens: torch.Tensor | None = None
+        self._late_tokens = 0
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -292,6 +435,8 @@ class Trainer:
         train_model = torch.compile(self.model) if cfg.compile else self.model
         total_steps = self.total_steps()
         self.model.train()
+        for module in self.aux.values():
+            module.eval()
         handlers = self._install_signal_handlers()
         stopped_by = "max_steps"
         by_time = total_steps is None and cfg.max_time is not None
@@ -301,6 +446,7 @@ class Trainer:
         running_n = 0
         log_tokens, log_time = 0, time.perf_counter()
         check_every_step = self.device.type != "cuda"  # .item() is free off-GPU; on CUDA it syncs
+        # On CUDA the target counts stay on the device until the next log line (no sync per step).
         self._start = time.perf_counter()
         last_tick = self._start
         try:
@@ -325,8 +471,7 @@ class Trainer:
                         self.scaler.scale(loss / cfg.grad_accum).backward()
                         running += loss.detach().float()
                         running_n += 1
-                        inputs = _inputs(batch)
-                        step_tokens += inputs.numel() if inputs is not None else 0
+                        step_tokens = step_tokens + _count_tokens(batch, cfg.ignore_index)
                     if cfg.clip:
                         self.scaler.unscale_(self.optimizer)
                         torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip, foreach=True)
@@ -336,7 +481,13 @@ class Trainer:
                     self.step += 1
                     if self.averaged is not None:
                         self._update_average()
-                    self.tokens += step_tokens
+                    if torch.is_tensor(step_tokens) and self.defer_counts:
+                        self._pending_tokens = step_tokens if self._pending_tokens is None \
+                            else self._pending_tokens + step_tokens
+                        step_tokens = 0
+                    else:
+                        step_tokens = int(step_tokens)
+                        self.tokens += step_tokens
                     log_tokens += step_tokens
                     if cfg.warmup_steps and self.step == cfg.warmup_steps:
                         self.warmup_time = self.elapsed
@@ -349,6 +500,11 @@ class Trainer:
                         progress.update(1, rate=step_tokens)
                     last_tick = now
                     if self.step % cfg.log_interval == 0:
+                        self._flush_tokens()
+                        if self._late_tokens:
+                            log_tokens += self._late_tokens
+                            progress.update(0, rate=self._late_tokens)
+                            self._late_tokens = 0
                         mean = (running / max(running_n, 1)).item()
                         self._check_finite(mean, "training")
                         self.last_train_loss = mean
@@ -376,6 +532,7 @@ class Trainer:
                 where = f"; resume with --resume --out {self.out_dir}" if self.out_dir else ""
                 log(f"interrupted at step {self.step}: checkpoint saved{where}")
                 raise TrainingInterrupted()
+            self._flush_tokens()
             if running_n:
                 self.last_train_loss = (running / running_n).item()
                 self._check_finite(self.last_train_loss, "training")
@@ -388,7 +545,7 @@ class Trainer:
         return TrainResult(steps=self.step, epochs=self.train_data.epochs_done, tokens=self.tokens,
                            elapsed=self.elapsed, stopped_by=stopped_by, final_val_loss=self.last_val_loss,
                            best_val_loss=self.best_val_loss, last_train_loss=self.last_train_loss,
-                           final_val_full=self.last_val_full)
+                           final_val_full=self.last_val_full, best_value=self.best_value)
 
     @torch.no_grad()
     def evaluate(self, max_batches: int | None = None, deadline: float | None = None) -> dict[str, float]:
@@ -397,11 +554,12 @@ class Trainer:
         if self.val_fn is not None:
             return self.val_fn(self.model)
         return evaluate_loss(self.model, self.val_data, self.device, self.dtype, self.loss_fn, max_batches,
-                             deadline=deadline)
+                             deadline=deadline, ignore_index=self.config.ignore_index)
 
     @property
     def current_lr(self) -> float:
-        return self.optimizer.param_groups[0]["lr"]
+        """The rate of a parameter at ``config.lr`` (each group runs at its base rate x the same factor)."""
+        return self.config.lr * self.lr_scale
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -418,6 +576,14 @@ class Trainer:
         if cfg.max_time is not None and self.elapsed >= cfg.max_time:
             return "max_time"
         return None
+
+    def _flush_tokens(self) -> None:
+        """Add the target counts still on the device to ``self.tokens`` (one sync)."""
+        if self._pending_tokens is not None:
+            count = int(self._pending_tokens.item())
+            self._pending_tokens = None
+            self.tokens += count
+            self._late_tokens += count
 
     @torch.no_grad()
     def _update_average(self) -> None:
@@ -448,9 +614,9 @@ class Trainer:
         cfg = self.config
         progress = decay_progress(self.step, cfg.warmup_steps, total_steps, self.elapsed, cfg.max_time,
                                   self.warmup_time)
-        lr = cfg.lr * lr_factor(cfg.schedule, self.step, cfg.warmup_steps, progress, cfg.min_lr_ratio)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        self.lr_scale = lr_factor(cfg.schedule, self.step, cfg.warmup_steps, progress, cfg.min_lr_ratio)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            group["lr"] = base * self.lr_scale
 
     def _check_finite(self, value: float, what: str) -> None:
         if not math.isfinite(value):
@@ -472,9 +638,13 @@ class Trainer:
             val_loss = float(result["val_loss"])
             self._check_finite(val_loss, "validation")
             self.last_val_loss = val_loss
-            improved = self.best_val_loss is None or val_loss < self.best_val_loss
-            if improved:
+            if self.best_val_loss is None or val_loss < self.best_val_loss:
                 self.best_val_loss = val_loss
+            value = self._best_metric_value(result)
+            improved = self.best_value is None or (
+                value < self.best_value if self.config.best_mode == "min" else value > self.best_value)
+            if improved:
+                self.best_value = value
                 if self.out_dir is not None:
                     save_weights(self.model.state_dict(), self.out_dir / WEIGHTS_NAME)
         if metrics:
@@ -483,6 +653,16 @@ class Trainer:
                           **{k: v for k, v in result.items() if k != "val_loss"})
         if progress is not None:
             progress.fields["val"] = round(val_loss, 4)
+
+    def _best_metric_value(self, result: dict[str, Any]) -> float:
+        name = self.config.best_metric
+        if name not in result:
+            raise DlnlpError(f"best_metric {name!r} is not among the validation results "
+                             f"({', '.join(result)}); return it from val_fn or choose one of these")
+        value = float(result[name])
+        if not math.isfinite(value):
+            raise NonFiniteLoss(f"the validation {name} became {value} at step {self.step}")
+        return value
 
     def _validation_deadline(self) -> float | None:
         """When a validation must stop (``time.perf_counter()`` value), None without --max-time.
@@ -510,6 +690,7 @@ class Trainer:
             return
         if running_n:
             self._check_finite((running / running_n).item(), "training")
+        self._flush_tokens()
         model_state = self.model.state_dict()
         optim_meta, tensors = ckpt.flatten_optimizer(self.optimizer.state_dict())
         rng_meta, rng_tensors = ckpt.rng_state()
@@ -525,6 +706,8 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "recurrent": structure, "config": self.config.to_dict(),
         }
+        if not self._best_is_val_loss():  # else best_val_loss is the best value (the format as before)
+            meta["best_value"] = self.best_value
         ckpt.save_checkpoint(self.out_dir, model_state, meta, tensors)
         if self.val_data is None and self.val_fn is None:
             with self.averaged_weights():
@@ -547,6 +730,7 @@ class Trainer:
         self.elapsed_before = float(meta["elapsed"])
         self.warmup_time = meta.get("warmup_time")
         self.best_val_loss = meta.get("best_val_loss")
+        self.best_value = self.best_val_loss if self._best_is_val_loss() else meta.get("best_value")
         self.last_val_loss = meta.get("last_val_loss")
         recurrent = {k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith("recurrent/")}
         self.state = ckpt.unflatten_state(meta.get("recurrent"), recurrent, self.device)
@@ -556,6 +740,9 @@ class Trainer:
         ckpt.set_rng_state(meta["rng"], tensors)
         self._good_checkpoint_step = self.step
         log(f"resuming from step {self.step} ({self.elapsed_before:.0f} s trained)", quiet=self.config.quiet)
+
+    def _best_is_val_loss(self) -> bool:
+        return self.config.best_metric == "val_loss" and self.config.best_mode == "min"
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
@@ -600,8 +787,12 @@ def _truncate_metrics(path: Path, step: int) -> None:
 @torch.no_grad()
 def evaluate_loss(model: nn.Module, data: Any, device: torch.device, dtype: torch.dtype | None = None,
                   loss_fn: LossFn | None = None, max_batches: int | None = None, *,
-                  deadline: float | None = None) -> dict[str, Any]:
+                  deadline: float | None = None, ignore_index: int | None = -100) -> dict[str, Any]:
     """Token-weighted mean loss over ``data`` (``iter_eval()`` or a re-iterable of batches).
+
+    Each batch's loss (a mean over its targets) is weighted by its number of targets, integer targets
+    equal to ``ignore_index`` left out as ``cross_entropy`` leaves them out of its mean, so the result
+    is the mean over every counted target of the data; a batch with none counts for nothing.
 
     Recurrent state is carried from batch to batch (the data is read as continuous streams) and
     reset when a batch says so. With ``deadline`` (a ``time.perf_counter()`` value) it stops after
@@ -612,7 +803,7 @@ def evaluate_loss(model: nn.Module, data: Any, device: torch.device, dtype: torc
     was_training = model.training
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=device)
-    count = 0
+    count: int | torch.Tensor = 0
     state = None
     read = 0
     cut = False
@@ -631,17 +822,24 @@ def evaluate_loss(model: nn.Module, data: Any, device: torch.device, dtype: torc
             batch = to_device(batch, device)
             with autocast(device, dtype):
                 loss, state = loss_fn(model, batch, state)
-            targets = _targets(batch)
-            weight = targets.numel() if targets is not None else 1
-            total += loss.double() * weight
-            count += weight
+            weight = _count_targets(batch, ignore_index)
+            if weight is None:
+                weight = 1
+            if torch.is_tensor(weight):  # on the device: no sync per batch
+                # a batch with every target ignored has a NaN mean (0/0); it adds nothing
+                total += torch.where(weight > 0, loss.double() * weight, 0.0)
+            else:
+                total += loss.double() * weight
+            count = count + weight
             read += 1
             if deadline is not None and device.type == "cuda" and read % 16 == 0:
                 torch.cuda.synchronize(device)  # the clock must see the work queued so far
     finally:
         model.train(was_training)
+    count = int(count)
     if count == 0:
-        raise DlnlpError("the validation data is empty")
+        raise DlnlpError("the validation data is empty" if read == 0 else
+                         f"every target of the validation data equals the ignore index {ignore_index}")
     result: dict[str, Any] = {"val_loss": (total / count).item(), "val_tokens": count, "val_batches": read}
     if cut:
         result["cut_short"] = True
