@@ -180,8 +180,8 @@ def bench_trainer(steps: int) -> dict:
 
 
 def decode_models(block_size: int = 1024, vocab: int = 66):
-    from dlnlp.io.hf import hf_to_dlnlp_state
     from dlnlp.models.gpt import GPT, GPTConfig
+    from dlnlp.models.gpt_hf import hf_to_dlnlp_state
 
     _, hf = make_models(vocab, block_size)
     hf.eval()

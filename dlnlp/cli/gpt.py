@@ -1,7 +1,7 @@
 """``dlnlp gpt``: train, evaluate, import and export GPT (decoder-only transformer) language models.
 
 The commands are thin over :mod:`dlnlp.models.gpt`, the shared trainer (:mod:`dlnlp.training`) and
-:mod:`dlnlp.io.hf`; the recipes they call, usable from Python, are in :mod:`dlnlp.training.gpt`.
+:mod:`dlnlp.models.gpt_hf`; the recipes they call, usable from Python, are in :mod:`dlnlp.training.gpt`.
 """
 
 from pathlib import Path
@@ -192,7 +192,7 @@ def import_hf(
     Example: dlnlp gpt import ./gpt2-small-hf --out gpt2-dlnlp
     """
     from dlnlp.io.atomic import check_can_write
-    from dlnlp.io.hf import import_hf_gpt2
+    from dlnlp.models.gpt_hf import import_hf_gpt2
 
     check_can_write(out, force, inputs=[hf_dir], directory=True)
     path = import_hf_gpt2(hf_dir, out, force=force)
@@ -213,7 +213,7 @@ def export_hf(
     Example: dlnlp gpt export shakes-gpt ./shakes-hf
     """
     from dlnlp.io.atomic import check_can_write
-    from dlnlp.io.hf import export_hf_gpt2
+    from dlnlp.models.gpt_hf import export_hf_gpt2
     from dlnlp.progress import warn
 
     check_can_write(hf_dir, force, inputs=[model_dir], directory=True)

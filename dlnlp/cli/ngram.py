@@ -218,10 +218,10 @@ def import_arpa(
 
     Example: dlnlp ngram import lm.arpa --out lm
     """
-    from dlnlp.io.arpa import read_arpa
     from dlnlp.io.atomic import check_can_write
+    from dlnlp.models.ngram import load_arpa
     from dlnlp.progress import warn
 
     check_can_write(out, force, inputs=[arpa], directory=True)
-    model = read_arpa(arpa, warn=warn)
+    model = load_arpa(arpa, warn=warn)
     model.save(out, force=force)

@@ -13,9 +13,11 @@ The format (Doug Paul's ARPA / SRILM / KenLM)::
     \\end\\
 
 Each entry is ``log10 p <TAB> w1 .. wn [<TAB> log10 backoff]``; a missing backoff means 0. Files
-are read in one pass; vocabulary ids are assigned with ``<unk>``, ``<s>``, ``</s>`` first, the
-convention of :mod:`dlnlp.models.ngram_counts`. A file without ``<unk>`` gets one with log10
-probability -100, as KenLM does when it loads such a file. A log10 value of -99 or less means
+are read in one pass into :class:`ArpaTables` (the n-grams of each order as word-id rows, with their
+log10 probabilities and backoffs); vocabulary ids are assigned with ``<unk>``, ``<s>``, ``</s>``
+first (:data:`SPECIALS`, the convention :mod:`dlnlp.models.ngram_counts` shares), and the n-gram
+model builds itself from the tables (:func:`dlnlp.models.ngram.load_arpa`). A file without
+``<unk>`` gets one with log10 probability -100, as KenLM does when it loads such a file. A log10 value of -99 or less means
 probability 0 (SRILM's convention) and is kept as ``-inf``; zero probabilities are written as -99.
 """
 
@@ -26,11 +28,14 @@ import gzip
 import io
 import lzma
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from dlnlp.errors import InputError
+
+SPECIALS = ("<unk>", "<s>", "</s>")  # ids 0, 1, 2 in every vocabulary read from ARPA
 
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 MISSING_UNK_LOG10 = -100.0
@@ -52,7 +57,9 @@ def _fmt(values: np.ndarray) -> list[str]:
 
 
 def write_arpa(model, path: str | os.PathLike, *, force: bool = False) -> None:
-    """Write a :class:`~dlnlp.models.ngram.NgramModel` as ARPA (atomically; compressed by suffix)."""
+    """Write an n-gram model as ARPA (atomically; compressed by suffix). ``model`` is anything with the
+    trie of :class:`~dlnlp.models.ngram.NgramModel`: ``vocab``, ``order``, ``keys``, ``logp``, ``logbo``,
+    ``counts()``, ``smoothing`` and ``normalized``."""
     from dlnlp.io.atomic import atomic_open
     vocab = np.array(model.vocab, dtype=object)
     target = Path(path)
@@ -92,11 +99,21 @@ def write_arpa(model, path: str | os.PathLike, *, force: bool = False) -> None:
             out.detach()
 
 
-def read_arpa(path: str | os.PathLike, warn=None):
-    """Read an ARPA file into an :class:`~dlnlp.models.ngram.NgramModel` (smoothing ``"arpa"``)."""
-    from dlnlp.models.ngram import from_ngrams
-    from dlnlp.models.ngram_counts import SPECIALS
+@dataclass
+class ArpaTables:
+    """What an ARPA file holds: the vocabulary (``SPECIALS`` first) and, for each order ``n``, the
+    n-grams as rows of ``n`` word ids with their log10 probabilities and (below the top order) backoffs."""
 
+    vocab: list[str]
+    rows: list[np.ndarray]
+    logp: list[np.ndarray]
+    logbo: list[np.ndarray]
+    source: str = ""
+    info: dict = field(default_factory=dict)
+
+
+def read_arpa_tables(path: str | os.PathLike, warn=None) -> ArpaTables:
+    """Read an ARPA file into :class:`ArpaTables` (-99 and below become ``-inf``)."""
     name = str(path)
     if not Path(path).is_file():
         raise InputError(f"{name}: no such file")
@@ -178,7 +195,7 @@ def read_arpa(path: str | os.PathLike, warn=None):
         logp[0][0] = MISSING_UNK_LOG10
     logp[0][1] = -np.inf  # <s> is context only
     logbo = [np.where(b <= LOG10_ZERO, -np.inf, b) for b in logbo]
-    return from_ngrams(vocab, rows, logp, logbo[: N - 1], "arpa", {"source": name})
+    return ArpaTables(vocab, rows, logp, logbo[: N - 1], name, {"source": name})
 
 
 def _parse_section(block: str, n: int, expected: int, name: str):

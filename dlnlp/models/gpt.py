@@ -5,7 +5,7 @@
     p(x_{t+1} | x_{<=t}) = softmax(LN_f(h_L) W_e^T)   output layer tied to the token embedding
 
 Trained to minimise the next-token cross-entropy. The layer names follow GPT-2 (``wte``, ``wpe``,
-``h.N.ln_1`` ...) so that :mod:`dlnlp.io.hf` maps a HF GPT-2 checkpoint onto it one tensor at a
+``h.N.ln_1`` ...) so that :mod:`dlnlp.models.gpt_hf` maps a HF GPT-2 checkpoint onto it one tensor at a
 time. The blocks, attention, KV cache and position encodings are the shared ones in
 :mod:`dlnlp.kernels`.
 """

@@ -33,6 +33,7 @@ no n-gram continues ``<unk>`` the next word starts from an empty context.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -495,6 +496,14 @@ def train(lines: Iterable[str], order: int = 3, smoothing: str = "modified-kn", 
 def ngram_rows(model: NgramModel, n: int) -> np.ndarray:
     """Word-id rows of the order-n n-grams of a model."""
     return ngram_words(model.keys[:n], len(model.vocab))
+
+
+def load_arpa(path: str | os.PathLike, warn=None) -> NgramModel:
+    """An ARPA file (plain, ``.gz``, ``.bz2``, ``.xz``) as an :class:`NgramModel` (smoothing ``"arpa"``)."""
+    from dlnlp.io.arpa import read_arpa_tables
+
+    tables = read_arpa_tables(path, warn=warn)
+    return from_ngrams(tables.vocab, tables.rows, tables.logp, tables.logbo, "arpa", tables.info)
 
 
 def from_ngrams(vocab: list[str], rows: list[np.ndarray], logp: list[np.ndarray], logbo: list[np.ndarray],

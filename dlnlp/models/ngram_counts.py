@@ -33,10 +33,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dlnlp.errors import InputError
+from dlnlp.io.arpa import SPECIALS as ARPA_SPECIALS
 
-UNK, BOS, EOS = "<unk>", "<s>", "</s>"
+SPECIALS = ARPA_SPECIALS  # <unk>, <s>, </s>: ids 0, 1, 2, as ARPA files read back
+UNK, BOS, EOS = SPECIALS
 UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
-SPECIALS = (UNK, BOS, EOS)
 
 
 @dataclass

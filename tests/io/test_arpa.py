@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from dlnlp.errors import InputError
-from dlnlp.io.arpa import read_arpa, write_arpa
-from dlnlp.models.ngram import train
+from dlnlp.io.arpa import write_arpa
+from dlnlp.models.ngram import load_arpa, train
 
 HAND = """\\data\\
 ngram 1=4
@@ -37,7 +37,7 @@ def score(model, sentence: str) -> float:
 def test_hand_written_arpa_is_scored_by_backoff(tmp_path, text):
     path = tmp_path / "hand.arpa"
     path.write_text(text)
-    model = read_arpa(path)
+    model = load_arpa(path)
     assert model.counts() == [4, 2]
     assert score(model, "a") == pytest.approx(-0.2 - 0.1)
     # "a a": the bigram is missing, so bo(a) + p(a); then p(</s> | a).
@@ -50,7 +50,7 @@ def test_hand_written_arpa_matches_kenlm(tmp_path):
     kenlm = pytest.importorskip("kenlm")
     path = tmp_path / "hand.arpa"
     path.write_text(HAND)
-    model = read_arpa(path)
+    model = load_arpa(path)
     reference = kenlm.Model(str(path))
     for sentence in ["a", "a a", "b", "a b a", ""]:
         assert score(model, sentence) == pytest.approx(reference.score(sentence), abs=1e-5)
@@ -60,7 +60,7 @@ def test_missing_unk_gets_minus_100_with_a_warning(tmp_path):
     path = tmp_path / "nounk.arpa"
     path.write_text(HAND.replace("ngram 1=4", "ngram 1=3").replace("-1.0\t<unk>\n", ""))
     warnings: list[str] = []
-    model = read_arpa(path, warn=warnings.append)
+    model = load_arpa(path, warn=warnings.append)
     assert warnings and "<unk>" in warnings[0]
     assert model.logp[0][0] == -100.0
 
@@ -75,7 +75,7 @@ def test_round_trip_scores_identically(tmp_path, suffix, smoothing):
     if suffix == ".arpa.gz":
         with gzip.open(path, "rt") as handle:
             assert handle.read().startswith("#")
-    again = read_arpa(path)
+    again = load_arpa(path)
     assert again.counts() == model.counts()
     assert again.vocab[:3] == ["<unk>", "<s>", "</s>"] and sorted(again.vocab) == sorted(model.vocab)
     tests = ["the cat sat on the mat", "a dog sat on the cat", "zebra sat", ""]
@@ -95,13 +95,13 @@ def test_bad_arpa_files_are_input_errors(tmp_path, text, message):
     path = tmp_path / "bad.arpa"
     path.write_text(text)
     with pytest.raises(InputError, match=message):
-        read_arpa(path)
+        load_arpa(path)
 
 
 def test_unreadable_arpa_files(tmp_path):
     with pytest.raises(InputError, match="no such file"):
-        read_arpa(tmp_path / "missing.arpa")
+        load_arpa(tmp_path / "missing.arpa")
     broken = tmp_path / "broken.arpa.gz"
     broken.write_bytes(b"not gzip at all")
     with pytest.raises(InputError, match="cannot read"):
-        read_arpa(broken)
+        load_arpa(broken)

@@ -11,8 +11,8 @@ transformers = pytest.importorskip("transformers")
 
 from dlnlp.decoding import DecodeConfig, GPTNextToken, generate  # noqa: E402
 from dlnlp.errors import InputError  # noqa: E402
-from dlnlp.io.hf import export_hf_gpt2, import_hf_gpt2  # noqa: E402
 from dlnlp.models.gpt import load_gpt  # noqa: E402
+from dlnlp.models.gpt_hf import export_hf_gpt2, import_hf_gpt2  # noqa: E402
 
 VOCAB = 24
 EOS = 3
