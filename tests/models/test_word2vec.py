@@ -105,11 +105,12 @@ def _separation(model, topics):
     return within - across
 
 
-def _train(arch, loss, kernel="auto", workers=1, seed=1, epochs=3, lines=1500, device="cpu"):
+def _train(arch, loss, kernel="auto", workers=1, seed=1, epochs=3, lines=1500, device="cpu", lr=0.025, min_lr=None):
     corpus, topics = _topic_corpus(lines=lines)
     vocab, ids, ends = count_and_encode(corpus, min_count=1)
+    rates = {} if min_lr is None else {"min_lr": min_lr}
     config = Word2VecConfig(arch=arch, loss=loss, dim=16, window=3, epochs=epochs, sample=0, workers=workers,
-                            seed=seed, batch_size=256, lr=0.025)
+                            seed=seed, batch_size=256, lr=lr, **rates)
     model = Word2Vec(vocab, config)
     model.train(ids, ends, device=device, kernel=kernel)
     return model, topics
@@ -159,6 +160,17 @@ def test_same_seed_gives_the_same_vectors_on_the_torch_path():
 def test_learning_rate_decay_reaches_the_end_and_all_words_are_counted():
     model, _ = _train("cbow", "ns", kernel="native", workers=2, epochs=2, lines=400)
     assert model.stats["words_trained"] == 2 * 400 * 10
+
+
+@needs_native
+@pytest.mark.parametrize("kernel", ["native", "torch"])
+def test_the_learning_rate_decays(kernel):
+    # With one worker and one seed the only difference between the runs is the rate schedule: a
+    # kernel whose rate never leaves --lr trains the same vectors as a constant rate.
+    decayed, _ = _train("skipgram", "ns", kernel=kernel, epochs=2, lines=2000, lr=0.01)
+    constant, _ = _train("skipgram", "ns", kernel=kernel, epochs=2, lines=2000, lr=0.01, min_lr=0.01)
+    assert not np.array_equal(decayed.syn0, constant.syn0)
+    assert np.isfinite(decayed.syn0).all()
 
 
 def test_save_load_round_trip_and_vectors_reader(tmp_path):
