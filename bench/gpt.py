@@ -164,8 +164,8 @@ def bench_train(steps: int, chunk: int) -> dict:
 
 def bench_trainer(steps: int) -> dict:
     from dlnlp.io.corpus import CorpusOptions
+    from dlnlp.recipes.gpt import start_gpt_training
     from dlnlp.training import TrainConfig
-    from dlnlp.training.gpt import start_gpt_training
 
     corpus = str(SHARED / "corpora" / "tinyshakespeare.txt")
     train_config = TrainConfig(optimizer="adamw", lr=LR, weight_decay=0.1, betas=(0.9, 0.99), schedule="cosine",

@@ -75,7 +75,7 @@ def load_decoder(model_dir: Path, device: Any) -> tuple[Any, Codec]:
     kind = read_config(model_dir)["kind"]
     if kind == "gpt":
         from dlnlp.decoding import GPTNextToken
-        from dlnlp.training.gpt import load_gpt_dir
+        from dlnlp.recipes.gpt import load_gpt_dir
 
         model, codec, config = load_gpt_dir(model_dir, device)
         eos = config.get("eos_id")

@@ -1,7 +1,7 @@
 """``dlnlp gpt``: train, evaluate, import and export GPT (decoder-only transformer) language models.
 
 The commands are thin over :mod:`dlnlp.models.gpt`, the shared trainer (:mod:`dlnlp.training`) and
-:mod:`dlnlp.models.gpt_hf`; the recipes they call, usable from Python, are in :mod:`dlnlp.training.gpt`.
+:mod:`dlnlp.models.gpt_hf`; the recipes they call, usable from Python, are in :mod:`dlnlp.recipes.gpt`.
 """
 
 from pathlib import Path
@@ -115,8 +115,8 @@ def train(
     """
     from dlnlp.errors import DlnlpError
     from dlnlp.kernels.transformer import ACTIVATIONS
+    from dlnlp.recipes.gpt import resume_gpt_training, start_gpt_training
     from dlnlp.training import TrainConfig
-    from dlnlp.training.gpt import resume_gpt_training, start_gpt_training
 
     stops = {"max_steps": max_steps, "epochs": epochs, "max_time": max_time}
     if resume:
@@ -167,7 +167,7 @@ def evaluate(
 
     Example: dlnlp gpt eval shakes-gpt valid.txt --json
     """
-    from dlnlp.training.gpt import evaluate_gpt_dir
+    from dlnlp.recipes.gpt import evaluate_gpt_dir
 
     result = evaluate_gpt_dir(model_dir, inputs, batch_size=batch_size, device=device, block_size=block_size,
                               options=corpus_options(text_field, encoding_errors))

@@ -130,8 +130,8 @@ def train(
     --dropout 0.1 --schedule cosine --max-time 300
     """
     from dlnlp.models.rnn_lm import RNNLMConfig
+    from dlnlp.recipes.rnn import resume_rnn_training, start_rnn_training
     from dlnlp.training import TrainConfig
-    from dlnlp.training.rnn import resume_rnn_training, start_rnn_training
 
     stops = {"max_steps": max_steps, "epochs": epochs, "max_time": max_time}
     if resume:
@@ -258,7 +258,7 @@ def evaluate(
 
     Example: dlnlp rnn eval shakes valid.txt --json
     """
-    from dlnlp.training.rnn import evaluate_model_dir
+    from dlnlp.recipes.rnn import evaluate_model_dir
 
     result = evaluate_model_dir(model_dir, inputs, batch_size=batch_size, device=device, precision=precision,
                                 options=corpus_options(text_field, encoding_errors))

@@ -22,9 +22,7 @@ from dlnlp.kernels.memory import (
 )
 from dlnlp.models.gpt import GPT, KIND, GPTConfig, evaluate_windows, gpt_config_dict, load_gpt
 from dlnlp.progress import log
-from dlnlp.training.config import TrainConfig
-from dlnlp.training.data import LMData, RandomWindows
-from dlnlp.training.lm import (
+from dlnlp.recipes.lm import (
     LMRun,
     bits_per_char,
     checked,
@@ -33,6 +31,8 @@ from dlnlp.training.lm import (
     resumed_lm_run,
     run_summary,
 )
+from dlnlp.training.config import TrainConfig
+from dlnlp.training.data import LMData, RandomWindows
 from dlnlp.training.trainer import Trainer
 
 

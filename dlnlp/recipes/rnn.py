@@ -14,9 +14,7 @@ from dlnlp.kernels.device import resolve_device, resolve_precision, seed_everyth
 from dlnlp.kernels.memory import activation_bytes, check_training, rnn_training_needs, state_factor
 from dlnlp.models.rnn_lm import MODEL_KIND, RNNLMConfig, build_model, load_model_dir
 from dlnlp.progress import log
-from dlnlp.training.config import TrainConfig
-from dlnlp.training.data import LMData, StreamBatches
-from dlnlp.training.lm import (
+from dlnlp.recipes.lm import (
     LMRun,
     bits_per_char,
     checked,
@@ -25,6 +23,8 @@ from dlnlp.training.lm import (
     resumed_lm_run,
     run_summary,
 )
+from dlnlp.training.config import TrainConfig
+from dlnlp.training.data import LMData, StreamBatches
 from dlnlp.training.trainer import Trainer, evaluate_loss
 
 
