@@ -98,7 +98,7 @@ def test_imported_gpt2_with_a_word_tokenizer_joins_prompt_and_continuation(tmp_p
     transformers = pytest.importorskip("transformers")
     import torch
 
-    from tests.io.test_hf import EOS, VOCAB, _word_tokenizer
+    from tests.models.test_gpt_hf import EOS, VOCAB, _word_tokenizer
 
     torch.manual_seed(0)
     hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=VOCAB, n_positions=32, n_embd=16, n_layer=1,
