@@ -37,6 +37,7 @@ from torch import _VF, nn
 from dlnlp.kernels.memory import MAX_WIDTH
 from dlnlp.kernels.recurrent import CELLS, RecurrentStack
 from dlnlp.kernels.sampling import sample_logits
+from dlnlp.kernels.transformer import dropout_layer
 from dlnlp.models.features import Features, Layers, layer_indices
 
 MODEL_KIND = "rnn_lm"
@@ -82,11 +83,6 @@ class RNNLMConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def _dropout(p: float) -> nn.Module:
-    # nn.Dropout(0) still runs a kernel per call in training; Identity costs nothing
-    return nn.Dropout(p) if p > 0 else nn.Identity()
-
-
 class _LMBase(nn.Module):
     stateful = True
 
@@ -125,10 +121,10 @@ class RNNLM(_LMBase):
         self.config = config
         embed_dropout = config.dropout if config.embed_dropout is None else config.embed_dropout
         self.embedding = nn.Embedding(config.vocab_size, config.embed)
-        self.embed_drop = _dropout(embed_dropout)
+        self.embed_drop = dropout_layer(embed_dropout)
         self.rnn = RecurrentStack(config.cell, config.embed, config.hidden, config.layers, config.dropout,
                                   forget_bias=config.forget_bias)
-        self.out_drop = _dropout(config.dropout)
+        self.out_drop = dropout_layer(config.dropout)
         out_size = config.hidden
         self.proj = None
         if config.tie_weights and config.hidden != config.embed:
@@ -180,9 +176,9 @@ class FFNNLM(_LMBase):
         n, d = config.context, config.embed
         embed_dropout = config.dropout if config.embed_dropout is None else config.embed_dropout
         self.embedding = nn.Embedding(config.vocab_size, d)
-        self.embed_drop = _dropout(embed_dropout)
+        self.embed_drop = dropout_layer(embed_dropout)
         self.hidden = nn.Linear(n * d, config.hidden)           # H, d
-        self.out_drop = _dropout(config.dropout)
+        self.out_drop = dropout_layer(config.dropout)
         out_size = config.hidden
         self.proj = None
         if config.tie_weights and config.hidden != d:
