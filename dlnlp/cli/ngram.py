@@ -51,7 +51,8 @@ def train(
     memory: Annotated[Optional[str], typer.Option(
         "--memory", help="Memory budget for counting, a size such as 500M or 2G (a plain number is bytes): the corpus is counted in chunks and sorted "
                          "count shards spill to disk past it, then merge. Estimation still holds the distinct "
-                         "n-grams in memory (tens of bytes each). Default: count in memory, fastest.")] = None,
+                         "n-grams in memory (tens of bytes each). Default: count in memory, fastest.",
+        metavar="SIZE")] = None,
     temp: TempDir = None,
     tmp_dir: TmpDirAlias = None,
     force: Force = False,

@@ -118,7 +118,7 @@ CrossLines = Annotated[bool, typer.Option("--cross-lines", help="Treat the corpu
                                           rich_help_panel=COUNTING)]
 Memory = Annotated[str, typer.Option("--memory", help="Memory budget for counting, a size such as 512M or 2G (a "
                                      "plain number is GiB); beyond it sorted shards spill to disk and are merged "
-                                     "(cooccur's -memory).", rich_help_panel=COUNTING)]
+                                     "(cooccur's -memory).", metavar="SIZE", rich_help_panel=COUNTING)]
 TempDir = Annotated[Optional[Path], typer.Option("--temp-dir", help="Directory for spilled shards (default: the "
                                                  "system temporary directory).", rich_help_panel=COUNTING)]
 # The old spelling of --temp-dir (glove, vectors ppmi-svd), still accepted; see temp_dir().
@@ -151,13 +151,16 @@ def parse_memory(text: str, option: str = "--memory", *, plain: str = "G") -> in
     return int(amount * _SIZE_UNITS[unit])
 
 
-def temp_dir(value: Path | None, alias: Path | None, option: str = "--temp-dir") -> Path | None:
-    """The temporary directory from ``--temp-dir`` or its old spelling ``--tmp-dir``."""
-    if value is not None and alias is not None and value != alias:
-        from dlnlp.errors import OptionError
+def temp_dir(value: Path | None, alias: Path | None) -> Path | None:
+    """The temporary directory from ``--temp-dir`` or its old spelling ``--tmp-dir``; it must exist."""
+    from dlnlp.errors import OptionError
 
-        raise OptionError(f"{option} and --tmp-dir (its old name) give different directories; give {option} only")
-    return value if value is not None else alias
+    if value is not None and alias is not None and value != alias:
+        raise OptionError("--temp-dir and --tmp-dir (its old name) give different directories; give --temp-dir only")
+    chosen, option = (value, "--temp-dir") if value is not None else (alias, "--tmp-dir")
+    if chosen is not None and not chosen.is_dir():
+        raise OptionError(f"{option} {chosen}: no such directory")
+    return chosen
 
 
 def counting(*, window: int, min_count: int, max_vocab: int | None, symmetric: bool, distance_weighting: bool,

@@ -31,6 +31,7 @@ def train_glove(
     config = config or GloVeConfig()
     counting = counting or Counting()
     config.validate()
+    counting.check()
     check_options(window=counting.window, min_count=counting.min_count, max_vocab=counting.max_vocab,
                   memory=counting.memory_bytes, workers=workers, max_time=max_time)
     check_width("--dim", config.dim)

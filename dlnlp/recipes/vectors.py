@@ -12,13 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dlnlp.errors import DlnlpError
+from dlnlp.errors import DlnlpError, OptionError
 from dlnlp.io.atomic import check_can_write
 from dlnlp.io.corpus import CorpusOptions
 from dlnlp.io.vectors import output_format
 from dlnlp.kernels.cooccur import DEFAULT_MEMORY_BYTES
 from dlnlp.models.ppmi_svd import check_counting_options, corpus_cooccurrence
 from dlnlp.progress import Progress, log
+
+MIN_MEMORY_BYTES = 1 << 20  # CooccurrenceCounter's smallest budget
 
 
 @dataclass
@@ -37,6 +39,8 @@ class Counting:
     def check(self) -> None:
         """The options' bounds, before any work (one-line errors naming the option)."""
         check_counting_options(self.window, self.min_count, self.memory_bytes, self.max_vocab)
+        if self.memory_bytes < MIN_MEMORY_BYTES:  # the counter's own floor, as an option error
+            raise OptionError(f"--memory must be at least 1M, got {self.memory_bytes:,} bytes")
 
 
 def prepare_output(out: str | Path, fmt: str, *, force: bool, inputs: Sequence[str] | None) -> str:
