@@ -7,39 +7,30 @@ import typer
 
 from dlnlp.cli.options import (
     TRAINING,
+    CrossLines,
     Device,
+    DistanceWeighting,
     EncodingErrors,
     Force,
     Inputs,
     Json,
     MaxTime,
+    MaxVocab,
+    Memory,
+    MinCount,
     Quiet,
     Seed,
+    Symmetric,
+    TempDir,
     TextField,
+    TmpDirAlias,
     VectorsFormat,
+    Window,
     Workers,
 )
 
 app = typer.Typer(help="GloVe: global vectors from weighted least squares on log co-occurrence counts.",
                   no_args_is_help=True)
-
-COUNTING = "Counting options"
-
-# Co-occurrence counting options, shared with `dlnlp vectors ppmi-svd`.
-MinCount = Annotated[int, typer.Option("--min-count", help="Drop words seen fewer times (vocab_count's "
-                                       "-min-count).", rich_help_panel=COUNTING)]
-MaxVocab = Annotated[Optional[int], typer.Option("--max-vocab", help="Keep at most this many most frequent words.",
-                                                 rich_help_panel=COUNTING)]
-Symmetric = Annotated[bool, typer.Option("--symmetric/--left-only", help="Count left and right context, or the "
-                                         "left context only (cooccur's -symmetric).", rich_help_panel=COUNTING)]
-CrossLines = Annotated[bool, typer.Option("--cross-lines", help="Treat the corpus as one token stream (windows "
-                                          "cross line ends, as GloVe 1.0); default: a line is a document.",
-                                          rich_help_panel=COUNTING)]
-Memory = Annotated[float, typer.Option("--memory", help="Soft memory limit for counting, in GiB; beyond it sorted "
-                                       "shards spill to disk and are merged (cooccur's -memory).",
-                                       rich_help_panel=COUNTING)]
-TmpDir = Annotated[Optional[Path], typer.Option("--tmp-dir", help="Directory for spilled shards (default: the "
-                                                "system temporary directory).", rich_help_panel=COUNTING)]
 
 
 @app.command("train")
@@ -50,17 +41,15 @@ def train(
                    ] = Path("glove-model"),
     fmt: VectorsFormat = "auto",
     dim: Annotated[int, typer.Option("--dim", help="Vector dimension.", rich_help_panel=TRAINING)] = 100,
-    window: Annotated[int, typer.Option("--window", help="Context words on each side, weighted 1/distance.",
-                                        rich_help_panel=COUNTING)] = 10,
+    window: Window = 10,
     min_count: MinCount = 5,
     max_vocab: MaxVocab = None,
     symmetric: Symmetric = True,
-    distance_weighting: Annotated[bool, typer.Option("--distance-weighting/--no-distance-weighting",
-                                                     help="Add 1/d for a context d words away (else 1).",
-                                                     rich_help_panel=COUNTING)] = True,
+    distance_weighting: DistanceWeighting = True,
     cross_lines: CrossLines = False,
-    memory: Memory = 1.0,
-    tmp_dir: TmpDir = None,
+    memory: Memory = "1G",
+    temp_dir: TempDir = None,
+    tmp_dir: TmpDirAlias = None,
     x_max: Annotated[float, typer.Option("--x-max", help="Cutoff of the weighting function f.",
                                          rich_help_panel=TRAINING)] = 100.0,
     alpha: Annotated[float, typer.Option("--alpha", help="Exponent of the weighting function f, in [0, 1].",
@@ -101,75 +90,19 @@ def train(
 
     Example: dlnlp glove train corpus.txt --dim 100 --window 10 --x-max 10 --epochs 25 --out vectors.bin
     """
-    import time
+    from dlnlp.cli.options import corpus_options, counting, print_json
+    from dlnlp.cli.options import temp_dir as chosen_temp_dir
+    from dlnlp.models.glove import GloVeConfig
+    from dlnlp.recipes.glove import train_glove
 
-    from dlnlp.cli.options import corpus_options, print_json
-    from dlnlp.errors import DlnlpError
-    from dlnlp.io.atomic import check_can_write
-    from dlnlp.io.corpus import describe_inputs
-    from dlnlp.io.vectors import KeyedVectors, output_format, write_vectors_output
-    from dlnlp.kernels.device import resolve_device, seed_everything
-    from dlnlp.kernels.memory import check_fits, check_width, vector_tables_needs
-    from dlnlp.models.glove import GloVe, GloVeConfig, check_options
-    from dlnlp.models.ppmi_svd import corpus_cooccurrence
-    from dlnlp.progress import Progress, log
-
-    started = time.perf_counter()
     config = GloVeConfig(dim=dim, x_max=x_max, alpha=alpha, epochs=epochs, lr=lr, bias_lr=bias_lr,
                          optimizer=optimizer, batch_size=batch_size, grad_clip=None if grad_clip == 0 else grad_clip,
                          output=vectors, seed=seed)
-    config.validate()
-    check_options(window=window, min_count=min_count, max_vocab=max_vocab, memory=memory, workers=workers,
-                  max_time=max_time)
-    check_width("--dim", dim)
-    if backend not in ("auto", "native", "torch"):
-        raise DlnlpError(f"--backend {backend}: expected auto, native or torch")
-    fmt = output_format(out, fmt)
-    check_can_write(out, force, inputs=inputs)
-    torch_device = resolve_device(device)
-    seed_everything(seed)
-
-    with Progress("counting", unit="lines", quiet=quiet) as bar:
-        vocab, matrix, stats = corpus_cooccurrence(
-            inputs, corpus_options(text_field, encoding_errors), min_count=min_count, max_vocab=max_vocab,
-            window=window, symmetric=symmetric, distance_weighting=distance_weighting, cross_lines=cross_lines,
-            memory_bytes=int(memory * (1 << 30)), tmp_dir=tmp_dir, on_lines=lambda n: bar.update(n))
-    log(f"vocabulary: {len(vocab)} words (min-count {min_count}) of {stats['corpus_tokens']} tokens; "
-        f"{matrix.nnz} non-zero co-occurrences (window {window}, {stats['shards']} shards spilled) "
-        f"in {stats['vocab_seconds'] + stats['cooccur_seconds']:.1f}s", quiet=quiet)
-    if matrix.nnz == 0:
-        raise DlnlpError("no co-occurrences: every line has fewer than two in-vocabulary words")
-    # word and context tables (+2 columns), their optimizer state (AdaGrad 2 tables, Adam 4), and
-    # the float64 initialization of both (4 tables' worth)
-    tables = 2 + (2 if config.optimizer == "adagrad" else 4) + 4
-    check_fits(vector_tables_needs(len(vocab), config.dim + 2, tables), torch_device, task="glove training")
-    model = GloVe(len(vocab), config, device=torch_device)
-    try:
-        chosen = model.resolve_backend(backend)
-    except (ValueError, RuntimeError) as exc:
-        raise DlnlpError(f"--backend {backend}: {exc}") from exc
-    train_started = time.perf_counter()
-    with Progress("glove", total=matrix.nnz * epochs, unit="entries", quiet=quiet) as bar:
-        history = model.fit(matrix.rows, matrix.cols, matrix.values, backend=chosen, threads=workers,
-                            callback=lambda r: bar.update(r["entries"]), max_time=max_time)
-        matrix.close()
-    train_seconds = time.perf_counter() - train_started
-    for record in history:
-        log(f"iter {record['epoch']:03d}: cost {record['cost']:.6f}", quiet=quiet)
-    kv = KeyedVectors(vocab.words, model.vectors(), vocab.counts)
-    write_vectors_output(kv, out, fmt, force=force,
-                         config={"model": "glove", "corpus": describe_inputs(inputs), "window": window,
-                                 "min_count": min_count, "symmetric": symmetric, **config.to_dict()})
-    entries = sum(r["entries"] for r in history)
-    result = {
-        "out": str(out), "format": fmt, "vocab_size": len(vocab), "corpus_tokens": stats["corpus_tokens"],
-        "nnz": stats["nnz"], "shards": stats["shards"], "backend": chosen, "device": str(torch_device),
-        "epochs_completed": sum(1 for r in history if r["complete"]),
-        "final_cost": history[-1]["cost"] if history else float("nan"),
-        "count_seconds": stats["vocab_seconds"] + stats["cooccur_seconds"], "train_seconds": train_seconds,
-        "entries_per_second": entries / max(train_seconds, 1e-9), "wall_seconds": time.perf_counter() - started,
-    }
-    log(f"trained {result['epochs_completed']} iterations on {chosen} in {train_seconds:.1f}s "
-        f"({result['entries_per_second'] / 1e6:.2f}M entries/s); wrote {out}", quiet=quiet)
+    count = counting(window=window, min_count=min_count, max_vocab=max_vocab, symmetric=symmetric,
+                     distance_weighting=distance_weighting, cross_lines=cross_lines, memory=memory,
+                     temp_dir=chosen_temp_dir(temp_dir, tmp_dir))
+    result = train_glove(inputs, out, config, count, fmt=fmt, backend=backend, workers=workers, max_time=max_time,
+                         device=device, options=corpus_options(text_field, encoding_errors), force=force,
+                         quiet=quiet)
     if json_:
         print_json(result)

@@ -12,29 +12,40 @@ import typer
 from dlnlp.cli.options import (
     COMMON,
     INPUT,
-    TRAINING,
     BatchSize,
     Beta2,
+    Clip,
     Compile,
     Device,
     Ema,
     EncodingErrors,
     Epochs,
+    EvalBatches,
+    EvalInterval,
     Force,
+    GradAccum,
     Inputs,
     Json,
     LearningRate,
+    LogInterval,
     MaxSteps,
     MaxTime,
+    MinLrRatio,
     OutDir,
     Precision,
     Quiet,
     Resume,
+    Schedule,
     Seed,
     TextField,
+    ValFraction,
     Validation,
+    Warmup,
+    WeightDecay,
     corpus_options,
     print_json,
+    train_config,
+    training_stops,
 )
 
 app = typer.Typer(help="GPT language models: train, evaluate, import/export HF GPT-2 checkpoints.",
@@ -72,31 +83,22 @@ def train(
                                                       "(default: largest id + 1).", rich_help_panel=INPUT)] = None,
     batch_size: BatchSize = 12,
     lr: LearningRate = 1e-3,
-    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW decoupled weight decay.",
-                                                rich_help_panel=TRAINING)] = 0.1,
+    weight_decay: WeightDecay = 0.1,
     beta2: Beta2 = 0.99,
     ema: Ema = 0.0,
-    schedule: Annotated[str, typer.Option("--schedule", help="constant, linear or cosine.",
-                                          rich_help_panel=TRAINING)] = "cosine",
-    warmup: Annotated[int, typer.Option("--warmup", help="Linear warmup steps.", rich_help_panel=TRAINING)] = 100,
-    min_lr_ratio: Annotated[float, typer.Option("--min-lr-ratio", help="Final learning rate as a share of --lr.",
-                                                rich_help_panel=TRAINING)] = 0.1,
-    clip: Annotated[float, typer.Option("--clip", help="Max gradient norm (0: off).", rich_help_panel=TRAINING)] = 1.0,
-    grad_accum: Annotated[int, typer.Option("--grad-accum", help="Batches per optimizer step.",
-                                            rich_help_panel=TRAINING)] = 1,
+    schedule: Schedule = "cosine",
+    warmup: Warmup = 100,
+    min_lr_ratio: MinLrRatio = 0.1,
+    clip: Clip = 1.0,
+    grad_accum: GradAccum = 1,
     epochs: Epochs = None,
     max_steps: MaxSteps = None,
     max_time: MaxTime = None,
     val: Validation = None,
-    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Without --val: hold out this last share of "
-                                                "the corpus.", rich_help_panel=TRAINING)] = 0.1,
-    eval_interval: Annotated[int, typer.Option("--eval-interval", help="Steps between validations (0: at the end).",
-                                               rich_help_panel=TRAINING)] = 250,
-    eval_batches: Annotated[Optional[int], typer.Option("--eval-batches", help="Batches per periodic validation "
-                                                        "(the final one is always the whole text).",
-                                                        rich_help_panel=TRAINING)] = 20,
-    log_interval: Annotated[int, typer.Option("--log-interval", help="Steps between metrics lines.",
-                                              rich_help_panel=TRAINING)] = 50,
+    val_fraction: ValFraction = 0.1,
+    eval_interval: EvalInterval = 250,
+    eval_batches: EvalBatches = 20,
+    log_interval: LogInterval = 50,
     resume: Resume = False,
     compile: Compile = False,
     device: Device = "auto",
@@ -113,38 +115,22 @@ def train(
     Example: dlnlp gpt train tinyshakespeare.txt --char --layers 4 --heads 4 --dim 128 --block-size 64
     --batch-size 12 --max-steps 2000 --lr 1e-3 --out shakes-gpt
     """
-    from dlnlp.errors import DlnlpError
-    from dlnlp.kernels.transformer import ACTIVATIONS
     from dlnlp.recipes.gpt import resume_gpt_training, start_gpt_training
-    from dlnlp.training import TrainConfig
 
-    stops = {"max_steps": max_steps, "epochs": epochs, "max_time": max_time}
     if resume:
-        result = resume_gpt_training(out, stops, quiet=quiet, device=device, compile=compile)
+        result = resume_gpt_training(out, training_stops(max_steps, epochs, max_time), quiet=quiet, device=device,
+                                     compile=compile)
     else:
-        if sum([tokenizer is not None, char, ids]) > 1:
-            raise DlnlpError("give one of --tokenizer, --char and --ids")
-        if position not in ("learned", "sinusoidal"):
-            raise DlnlpError(f"--position {position}: expected learned or sinusoidal")
-        if activation not in ACTIVATIONS:
-            raise DlnlpError(f"--activation {activation}: expected one of {', '.join(ACTIVATIONS)}")
-        if min(layers, heads, dim, block_size) < 1 or not 0 <= dropout < 1:
-            raise DlnlpError("--layers, --heads, --dim and --block-size must be >= 1 and --dropout in [0, 1)")
-        if not any(v is not None for v in stops.values()):
-            stops["epochs"] = 1.0
         model_args = {"n_layer": layers, "n_head": heads, "n_embd": dim, "block_size": block_size,
                       "dropout": dropout, "position": position, "bias": bias, "tie_weights": tie_weights,
                       "activation": activation}
-        train_config = TrainConfig(
-            optimizer="adamw", lr=lr, weight_decay=weight_decay, betas=(0.9, beta2), schedule=schedule,
-            warmup_steps=warmup, min_lr_ratio=min_lr_ratio, clip=clip or None, grad_accum=grad_accum,
-            ema_decay=ema,
-            precision=precision, device=device, eval_interval=eval_interval, eval_batches=eval_batches,
-            log_interval=log_interval, seed=seed, compile=compile, quiet=quiet, **stops,
-        )
-        result = start_gpt_training(inputs, out, model_args, train_config, batch_size=batch_size,
-                                    tokenizer=None if (ids or char) else tokenizer, ids=ids,
-                                    vocab_size=vocab_size, val=val, val_fraction=val_fraction,
+        config = train_config(lr=lr, weight_decay=weight_decay, beta2=beta2, ema=ema, schedule=schedule,
+                              warmup=warmup, min_lr_ratio=min_lr_ratio, clip=clip, grad_accum=grad_accum,
+                              epochs=epochs, max_steps=max_steps, max_time=max_time, eval_interval=eval_interval,
+                              eval_batches=eval_batches, log_interval=log_interval, precision=precision,
+                              device=device, seed=seed, compile=compile, quiet=quiet)
+        result = start_gpt_training(inputs, out, model_args, config, batch_size=batch_size, tokenizer=tokenizer,
+                                    char=char, ids=ids, vocab_size=vocab_size, val=val, val_fraction=val_fraction,
                                     options=corpus_options(text_field, encoding_errors), force=force)
     if json:
         print_json(result)

@@ -14,37 +14,21 @@ from dlnlp.cli.options import (
     OutDir,
     Quiet,
     Seed,
+    TempDir,
     TextField,
+    TmpDirAlias,
     corpus_options,
+    parse_memory,
     print_json,
+    temp_dir,
 )
-from dlnlp.errors import InputError
+from dlnlp.errors import OptionError
 
 app = typer.Typer(help="N-gram language models: train, evaluate, score, generate, ARPA export/import.",
                   no_args_is_help=True)
 
 ModelDir = Annotated[Path, typer.Argument(help="An n-gram model directory (from `dlnlp ngram train` or `import`).",
                                           show_default=False)]
-
-_UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "M": 1 << 20, "MB": 1 << 20, "G": 1 << 30, "GB": 1 << 30,
-          "T": 1 << 40, "TB": 1 << 40}
-
-
-def parse_memory(text: str | None) -> int | None:
-    """'500M', '2G', '1.5GB' or a byte count -> bytes."""
-    if text is None:
-        return None
-    value = text.strip().upper()
-    number = value.rstrip("BKMGT")
-    unit = value[len(number):]
-    try:
-        amount = float(number)
-    except ValueError:
-        amount = -1.0
-    if unit not in _UNITS or amount <= 0:
-        raise InputError(f"--memory: cannot read {text!r} (use e.g. 500M or 2G)")
-    return int(amount * _UNITS[unit])
-
 
 def _load(model_dir: Path):
     from dlnlp.models.ngram import NgramModel
@@ -56,7 +40,7 @@ def _load(model_dir: Path):
 def train(
     inputs: Inputs = None,
     out: OutDir = ...,
-    order: Annotated[int, typer.Option("--order", "-n", help="N-gram order (1 or more).")] = 3,
+    order: Annotated[int, typer.Option("--order", help="N-gram order (1 or more).")] = 3,
     smoothing: Annotated[str, typer.Option(
         "--smoothing", "-s",
         help="modified-kn (KenLM's, default), kn, witten-bell, add-k, mle or stupid-backoff (scores, not normalized).",
@@ -65,10 +49,12 @@ def train(
     min_count: Annotated[int, typer.Option("--min-count", help="Words seen fewer times become <unk>.")] = 1,
     max_vocab: Annotated[Optional[int], typer.Option("--max-vocab", help="Keep only the most frequent words.")] = None,
     memory: Annotated[Optional[str], typer.Option(
-        "--memory", help="Memory budget for counting (e.g. 500M, 2G): the corpus is counted in chunks and sorted "
+        "--memory", help="Memory budget for counting, a size such as 500M or 2G (a plain number is bytes): the corpus is counted in chunks and sorted "
                          "count shards spill to disk past it, then merge. Estimation still holds the distinct "
-                         "n-grams in memory (tens of bytes each). Default: count in memory, fastest.")] = None,
-    temp_dir: Annotated[Optional[Path], typer.Option("--temp-dir", help="Where spilled shards go.")] = None,
+                         "n-grams in memory (tens of bytes each). Default: count in memory, fastest.",
+        metavar="SIZE")] = None,
+    temp: TempDir = None,
+    tmp_dir: TmpDirAlias = None,
     force: Force = False,
     json_out: Json = False,
     quiet: Quiet = False,
@@ -87,14 +73,15 @@ def train(
     from dlnlp.progress import Progress, log, warn
 
     if order < 1:
-        raise InputError("--order must be at least 1")
+        raise OptionError(f"--order must be >= 1, got {order}")
+    spill_dir = temp_dir(temp, tmp_dir)
+    budget = None if memory is None else parse_memory(memory, plain="B")
     check_can_write(out, force, inputs=inputs, directory=True)
-    budget = parse_memory(memory)
     start = time.perf_counter()
     lines = iter_lines(inputs, corpus_options(text_field, encoding_errors))
     with Progress("counting", unit="tok", quiet=quiet) as progress:
         model = train_model(lines, order, smoothing, k=k, min_count=min_count, max_vocab=max_vocab,
-                            memory_bytes=budget, warn=warn, temp_dir=str(temp_dir) if temp_dir else None,
+                            memory_bytes=budget, warn=warn, temp_dir=str(spill_dir) if spill_dir else None,
                             on_chunk=lambda n: progress.update(n))
     model.info["corpus"] = describe_inputs(inputs)
     model.save(out, force=force)

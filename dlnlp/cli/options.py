@@ -7,13 +7,18 @@ Use them as annotations with the default in the signature::
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
+
+if TYPE_CHECKING:  # not at import time: `dlnlp --help` and pipelines start without torch
+    from dlnlp.recipes.vectors import Counting
+    from dlnlp.training.config import TrainConfig
 
 COMMON = "Common options"
 TRAINING = "Training options"
 INPUT = "Input options"
+COUNTING = "Counting options"
 
 Inputs = Annotated[
     Optional[list[str]],
@@ -77,6 +82,124 @@ Validation = Annotated[Optional[Path], typer.Option("--val", help="Validation fi
 Resume = Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint in --out.",
                                       rich_help_panel=TRAINING)]
 Compile = Annotated[bool, typer.Option("--compile", help="Use torch.compile.", rich_help_panel=TRAINING)]
+WeightDecay = Annotated[float, typer.Option("--weight-decay", help="AdamW decoupled weight decay.",
+                                            rich_help_panel=TRAINING)]
+Schedule = Annotated[str, typer.Option("--schedule", help="constant, linear or cosine (over --max-steps/--epochs "
+                                       "or the --max-time budget).", rich_help_panel=TRAINING)]
+Warmup = Annotated[int, typer.Option("--warmup", help="Linear warmup steps.", rich_help_panel=TRAINING)]
+MinLrRatio = Annotated[float, typer.Option("--min-lr-ratio", help="Final learning rate as a share of --lr.",
+                                           rich_help_panel=TRAINING)]
+Clip = Annotated[float, typer.Option("--clip", help="Max gradient norm (0: off).", rich_help_panel=TRAINING)]
+GradAccum = Annotated[int, typer.Option("--grad-accum", help="Batches per optimizer step.",
+                                        rich_help_panel=TRAINING)]
+ValFraction = Annotated[float, typer.Option("--val-fraction", help="Without --val: hold out this last share of the "
+                                            "corpus.", rich_help_panel=TRAINING)]
+EvalInterval = Annotated[int, typer.Option("--eval-interval", help="Steps between validations (0: at the end).",
+                                           rich_help_panel=TRAINING)]
+EvalBatches = Annotated[Optional[int], typer.Option("--eval-batches", help="Batches per periodic validation "
+                                                    "(none: all; the final one is always the whole text).",
+                                                    rich_help_panel=TRAINING)]
+LogInterval = Annotated[int, typer.Option("--log-interval", help="Steps between metrics lines.",
+                                          rich_help_panel=TRAINING)]
+
+# Counting options: how a corpus becomes a vocabulary and co-occurrence counts (glove, vectors ppmi-svd).
+Window = Annotated[int, typer.Option("--window", help="Context words on each side.", rich_help_panel=COUNTING)]
+MinCount = Annotated[int, typer.Option("--min-count", help="Drop words seen fewer times (vocab_count's "
+                                       "-min-count).", rich_help_panel=COUNTING)]
+MaxVocab = Annotated[Optional[int], typer.Option("--max-vocab", help="Keep at most this many most frequent words.",
+                                                 rich_help_panel=COUNTING)]
+Symmetric = Annotated[bool, typer.Option("--symmetric/--left-only", help="Count left and right context, or the "
+                                         "left context only (cooccur's -symmetric).", rich_help_panel=COUNTING)]
+DistanceWeighting = Annotated[bool, typer.Option("--distance-weighting/--no-distance-weighting",
+                                                 help="Add 1/d for a context d words away (else 1).",
+                                                 rich_help_panel=COUNTING)]
+CrossLines = Annotated[bool, typer.Option("--cross-lines", help="Treat the corpus as one token stream (windows "
+                                          "cross line ends, as GloVe 1.0); default: a line is a document.",
+                                          rich_help_panel=COUNTING)]
+Memory = Annotated[str, typer.Option("--memory", help="Memory budget for counting, a size such as 512M or 2G (a "
+                                     "plain number is GiB); beyond it sorted shards spill to disk and are merged "
+                                     "(cooccur's -memory).", metavar="SIZE", rich_help_panel=COUNTING)]
+TempDir = Annotated[Optional[Path], typer.Option("--temp-dir", help="Directory for spilled shards (default: the "
+                                                 "system temporary directory).", rich_help_panel=COUNTING)]
+# The old spelling of --temp-dir (glove, vectors ppmi-svd), still accepted; see temp_dir().
+TmpDirAlias = Annotated[Optional[Path], typer.Option("--tmp-dir", hidden=True)]
+
+_SIZE_UNITS = {"B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_memory(text: str, option: str = "--memory", *, plain: str = "G") -> int:
+    """A size such as ``512M``, ``2G``, ``1.5GB`` or ``100K`` -> bytes (binary units, case-insensitive).
+
+    ``plain`` is the unit of a bare number (``G`` for glove and ppmi-svd, ``B`` for ngram train): what
+    the option meant before it took sizes, so existing scripts keep working.
+    """
+    from dlnlp.errors import OptionError
+
+    value = text.strip().upper()
+    if value.endswith("IB"):  # 2GiB
+        value = value[:-2]
+    elif len(value) > 1 and value.endswith("B") and value[-2] in _SIZE_UNITS:  # 2GB
+        value = value[:-1]
+    unit = value[-1] if value and value[-1] in _SIZE_UNITS else plain
+    number = value[:-1] if value and value[-1] in _SIZE_UNITS else value
+    try:
+        amount = float(number)
+    except ValueError:
+        amount = float("nan")
+    if not (amount > 0 and amount != float("inf")) or int(amount * _SIZE_UNITS[unit]) < 1:
+        raise OptionError(f"{option} must be a size > 0 such as 512M or 2G, got {text!r}")
+    return int(amount * _SIZE_UNITS[unit])
+
+
+def temp_dir(value: Path | None, alias: Path | None) -> Path | None:
+    """The temporary directory from ``--temp-dir`` or its old spelling ``--tmp-dir``; it must exist."""
+    from dlnlp.errors import OptionError
+
+    if value is not None and alias is not None and value != alias:
+        raise OptionError("--temp-dir and --tmp-dir (its old name) give different directories; give --temp-dir only")
+    chosen, option = (value, "--temp-dir") if value is not None else (alias, "--tmp-dir")
+    if chosen is not None and not chosen.is_dir():
+        raise OptionError(f"{option} {chosen}: no such directory")
+    return chosen
+
+
+def counting(*, window: int, min_count: int, max_vocab: int | None, symmetric: bool, distance_weighting: bool,
+             cross_lines: bool, memory: str, temp_dir: Path | None) -> "Counting":
+    """The :class:`~dlnlp.recipes.vectors.Counting` of the counting options (``--memory`` parsed)."""
+    from dlnlp.recipes.vectors import Counting
+
+    return Counting(window=window, min_count=min_count, max_vocab=max_vocab, symmetric=symmetric,
+                    distance_weighting=distance_weighting, cross_lines=cross_lines,
+                    memory_bytes=parse_memory(memory), temp_dir=temp_dir)
+
+
+def training_stops(max_steps: int | None, epochs: float | None, max_time: float | None) -> dict[str, Any]:
+    """The stopping options as TrainConfig fields (a resumed run takes these over its saved ones)."""
+    return {"max_steps": max_steps, "epochs": epochs, "max_time": max_time}
+
+
+def train_config(
+    *, lr: float, weight_decay: float, beta2: float, ema: float, schedule: str, warmup: int, min_lr_ratio: float,
+    clip: float, grad_accum: int, epochs: float | None, max_steps: int | None, max_time: float | None,
+    eval_interval: int, eval_batches: int | None, log_interval: int, precision: str, device: str, seed: int,
+    compile: bool, quiet: bool, optimizer: str = "adamw", momentum: float = 0.9,
+) -> "TrainConfig":
+    """The :class:`~dlnlp.training.TrainConfig` of the shared training options (``gpt train``, ``rnn train``).
+
+    Without --max-steps, --epochs or --max-time a run makes one pass (``--epochs 1``); ``--clip 0`` is
+    no clipping. The config is not validated here: the recipe does it (one-line errors naming the option).
+    """
+    from dlnlp.training.config import TrainConfig
+
+    stops = training_stops(max_steps, epochs, max_time)
+    if all(v is None for v in stops.values()):
+        stops["epochs"] = 1.0
+    return TrainConfig(
+        optimizer=optimizer, lr=lr, weight_decay=weight_decay, betas=(0.9, beta2), momentum=momentum,
+        schedule=schedule, warmup_steps=warmup, min_lr_ratio=min_lr_ratio, clip=clip or None, grad_accum=grad_accum,
+        ema_decay=ema, precision=precision, device=device, eval_interval=eval_interval, eval_batches=eval_batches,
+        log_interval=log_interval, seed=seed, compile=compile, quiet=quiet, **stops,
+    )
 
 
 def corpus_options(text_field: str | None = None, encoding_errors: str = "strict", label_field: str | None = None):

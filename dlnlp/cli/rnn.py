@@ -12,26 +12,38 @@ from dlnlp.cli.options import (
     TRAINING,
     BatchSize,
     Beta2,
+    Clip,
     Compile,
     Device,
     Ema,
     EncodingErrors,
     Epochs,
+    EvalBatches,
+    EvalInterval,
     Force,
+    GradAccum,
     Inputs,
     Json,
     LearningRate,
+    LogInterval,
     MaxSteps,
     MaxTime,
+    MinLrRatio,
     OutDir,
     Precision,
     Quiet,
     Resume,
+    Schedule,
     Seed,
     TextField,
+    ValFraction,
     Validation,
+    Warmup,
+    WeightDecay,
     corpus_options,
     print_json,
+    train_config,
+    training_stops,
 )
 
 app = typer.Typer(help="Recurrent (RNN/GRU/LSTM) and feed-forward neural language models.",
@@ -87,32 +99,23 @@ def train(
     batch_size: BatchSize = 32,
     lr: LearningRate = 2e-3,
     optimizer: Annotated[str, typer.Option("--optimizer", help="adamw or sgd.", rich_help_panel=TRAINING)] = "adamw",
-    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW decoupled weight decay.",
-                                                rich_help_panel=TRAINING)] = 0.0,
+    weight_decay: WeightDecay = 0.0,
     beta2: Beta2 = 0.999,
     ema: Ema = 0.0,
     momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum.", rich_help_panel=TRAINING)] = 0.9,
-    schedule: Annotated[str, typer.Option("--schedule", help="constant, linear or cosine (over --max-steps/--epochs "
-                                          "or the --max-time budget).", rich_help_panel=TRAINING)] = "constant",
-    warmup: Annotated[int, typer.Option("--warmup", help="Linear warmup steps.", rich_help_panel=TRAINING)] = 0,
-    min_lr_ratio: Annotated[float, typer.Option("--min-lr-ratio", help="Final learning rate as a share of --lr.",
-                                                rich_help_panel=TRAINING)] = 0.0,
-    clip: Annotated[float, typer.Option("--clip", help="Max gradient norm (0: off).", rich_help_panel=TRAINING)] = 5.0,
-    grad_accum: Annotated[int, typer.Option("--grad-accum", help="Windows per optimizer step.",
-                                            rich_help_panel=TRAINING)] = 1,
+    schedule: Schedule = "constant",
+    warmup: Warmup = 0,
+    min_lr_ratio: MinLrRatio = 0.0,
+    clip: Clip = 5.0,
+    grad_accum: GradAccum = 1,
     epochs: Epochs = None,
     max_steps: MaxSteps = None,
     max_time: MaxTime = None,
     val: Validation = None,
-    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Without --val: hold out this last share of "
-                                                "the corpus.", rich_help_panel=TRAINING)] = 0.1,
-    eval_interval: Annotated[int, typer.Option("--eval-interval", help="Steps between validations (0: at the end).",
-                                               rich_help_panel=TRAINING)] = 500,
-    eval_batches: Annotated[Optional[int], typer.Option("--eval-batches", help="Windows per periodic validation "
-                                                        "(default all; the final one is always full).",
-                                                        rich_help_panel=TRAINING)] = None,
-    log_interval: Annotated[int, typer.Option("--log-interval", help="Steps between metrics lines.",
-                                              rich_help_panel=TRAINING)] = 50,
+    val_fraction: ValFraction = 0.1,
+    eval_interval: EvalInterval = 500,
+    eval_batches: EvalBatches = None,
+    log_interval: LogInterval = 50,
     resume: Resume = False,
     compile: Compile = False,
     device: Device = "auto",
@@ -131,26 +134,21 @@ def train(
     """
     from dlnlp.models.rnn_lm import RNNLMConfig
     from dlnlp.recipes.rnn import resume_rnn_training, start_rnn_training
-    from dlnlp.training import TrainConfig
 
-    stops = {"max_steps": max_steps, "epochs": epochs, "max_time": max_time}
     if resume:
-        result = resume_rnn_training(out, stops, quiet=quiet, device=device, compile=compile)
+        result = resume_rnn_training(out, training_stops(max_steps, epochs, max_time), quiet=quiet, device=device,
+                                     compile=compile)
     else:
-        if not any(v is not None for v in stops.values()):
-            stops["epochs"] = 1.0
         model_config = RNNLMConfig(vocab_size=1, cell=cell, embed=embed, hidden=hidden, layers=layers,
                                    dropout=dropout, embed_dropout=embed_dropout, tie_weights=tie_weights,
                                    forget_bias=forget_bias, context=context, direct=direct)
-        train_config = TrainConfig(
-            optimizer=optimizer, lr=lr, weight_decay=weight_decay, betas=(0.9, beta2), momentum=momentum,
-            schedule=schedule, warmup_steps=warmup, min_lr_ratio=min_lr_ratio, clip=clip or None,
-            grad_accum=grad_accum, ema_decay=ema,
-            precision=precision, device=device, eval_interval=eval_interval, eval_batches=eval_batches,
-            log_interval=log_interval, seed=seed, compile=compile, quiet=quiet, **stops,
-        )
+        config = train_config(optimizer=optimizer, lr=lr, weight_decay=weight_decay, beta2=beta2, momentum=momentum,
+                              ema=ema, schedule=schedule, warmup=warmup, min_lr_ratio=min_lr_ratio, clip=clip,
+                              grad_accum=grad_accum, epochs=epochs, max_steps=max_steps, max_time=max_time,
+                              eval_interval=eval_interval, eval_batches=eval_batches, log_interval=log_interval,
+                              precision=precision, device=device, seed=seed, compile=compile, quiet=quiet)
         result = start_rnn_training(
-            inputs, out, model_config, train_config, seq_len=seq_len, batch_size=batch_size,
+            inputs, out, model_config, config, seq_len=seq_len, batch_size=batch_size,
             tokenizer=None if ids else tokenizer, ids=ids, vocab_size=vocab_size, val=val,
             val_fraction=val_fraction, options=corpus_options(text_field, encoding_errors), force=force,
         )

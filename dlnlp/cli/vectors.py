@@ -20,7 +20,7 @@ FormatOpt = Annotated[str, typer.Option("--format", help="Input format: auto, wo
                                                          "glove or dlnlp.")]
 RestrictOpt = Annotated[Optional[int], typer.Option("--restrict", help="Consider only the N most frequent words "
                                                                        "(the first N rows).")]
-TopnOpt = Annotated[int, typer.Option("--topn", "-n", help="How many words to print.")]
+TopnOpt = Annotated[int, typer.Option("--topn", help="How many words to print.")]
 
 
 def _load(path: str, fmt: str):

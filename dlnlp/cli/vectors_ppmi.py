@@ -8,17 +8,25 @@ from typing import Annotated
 
 import typer
 
-from dlnlp.cli.glove import CrossLines, MaxVocab, Memory, MinCount, Symmetric, TmpDir
 from dlnlp.cli.options import (
     TRAINING,
+    CrossLines,
+    DistanceWeighting,
     EncodingErrors,
     Force,
     Inputs,
     Json,
+    MaxVocab,
+    Memory,
+    MinCount,
     Quiet,
     Seed,
+    Symmetric,
+    TempDir,
     TextField,
+    TmpDirAlias,
     VectorsFormat,
+    Window,
 )
 
 
@@ -34,16 +42,15 @@ def register(app: typer.Typer) -> None:
         fmt: VectorsFormat = "auto",
         dim: Annotated[int, typer.Option("--dim", help="Vector dimension (singular vectors kept).",
                                          rich_help_panel=TRAINING)] = 100,
-        window: Annotated[int, typer.Option("--window", help="Context words on each side.")] = 5,
-        distance_weighting: Annotated[bool, typer.Option("--distance-weighting/--no-distance-weighting",
-                                                         help="Add 1/d for a context d words away (default: "
-                                                         "plain counts).")] = False,
+        window: Window = 5,
+        distance_weighting: DistanceWeighting = False,
         min_count: MinCount = 5,
         max_vocab: MaxVocab = None,
         symmetric: Symmetric = True,
         cross_lines: CrossLines = False,
-        memory: Memory = 1.0,
-        tmp_dir: TmpDir = None,
+        memory: Memory = "1G",
+        temp_dir: TempDir = None,
+        tmp_dir: TmpDirAlias = None,
         cds: Annotated[float, typer.Option("--cds", help="Context-distribution smoothing exponent (1: none).",
                                            rich_help_panel=TRAINING)] = 0.75,
         shift: Annotated[float, typer.Option("--shift", help="Shift k: PMI - log k (1: none).",
@@ -71,57 +78,17 @@ def register(app: typer.Typer) -> None:
 
         Example: dlnlp vectors ppmi-svd corpus.txt --dim 100 --window 5 --out ppmi.bin
         """
-        import time
+        from dlnlp.cli.options import corpus_options, counting, print_json
+        from dlnlp.cli.options import temp_dir as chosen_temp_dir
+        from dlnlp.models.ppmi_svd import PPMIConfig
+        from dlnlp.recipes.ppmi import train_ppmi_svd
 
-        from dlnlp.cli.options import corpus_options, print_json
-        from dlnlp.errors import DlnlpError
-        from dlnlp.io.atomic import check_can_write
-        from dlnlp.io.corpus import describe_inputs
-        from dlnlp.io.vectors import KeyedVectors, output_format, write_vectors_output
-        from dlnlp.models.ppmi_svd import (
-            PPMIConfig,
-            check_counting_options,
-            corpus_cooccurrence,
-            ppmi_svd_vectors,
-        )
-        from dlnlp.progress import Progress, log
-
-        started = time.perf_counter()
         config = PPMIConfig(dim=dim, cds=cds, shift=shift, positive=positive, eig=eig, svd=svd,
                             power_iterations=power_iterations, seed=seed)
-        try:
-            config.validate()
-        except ValueError as exc:
-            raise DlnlpError(str(exc)) from exc
-        check_counting_options(window, min_count, memory, max_vocab)
-        fmt_out = output_format(out, fmt)
-        check_can_write(out, force, inputs=inputs)
-        with Progress("counting", unit="lines", quiet=quiet) as bar:
-            vocab, matrix, stats = corpus_cooccurrence(
-                inputs, corpus_options(text_field, encoding_errors), min_count=min_count, max_vocab=max_vocab,
-                window=window, symmetric=symmetric, distance_weighting=distance_weighting,
-                cross_lines=cross_lines, memory_bytes=int(memory * (1 << 30)), tmp_dir=tmp_dir,
-                on_lines=lambda n: bar.update(n))
-        log(f"vocabulary: {len(vocab)} words; {matrix.nnz} non-zero co-occurrences (window {window})", quiet=quiet)
-        if matrix.nnz == 0:
-            raise DlnlpError("no co-occurrences: every line has fewer than two in-vocabulary words")
-        svd_started = time.perf_counter()
-        try:
-            vectors, singular = ppmi_svd_vectors(matrix.rows, matrix.cols, matrix.values, len(vocab), config)
-        except RuntimeError as exc:
-            raise DlnlpError(str(exc)) from exc
-        finally:
-            matrix.close()
-        svd_seconds = time.perf_counter() - svd_started
-        kv = KeyedVectors(vocab.words, vectors, vocab.counts)
-        write_vectors_output(kv, out, fmt_out, force=force,
-                             config={"model": "ppmi-svd", "corpus": describe_inputs(inputs), "window": window,
-                                     "min_count": min_count, "distance_weighting": distance_weighting,
-                                     **config.to_dict()})
-        result = {"out": str(out), "format": fmt_out, "vocab_size": len(vocab), "nnz": stats["nnz"],
-                  "count_seconds": stats["vocab_seconds"] + stats["cooccur_seconds"], "svd_seconds": svd_seconds,
-                  "top_singular_values": [float(x) for x in singular[:5]],
-                  "wall_seconds": time.perf_counter() - started}
-        log(f"PPMI + {svd} SVD to {dim} dimensions in {svd_seconds:.1f}s; wrote {out}", quiet=quiet)
+        count = counting(window=window, min_count=min_count, max_vocab=max_vocab, symmetric=symmetric,
+                         distance_weighting=distance_weighting, cross_lines=cross_lines, memory=memory,
+                         temp_dir=chosen_temp_dir(temp_dir, tmp_dir))
+        result = train_ppmi_svd(inputs, out, config, count, fmt=fmt,
+                                options=corpus_options(text_field, encoding_errors), force=force, quiet=quiet)
         if json_:
             print_json(result)

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from dlnlp.errors import DlnlpError, ModelDirError
+from dlnlp.errors import DlnlpError, ModelDirError, OptionError
 from dlnlp.io.corpus import CorpusOptions
 from dlnlp.io.modeldir import WEIGHTS_NAME, RunOutput
 from dlnlp.kernels.device import resolve_device, seed_everything
@@ -20,6 +20,7 @@ from dlnlp.kernels.memory import (
     gpt_training_needs,
     state_factor,
 )
+from dlnlp.kernels.transformer import ACTIVATIONS
 from dlnlp.models.gpt import GPT, KIND, GPTConfig, evaluate_windows, gpt_config_dict, load_gpt
 from dlnlp.progress import log
 from dlnlp.recipes.lm import (
@@ -42,20 +43,47 @@ def gpt_loss(model: Any, batch: Any, state: Any) -> tuple[Any, None]:
     return model(x, y)[1], None
 
 
+POSITIONS = ("learned", "sinusoidal")
+# The model options' names as the user types them, for the messages of check_gpt_args.
+_OPTION_NAMES = {"n_layer": "--layers", "n_head": "--heads", "n_embd": "--dim", "block_size": "--block-size"}
+
+
+def check_gpt_args(model_args: dict[str, Any]) -> None:
+    """Refuse model options out of range before any work, naming each as typed (``--heads must be >= 1, got 0``)."""
+    for key, option in _OPTION_NAMES.items():
+        if key in model_args and model_args[key] < 1:
+            raise OptionError(f"{option} must be >= 1, got {model_args[key]}")
+    dropout = model_args.get("dropout", 0.0)
+    if not 0 <= dropout < 1:
+        raise OptionError(f"--dropout must be in [0, 1), got {dropout}")
+    position = model_args.get("position", "learned")
+    if position not in POSITIONS:
+        raise OptionError(f"--position {position}: expected learned or sinusoidal")
+    activation = model_args.get("activation", "gelu")
+    if activation not in ACTIVATIONS:
+        raise OptionError(f"--activation {activation}: expected one of {', '.join(ACTIVATIONS)}")
+
+
 def start_gpt_training(
     inputs: Sequence[str] | None, out: str | Path, model_args: dict[str, Any], train_config: TrainConfig, *,
-    batch_size: int = 12, tokenizer: str | None = None, ids: bool = False, vocab_size: int | None = None,
-    val: str | Path | None = None, val_fraction: float = 0.1, options: CorpusOptions | None = None,
-    force: bool = False,
+    batch_size: int = 12, tokenizer: str | None = None, char: bool = False, ids: bool = False,
+    vocab_size: int | None = None, val: str | Path | None = None, val_fraction: float = 0.1,
+    options: CorpusOptions | None = None, force: bool = False,
 ) -> dict[str, Any]:
     """Spool the corpus to ``out/data``, write config.json and the vocabulary, train, return a summary.
 
-    ``model_args`` are :class:`~dlnlp.models.gpt.GPTConfig` fields (``vocab_size`` comes from the data);
-    ``tokenizer`` None means character level.
+    ``model_args`` are :class:`~dlnlp.models.gpt.GPTConfig` fields (``vocab_size`` comes from the data).
+    The text level is one of ``tokenizer`` (a tokenizer file), ``char`` and ``ids``; with none given it
+    is character level.
     """
+    if sum([tokenizer is not None, char, ids]) > 1:
+        raise OptionError("give one of --tokenizer, --char and --ids")
+    if char:
+        tokenizer = None
+    check_gpt_args(model_args)
     checked(train_config)
     if batch_size < 1:
-        raise DlnlpError("--batch-size must be >= 1")
+        raise OptionError(f"--batch-size must be >= 1, got {batch_size}")
     check_width("--dim", model_args["n_embd"])
     if model_args["n_embd"] % model_args["n_head"]:
         raise DlnlpError(f"--dim {model_args['n_embd']} is not divisible by --heads {model_args['n_head']}")

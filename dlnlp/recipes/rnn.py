@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dlnlp.errors import DlnlpError
+from dlnlp.errors import DlnlpError, OptionError
 from dlnlp.io.corpus import CorpusOptions
 from dlnlp.io.modeldir import RunOutput, make_config
 from dlnlp.kernels.device import resolve_device, resolve_precision, seed_everything
@@ -37,8 +37,9 @@ def start_rnn_training(
     """Spool the corpus into ``out/data``, write ``config.json`` and the vocabulary, then train."""
     checked(model_config)
     checked(train_config)
-    if seq_len < 1 or batch_size < 1:
-        raise DlnlpError("--seq-len and --batch-size must be >= 1")
+    for option, value in (("--seq-len", seq_len), ("--batch-size", batch_size)):
+        if value < 1:
+            raise OptionError(f"{option} must be >= 1, got {value}")
     # Before reading the corpus: the parameters alone (the vocabulary is not known yet).
     model_config.vocab_size = vocab_size or 1
     check_rnn_memory(model_config, train_config)

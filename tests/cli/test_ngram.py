@@ -29,13 +29,13 @@ def model_dir(tmp_path_factory):
 
 def test_train_from_stdin_and_refuse_overwrite(tmp_path, model_dir):
     out = tmp_path / "lm"
-    run_cli("ngram", "train", "-", "-n", "2", "-s", "witten-bell", "-o", str(out), "-q", input=CORPUS, check=True)
+    run_cli("ngram", "train", "-", "--order", "2", "-s", "witten-bell", "-o", str(out), "-q", input=CORPUS, check=True)
     assert json.loads((out / "config.json").read_text())["smoothing"] == "witten-bell"
-    again = run_cli("ngram", "train", "-", "-n", "2", "-o", str(out), input=CORPUS)
+    again = run_cli("ngram", "train", "-", "--order", "2", "-o", str(out), input=CORPUS)
     assert again.returncode == 1 and "--force" in again.stderr
     # A memory budget changes how counting runs (chunks, shards on disk), not the model.
     budget = tmp_path / "budget"
-    run_cli("ngram", "train", "-", "-n", "2", "-s", "witten-bell", "-o", str(budget), "--memory", "1M",
+    run_cli("ngram", "train", "-", "--order", "2", "-s", "witten-bell", "-o", str(budget), "--memory", "1M",
             "--temp-dir", str(tmp_path), "-q", input=CORPUS, check=True)
     text = "the cat sat\na log\n"
     assert (run_cli("ngram", "score", str(budget), input=text, check=True).stdout
