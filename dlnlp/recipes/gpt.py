@@ -11,8 +11,8 @@ import torch
 
 from dlnlp.errors import DlnlpError, ModelDirError, OptionError
 from dlnlp.io.corpus import CorpusOptions
-from dlnlp.io.modeldir import WEIGHTS_NAME, RunOutput
-from dlnlp.kernels.device import resolve_device, seed_everything
+from dlnlp.io.modeldir import WEIGHTS_NAME
+from dlnlp.kernels.device import resolve_device
 from dlnlp.kernels.memory import (
     activation_bytes,
     check_training,
@@ -21,20 +21,16 @@ from dlnlp.kernels.memory import (
     state_factor,
 )
 from dlnlp.kernels.transformer import ACTIVATIONS
-from dlnlp.models.gpt import GPT, KIND, GPTConfig, evaluate_windows, gpt_config_dict, load_gpt
-from dlnlp.progress import log
+from dlnlp.models.gpt import FORMAT_VERSION, GPT, KIND, GPTConfig, evaluate_windows, load_gpt
 from dlnlp.recipes.lm import (
-    LMRun,
+    LMRecipe,
     bits_per_char,
-    checked,
-    new_lm_run,
     read_eval_text,
-    resumed_lm_run,
-    run_summary,
+    resume_lm_training,
+    start_lm_training,
 )
 from dlnlp.training.config import TrainConfig
 from dlnlp.training.data import LMData, RandomWindows
-from dlnlp.training.trainer import Trainer
 
 
 def gpt_loss(model: Any, batch: Any, state: Any) -> tuple[Any, None]:
@@ -78,45 +74,20 @@ def start_gpt_training(
     """
     if sum([tokenizer is not None, char, ids]) > 1:
         raise OptionError("give one of --tokenizer, --char and --ids")
-    if char:
-        tokenizer = None
     check_gpt_args(model_args)
-    checked(train_config)
-    if batch_size < 1:
-        raise OptionError(f"--batch-size must be >= 1, got {batch_size}")
     check_width("--dim", model_args["n_embd"])
     if model_args["n_embd"] % model_args["n_head"]:
         raise DlnlpError(f"--dim {model_args['n_embd']} is not divisible by --heads {model_args['n_head']}")
-    # Before reading the corpus: the parameters alone (the vocabulary is not known yet).
-    check_gpt_memory(GPTConfig(vocab_size=vocab_size or 1, **model_args), train_config)
-    model_config: GPTConfig | None = None
-
-    def make_run_config(run: LMRun) -> dict[str, Any]:
-        nonlocal model_config
-        model_config = GPTConfig(vocab_size=run.data.vocab_size, **model_args)
-        longest = len(run.data.train) - 1  # the longest window the training text holds
-        if model_config.block_size > longest:
-            raise DlnlpError(f"--block-size {model_config.block_size} is longer than the training text "
-                             f"({len(run.data.train):,} tokens); use --block-size {max(longest, 1)} or less")
-        check_gpt_memory(model_config, train_config, batch_size, len(run.data.train))
-        eos = getattr(run.tokenizer, "eos_id", None) if run.tokenizer is not None else None
-        return gpt_config_dict(model_config, level=run.level, batch_size=batch_size, eos_id=eos,
-                               train=train_config.to_dict(), data=run.data.meta)
-
-    with new_lm_run(inputs, out, make_run_config, tokenizer=tokenizer, ids=ids, vocab_size=vocab_size,
-                    val=val, val_fraction=val_fraction, options=options, force=force) as run:
-        seed_everything(train_config.seed)
-        return _train(GPT(model_config), train_config, run.data, run.output, batch_size, resume=False)
+    return start_lm_training(GPT_RECIPE, inputs, out, GPTConfig(vocab_size=vocab_size or 1, **model_args),
+                             train_config, {"batch_size": batch_size}, tokenizer=None if char else tokenizer,
+                             ids=ids, vocab_size=vocab_size, val=val, val_fraction=val_fraction, options=options,
+                             force=force)
 
 
 def resume_gpt_training(out: str | Path, stops: dict[str, Any], *, quiet: bool = False, device: str = "auto",
                         compile: bool = False) -> dict[str, Any]:
     """Continue the run in ``out`` from its checkpoint; ``stops`` (max_steps/epochs/max_time) override."""
-    with resumed_lm_run(out, KIND, stops, quiet=quiet, device=device, compile=compile) as (
-            output, config, train_config, data):
-        model_config = GPTConfig.from_dict(config["model"])
-        check_gpt_memory(model_config, train_config, config["batch_size"], len(data.train))
-        return _train(GPT(model_config), train_config, data, output, config["batch_size"], resume=True)
+    return resume_lm_training(GPT_RECIPE, out, stops, quiet=quiet, device=device, compile=compile)
 
 
 def check_gpt_memory(config: GPTConfig, train_config: TrainConfig, batch_size: int | None = None,
@@ -138,20 +109,27 @@ def check_gpt_memory(config: GPTConfig, train_config: TrainConfig, batch_size: i
         train_config.optimizer, momentum=train_config.momentum, ema=bool(train_config.ema_decay)))
 
 
-def _train(model: GPT, train_config: TrainConfig, data: LMData, output: RunOutput, batch_size: int, *,
-           resume: bool) -> dict[str, Any]:
-    block = model.config.block_size
-    train = RandomWindows(data.train, batch_size, block, seed=train_config.seed)
-    val = RandomWindows(data.val, batch_size, block, seed=train_config.seed) if data.val is not None else None
-    params = model.num_parameters()
-    if not resume:
-        c = model.config
-        log(f"GPT {c.n_layer} layers x {c.n_head} heads x {c.n_embd} dims, block {block}, "
-            f"{params:,} parameters, vocabulary {data.vocab_size}; {len(data.train):,} training tokens, "
-            f"{len(data.val) if data.val is not None else 0:,} validation tokens", quiet=train_config.quiet)
-    result = Trainer(model, train_config, train, val, out_dir=output.path, loss_fn=gpt_loss, resume=resume,
-                     on_save=output.commit).fit()
-    return run_summary(result, output.target, params, train_config.quiet)
+def _check_block_size(config: GPTConfig, data: LMData) -> None:
+    longest = len(data.train) - 1  # the longest window the training text holds
+    if config.block_size > longest:
+        raise DlnlpError(f"--block-size {config.block_size} is longer than the training text "
+                         f"({len(data.train):,} tokens); use --block-size {max(longest, 1)} or less")
+
+
+def _windows(tokens: Any, config: GPTConfig, shape: dict[str, int], seed: int, validation: bool) -> RandomWindows:
+    return RandomWindows(tokens, shape["batch_size"], config.block_size, seed=seed)
+
+
+def _describe(model: GPT, data: LMData, train: RandomWindows) -> str:
+    c = model.config
+    return (f"GPT {c.n_layer} layers x {c.n_head} heads x {c.n_embd} dims, block {c.block_size}, "
+            f"{model.num_parameters():,} parameters, vocabulary {data.vocab_size}; {len(data.train):,} training "
+            f"tokens, {len(data.val) if data.val is not None else 0:,} validation tokens")
+
+
+def _check_memory(config: GPTConfig, train_config: TrainConfig, shape: dict[str, int] | None,
+                  train_tokens: int | None) -> None:
+    check_gpt_memory(config, train_config, shape["batch_size"] if shape else None, train_tokens)
 
 
 def load_gpt_dir(model_dir: str | Path, device: Any = "cpu") -> tuple[GPT, Any, dict[str, Any]]:
@@ -193,3 +171,10 @@ def evaluate_gpt_dir(model_dir: str | Path, inputs: Sequence[str] | None, *, bat
     loss, count = evaluate_windows(model, torch.from_numpy(text.ids), block, batch_size, dev)
     return {"loss": loss, "perplexity": math.exp(min(loss, 700)), "bits_per_char": bits_per_char(loss, count, text, level),
             "tokens": count, "characters": text.characters, "unknown_characters": text.unknown, "block_size": block}
+
+
+GPT_RECIPE = LMRecipe(
+    kind=KIND, format_version=FORMAT_VERSION, config_class=GPTConfig, build=GPT, shape=("batch_size",),
+    batches=_windows, check_memory=_check_memory, describe=_describe,
+    loss_fn=gpt_loss, check_data=_check_block_size,
+)

@@ -21,20 +21,24 @@ from typing import Any
 
 import numpy as np
 
-from dlnlp.errors import DlnlpError, InputError
+from dlnlp.errors import DlnlpError, InputError, OptionError
 from dlnlp.io.corpus import CorpusOptions, iter_lines
-from dlnlp.io.modeldir import RunOutput, read_config, write_config
+from dlnlp.io.modeldir import RunOutput, make_config, read_config, write_config
+from dlnlp.kernels.device import seed_everything
 from dlnlp.progress import log
 from dlnlp.training.checkpoint import read_checkpoint_meta
 from dlnlp.training.config import TrainConfig
 from dlnlp.training.data import LMData, encode_text_ids, load_lm_data, prepare_lm_data
-from dlnlp.training.trainer import TrainResult
+from dlnlp.training.trainer import Trainer, TrainResult
 
 
 def checked(config: Any) -> None:
-    """Run a config's ``validate()``; its ValueError becomes a one-line user error."""
+    """Run a config's ``validate()`` if it has one; its ValueError becomes a one-line user error."""
+    validate = getattr(config, "validate", None)
+    if validate is None:
+        return
     try:
-        config.validate()
+        validate()
     except ValueError as exc:
         raise DlnlpError(str(exc)) from None
 
@@ -100,6 +104,108 @@ def resumed_lm_run(out: str | Path, kind: str, stops: dict[str, Any], *, quiet: 
                                                                      **overrides)
         checked(train_config)
         yield output, config, train_config, load_lm_data(output.path)
+
+
+@dataclass(frozen=True)
+class LMRecipe:
+    """One language-model family's part of the shared start / resume flow.
+
+    The flow (:func:`start_lm_training`, :func:`resume_lm_training`) does the rest the same way for every
+    family: the run directory, spooled data, vocabulary, config.json, seeding, the trainer and the summary.
+
+    - ``config_class``: the model's config dataclass (``vocab_size`` field, ``to_dict``/``from_dict``,
+      ``validate`` raising ValueError); ``build(config)`` makes the model.
+    - ``shape``: the names of the batch-shape settings stored in config.json beside the model (e.g.
+      ``("batch_size",)`` or ``("seq_len", "batch_size")``), each an integer >= 1 named ``--seq-len`` etc.
+    - ``batches(tokens, config, shape, seed, validation)``: a batch source over a token array (the
+      trainer's ``next_batch`` protocol; for validation also ``iter_eval``).
+    - ``check_memory(config, train_config, shape, train_tokens)``: raise before allocating when the run
+      will not fit (``shape``/``train_tokens`` are None before the corpus is read).
+    - ``check_data(config, data)``: refuse a configuration the spooled data cannot serve (optional).
+    - ``describe(model, data, train_batches)``: the first log line of a new run.
+    - ``loss_fn``: the trainer's loss function, when ``model(*batch)`` does not return the loss.
+    """
+
+    kind: str
+    format_version: int
+    config_class: Any
+    build: Callable[[Any], Any]
+    shape: tuple[str, ...]
+    batches: Callable[[np.ndarray, Any, dict[str, int], int, bool], Any]
+    check_memory: Callable[[Any, TrainConfig, dict[str, int] | None, int | None], None]
+    describe: Callable[[Any, LMData, Any], str]
+    loss_fn: Callable[..., Any] | None = None
+    check_data: Callable[[Any, LMData], None] | None = None
+
+
+def parameter_count(model: Any) -> int:
+    """The parameters a run reports: the model's own ``num_parameters()`` or every distinct parameter
+    (tied weights once)."""
+    if hasattr(model, "num_parameters"):
+        return int(model.num_parameters())
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def start_lm_training(
+    recipe: LMRecipe, inputs: Sequence[str] | None, out: str | Path, model_config: Any, train_config: TrainConfig,
+    shape: dict[str, int], *, tokenizer: str | None = None, ids: bool = False, vocab_size: int | None = None,
+    val: str | Path | None = None, val_fraction: float = 0.1, options: CorpusOptions | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Train a new model of ``recipe``'s family on ``inputs`` into ``out``; returns the run summary.
+
+    ``model_config`` is the family's config (its ``vocab_size`` is set from the data); ``shape`` the
+    batch-shape settings (``recipe.shape``). ``tokenizer`` None (or "char") trains on characters, a
+    path on that tokenizer's ids; ``ids`` reads ``dlnlp tokenize encode`` output.
+    """
+    checked(train_config)
+    for name in recipe.shape:
+        if shape[name] < 1:
+            raise OptionError(f"--{name.replace('_', '-')} must be >= 1, got {shape[name]}")
+    # Before reading the corpus: the parameters alone (the vocabulary is not known yet).
+    model_config.vocab_size = vocab_size or 1
+    checked(model_config)
+    recipe.check_memory(model_config, train_config, None, None)
+
+    def make_run_config(run: LMRun) -> dict[str, Any]:
+        model_config.vocab_size = run.data.vocab_size
+        checked(model_config)
+        if recipe.check_data is not None:
+            recipe.check_data(model_config, run.data)
+        recipe.check_memory(model_config, train_config, shape, len(run.data.train))
+        eos = getattr(run.tokenizer, "eos_id", None) if run.tokenizer is not None else None
+        return make_config(recipe.kind, recipe.format_version, model=model_config.to_dict(), level=run.level,
+                           eos_id=eos, **{name: shape[name] for name in recipe.shape},
+                           train=train_config.to_dict(), data=run.data.meta)
+
+    with new_lm_run(inputs, out, make_run_config, tokenizer=tokenizer, ids=ids, vocab_size=vocab_size,
+                    val=val, val_fraction=val_fraction, options=options, force=force) as run:
+        seed_everything(train_config.seed)
+        return _fit(recipe, model_config, train_config, run.data, run.output,
+                    {name: shape[name] for name in recipe.shape}, resume=False)
+
+
+def resume_lm_training(recipe: LMRecipe, out: str | Path, stops: dict[str, Any], *, quiet: bool = False,
+                       device: str = "auto", compile: bool = False) -> dict[str, Any]:
+    """Continue the run in ``out`` from its checkpoint; ``stops`` (max_steps/epochs/max_time) override."""
+    with resumed_lm_run(out, recipe.kind, stops, quiet=quiet, device=device, compile=compile) as (
+            output, config, train_config, data):
+        model_config = recipe.config_class.from_dict(config["model"])
+        shape = {name: int(config[name]) for name in recipe.shape}
+        recipe.check_memory(model_config, train_config, shape, len(data.train))
+        return _fit(recipe, model_config, train_config, data, output, shape, resume=True)
+
+
+def _fit(recipe: LMRecipe, model_config: Any, train_config: TrainConfig, data: LMData, output: RunOutput,
+         shape: dict[str, int], *, resume: bool) -> dict[str, Any]:
+    model = recipe.build(model_config)
+    train = recipe.batches(data.train, model_config, shape, train_config.seed, False)
+    val = recipe.batches(data.val, model_config, shape, train_config.seed, True) if data.val is not None else None
+    if not resume:
+        log(recipe.describe(model, data, train), quiet=train_config.quiet)
+    result = Trainer(model, train_config, train, val, out_dir=output.path, loss_fn=recipe.loss_fn, resume=resume,
+                     on_save=output.commit).fit()
+    return run_summary(result, output.target, parameter_count(model), train_config.quiet)
 
 
 def run_summary(result: TrainResult, directory: Path, parameters: int, quiet: bool) -> dict[str, Any]:

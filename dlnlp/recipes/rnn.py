@@ -7,25 +7,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dlnlp.errors import DlnlpError, OptionError
+from dlnlp.errors import DlnlpError
 from dlnlp.io.corpus import CorpusOptions
-from dlnlp.io.modeldir import RunOutput, make_config
-from dlnlp.kernels.device import resolve_device, resolve_precision, seed_everything
+from dlnlp.kernels.device import resolve_device, resolve_precision
 from dlnlp.kernels.memory import activation_bytes, check_training, rnn_training_needs, state_factor
 from dlnlp.models.rnn_lm import MODEL_KIND, RNNLMConfig, build_model, load_model_dir
-from dlnlp.progress import log
 from dlnlp.recipes.lm import (
-    LMRun,
+    LMRecipe,
     bits_per_char,
-    checked,
-    new_lm_run,
+    parameter_count,
     read_eval_text,
-    resumed_lm_run,
-    run_summary,
+    resume_lm_training,
+    start_lm_training,
 )
 from dlnlp.training.config import TrainConfig
 from dlnlp.training.data import LMData, StreamBatches
-from dlnlp.training.trainer import Trainer, evaluate_loss
+from dlnlp.training.trainer import evaluate_loss
 
 
 def start_rnn_training(
@@ -35,38 +32,15 @@ def start_rnn_training(
     options: CorpusOptions | None = None, force: bool = False,
 ) -> dict[str, Any]:
     """Spool the corpus into ``out/data``, write ``config.json`` and the vocabulary, then train."""
-    checked(model_config)
-    checked(train_config)
-    for option, value in (("--seq-len", seq_len), ("--batch-size", batch_size)):
-        if value < 1:
-            raise OptionError(f"{option} must be >= 1, got {value}")
-    # Before reading the corpus: the parameters alone (the vocabulary is not known yet).
-    model_config.vocab_size = vocab_size or 1
-    check_rnn_memory(model_config, train_config)
-
-    def make_run_config(run: LMRun) -> dict[str, Any]:
-        model_config.vocab_size = run.data.vocab_size
-        checked(model_config)
-        check_rnn_memory(model_config, train_config, batch_size, seq_len, len(run.data.train))
-        return make_config(MODEL_KIND, model=model_config.to_dict(), level=run.level, seq_len=seq_len,
-                           batch_size=batch_size, train=train_config.to_dict(), data=run.data.meta)
-
-    with new_lm_run(inputs, out, make_run_config, tokenizer=tokenizer, ids=ids, vocab_size=vocab_size,
-                    val=val, val_fraction=val_fraction, options=options, force=force) as run:
-        seed_everything(train_config.seed)
-        model = build_model(model_config)
-        return _train(model, train_config, run.data, run.output, seq_len, batch_size, resume=False)
+    return start_lm_training(RNN_RECIPE, inputs, out, model_config, train_config,
+                             {"seq_len": seq_len, "batch_size": batch_size}, tokenizer=tokenizer, ids=ids,
+                             vocab_size=vocab_size, val=val, val_fraction=val_fraction, options=options, force=force)
 
 
 def resume_rnn_training(out: str | Path, stops: dict[str, Any], *, quiet: bool = False, device: str = "auto",
                         compile: bool = False) -> dict[str, Any]:
     """Continue the run in ``out`` from its checkpoint; ``stops`` (max_steps/epochs/max_time) override."""
-    with resumed_lm_run(out, MODEL_KIND, stops, quiet=quiet, device=device, compile=compile) as (
-            output, config, train_config, data):
-        model_config = RNNLMConfig.from_dict(config["model"])
-        check_rnn_memory(model_config, train_config, config["batch_size"], config["seq_len"], len(data.train))
-        model = build_model(model_config)
-        return _train(model, train_config, data, output, config["seq_len"], config["batch_size"], resume=True)
+    return resume_lm_training(RNN_RECIPE, out, stops, quiet=quiet, device=device, compile=compile)
 
 
 def check_rnn_memory(config: RNNLMConfig, train_config: TrainConfig, batch_size: int | None = None,
@@ -92,20 +66,23 @@ def check_rnn_memory(config: RNNLMConfig, train_config: TrainConfig, batch_size:
                    copies=state_factor(train_config.optimizer, momentum=train_config.momentum, ema=ema))
 
 
-def _train(model: Any, train_config: TrainConfig, data: LMData, output: RunOutput, seq_len: int, batch_size: int,
-           *, resume: bool) -> dict[str, Any]:
-    train = StreamBatches(data.train, batch_size, seq_len)
-    val = StreamBatches(data.val, batch_size, seq_len, clamp=True) if data.val is not None else None
-    params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-    if not resume:
-        cfg = model.config
-        log(f"{cfg.cell} language model, {params:,} parameters, vocabulary {data.vocab_size}; "
-            f"{len(data.train):,} training tokens ({train.batches_per_epoch} windows of {batch_size}x{seq_len} "
-            f"per epoch), {len(data.val) if data.val is not None else 0:,} validation tokens",
-            quiet=train_config.quiet)
-    result = Trainer(model, train_config, train, val, out_dir=output.path, resume=resume,
-                     on_save=output.commit).fit()
-    return run_summary(result, output.target, params, train_config.quiet)
+def _streams(tokens: Any, config: RNNLMConfig, shape: dict[str, int], seed: int, validation: bool) -> StreamBatches:
+    return StreamBatches(tokens, shape["batch_size"], shape["seq_len"], clamp=validation)
+
+
+def _describe(model: Any, data: LMData, train: StreamBatches) -> str:
+    return (f"{model.config.cell} language model, {parameter_count(model):,} parameters, vocabulary "
+            f"{data.vocab_size}; {len(data.train):,} training tokens ({train.batches_per_epoch} windows of "
+            f"{train.batch_size}x{train.seq_len} per epoch), {len(data.val) if data.val is not None else 0:,} "
+            f"validation tokens")
+
+
+def _check_memory(config: RNNLMConfig, train_config: TrainConfig, shape: dict[str, int] | None,
+                  train_tokens: int | None) -> None:
+    if shape is None:
+        check_rnn_memory(config, train_config)
+    else:
+        check_rnn_memory(config, train_config, shape["batch_size"], shape["seq_len"], train_tokens)
 
 
 def evaluate_model_dir(model_dir: str | Path, inputs: Sequence[str] | None, *, batch_size: int = 32,
@@ -133,3 +110,9 @@ def evaluate_model_dir(model_dir: str | Path, inputs: Sequence[str] | None, *, b
             "bits_per_char": bits_per_char(loss, len(ids), text, level),
             "tokens": int(result["val_tokens"]), "tokens_in_text": int(len(ids)), "characters": text.characters,
             "unknown_characters": text.unknown, "streams": streams.batch_size}
+
+
+RNN_RECIPE = LMRecipe(
+    kind=MODEL_KIND, format_version=1, config_class=RNNLMConfig, build=build_model, shape=("seq_len", "batch_size"),
+    batches=_streams, check_memory=_check_memory, describe=_describe,
+)
