@@ -12,7 +12,8 @@ from dlnlp.io.corpus import CorpusOptions
 from dlnlp.io.modeldir import RunOutput, make_config
 from dlnlp.kernels.device import resolve_device, resolve_precision, seed_everything
 from dlnlp.kernels.memory import activation_bytes, check_training, rnn_training_needs, state_factor
-from dlnlp.models.rnn_lm import MODEL_KIND, RNNLMConfig, build_model, load_model_dir
+from dlnlp.models.registry import load_model
+from dlnlp.models.rnn_lm import KIND, RNNLMConfig, build_model
 from dlnlp.progress import log
 from dlnlp.recipes.lm import (
     LMRun,
@@ -47,7 +48,7 @@ def start_rnn_training(
         model_config.vocab_size = run.data.vocab_size
         checked(model_config)
         check_rnn_memory(model_config, train_config, batch_size, seq_len, len(run.data.train))
-        return make_config(MODEL_KIND, model=model_config.to_dict(), level=run.level, seq_len=seq_len,
+        return make_config(KIND, model=model_config.to_dict(), level=run.level, seq_len=seq_len,
                            batch_size=batch_size, train=train_config.to_dict(), data=run.data.meta)
 
     with new_lm_run(inputs, out, make_run_config, tokenizer=tokenizer, ids=ids, vocab_size=vocab_size,
@@ -60,7 +61,7 @@ def start_rnn_training(
 def resume_rnn_training(out: str | Path, stops: dict[str, Any], *, quiet: bool = False, device: str = "auto",
                         compile: bool = False) -> dict[str, Any]:
     """Continue the run in ``out`` from its checkpoint; ``stops`` (max_steps/epochs/max_time) override."""
-    with resumed_lm_run(out, MODEL_KIND, stops, quiet=quiet, device=device, compile=compile) as (
+    with resumed_lm_run(out, KIND, stops, quiet=quiet, device=device, compile=compile) as (
             output, config, train_config, data):
         model_config = RNNLMConfig.from_dict(config["model"])
         check_rnn_memory(model_config, train_config, config["batch_size"], config["seq_len"], len(data.train))
@@ -121,14 +122,13 @@ def evaluate_model_dir(model_dir: str | Path, inputs: Sequence[str] | None, *, b
         raise DlnlpError(f"--batch-size must be >= 1, got {batch_size}")
     dev = resolve_device(device)
     dtype = resolve_precision(precision, dev)
-    model, codec, config = load_model_dir(model_dir, dev)
-    level = config["level"]
-    text = read_eval_text(inputs, codec, level, config["model"]["vocab_size"], options)
+    loaded = load_model(model_dir, dev, kind=KIND)
+    text = read_eval_text(inputs, loaded.codec, options)
     ids = text.ids
-    streams = StreamBatches(ids, batch_size, config["seq_len"], clamp=True)
-    result = evaluate_loss(model, streams, dev, dtype)
+    streams = StreamBatches(ids, batch_size, loaded.config["seq_len"], clamp=True)
+    result = evaluate_loss(loaded.model, streams, dev, dtype)
     loss = result["val_loss"]
     return {"loss": loss, "perplexity": math.exp(min(loss, 700)),
-            "bits_per_char": bits_per_char(loss, len(ids), text, level),
+            "bits_per_char": bits_per_char(loss, len(ids), text),
             "tokens": int(result["val_tokens"]), "tokens_in_text": int(len(ids)), "characters": text.characters,
             "unknown_characters": text.unknown, "streams": streams.batch_size}

@@ -57,7 +57,7 @@ def test_samples_follow_the_softmax_distribution():
     assert abs(share - 0.75) < 0.03  # ~4.5 standard errors
 
 
-@pytest.mark.parametrize("kwargs", [{"temperature": -1.0}, {"top_k": 0}, {"top_p": 0.0}, {"top_p": 1.5}])
+@pytest.mark.parametrize("kwargs", [{"temperature": -1.0}, {"top_k": -1}, {"top_p": 0.0}, {"top_p": 1.5}])
 def test_invalid_arguments_raise(kwargs):
     with pytest.raises(ValueError):
         sample_logits(torch.zeros(1, 3), **kwargs)

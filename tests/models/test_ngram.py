@@ -191,6 +191,6 @@ def test_generate_yields_sentences_one_at_a_time_and_checks_options_first():
     sentences = model.generate(num=1000, max_tokens=5, seed=0)
     assert isinstance(next(sentences), str) and len(steps) <= 5  # one sentence sampled, not a thousand
     for bad, message in [({"num": 0}, "--num must be >= 1, got 0"), ({"max_tokens": -1}, "--max-tokens must be >= 1"),
-                         ({"temperature": 0.0}, "--temperature must be > 0"), ({"top_k": -2}, "--top-k must be >= 0")]:
+                         ({"temperature": -1.0}, "--temperature must be >= 0"), ({"top_k": -2}, "--top-k must be >= 0")]:
         with pytest.raises(InputError, match=message):
             model.generate(**bad)  # raised at the call, not at the first sentence
