@@ -250,3 +250,13 @@ def test_damaged_model_directories_fail_with_one_line_naming_the_file(trained, t
         code, stdout, err = run_main(*args)
         assert code == 1 and stdout == "" and len(err.splitlines()) == 1, (args, err)
         assert err.startswith(f"dlnlp: error: {damaged}/" + message.format(v=vocab)), (args, err)
+
+
+def test_sample_takes_prompt_with_prime_as_its_alias(trained, capsys):
+    _, out, _ = trained
+    args = ["rnn", "sample", out, "--length", "12", "--seed", "3", "--device", "cpu"]
+    code, by_prompt, _ = run_main(*args, "--prompt", "to be")
+    code2, by_prime, _ = run_main(*args, "--prime", "to be")
+    assert code == code2 == 0 and by_prompt == by_prime and by_prompt.startswith("to be")
+    code, _, err = run_main(*args, "--prompt", "to", "--prime", "be")
+    assert (code, err) == (1, "dlnlp: error: --prompt and --prime are the same option; give one\n")
