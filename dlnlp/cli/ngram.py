@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from dlnlp.cli.decoding_options import Temperature, TopK, TopP
 from dlnlp.cli.options import (
     EncodingErrors,
     Force,
@@ -153,12 +154,13 @@ def score(
 @app.command()
 def generate(
     model_dir: ModelDir,
-    num: Annotated[int, typer.Option("--num", help="Number of sentences.")] = 1,
+    num: Annotated[int, typer.Option("--num", "-n", help="Number of sentences.")] = 1,
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="Most words per sentence.")] = 30,
-    temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature.")] = 1.0,
-    top_k: Annotated[int, typer.Option("--top-k", help="Sample among the k likeliest words (0: all).")] = 0,
+    temperature: Temperature = 1.0,
+    top_k: TopK = None,
+    top_p: TopP = None,
     seed: Seed = 0,
-    prompt: Annotated[str, typer.Option("--prompt", help="Words the sentences start with.")] = "",
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="Words the sentences start with.")] = "",
 ) -> None:
     """Sample sentences from the model, one per line.
 
@@ -167,12 +169,13 @@ def generate(
     from dlnlp.cli.options import checked_utf8
     from dlnlp.models.ngram import check_generate_args
 
-    check_generate_args(num=num, max_tokens=max_tokens, temperature=temperature, top_k=top_k, seed=seed)
+    check_generate_args(num=num, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                        seed=seed)
     checked_utf8(prompt, "--prompt")
     model = _load(model_dir)
     out = sys.stdout
     for sentence in model.generate(num=num, max_tokens=max_tokens, temperature=temperature, top_k=top_k,
-                                   seed=seed, prompt=prompt):
+                                   top_p=top_p, seed=seed, prompt=prompt):
         out.write(sentence + "\n")
         out.flush()  # each sentence as soon as it is sampled: `... --num 100000 | head -1` ends at once
 

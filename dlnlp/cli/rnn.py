@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from dlnlp.cli.decoding_options import DECODE, Prime, Temperature, TopK, TopP
 from dlnlp.cli.options import (
     COMMON,
     INPUT,
@@ -159,85 +160,43 @@ def train(
 @app.command()
 def sample(
     model_dir: Annotated[Path, typer.Argument(help="A model directory from `dlnlp rnn train`.", show_default=False)],
-    prime: Annotated[str, typer.Option("--prime", "-p", help="Text to start from (ids for an --ids model); "
-                                       "printed before the continuation.")] = "",
-    length: Annotated[int, typer.Option("--length", "-n", help="Tokens to generate.")] = 500,
-    temperature: Annotated[float, typer.Option("--temperature", help="Softmax temperature; 0 is greedy.")] = 1.0,
-    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Sample among the k most likely tokens.")] = None,
-    top_p: Annotated[Optional[float], typer.Option("--top-p", help="Nucleus sampling: the smallest set of tokens "
-                                                   "with this much probability.")] = None,
+    prompt: Annotated[Optional[str], typer.Option("--prompt", "-p", help="Text to start from (ids for an --ids "
+                                                  "model); printed before the continuation.")] = None,
+    prime: Prime = None,
+    length: Annotated[int, typer.Option("--length", help="Tokens to generate (fewer when end-of-text comes).",
+                                        rich_help_panel=DECODE)] = 500,
+    temperature: Temperature = 1.0,
+    top_k: TopK = None,
+    top_p: TopP = None,
     seed: Seed = 0,
     device: Device = "auto",
 ) -> None:
     """Generate text from a trained model, streamed to stdout as it is generated.
 
-    Example: dlnlp rnn sample shakes --prime "ROMEO:" --length 300 --temperature 0.8 --top-k 20 --seed 1
+    Example: dlnlp rnn sample shakes --prompt "ROMEO:" --length 300 --temperature 0.8 --top-k 20 --seed 1
     """
-    import torch
-
-    from dlnlp.cli.options import checked_utf8
+    from dlnlp.cli.decoding_options import prompt_option
+    from dlnlp.decoding import DecodeConfig
+    from dlnlp.decoding.text import TextGenerator
     from dlnlp.errors import DlnlpError
-    from dlnlp.kernels.device import resolve_device
-    from dlnlp.kernels.sampling import check_sampling_args
-    from dlnlp.models.rnn_lm import load_model_dir
-    from dlnlp.tokenization.ids import parse_id_line
+    from dlnlp.models.rnn_lm import KIND
 
+    config = DecodeConfig(strategy="sample", max_new_tokens=max(length, 1), temperature=temperature, top_k=top_k,
+                          top_p=top_p)
     try:
-        check_sampling_args(temperature, top_k, top_p)
+        config.validate()
     except ValueError as exc:
         raise DlnlpError(str(exc)) from None
     if length < 0:
         raise DlnlpError(f"--length must be >= 0, got {length}")
-    checked_utf8(prime, "--prime")
-    dev = resolve_device(device)
-    model, codec, config = load_model_dir(model_dir, dev)
-    level = config["level"]
-    if level == "ids":
-        prime_ids = parse_id_line(prime, where="--prime")
-        if not prime_ids:
-            raise DlnlpError("--prime: an --ids model needs prime ids, e.g. --prime '5 17'")
-        if max(prime_ids) >= config["model"]["vocab_size"]:
-            raise DlnlpError(f"--prime: id {max(prime_ids)} is outside the vocabulary")
-    elif level == "char":
-        prime_ids = codec.encode(prime or "\n", errors="strict")
-    else:
-        prime_ids = codec.encode(prime)
-        if not prime_ids:
-            eos = getattr(codec, "eos_id", None)
-            if eos is None:
-                raise DlnlpError("--prime: this tokenizer has no end-of-text token to start from; give --prime")
-            prime_ids = [eos]
-    generator = torch.Generator(device=dev).manual_seed(seed)
-    out = sys.stdout
-    out.write(prime)
-    out.flush()
-    tokens = model.generate(prime_ids, length, temperature=temperature, top_k=top_k, top_p=top_p,
-                            generator=generator)
-    if level == "ids":
-        for i, token in enumerate(tokens):
-            out.write((" " if (prime or i) else "") + str(token))
-            out.flush()
-    elif level == "char":
-        for token in tokens:
-            out.write(codec.decode([token]))
-            out.flush()
-    else:
-        # Subword pieces do not always decode alone (byte-level BPE, sentencepiece spaces): decode
-        # everything so far and print what is new.
-        generated: list[int] = []
-        printed = ""
-        for token in tokens:
-            generated.append(token)
-            text = codec.decode(generated)
-            if text.startswith(printed) and not text.endswith("\ufffd"):
-                out.write(text[len(printed):])
-                out.flush()
-                printed = text
-        text = codec.decode(generated)
-        if text.startswith(printed):
-            out.write(text[len(printed):])
-    out.write("\n")
-    out.flush()
+    text, option = prompt_option(prompt, prime, default="")
+    generator = TextGenerator.load(model_dir, device, kind=KIND)
+    if length == 0:  # nothing to generate: the prompt, checked against the vocabulary, alone
+        generator.encode([text], option)
+        sys.stdout.write(text + "\n")
+        return
+    for _ in generator.run([text], config, seed=seed, stream=sys.stdout, where=option):
+        pass
 
 
 @app.command("eval")

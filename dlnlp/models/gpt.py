@@ -25,6 +25,7 @@ from dlnlp.kernels.attention import KVCache
 from dlnlp.kernels.position import make_position_encoding
 from dlnlp.kernels.transformer import TransformerBlock, dropout_layer, tie_weights
 from dlnlp.models.features import Features, Layers, layer_indices
+from dlnlp.models.registry import Family, register
 
 KIND = "gpt"
 FORMAT_VERSION = 1
@@ -192,13 +193,23 @@ def gpt_config_dict(config: GPTConfig, **extra: Any) -> dict[str, Any]:
     return make_config(KIND, FORMAT_VERSION, model=config.to_dict(), **extra)
 
 
+def save_gpt(model: GPT, directory: str | Path, *, force: bool = False, **extra: Any) -> Path:
+    """Write ``model`` as a model directory (config.json with ``extra`` fields, model.safetensors)."""
+    from dlnlp.io.modeldir import write_model_dir
+
+    return write_model_dir(directory, gpt_config_dict(model.config, **extra), model.state_dict_for_save(),
+                           force=force)
+
+
 def load_gpt(directory: str | Path, device: str | torch.device = "cpu") -> tuple[GPT, dict[str, Any]]:
     """Read a GPT model directory: the model in eval mode on ``device`` and its config.json."""
+    from dlnlp.errors import ModelDirError
     from dlnlp.io.modeldir import CONFIG_NAME, WEIGHTS_NAME, load_weights, read_config
-    from dlnlp.models.rnn_lm import model_from_config
-    from dlnlp.models.weights import check_weights
+    from dlnlp.models.weights import check_weights, model_from_config
 
     config = read_config(directory, KIND, (FORMAT_VERSION,))
+    if not (Path(directory) / WEIGHTS_NAME).is_file():
+        raise ModelDirError(f"{directory}: no {WEIGHTS_NAME} yet (training saves it at the first validation)")
     model = model_from_config(Path(directory) / CONFIG_NAME, config, lambda d: GPT(GPTConfig.from_dict(d)))
     state = load_weights(directory)
     check_weights(model, state, Path(directory) / WEIGHTS_NAME,
@@ -241,3 +252,16 @@ def evaluate_windows(model: GPT, ids: torch.Tensor, block_size: int | None = Non
         total += F.cross_entropy(logits[0].float(), window[0, 1:], reduction="sum").item()
         count += window.shape[1] - 1
     return total / count, count
+
+
+def _gpt_codec(directory: Path, config: dict[str, Any], model: GPT) -> Any:
+    from dlnlp.tokenization.text_codec import load_codec
+
+    # HF imports carry no 'level': their tokenizer file, or plain ids without one
+    return load_codec(directory, config, model.config.vocab_size, guess=True)
+
+
+register(Family(KIND, load_gpt, (FORMAT_VERSION,), GPTConfig, GPT, save_gpt, _gpt_codec,
+                hf_converter="dlnlp.models.gpt_hf:import_hf_gpt2",
+                next_token="dlnlp.decoding.interface:GPTNextToken",
+                description="decoder-only transformer LM"))

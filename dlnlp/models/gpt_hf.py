@@ -153,10 +153,9 @@ def import_hf_gpt2(hf_dir: str | os.PathLike, out: str | os.PathLike, *, force: 
 def _export_vocabulary(source: Path, tmp: Path, config: dict[str, Any], block_size: int,
                        warn: Callable[[str], None]) -> None:
     """Write what turns text into the model's ids beside the exported weights (see the module docstring)."""
-    from dlnlp.models.rnn_lm import LEVELS
+    from dlnlp.tokenization.text_codec import LEVELS, guess_level
 
-    level = config.get("level") or ("tokenizer" if any((source / n).is_file()
-                                                       for n in ("tokenizer.json", "tokenizer.model")) else "ids")
+    level = config.get("level") or guess_level(source)
     if level not in LEVELS:
         raise ModelDirError(f"{source / 'config.json'}: level {level!r} is not one of {', '.join(LEVELS)}")
     if level == "char":

@@ -52,6 +52,7 @@ from dlnlp.models.ngram_counts import (
     encode_lines,
     ngram_words,
 )
+from dlnlp.models.registry import Family, register
 
 SMOOTHING = ("modified-kn", "kn", "witten-bell", "add-k", "mle", "stupid-backoff")
 NORMALIZED = {"modified-kn": True, "kn": True, "witten-bell": True, "add-k": True, "mle": True,
@@ -67,16 +68,23 @@ FORMAT_VERSION = 1
 LOG10_ZERO = -99.0  # how ARPA writes log10(0)
 
 
-def check_generate_args(*, num: int, max_tokens: int, temperature: float, top_k: int, seed: int = 0) -> None:
-    """Refuse sampling options that mean nothing, naming the option as ``ngram generate`` spells it."""
+def check_generate_args(*, num: int, max_tokens: int, temperature: float, top_k: int | None,
+                        top_p: float | None = None, seed: int = 0) -> None:
+    """Refuse sampling options that mean nothing, naming the option as ``ngram generate`` spells it.
+
+    Temperature, top-k and top-p mean what they mean for every sampler
+    (:func:`dlnlp.kernels.sampling.check_sampling_args`): temperature 0 is greedy, top-k 0 no limit.
+    """
+    from dlnlp.kernels.sampling import check_sampling_args
+
     if num < 1:
         raise InputError(f"--num must be >= 1, got {num}")
     if max_tokens < 1:
         raise InputError(f"--max-tokens must be >= 1, got {max_tokens}")
-    if not temperature > 0 or math.isinf(temperature):
-        raise InputError(f"--temperature must be > 0, got {temperature}")
-    if top_k < 0:
-        raise InputError(f"--top-k must be >= 0 (0: all words), got {top_k}")
+    try:
+        check_sampling_args(temperature, top_k, top_p)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
     if seed < 0:
         raise InputError(f"--seed must be >= 0, got {seed}")
 
@@ -243,18 +251,25 @@ class NgramModel:
         lp[BOS_ID] = -np.inf
         return lp
 
-    def generate(self, *, num: int = 1, max_tokens: int = 30, temperature: float = 1.0, top_k: int = 0,
-                 seed: int = 0, prompt: str = "", allow_unk: bool = False) -> Iterator[str]:
+    def generate(self, *, num: int = 1, max_tokens: int = 30, temperature: float = 1.0, top_k: int | None = 0,
+                 top_p: float | None = None, seed: int = 0, prompt: str = "", allow_unk: bool = False
+                 ) -> Iterator[str]:
         """Sample sentences word by word (ancestral sampling), stopping at ``</s>``.
 
-        Sentences are yielded one at a time as they are sampled (so ``ngram generate --num 100000 |
-        head -1`` prints at once); the options are checked before the first one.
+        ``temperature`` 0 is greedy (the likeliest word each time), ``top_k`` 0 no limit, ``top_p``
+        nucleus sampling, filtered as every dlnlp sampler does
+        (:func:`dlnlp.kernels.sampling.filter_scores_numpy`). Sentences are yielded one at a time as
+        they are sampled (so ``ngram generate --num 100000 | head -1`` prints at once); the options
+        are checked before the first one.
         """
-        check_generate_args(num=num, max_tokens=max_tokens, temperature=temperature, top_k=top_k, seed=seed)
-        return self._generate(num, max_tokens, temperature, top_k, seed, prompt, allow_unk)
+        check_generate_args(num=num, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                            seed=seed)
+        return self._generate(num, max_tokens, temperature, top_k, top_p, seed, prompt, allow_unk)
 
-    def _generate(self, num: int, max_tokens: int, temperature: float, top_k: int, seed: int, prompt: str,
-                  allow_unk: bool) -> Iterator[str]:
+    def _generate(self, num: int, max_tokens: int, temperature: float, top_k: int | None, top_p: float | None,
+                  seed: int, prompt: str, allow_unk: bool) -> Iterator[str]:
+        from dlnlp.kernels.sampling import filter_scores_numpy
+
         rng = np.random.default_rng(seed)
         prompt_ids = [self.index.get(w, UNK_ID) for w in prompt.split()]
         for _ in range(num):
@@ -264,14 +279,15 @@ class NgramModel:
                 lp = self.next_log10(history)
                 if not allow_unk:
                     lp[UNK_ID] = -np.inf
-                logits = lp * math.log(10) / temperature
-                if top_k and top_k < len(logits):
-                    cut = np.partition(logits, -top_k)[-top_k]
-                    logits = np.where(logits >= cut, logits, -np.inf)
-                logits -= logits.max()
-                probs = np.exp(logits)
-                probs /= probs.sum()
-                w = int(rng.choice(len(probs), p=probs))
+                logits = lp * math.log(10)
+                if temperature == 0:
+                    w = int(np.argmax(logits))
+                else:
+                    logits = filter_scores_numpy(logits, temperature, top_k, top_p)
+                    logits -= logits.max()
+                    probs = np.exp(logits)
+                    probs /= probs.sum()
+                    w = int(rng.choice(len(probs), p=probs))
                 if w == EOS_ID:
                     break
                 history.append(w)
@@ -545,3 +561,12 @@ def from_ngrams(vocab: list[str], rows: list[np.ndarray], logp: list[np.ndarray]
         if n < N:
             out_bo.append(np.asarray(logbo[n - 1], dtype=np.float64)[perm])
     return NgramModel(list(vocab), keys, out_p, out_bo, smoothing, dict(info or {}))
+
+
+def _load_ngram(directory: Path, device: object = None) -> tuple[NgramModel, dict]:
+    from dlnlp.io.modeldir import read_config
+
+    return NgramModel.load(directory), read_config(directory, KIND, (FORMAT_VERSION,))
+
+
+register(Family(KIND, _load_ngram, (FORMAT_VERSION,), save=NgramModel.save, description="backoff n-gram LM"))

@@ -39,8 +39,9 @@ from dlnlp.kernels.recurrent import CELLS, RecurrentStack
 from dlnlp.kernels.sampling import sample_logits
 from dlnlp.kernels.transformer import dropout_layer
 from dlnlp.models.features import Features, Layers, layer_indices
+from dlnlp.models.registry import Family, register
 
-MODEL_KIND = "rnn_lm"
+KIND = "rnn_lm"
 ALL_CELLS = (*CELLS, "ffnn")
 
 
@@ -264,59 +265,34 @@ def build_model(config: RNNLMConfig) -> RNNLM | FFNNLM:
 
 # -- model directories ----------------------------------------------------------------------------
 
-LEVELS = ("char", "tokenizer", "ids")
 
-
-def model_from_config(config_path: Any, config: dict[str, Any], build: Any) -> nn.Module:
-    """``build(config["model"])``, or a ModelDirError naming config.json when that section is missing or bad."""
-    from dlnlp.errors import ModelDirError
-
-    section = config.get("model")
-    if not isinstance(section, dict):
-        raise ModelDirError(f"{config_path}: " + ("no 'model' section" if section is None
-                                                  else "'model' is not an object"))
-    try:
-        return build(section)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise ModelDirError(f"{config_path}: invalid 'model' settings ({str(exc).splitlines()[0]})") from None
-
-
-def load_codec(directory: Any, level: str) -> Any:
-    """What maps text to ids for a saved model: a CharVocab, a dlnlp Tokenizer, or None (ids)."""
-    if level not in LEVELS:
-        from pathlib import Path
-
-        from dlnlp.errors import ModelDirError
-
-        raise ModelDirError(f"{Path(directory) / 'config.json'}: level {level!r} is not one of {', '.join(LEVELS)}")
-    if level == "char":
-        from dlnlp.tokenization.char import CharVocab
-
-        return CharVocab.load(directory)
-    if level == "tokenizer":
-        from dlnlp.tokenization import load_tokenizer
-
-        return load_tokenizer(directory)
-    return None
-
-
-def load_model_dir(directory: Any, device: str | torch.device = "cpu") -> tuple[nn.Module, Any, dict[str, Any]]:
-    """(model in eval mode, codec, config.json) from an ``rnn_lm`` model directory."""
+def load_rnn_lm(directory: Any, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """(model in eval mode on ``device``, config.json) of an ``rnn_lm`` model directory."""
     from pathlib import Path
 
     from dlnlp.errors import ModelDirError
     from dlnlp.io.modeldir import WEIGHTS_NAME, load_weights, read_config
-    from dlnlp.models.weights import check_weights
+    from dlnlp.models.weights import check_weights, model_from_config
 
-    config = read_config(directory, MODEL_KIND)
+    config = read_config(directory, KIND)
     config_path = Path(directory) / "config.json"
     model = model_from_config(config_path, config, lambda d: build_model(RNNLMConfig.from_dict(d)))
-    if "level" not in config:
-        raise ModelDirError(f"{config_path}: no 'level' (one of {', '.join(LEVELS)})")
     if not (Path(directory) / WEIGHTS_NAME).is_file():
         raise ModelDirError(f"{directory}: no {WEIGHTS_NAME} yet (training saves it at the first validation)")
     state = load_weights(directory, device="cpu")
     check_weights(model, state, Path(directory) / WEIGHTS_NAME)
     model.load_state_dict(state)
     model.to(device).eval()
-    return model, load_codec(directory, config["level"]), config
+    return model, config
+
+
+def _rnn_codec(directory: Any, config: dict[str, Any], model: nn.Module) -> Any:
+    from dlnlp.tokenization.text_codec import load_codec
+
+    return load_codec(directory, config, model.config.vocab_size)
+
+
+# every cell (rnn, gru, lstm, ffnn) is one kind: config.json's model.cell picks the class
+register(Family(KIND, load_rnn_lm, (1,), RNNLMConfig, build_model, codec=_rnn_codec,
+                next_token="dlnlp.decoding.interface:rnn_lm_next_token",
+                description="recurrent and feed-forward neural LMs"))

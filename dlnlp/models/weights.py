@@ -46,3 +46,15 @@ def check_weights(module: Any, state: Mapping[str, Any], file: str | Path, optio
     problem = weights_mismatch(module.state_dict(), state, optional)
     if problem:
         raise ModelDirError(f"{file}: weights do not match config.json ({problem})")
+
+
+def model_from_config(config_path: Any, config: dict[str, Any], build: Any) -> Any:
+    """``build(config["model"])``, or a ModelDirError naming config.json when that section is missing or bad."""
+    section = config.get("model")
+    if not isinstance(section, dict):
+        raise ModelDirError(f"{config_path}: " + ("no 'model' section" if section is None
+                                                  else "'model' is not an object"))
+    try:
+        return build(section)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ModelDirError(f"{config_path}: invalid 'model' settings ({str(exc).splitlines()[0]})") from None

@@ -43,6 +43,7 @@ import numpy as np
 from dlnlp.errors import DlnlpError, ModelDirError, check_int
 from dlnlp.io.vectors import KeyedVectors
 from dlnlp.kernels.memory import MAX_WIDTH
+from dlnlp.models.registry import Family, register
 from dlnlp.models.vocab import Vocabulary
 
 KIND = "word2vec"
@@ -555,3 +556,12 @@ def _cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def _load_word2vec(directory: Path, device: object = None) -> tuple[Word2Vec, dict[str, Any]]:
+    from dlnlp.io.modeldir import read_config
+
+    return Word2Vec.load(directory), read_config(directory, KIND)
+
+
+register(Family(KIND, _load_word2vec, (1,), Word2VecConfig, save=Word2Vec.save, description="word2vec vectors"))

@@ -9,9 +9,8 @@ from typing import Any
 
 import torch
 
-from dlnlp.errors import DlnlpError, ModelDirError, OptionError
+from dlnlp.errors import DlnlpError, OptionError
 from dlnlp.io.corpus import CorpusOptions
-from dlnlp.io.modeldir import WEIGHTS_NAME
 from dlnlp.kernels.device import resolve_device
 from dlnlp.kernels.memory import (
     activation_bytes,
@@ -21,7 +20,8 @@ from dlnlp.kernels.memory import (
     state_factor,
 )
 from dlnlp.kernels.transformer import ACTIVATIONS
-from dlnlp.models.gpt import FORMAT_VERSION, GPT, KIND, GPTConfig, evaluate_windows, load_gpt
+from dlnlp.models.gpt import FORMAT_VERSION, GPT, KIND, GPTConfig, evaluate_windows
+from dlnlp.models.registry import load_model
 from dlnlp.recipes.lm import (
     LMRecipe,
     bits_per_char,
@@ -132,20 +132,6 @@ def _check_memory(config: GPTConfig, train_config: TrainConfig, shape: dict[str,
     check_gpt_memory(config, train_config, shape["batch_size"] if shape else None, train_tokens)
 
 
-def load_gpt_dir(model_dir: str | Path, device: Any = "cpu") -> tuple[GPT, Any, dict[str, Any]]:
-    """(model, codec, config.json) of a GPT directory; the codec is a CharVocab, a Tokenizer or None (ids)."""
-    from dlnlp.models.rnn_lm import load_codec
-
-    if Path(model_dir).is_dir() and (Path(model_dir) / "config.json").is_file() \
-            and not (Path(model_dir) / WEIGHTS_NAME).is_file():
-        raise ModelDirError(f"{model_dir}: no {WEIGHTS_NAME} yet (training saves it at the first validation)")
-    model, config = load_gpt(model_dir, device)
-    level = config.get("level") or ("tokenizer" if any((Path(model_dir) / n).is_file()
-                                                      for n in ("tokenizer.json", "tokenizer.model")) else "ids")
-    config["level"] = level
-    return model, load_codec(model_dir, level), config
-
-
 def evaluate_gpt_dir(model_dir: str | Path, inputs: Sequence[str] | None, *, batch_size: int = 32,
                      device: str = "auto", block_size: int | None = None,
                      options: CorpusOptions | None = None) -> dict[str, Any]:
@@ -162,14 +148,14 @@ def evaluate_gpt_dir(model_dir: str | Path, inputs: Sequence[str] | None, *, bat
     if block_size is not None and block_size < 1:
         raise InputError(f"--block-size must be >= 1, got {block_size}")
     dev = resolve_device(device)
-    model, codec, config = load_gpt_dir(model_dir, dev)
-    level = config["level"]
-    text = read_eval_text(inputs, codec, level, model.config.vocab_size, options)
+    loaded = load_model(model_dir, dev, kind=KIND)
+    model = loaded.model
+    text = read_eval_text(inputs, loaded.codec, options)
     block = block_size or model.config.block_size
     if block > model.config.block_size:
         raise InputError(f"--block-size {block} exceeds the model's block size {model.config.block_size}")
     loss, count = evaluate_windows(model, torch.from_numpy(text.ids), block, batch_size, dev)
-    return {"loss": loss, "perplexity": math.exp(min(loss, 700)), "bits_per_char": bits_per_char(loss, count, text, level),
+    return {"loss": loss, "perplexity": math.exp(min(loss, 700)), "bits_per_char": bits_per_char(loss, count, text),
             "tokens": count, "characters": text.characters, "unknown_characters": text.unknown, "block_size": block}
 
 

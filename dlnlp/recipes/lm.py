@@ -12,7 +12,6 @@ for every model.
 from __future__ import annotations
 
 import math
-import shutil
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,13 +21,14 @@ from typing import Any
 import numpy as np
 
 from dlnlp.errors import DlnlpError, InputError, OptionError
-from dlnlp.io.corpus import CorpusOptions, iter_lines
+from dlnlp.io.corpus import CorpusOptions, describe_inputs, iter_lines
 from dlnlp.io.modeldir import RunOutput, make_config, read_config, write_config
 from dlnlp.kernels.device import seed_everything
 from dlnlp.progress import log
+from dlnlp.tokenization.text_codec import TextCodec
 from dlnlp.training.checkpoint import read_checkpoint_meta
 from dlnlp.training.config import TrainConfig
-from dlnlp.training.data import LMData, encode_text_ids, load_lm_data, prepare_lm_data
+from dlnlp.training.data import LMData, load_lm_data, prepare_lm_data
 from dlnlp.training.trainer import Trainer, TrainResult
 
 
@@ -81,11 +81,7 @@ def new_lm_run(
         level = "ids" if ids else ("char" if tok is None else "tokenizer")
         data = prepare_lm_data(inputs, directory, level=level, tokenizer=tok, val=val, val_fraction=val_fraction,
                                options=options, vocab_size=vocab_size)
-        if level == "char":
-            data.vocab.save(directory)
-        elif level == "tokenizer":
-            name = "tokenizer.model" if tok.engine == "sentencepiece" else "tokenizer.json"
-            shutil.copyfile(tok.path, directory / name)
+        data.codec.save(directory)  # the vocabulary or tokenizer beside the weights
         run = LMRun(output, data, level, tok)
         write_config(directory, make_config(run))
         yield run
@@ -236,36 +232,29 @@ class EvalText:
     ids: np.ndarray
     characters: int | None  # None for piped ids
     unknown: int = 0
+    token_is_character: bool = False  # character models: bits per character are the loss in bits
 
 
-def read_eval_text(inputs: Sequence[str] | None, codec: Any, level: str, vocab_size: int,
+def read_eval_text(inputs: Sequence[str] | None, codec: TextCodec,
                    options: CorpusOptions | None = None) -> EvalText:
-    """Encode an evaluation text the way the model's training data was encoded."""
-    characters, unknown = None, 0
-    if level == "ids":
-        from dlnlp.tokenization.ids import read_id_lines
+    """Encode an evaluation text the way the model's training data was encoded (``codec``)."""
+    lines = list(iter_lines(inputs, options, require_text=codec.counts_characters))
+    characters = sum(len(line) + 1 for line in lines) if codec.counts_characters else None
+    ids = codec.encode_lines(lines, where=describe_inputs(inputs))
+    unknown = codec.unknown
+    if unknown:
+        from dlnlp.progress import warn
 
-        ids = np.asarray([i for line in read_id_lines(inputs, options) for i in line], dtype=np.int64)
-        if ids.size and ids.max() >= vocab_size:
-            raise InputError(f"token id {int(ids.max())} is outside the model's vocabulary")
-    else:
-        lines = list(iter_lines(inputs, options))
-        characters = sum(len(line) + 1 for line in lines)
-        ids = encode_text_ids(lines, codec, level)
-        if level == "char":
-            unknown = codec.unknown_count
-            if unknown:
-                from dlnlp.progress import warn
-
-                warn(f"{unknown} characters are not in the model's vocabulary; they count as <unk>")
+        warn(f"{unknown} characters are not in the model's vocabulary; they count as <unk>")
     if len(ids) < 2:
         raise InputError("the text is too short to evaluate (fewer than 2 tokens)")
-    return EvalText(ids, characters, unknown)
+    return EvalText(ids, characters, unknown, codec.token_is_character)
 
 
-def bits_per_char(loss: float, tokens: int, text: EvalText, level: str) -> float | None:
-    """Total nats over the text's characters in bits: ``loss * tokens / (characters * ln 2)``."""
-    if level == "char":
+def bits_per_char(loss: float, tokens: int, text: EvalText) -> float | None:
+    """Total nats over the text's characters in bits: ``loss * tokens / (characters * ln 2)``; None for
+    piped ids, whose characters are unknown."""
+    if text.token_is_character:
         return loss / math.log(2)
     if text.characters:
         return loss * tokens / (text.characters * math.log(2))

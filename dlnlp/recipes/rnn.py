@@ -11,7 +11,8 @@ from dlnlp.errors import DlnlpError
 from dlnlp.io.corpus import CorpusOptions
 from dlnlp.kernels.device import resolve_device, resolve_precision
 from dlnlp.kernels.memory import activation_bytes, check_training, rnn_training_needs, state_factor
-from dlnlp.models.rnn_lm import MODEL_KIND, RNNLMConfig, build_model, load_model_dir
+from dlnlp.models.registry import load_model
+from dlnlp.models.rnn_lm import KIND, RNNLMConfig, build_model
 from dlnlp.recipes.lm import (
     LMRecipe,
     bits_per_char,
@@ -99,20 +100,19 @@ def evaluate_model_dir(model_dir: str | Path, inputs: Sequence[str] | None, *, b
         raise DlnlpError(f"--batch-size must be >= 1, got {batch_size}")
     dev = resolve_device(device)
     dtype = resolve_precision(precision, dev)
-    model, codec, config = load_model_dir(model_dir, dev)
-    level = config["level"]
-    text = read_eval_text(inputs, codec, level, config["model"]["vocab_size"], options)
+    loaded = load_model(model_dir, dev, kind=KIND)
+    text = read_eval_text(inputs, loaded.codec, options)
     ids = text.ids
-    streams = StreamBatches(ids, batch_size, config["seq_len"], clamp=True)
-    result = evaluate_loss(model, streams, dev, dtype)
+    streams = StreamBatches(ids, batch_size, loaded.config["seq_len"], clamp=True)
+    result = evaluate_loss(loaded.model, streams, dev, dtype)
     loss = result["val_loss"]
     return {"loss": loss, "perplexity": math.exp(min(loss, 700)),
-            "bits_per_char": bits_per_char(loss, len(ids), text, level),
+            "bits_per_char": bits_per_char(loss, len(ids), text),
             "tokens": int(result["val_tokens"]), "tokens_in_text": int(len(ids)), "characters": text.characters,
             "unknown_characters": text.unknown, "streams": streams.batch_size}
 
 
 RNN_RECIPE = LMRecipe(
-    kind=MODEL_KIND, format_version=1, config_class=RNNLMConfig, build=build_model, shape=("seq_len", "batch_size"),
+    kind=KIND, format_version=1, config_class=RNNLMConfig, build=build_model, shape=("seq_len", "batch_size"),
     batches=_streams, check_memory=_check_memory, describe=_describe,
 )

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,7 +99,8 @@ class TokenWriter:
 
 @dataclass
 class LMData:
-    """Spooled token streams plus what maps text to ids (``vocab``: CharVocab, a Tokenizer, or None)."""
+    """Spooled token streams plus what maps text to ids (``codec``, a TextCodec, when the data was just
+    spooled; ``vocab`` is its CharVocab or Tokenizer, None for ids)."""
 
     train: np.ndarray
     val: np.ndarray | None
@@ -107,6 +108,7 @@ class LMData:
     level: str                     # char | tokenizer | ids
     vocab: Any = None
     meta: dict[str, Any] | None = None
+    codec: Any = None
 
 
 def _text_chunks(inputs: Sequence[str] | None, options: CorpusOptions) -> Iterator[str]:
@@ -122,9 +124,11 @@ def _codepoints(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
 
 
-def _spool_chars(sources: list[Sequence[str] | None], data_dir: Path, options: CorpusOptions):
-    """Two passes over spooled code points: collect the character set, then map to ids."""
+def _spool_chars(sources: list[Sequence[str] | None], data_dir: Path, options: CorpusOptions, tokenizer: Any,
+                 vocab_size: int | None):
+    """Two passes over spooled code points: collect the character set, then map to ids (a CharCodec)."""
     from dlnlp.tokenization.char import CharVocab
+    from dlnlp.tokenization.text_codec import CharCodec
 
     raw_paths, seen = [], np.zeros(0, dtype=np.uint32)
     for i, inputs in enumerate(sources):
@@ -148,33 +152,29 @@ def _spool_chars(sources: list[Sequence[str] | None], data_dir: Path, options: C
         del cps
         raw.unlink()
         outputs.append((out, writer.count))
-    return vocab, dtype, outputs
+    return CharCodec(vocab), dtype, outputs
 
 
-def _spool_tokenizer(sources, data_dir: Path, options: CorpusOptions, tokenizer: Any):
+def _spool_tokenizer(sources, data_dir: Path, options: CorpusOptions, tokenizer: Any, vocab_size: int | None):
+    """Each line encoded by the tokenizer codec (end-of-text after every line when it has one)."""
     from dlnlp.tokenization.codec import rechunk
+    from dlnlp.tokenization.text_codec import TokenizerCodec
 
-    dtype = dtype_for(tokenizer.vocab_size)
-    eos = getattr(tokenizer, "eos_id", None)
+    codec = TokenizerCodec(tokenizer)
+    dtype = dtype_for(codec.vocab_size)
     outputs = []
     for i, inputs in enumerate(sources):
         out = data_dir / f"tokens{i}.bin"
         with TokenWriter(out, dtype) as writer:
             for lines in rechunk(iter_line_blocks(inputs, options)):  # about a million characters each
-                encoded = tokenizer.encode_batch(lines) if hasattr(tokenizer, "encode_batch") \
-                    else [tokenizer.encode(line) for line in lines]
-                flat: list[int] = []
-                for ids in encoded:
-                    flat.extend(ids)
-                    if eos is not None:
-                        flat.append(eos)
-                writer.write(flat)
+                writer.write(codec.encode_batch(lines))
         outputs.append((out, writer.count))
-    return dtype, outputs
+    return codec, dtype, outputs
 
 
-def _spool_ids(sources, data_dir: Path, options: CorpusOptions, vocab_size: int | None):
+def _spool_ids(sources, data_dir: Path, options: CorpusOptions, tokenizer: Any, vocab_size: int | None):
     from dlnlp.tokenization.ids import read_id_lines
+    from dlnlp.tokenization.text_codec import IdsCodec
 
     if vocab_size is not None and not 1 <= vocab_size <= MAX_VOCAB_SIZE:
         raise InputError(f"--vocab-size must be in [1, {MAX_VOCAB_SIZE:,}], got {vocab_size}")
@@ -195,7 +195,7 @@ def _spool_ids(sources, data_dir: Path, options: CorpusOptions, vocab_size: int 
             writer.write(buffer)
         top = max(top, writer.max_id)
         outputs.append((out, writer.count))
-    return top + 1, dtype, outputs
+    return IdsCodec(vocab_size or top + 1), dtype, outputs
 
 
 def _id_out_of_range(token: int, inputs: Sequence[str] | None, line: int, vocab_size: int | None) -> None:
@@ -205,6 +205,11 @@ def _id_out_of_range(token: int, inputs: Sequence[str] | None, line: int, vocab_
         raise InputError(f"{where}: token id {token} is outside the vocabulary (--vocab-size {vocab_size})")
     raise InputError(f"{where}: token id {token} is above the largest id accepted, {MAX_VOCAB_SIZE - 1:,} "
                      f"(the vocabulary would have {token + 1:,} rows); renumber the ids densely")
+
+
+# how each text level is spooled, each returning (codec, dtype, [(file, tokens)]): characters build
+# their vocabulary from the corpus, ids find the vocabulary size in it
+_SPOOLERS = {"char": _spool_chars, "tokenizer": _spool_tokenizer, "ids": _spool_ids}
 
 
 def prepare_lm_data(
@@ -232,18 +237,11 @@ def prepare_lm_data(
         raise InputError(f"{data_dir}: already exists; spool into a new run directory")
     data_dir.mkdir(parents=True)
     sources: list[Sequence[str] | None] = [inputs] + ([[str(val)]] if val is not None else [])
-    vocab = None
-    if level == "char":
-        vocab, dtype, outputs = _spool_chars(sources, data_dir, options)
-        size = vocab.vocab_size
-    elif level == "tokenizer":
-        dtype, outputs = _spool_tokenizer(sources, data_dir, options, tokenizer)
-        size, vocab = tokenizer.vocab_size, tokenizer
-    elif level == "ids":
-        size, dtype, outputs = _spool_ids(sources, data_dir, options, vocab_size)
-        size = vocab_size or size
-    else:
+    if level not in _SPOOLERS:
         raise ValueError(f"unknown level {level!r}")
+    codec, dtype, outputs = _SPOOLERS[level](sources, data_dir, options, tokenizer, vocab_size)
+    size = codec.vocab_size
+    vocab = getattr(codec, "vocab", None) or getattr(codec, "tokenizer", None)
     (train_path, train_count) = outputs[0]
     if val is not None:
         val_path, val_count = outputs[1]
@@ -258,6 +256,7 @@ def prepare_lm_data(
             "val_fraction": val_fraction if val is None else None}
     (data_dir / META_NAME).write_text(json.dumps(meta, indent=1) + "\n")
     data = load_lm_data(out_dir, vocab=vocab)
+    data.codec = codec
     if len(data.train) < 2:
         raise InputError(f"{describe_inputs(inputs)}: the training text has {len(data.train)} tokens; need at least 2")
     if data.val is not None and len(data.val) < 2:
@@ -421,16 +420,3 @@ class RandomWindows:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.count = int(state["count"])
         self.generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
-
-
-def encode_text_ids(text_lines: Iterable[str], vocab: Any, level: str) -> np.ndarray:
-    """Ids of lines of text with a model's vocabulary, the way training encoded them."""
-    if level == "char":
-        return np.asarray(vocab.encode("".join(line + "\n" for line in text_lines)), dtype=np.int64)
-    eos = getattr(vocab, "eos_id", None)
-    out: list[int] = []
-    for line in text_lines:
-        out.extend(vocab.encode(line))
-        if eos is not None:
-            out.append(eos)
-    return np.asarray(out, dtype=np.int64)

@@ -78,14 +78,14 @@ def test_generate_from_an_rnn_model_directory(tmp_path, capsys):
     import torch
 
     from dlnlp.io.modeldir import make_config, write_model_dir
-    from dlnlp.models.rnn_lm import MODEL_KIND, RNNLMConfig, build_model
+    from dlnlp.models.rnn_lm import KIND, RNNLMConfig, build_model
     from dlnlp.tokenization.char import CharVocab
 
     vocab = CharVocab.build(TEXT)
     config = RNNLMConfig(vocab_size=vocab.vocab_size, cell="lstm", embed=8, hidden=8, layers=1)
     torch.manual_seed(0)
     model = build_model(config)
-    write_model_dir(tmp_path / "rnn", make_config(MODEL_KIND, model=config.to_dict(), level="char", seq_len=16,
+    write_model_dir(tmp_path / "rnn", make_config(KIND, model=config.to_dict(), level="char", seq_len=16,
                                                   batch_size=4),
                     model.state_dict(), {"vocab.json": vocab.to_json()})
     code, out, err = dlnlp(capsys, "generate", tmp_path / "rnn", "--prompt", "to", "--strategy", "beam",
@@ -134,7 +134,7 @@ def test_beams_beyond_reason_or_memory_fail_at_once(model_dir, capsys, monkeypat
     (["--num-return", "0"], "--num-return must be >= 1, got 0"),
     (["--strategy", "beam", "--num-beams", "2", "--num-return", "3"], "--num-return 3 cannot exceed --num-beams 2"),
     (["--strategy", "beam", "--length-penalty", "nan"], "--length-penalty must be a finite number, got nan"),
-    (["--top-k", "0"], "--top-k must be >= 1, got 0"),
+    (["--top-k", "-1"], "--top-k must be >= 0 (0: no limit), got -1"),
     (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
 ])
 def test_messages_name_the_option_as_typed(model_dir, capsys, args, message):

@@ -100,8 +100,8 @@ def test_generate_streams_sentences_into_a_pipe(model_dir):
 def test_generate_refuses_meaningless_counts(model_dir):
     for option, value, message in [("--num", "0", "--num must be >= 1, got 0"),
                                    ("--max-tokens", "0", "--max-tokens must be >= 1, got 0"),
-                                   ("--temperature", "-1", "--temperature must be > 0, got -1.0"),
-                                   ("--top-k", "-3", "--top-k must be >= 0 (0: all words), got -3")]:
+                                   ("--temperature", "-1", "--temperature must be >= 0 (0 is greedy), got -1.0"),
+                                   ("--top-k", "-3", "--top-k must be >= 0 (0: no limit), got -3")]:
         result = run_cli("ngram", "generate", str(model_dir), option, value)
         assert (result.returncode, result.stderr) == (1, f"dlnlp: error: {message}\n"), option
 

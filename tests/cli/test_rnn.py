@@ -63,9 +63,10 @@ def test_sample_is_reproducible_with_seed_and_greedy_at_temperature_zero(trained
 
     import torch
 
-    from dlnlp.models.rnn_lm import load_model_dir
+    from dlnlp.models.registry import load_model
 
-    model, vocab, _ = load_model_dir(out)
+    loaded = load_model(out)
+    model, vocab = loaded.model, loaded.codec
     seq = vocab.encode("to be")
     for _ in range(30):  # the argmax chain, computed by reading the whole prefix each time
         logits, _ = model(torch.tensor([seq]))
@@ -218,8 +219,8 @@ def test_sample_and_eval_refuse_bad_values_naming_the_option(trained, capsys):
     root, out, _ = trained
     code, _, err = run_main("rnn", "eval", out, root / "corpus.txt", "--batch-size", "0")
     assert (code, err) == (1, "dlnlp: error: --batch-size must be >= 1, got 0\n")  # was a raw ValueError
-    code, _, err = run_main("rnn", "sample", out, "--top-k", "0")
-    assert (code, err) == (1, "dlnlp: error: --top-k must be >= 1, got 0\n")
+    code, _, err = run_main("rnn", "sample", out, "--top-k", "-1")  # 0 is no limit, as for every sampler
+    assert (code, err) == (1, "dlnlp: error: --top-k must be >= 0 (0: no limit), got -1\n")
     result = run_cli("rnn", "sample", str(out), "--prime", "to \udcff", "--length", "3")  # bytes b"to \xff"
     assert (result.returncode, result.stderr) == (1, "dlnlp: error: --prime: not valid UTF-8 (byte 0xff at "
                                                      "character 4)\n")
@@ -249,3 +250,13 @@ def test_damaged_model_directories_fail_with_one_line_naming_the_file(trained, t
         code, stdout, err = run_main(*args)
         assert code == 1 and stdout == "" and len(err.splitlines()) == 1, (args, err)
         assert err.startswith(f"dlnlp: error: {damaged}/" + message.format(v=vocab)), (args, err)
+
+
+def test_sample_takes_prompt_with_prime_as_its_alias(trained, capsys):
+    _, out, _ = trained
+    args = ["rnn", "sample", out, "--length", "12", "--seed", "3", "--device", "cpu"]
+    code, by_prompt, _ = run_main(*args, "--prompt", "to be")
+    code2, by_prime, _ = run_main(*args, "--prime", "to be")
+    assert code == code2 == 0 and by_prompt == by_prime and by_prompt.startswith("to be")
+    code, _, err = run_main(*args, "--prompt", "to", "--prime", "be")
+    assert (code, err) == (1, "dlnlp: error: --prompt and --prime are the same option; give one\n")

@@ -57,7 +57,7 @@ def test_samples_follow_the_softmax_distribution():
     assert abs(share - 0.75) < 0.03  # ~4.5 standard errors
 
 
-@pytest.mark.parametrize("kwargs", [{"temperature": -1.0}, {"top_k": 0}, {"top_p": 0.0}, {"top_p": 1.5}])
+@pytest.mark.parametrize("kwargs", [{"temperature": -1.0}, {"top_k": -1}, {"top_p": 0.0}, {"top_p": 1.5}])
 def test_invalid_arguments_raise(kwargs):
     with pytest.raises(ValueError):
         sample_logits(torch.zeros(1, 3), **kwargs)
@@ -71,3 +71,26 @@ def test_parity_with_transformers_warpers():
     assert torch.equal(torch.isfinite(hf), torch.isfinite(filter_logits(logits, top_k=7)))
     hf = logits_process.TopPLogitsWarper(top_p=0.6)(None, logits.clone())
     assert torch.equal(torch.isfinite(hf), torch.isfinite(filter_logits(logits, top_p=0.6)))
+
+
+def test_top_k_zero_is_no_limit_and_temperature_zero_is_greedy():
+    logits = torch.tensor([[0.1, 2.0, -1.0, 0.5]])
+    assert torch.equal(filter_logits(logits, top_k=0), filter_logits(logits, top_k=None))
+    a = sample_logits(logits.expand(50, 4), top_k=0, generator=torch.Generator().manual_seed(1))
+    b = sample_logits(logits.expand(50, 4), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    assert sample_logits(logits, temperature=0, generator=torch.Generator()).tolist() == [1]
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"top_k": 2}, {"top_k": 0}, {"top_p": 0.6}, {"temperature": 0.5, "top_k": 3,
+                                                                                     "top_p": 0.9}])
+def test_numpy_filter_keeps_the_same_tokens_as_the_torch_one(kwargs):
+    import numpy as np
+
+    from dlnlp.kernels.sampling import filter_scores_numpy
+
+    logits = torch.tensor([0.3, 2.0, -1.0, 0.5, 1.7, 1.7])
+    ours = filter_scores_numpy(logits.numpy(), **kwargs)
+    theirs = filter_logits(logits, **kwargs).numpy()
+    assert np.array_equal(np.isfinite(ours), np.isfinite(theirs))
+    assert np.allclose(ours[np.isfinite(ours)], theirs[np.isfinite(theirs)])

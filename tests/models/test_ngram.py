@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from dlnlp.errors import InputError
 from dlnlp.models.ngram import FALLBACK_DISCOUNTS, NORMALIZED, SMOOTHING, estimate, train
-from dlnlp.models.ngram_counts import BOS_ID, adjusted_counts, count_corpus
+from dlnlp.models.ngram_counts import BOS_ID, EOS_ID, UNK_ID, adjusted_counts, count_corpus
 from tests.conftest import shared_path
 
 TOY = ["a b", "a b", "b a"]
@@ -191,6 +191,27 @@ def test_generate_yields_sentences_one_at_a_time_and_checks_options_first():
     sentences = model.generate(num=1000, max_tokens=5, seed=0)
     assert isinstance(next(sentences), str) and len(steps) <= 5  # one sentence sampled, not a thousand
     for bad, message in [({"num": 0}, "--num must be >= 1, got 0"), ({"max_tokens": -1}, "--max-tokens must be >= 1"),
-                         ({"temperature": 0.0}, "--temperature must be > 0"), ({"top_k": -2}, "--top-k must be >= 0")]:
+                         ({"temperature": -1.0}, "--temperature must be >= 0"), ({"top_k": -2}, "--top-k must be >= 0")]:
         with pytest.raises(InputError, match=message):
             model.generate(**bad)  # raised at the call, not at the first sentence
+
+
+def test_generate_shares_the_samplers_meaning_of_temperature_top_k_and_top_p():
+    model = train(["the cat sat", "the dog sat", "the cat ran", "a cat saw a dog"] * 3, 2)
+    greedy = list(model.generate(num=3, max_tokens=6, temperature=0, seed=5))
+    assert len(set(greedy)) == 1  # temperature 0: the likeliest word each time, whatever the seed
+    words, history = [], [BOS_ID]
+    for _ in range(6):
+        lp = model.next_log10(history)
+        lp[UNK_ID] = -np.inf
+        w = int(np.argmax(lp))
+        if w == EOS_ID:
+            break
+        history.append(w)
+        words.append(model.vocab[w])
+    assert greedy[0] == " ".join(words)
+    unlimited = list(model.generate(num=20, max_tokens=6, top_k=0, seed=3))
+    assert unlimited == list(model.generate(num=20, max_tokens=6, top_k=None, seed=3))
+    assert len(set(unlimited)) > 1
+    # a tiny nucleus keeps only the likeliest word: the same as greedy
+    assert list(model.generate(num=3, max_tokens=6, top_p=1e-9, seed=7)) == greedy

@@ -1,0 +1,28 @@
+"""The ``vectors`` family: word vectors without their trainer (GloVe, PPMI-SVD and imported vectors).
+
+Their model directories (``model.safetensors`` with a ``vectors`` tensor, ``vocab.txt``) are written
+and read by :mod:`dlnlp.io.vectors`; this file registers the kind so that ``load_model`` reads them
+as a :class:`~dlnlp.io.vectors.KeyedVectors`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dlnlp.io.vectors import VECTORS_KIND, KeyedVectors, save_vectors_dir
+from dlnlp.models.registry import Family, register
+
+KIND = VECTORS_KIND
+
+
+def load_vectors_dir(directory: str | Path, device: object = None) -> tuple[KeyedVectors, dict[str, Any]]:
+    """(KeyedVectors, config.json) of a ``vectors`` model directory."""
+    from dlnlp.io.modeldir import read_config
+    from dlnlp.io.vectors import load_vectors
+
+    config = read_config(directory, KIND)
+    return load_vectors(directory, "dlnlp"), config
+
+
+register(Family(KIND, load_vectors_dir, (1,), save=save_vectors_dir, description="word vectors (GloVe, PPMI-SVD, imported)"))
