@@ -12,8 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dlnlp.cli.decoding_options import DECODE, Prime, Temperature, TopK, TopP
-from dlnlp.cli.options import COMMON, Device, Json, Seed
+from dlnlp.cli.options import COMMON, DECODE, Device, Json, Prime, Seed, Temperature, TopK, TopP
 
 
 def register(app: typer.Typer) -> None:
@@ -81,8 +80,7 @@ def generate(
 
     Example: printf 'def main\\nimport os\\n' | dlnlp generate run --strategy sample --top-p 0.9 --json
     """
-    from dlnlp.cli.decoding_options import prompt_option
-    from dlnlp.cli.options import print_json
+    from dlnlp.cli.options import print_json, prompt_option
     from dlnlp.decoding import DecodeConfig
     from dlnlp.decoding.text import TextGenerator
     from dlnlp.errors import DlnlpError

@@ -6,7 +6,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from dlnlp.cli.decoding_options import Temperature, TopK, TopP
 from dlnlp.cli.options import (
     EncodingErrors,
     Force,
@@ -16,8 +15,11 @@ from dlnlp.cli.options import (
     Quiet,
     Seed,
     TempDir,
+    Temperature,
     TextField,
     TmpDirAlias,
+    TopK,
+    TopP,
     corpus_options,
     parse_memory,
     print_json,

@@ -19,6 +19,7 @@ COMMON = "Common options"
 TRAINING = "Training options"
 INPUT = "Input options"
 COUNTING = "Counting options"
+DECODE = "Decoding options"
 
 Inputs = Annotated[
     Optional[list[str]],
@@ -234,3 +235,30 @@ def checked_utf8(text: str, where: str) -> str:
 
         raise InputError(f"{where}: not valid UTF-8 ({detail})") from None
     return text
+
+
+# Decoding options (generate, rnn sample, ngram generate): one meaning everywhere. --temperature 0 is
+# greedy, --top-k 0 no limit (checked by dlnlp.kernels.sampling.check_sampling_args in the library);
+# --prompt (-p) is the text to continue, with --prime kept as a hidden alias where it existed.
+Temperature = Annotated[float, typer.Option("--temperature", help="Softmax temperature (0: greedy).",
+                                            rich_help_panel=DECODE)]
+TopK = Annotated[Optional[int], typer.Option("--top-k", help="Sample among the k most likely tokens (0: no limit).",
+                                             rich_help_panel=DECODE)]
+TopP = Annotated[Optional[float], typer.Option("--top-p", help="Nucleus sampling: the smallest set of tokens with "
+                                               "this much probability.", rich_help_panel=DECODE)]
+# A hidden alias of --prompt (``rnn sample --prime`` before the options were made one).
+Prime = Annotated[Optional[str], typer.Option("--prime", hidden=True)]
+
+
+def prompt_option(prompt: str | None, prime: str | None, default: str | None = None) -> tuple[str | None, str]:
+    """The prompt given as ``--prompt`` or ``--prime`` (not both), checked as UTF-8, and the option's
+    name as typed, for messages."""
+    from dlnlp.errors import OptionError
+
+    if prompt is not None and prime is not None:
+        raise OptionError("--prompt and --prime are the same option; give one")
+    name = "--prime" if prime is not None else "--prompt"
+    text = prime if prime is not None else prompt
+    if text is None:
+        return default, name
+    return checked_utf8(text, name), name

@@ -6,9 +6,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from dlnlp.cli.decoding_options import DECODE, Prime, Temperature, TopK, TopP
 from dlnlp.cli.options import (
     COMMON,
+    DECODE,
     INPUT,
     TRAINING,
     BatchSize,
@@ -32,11 +32,15 @@ from dlnlp.cli.options import (
     MinLrRatio,
     OutDir,
     Precision,
+    Prime,
     Quiet,
     Resume,
     Schedule,
     Seed,
+    Temperature,
     TextField,
+    TopK,
+    TopP,
     ValFraction,
     Validation,
     Warmup,
@@ -175,7 +179,7 @@ def sample(
 
     Example: dlnlp rnn sample shakes --prompt "ROMEO:" --length 300 --temperature 0.8 --top-k 20 --seed 1
     """
-    from dlnlp.cli.decoding_options import prompt_option
+    from dlnlp.cli.options import prompt_option
     from dlnlp.decoding import DecodeConfig
     from dlnlp.decoding.text import TextGenerator
     from dlnlp.errors import DlnlpError
