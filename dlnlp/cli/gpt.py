@@ -12,40 +12,20 @@ import typer
 from dlnlp.cli.options import (
     COMMON,
     INPUT,
-    BatchSize,
-    Beta2,
-    Clip,
-    Compile,
     Device,
-    Ema,
     EncodingErrors,
-    Epochs,
-    EvalBatches,
-    EvalInterval,
     Force,
-    GradAccum,
     Inputs,
     Json,
-    LearningRate,
-    LogInterval,
-    MaxSteps,
-    MaxTime,
-    MinLrRatio,
     OutDir,
     Precision,
     Quiet,
-    Resume,
-    Schedule,
     Seed,
     TextField,
-    ValFraction,
-    Validation,
-    Warmup,
-    WeightDecay,
+    TrainingOptions,
     corpus_options,
     print_json,
-    train_config,
-    training_stops,
+    training_options,
 )
 
 app = typer.Typer(help="GPT language models: train, evaluate, import/export HF GPT-2 checkpoints.",
@@ -55,6 +35,8 @@ MODEL = "Model options"
 
 
 @app.command()
+@training_options(batch_size=12, lr=1e-3, weight_decay=0.1, beta2=0.99, schedule="cosine", warmup=100, min_lr_ratio=0.1,
+                  eval_interval=250, eval_batches=20)
 def train(
     inputs: Inputs = None,
     out: OutDir = ...,
@@ -81,26 +63,7 @@ def train(
                                       rich_help_panel=INPUT)] = False,
     vocab_size: Annotated[Optional[int], typer.Option("--vocab-size", help="With --ids: the vocabulary size "
                                                       "(default: largest id + 1).", rich_help_panel=INPUT)] = None,
-    batch_size: BatchSize = 12,
-    lr: LearningRate = 1e-3,
-    weight_decay: WeightDecay = 0.1,
-    beta2: Beta2 = 0.99,
-    ema: Ema = 0.0,
-    schedule: Schedule = "cosine",
-    warmup: Warmup = 100,
-    min_lr_ratio: MinLrRatio = 0.1,
-    clip: Clip = 1.0,
-    grad_accum: GradAccum = 1,
-    epochs: Epochs = None,
-    max_steps: MaxSteps = None,
-    max_time: MaxTime = None,
-    val: Validation = None,
-    val_fraction: ValFraction = 0.1,
-    eval_interval: EvalInterval = 250,
-    eval_batches: EvalBatches = 20,
-    log_interval: LogInterval = 50,
-    resume: Resume = False,
-    compile: Compile = False,
+    training: TrainingOptions = None,
     device: Device = "auto",
     precision: Precision = "auto",
     seed: Seed = 0,
@@ -117,20 +80,16 @@ def train(
     """
     from dlnlp.recipes.gpt import resume_gpt_training, start_gpt_training
 
-    if resume:
-        result = resume_gpt_training(out, training_stops(max_steps, epochs, max_time), quiet=quiet, device=device,
-                                     compile=compile)
+    if training.resume:
+        result = resume_gpt_training(out, training.stops(), quiet=quiet, device=device, compile=training.compile)
     else:
         model_args = {"n_layer": layers, "n_head": heads, "n_embd": dim, "block_size": block_size,
                       "dropout": dropout, "position": position, "bias": bias, "tie_weights": tie_weights,
                       "activation": activation}
-        config = train_config(lr=lr, weight_decay=weight_decay, beta2=beta2, ema=ema, schedule=schedule,
-                              warmup=warmup, min_lr_ratio=min_lr_ratio, clip=clip, grad_accum=grad_accum,
-                              epochs=epochs, max_steps=max_steps, max_time=max_time, eval_interval=eval_interval,
-                              eval_batches=eval_batches, log_interval=log_interval, precision=precision,
-                              device=device, seed=seed, compile=compile, quiet=quiet)
-        result = start_gpt_training(inputs, out, model_args, config, batch_size=batch_size, tokenizer=tokenizer,
-                                    char=char, ids=ids, vocab_size=vocab_size, val=val, val_fraction=val_fraction,
+        config = training.train_config(device=device, precision=precision, seed=seed, quiet=quiet)
+        result = start_gpt_training(inputs, out, model_args, config, batch_size=training.batch_size,
+                                    tokenizer=tokenizer, char=char, ids=ids, vocab_size=vocab_size, val=training.val,
+                                    val_fraction=training.val_fraction,
                                     options=corpus_options(text_field, encoding_errors), force=force)
     if json:
         print_json(result)

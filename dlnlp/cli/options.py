@@ -5,7 +5,11 @@ Use them as annotations with the default in the signature::
     def train(inputs: Inputs = None, out: OutDir = ..., device: Device = "auto", seed: Seed = 0): ...
 """
 
+import functools
+import inspect
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -174,33 +178,100 @@ def counting(*, window: int, min_count: int, max_vocab: int | None, symmetric: b
                     memory_bytes=parse_memory(memory), temp_dir=temp_dir)
 
 
-def training_stops(max_steps: int | None, epochs: float | None, max_time: float | None) -> dict[str, Any]:
-    """The stopping options as TrainConfig fields (a resumed run takes these over its saved ones)."""
-    return {"max_steps": max_steps, "epochs": epochs, "max_time": max_time}
+# The training options every trainer-driven command shares, in --help order: the annotation each is
+# declared with and its default when a command names none (see training_options).
+_TRAINING_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "batch_size": (BatchSize, 32), "lr": (LearningRate, 1e-3), "weight_decay": (WeightDecay, 0.0),
+    "beta2": (Beta2, 0.999), "ema": (Ema, 0.0), "schedule": (Schedule, "constant"), "warmup": (Warmup, 0),
+    "min_lr_ratio": (MinLrRatio, 0.0), "clip": (Clip, 1.0), "grad_accum": (GradAccum, 1), "epochs": (Epochs, None),
+    "max_steps": (MaxSteps, None), "max_time": (MaxTime, None), "val": (Validation, None),
+    "val_fraction": (ValFraction, 0.1), "eval_interval": (EvalInterval, 250), "eval_batches": (EvalBatches, None),
+    "log_interval": (LogInterval, 50), "resume": (Resume, False), "compile": (Compile, False),
+}
 
 
-def train_config(
-    *, lr: float, weight_decay: float, beta2: float, ema: float, schedule: str, warmup: int, min_lr_ratio: float,
-    clip: float, grad_accum: int, epochs: float | None, max_steps: int | None, max_time: float | None,
-    eval_interval: int, eval_batches: int | None, log_interval: int, precision: str, device: str, seed: int,
-    compile: bool, quiet: bool, optimizer: str = "adamw", momentum: float = 0.9,
-) -> "TrainConfig":
-    """The :class:`~dlnlp.training.TrainConfig` of the shared training options (``gpt train``, ``rnn train``).
+@dataclass
+class TrainingOptions:
+    """The values of the shared training options, as one command receives them (``training_options``)."""
 
-    Without --max-steps, --epochs or --max-time a run makes one pass (``--epochs 1``); ``--clip 0`` is
-    no clipping. The config is not validated here: the recipe does it (one-line errors naming the option).
+    batch_size: int
+    lr: float
+    weight_decay: float
+    beta2: float
+    ema: float
+    schedule: str
+    warmup: int
+    min_lr_ratio: float
+    clip: float
+    grad_accum: int
+    epochs: float | None
+    max_steps: int | None
+    max_time: float | None
+    val: Path | None
+    val_fraction: float
+    eval_interval: int
+    eval_batches: int | None
+    log_interval: int
+    resume: bool
+    compile: bool
+
+    def stops(self) -> dict[str, Any]:
+        """The stopping options as TrainConfig fields (a resumed run takes these over its saved ones)."""
+        return {"max_steps": self.max_steps, "epochs": self.epochs, "max_time": self.max_time}
+
+    def train_config(self, *, device: str, precision: str, seed: int, quiet: bool, optimizer: str = "adamw",
+                     momentum: float = 0.9) -> "TrainConfig":
+        """The :class:`~dlnlp.training.TrainConfig` of these options and the common ones.
+
+        Without --max-steps, --epochs or --max-time a run makes one pass (``--epochs 1``); ``--clip 0``
+        is no clipping. Not validated here: the recipe does it (one-line errors naming the option).
+        """
+        from dlnlp.training.config import TrainConfig
+
+        stops = self.stops()
+        if all(v is None for v in stops.values()):
+            stops["epochs"] = 1.0
+        return TrainConfig(
+            optimizer=optimizer, lr=self.lr, weight_decay=self.weight_decay, betas=(0.9, self.beta2),
+            momentum=momentum, schedule=self.schedule, warmup_steps=self.warmup, min_lr_ratio=self.min_lr_ratio,
+            clip=self.clip or None, grad_accum=self.grad_accum, ema_decay=self.ema, precision=precision,
+            device=device, eval_interval=self.eval_interval, eval_batches=self.eval_batches,
+            log_interval=self.log_interval, seed=seed, compile=self.compile, quiet=quiet, **stops,
+        )
+
+
+def training_options(**defaults: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a command the shared training options, declared here once, with its own ``defaults``.
+
+    The command declares a parameter ``training: TrainingOptions``; Typer sees the options in its place
+    (``--batch-size``, ``--lr``, ... ``--compile``) and the command receives their values as one
+    :class:`TrainingOptions`. Click's option decorators do the same for Click commands.
     """
-    from dlnlp.training.config import TrainConfig
+    unknown = set(defaults) - set(_TRAINING_OPTIONS)
+    if unknown:
+        raise TypeError(f"not shared training options: {', '.join(sorted(unknown))}")
 
-    stops = training_stops(max_steps, epochs, max_time)
-    if all(v is None for v in stops.values()):
-        stops["epochs"] = 1.0
-    return TrainConfig(
-        optimizer=optimizer, lr=lr, weight_decay=weight_decay, betas=(0.9, beta2), momentum=momentum,
-        schedule=schedule, warmup_steps=warmup, min_lr_ratio=min_lr_ratio, clip=clip or None, grad_accum=grad_accum,
-        ema_decay=ema, precision=precision, device=device, eval_interval=eval_interval, eval_batches=eval_batches,
-        log_interval=log_interval, seed=seed, compile=compile, quiet=quiet, **stops,
-    )
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(command)
+        names = list(signature.parameters)
+        at = names.index("training")
+        shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                                    default=defaults.get(name, default))
+                  for name, (annotation, default) in _TRAINING_OPTIONS.items()]
+        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in signature.parameters.values()]
+
+        @functools.wraps(command)
+        def run(**values: Any) -> Any:
+            training = TrainingOptions(**{name: values.pop(name) for name in _TRAINING_OPTIONS})
+            return command(**values, training=training)
+
+        run.__signature__ = signature.replace(parameters=own[:at] + shared + own[at + 1:])
+        run.__annotations__ = {**{k: v for k, v in command.__annotations__.items() if k != "training"},
+                               **{name: annotation for name, (annotation, _) in _TRAINING_OPTIONS.items()}}
+        del run.__wrapped__  # Typer reads the signature above, not the command's own
+        return run
+
+    return decorate
 
 
 def corpus_options(text_field: str | None = None, encoding_errors: str = "strict", label_field: str | None = None):

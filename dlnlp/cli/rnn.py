@@ -11,44 +11,24 @@ from dlnlp.cli.options import (
     DECODE,
     INPUT,
     TRAINING,
-    BatchSize,
-    Beta2,
-    Clip,
-    Compile,
     Device,
-    Ema,
     EncodingErrors,
-    Epochs,
-    EvalBatches,
-    EvalInterval,
     Force,
-    GradAccum,
     Inputs,
     Json,
-    LearningRate,
-    LogInterval,
-    MaxSteps,
-    MaxTime,
-    MinLrRatio,
     OutDir,
     Precision,
     Prime,
     Quiet,
-    Resume,
-    Schedule,
     Seed,
     Temperature,
     TextField,
     TopK,
     TopP,
-    ValFraction,
-    Validation,
-    Warmup,
-    WeightDecay,
+    TrainingOptions,
     corpus_options,
     print_json,
-    train_config,
-    training_stops,
+    training_options,
 )
 
 app = typer.Typer(help="Recurrent (RNN/GRU/LSTM) and feed-forward neural language models.",
@@ -80,6 +60,7 @@ IdsOpt = Annotated[bool, typer.Option("--ids", help="The corpus is ids from `dln
 
 
 @app.command()
+@training_options(lr=2e-3, clip=5.0, eval_interval=500)
 def train(
     inputs: Inputs = None,
     out: OutDir = ...,
@@ -101,28 +82,9 @@ def train(
     vocab_size: Annotated[Optional[int], typer.Option("--vocab-size", help="With --ids: the vocabulary size "
                                                       "(default: largest id + 1).", rich_help_panel=INPUT)] = None,
     seq_len: SeqLen = 128,
-    batch_size: BatchSize = 32,
-    lr: LearningRate = 2e-3,
     optimizer: Annotated[str, typer.Option("--optimizer", help="adamw or sgd.", rich_help_panel=TRAINING)] = "adamw",
-    weight_decay: WeightDecay = 0.0,
-    beta2: Beta2 = 0.999,
-    ema: Ema = 0.0,
     momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum.", rich_help_panel=TRAINING)] = 0.9,
-    schedule: Schedule = "constant",
-    warmup: Warmup = 0,
-    min_lr_ratio: MinLrRatio = 0.0,
-    clip: Clip = 5.0,
-    grad_accum: GradAccum = 1,
-    epochs: Epochs = None,
-    max_steps: MaxSteps = None,
-    max_time: MaxTime = None,
-    val: Validation = None,
-    val_fraction: ValFraction = 0.1,
-    eval_interval: EvalInterval = 500,
-    eval_batches: EvalBatches = None,
-    log_interval: LogInterval = 50,
-    resume: Resume = False,
-    compile: Compile = False,
+    training: TrainingOptions = None,
     device: Device = "auto",
     precision: Precision = "auto",
     seed: Seed = 0,
@@ -140,22 +102,18 @@ def train(
     from dlnlp.models.rnn_lm import RNNLMConfig
     from dlnlp.recipes.rnn import resume_rnn_training, start_rnn_training
 
-    if resume:
-        result = resume_rnn_training(out, training_stops(max_steps, epochs, max_time), quiet=quiet, device=device,
-                                     compile=compile)
+    if training.resume:
+        result = resume_rnn_training(out, training.stops(), quiet=quiet, device=device, compile=training.compile)
     else:
         model_config = RNNLMConfig(vocab_size=1, cell=cell, embed=embed, hidden=hidden, layers=layers,
                                    dropout=dropout, embed_dropout=embed_dropout, tie_weights=tie_weights,
                                    forget_bias=forget_bias, context=context, direct=direct)
-        config = train_config(optimizer=optimizer, lr=lr, weight_decay=weight_decay, beta2=beta2, momentum=momentum,
-                              ema=ema, schedule=schedule, warmup=warmup, min_lr_ratio=min_lr_ratio, clip=clip,
-                              grad_accum=grad_accum, epochs=epochs, max_steps=max_steps, max_time=max_time,
-                              eval_interval=eval_interval, eval_batches=eval_batches, log_interval=log_interval,
-                              precision=precision, device=device, seed=seed, compile=compile, quiet=quiet)
+        config = training.train_config(device=device, precision=precision, seed=seed, quiet=quiet,
+                                       optimizer=optimizer, momentum=momentum)
         result = start_rnn_training(
-            inputs, out, model_config, config, seq_len=seq_len, batch_size=batch_size,
-            tokenizer=None if ids else tokenizer, ids=ids, vocab_size=vocab_size, val=val,
-            val_fraction=val_fraction, options=corpus_options(text_field, encoding_errors), force=force,
+            inputs, out, model_config, config, seq_len=seq_len, batch_size=training.batch_size,
+            tokenizer=None if ids else tokenizer, ids=ids, vocab_size=vocab_size, val=training.val,
+            val_fraction=training.val_fraction, options=corpus_options(text_field, encoding_errors), force=force,
         )
     if json:
         print_json(result)

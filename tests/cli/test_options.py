@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from dlnlp.cli.options import parse_memory, temp_dir, train_config
+from dlnlp.cli.options import TrainingOptions, parse_memory, temp_dir, training_options
 from dlnlp.errors import OptionError
 from tests.conftest import run_main
 
@@ -48,18 +48,42 @@ def test_temp_dir_and_its_old_spelling(tmp_path):
 
 
 def test_train_config_from_the_shared_options():
-    shared = dict(lr=3e-4, weight_decay=0.1, beta2=0.95, ema=0.5, schedule="cosine", warmup=7, min_lr_ratio=0.2,
-                  clip=0.0, grad_accum=2, epochs=None, max_steps=None, max_time=None, eval_interval=9,
-                  eval_batches=3, log_interval=4, precision="fp32", device="cpu", seed=5, compile=False, quiet=True)
-    config = train_config(**shared)
+    shared = dict(batch_size=4, lr=3e-4, weight_decay=0.1, beta2=0.95, ema=0.5, schedule="cosine", warmup=7,
+                  min_lr_ratio=0.2, clip=0.0, grad_accum=2, epochs=None, max_steps=None, max_time=None, val=None,
+                  val_fraction=0.1, eval_interval=9, eval_batches=3, log_interval=4, resume=False, compile=False)
+    common = dict(precision="fp32", device="cpu", seed=5, quiet=True)
+    config = TrainingOptions(**shared).train_config(**common)
     assert (config.epochs, config.max_steps, config.max_time) == (1.0, None, None)  # one pass by default
     assert config.clip is None  # --clip 0: off
     assert config.betas == (0.9, 0.95) and config.ema_decay == 0.5 and config.warmup_steps == 7
     assert (config.optimizer, config.min_lr_ratio, config.grad_accum, config.seed) == ("adamw", 0.2, 2, 5)
     assert (config.eval_interval, config.eval_batches, config.log_interval) == (9, 3, 4)
-    stopped = train_config(**{**shared, "max_steps": 10, "clip": 2.0}, optimizer="sgd", momentum=0.5)
+    stopped = TrainingOptions(**{**shared, "max_steps": 10, "clip": 2.0}).train_config(**common, optimizer="sgd",
+                                                                                      momentum=0.5)
     assert (stopped.epochs, stopped.max_steps, stopped.clip) == (None, 10, 2.0)
     assert (stopped.optimizer, stopped.momentum) == ("sgd", 0.5)
+
+
+def test_training_options_give_a_command_the_shared_options_with_its_defaults():
+    import typer
+    from typer.testing import CliRunner
+
+    seen = {}
+    app = typer.Typer()
+
+    @app.command()
+    @training_options(lr=0.5, eval_interval=7)
+    def train(name: str = "x", training: TrainingOptions = None, quiet: bool = False) -> None:
+        seen.update(name=name, training=training, quiet=quiet)
+
+    result = CliRunner().invoke(app, ["--name", "y", "--batch-size", "3", "--resume", "--quiet"])
+    assert result.exit_code == 0, result.output
+    training = seen["training"]
+    assert (seen["name"], seen["quiet"]) == ("y", True)
+    assert (training.batch_size, training.resume, training.lr, training.eval_interval) == (3, True, 0.5, 7)
+    assert training.clip == 1.0 and training.max_steps is None  # the shared defaults
+    with pytest.raises(TypeError, match="not shared training options: lrr"):
+        training_options(lrr=1)
 
 
 def test_rnn_train_records_the_built_config(tmp_path):
