@@ -66,6 +66,11 @@ EncodingErrors = Annotated[
                  rich_help_panel=INPUT),
 ]
 
+Ids = Annotated[bool, typer.Option("--ids", help="The corpus is ids from `dlnlp tokenize encode --format ids`.",
+                                   rich_help_panel=INPUT)]
+IdsVocabSize = Annotated[Optional[int], typer.Option("--vocab-size", help="With --ids: the vocabulary size (default: "
+                                                     "largest id + 1).", rich_help_panel=INPUT)]
+
 BatchSize = Annotated[int, typer.Option("--batch-size", help="Batch size.", rich_help_panel=TRAINING)]
 LearningRate = Annotated[float, typer.Option("--lr", help="(Peak) learning rate.", rich_help_panel=TRAINING)]
 Beta2 = Annotated[float, typer.Option("--beta2", help="Adam(W) beta2, the decay of the squared-gradient average "

@@ -14,6 +14,8 @@ from dlnlp.cli.options import (
     Device,
     EncodingErrors,
     Force,
+    Ids,
+    IdsVocabSize,
     Inputs,
     Json,
     OutDir,
@@ -55,8 +57,6 @@ SeqLen = Annotated[int, typer.Option("--seq-len", help="BPTT window (tokens per 
                                      rich_help_panel=TRAINING)]
 TokenizerOpt = Annotated[str, typer.Option("--tokenizer", "-t", help="'char' (character level) or a dlnlp "
                                            "tokenizer file (subword level).", rich_help_panel=INPUT)]
-IdsOpt = Annotated[bool, typer.Option("--ids", help="The corpus is ids from `dlnlp tokenize encode --format ids`.",
-                                      rich_help_panel=INPUT)]
 
 
 @app.command()
@@ -78,9 +78,8 @@ def train(
     context: Context = 5,
     direct: Direct = False,
     tokenizer: TokenizerOpt = "char",
-    ids: IdsOpt = False,
-    vocab_size: Annotated[Optional[int], typer.Option("--vocab-size", help="With --ids: the vocabulary size "
-                                                      "(default: largest id + 1).", rich_help_panel=INPUT)] = None,
+    ids: Ids = False,
+    vocab_size: IdsVocabSize = None,
     seq_len: SeqLen = 128,
     optimizer: Annotated[str, typer.Option("--optimizer", help="adamw or sgd.", rich_help_panel=TRAINING)] = "adamw",
     momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum.", rich_help_panel=TRAINING)] = 0.9,
