@@ -1,5 +1,5 @@
-"""The package's layers point one way (DESIGN.md): io and kernels import nothing above them, the CLI
-reaches kernels only through the library; and only the registry, the text codec and a family's own
+"""The package's layers point one way (DESIGN.md: cli -> recipes -> decoding, training -> models ->
+kernels, with io and tokenization below models), the CLI reaches kernels only through the library; and only the registry, the text codec and a family's own
 files branch on a model kind or a text level."""
 
 from __future__ import annotations
@@ -15,6 +15,10 @@ ABOVE_KERNELS = ("models", "training", "recipes", "decoding", "transfer", "evalu
 FORBIDDEN = [("io", ("models", "training", "recipes", "decoding", "transfer", "evaluation", "cli")),
              ("tokenization", ("models", "training", "recipes", "decoding", "transfer", "evaluation", "cli")),
              ("kernels", ABOVE_KERNELS),
+             ("models", ("training", "recipes", "decoding", "transfer", "evaluation", "cli")),
+             ("training", ("recipes", "decoding", "transfer", "evaluation", "cli")),
+             ("decoding", ("training", "recipes", "transfer", "evaluation", "cli")),
+             ("recipes", ("cli",)),
              ("cli", ("kernels",))]
 
 
