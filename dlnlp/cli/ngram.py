@@ -34,9 +34,10 @@ ModelDir = Annotated[Path, typer.Argument(help="An n-gram model directory (from 
                                           show_default=False)]
 
 def _load(model_dir: Path):
-    from dlnlp.models.ngram import NgramModel
+    from dlnlp.models.ngram import KIND
+    from dlnlp.models.registry import load_model
 
-    return NgramModel.load(model_dir)
+    return load_model(model_dir, kind=KIND).model
 
 
 @app.command()

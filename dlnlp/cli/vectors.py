@@ -24,9 +24,9 @@ TopnOpt = Annotated[int, typer.Option("--topn", help="How many words to print.")
 
 
 def _load(path: str, fmt: str):
-    from dlnlp.io.vectors import load_vectors
+    from dlnlp.models.vectors import load_word_vectors
 
-    return load_vectors(path, fmt)
+    return load_word_vectors(path, fmt)
 
 
 def _percent(value: float) -> str:
@@ -165,11 +165,12 @@ def convert(
     Example: dlnlp vectors convert glove.6B.100d.txt --to word2vec-binary --out glove.bin
     """
     from dlnlp.io.atomic import check_can_write
-    from dlnlp.io.vectors import load_vectors, save_vectors
+    from dlnlp.io.vectors import save_vectors
+    from dlnlp.models.vectors import load_word_vectors
     from dlnlp.progress import log
 
     check_can_write(out, force, inputs=[vectors])
-    kv = load_vectors(vectors, fmt, limit=limit)
+    kv = load_word_vectors(vectors, fmt, limit=limit)
     save_vectors(kv, out, fmt=to, force=force)
     log(f"wrote {len(kv)} vectors of dimension {kv.dim} to {out} ({to})")
 

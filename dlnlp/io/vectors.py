@@ -141,6 +141,10 @@ class KeyedVectors:
         counts = None if self.counts is None else self.counts[:limit]
         return KeyedVectors(self.words[:limit], self.vectors[:limit], counts)
 
+    def keyed_vectors(self) -> KeyedVectors:
+        """Itself: every model with word vectors answers ``keyed_vectors()`` (word2vec, and these)."""
+        return self
+
 
 # -- writing ----------------------------------------------------------------------------------
 def _check_search(topn: int, restrict: int | None) -> None:

@@ -130,3 +130,18 @@ def test_a_family_registered_elsewhere_loads_without_touching_the_registry(tmp_p
         from dlnlp.models import registry
 
         registry._FAMILIES.pop("toy-lm")
+
+
+def test_word_vectors_come_from_any_directory_whose_model_has_them(tmp_path):
+    from dlnlp.io.vectors import load_vectors
+    from dlnlp.models.vectors import load_word_vectors
+
+    _word2vec(tmp_path / "w2v")
+    _vectors(tmp_path / "vec")
+    from_w2v = load_word_vectors(tmp_path / "w2v")
+    assert from_w2v.words == load_vectors(tmp_path / "w2v").words
+    assert np.array_equal(from_w2v.vectors, load_vectors(tmp_path / "w2v").vectors)
+    assert load_word_vectors(tmp_path / "vec", limit=1).words == ["cat"]
+    _gpt(tmp_path / "gpt")
+    with pytest.raises(ModelDirError, match="a 'gpt' model directory without word vectors"):
+        load_word_vectors(tmp_path / "gpt")
