@@ -26,7 +26,6 @@ returns ``(loss, state)`` with targets (mean cross-entropy in nats per token) an
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -36,7 +35,6 @@ from torch import _VF, nn
 
 from dlnlp.kernels.memory import MAX_WIDTH
 from dlnlp.kernels.recurrent import CELLS, RecurrentStack
-from dlnlp.kernels.sampling import sample_logits
 from dlnlp.kernels.transformer import dropout_layer
 from dlnlp.models.features import Features, Layers, layer_indices
 from dlnlp.models.registry import Family, register
@@ -91,26 +89,6 @@ class _LMBase(nn.Module):
         if targets is None:
             return logits
         return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1))
-
-    @torch.no_grad()
-    def generate(self, prime: list[int], length: int, *, temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None, generator: torch.Generator | None = None) -> Iterator[int]:
-        """Yield ``length`` sampled token ids after reading ``prime`` (one id at a time, for streaming)."""
-        if not prime:
-            raise ValueError("generation needs at least one prime token")
-        was_training = self.training
-        self.eval()
-        try:
-            device = next(self.parameters()).device
-            idx = torch.tensor([prime], dtype=torch.long, device=device)
-            logits, state = self(idx)
-            for _ in range(length):
-                next_id = sample_logits(logits[:, -1], temperature, top_k, top_p, generator)
-                token = int(next_id.item())
-                yield token
-                logits, state = self(next_id.view(1, 1), state=state)
-        finally:
-            self.train(was_training)
 
 
 class RNNLM(_LMBase):

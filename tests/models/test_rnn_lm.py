@@ -66,17 +66,23 @@ def test_lstm_forget_gate_bias_option():
 
 
 def test_greedy_generation_follows_the_argmax_chain_and_seeded_sampling_repeats():
+    from dlnlp.decoding import DecodeConfig, generate
+    from dlnlp.decoding.interface import rnn_lm_next_token
+
     torch.manual_seed(0)
     model = build_model(RNNLMConfig(vocab_size=7, cell="lstm", embed=4, hidden=6, layers=1)).eval()
-    out = list(model.generate([1, 2], 6, temperature=0))
+    lm = rnn_lm_next_token(model)
+    out = generate(lm, [[1, 2]], DecodeConfig(strategy="greedy", max_new_tokens=6))[0][0].tokens
     seq = [1, 2]
     for _ in range(6):
         logits, _ = model(torch.tensor([seq]))
         seq.append(int(logits[0, -1].argmax()))
     assert out == seq[2:]
-    a = list(model.generate([1], 20, generator=torch.Generator().manual_seed(4)))
-    b = list(model.generate([1], 20, generator=torch.Generator().manual_seed(4)))
-    assert a == b
+    sampling = DecodeConfig(strategy="sample", max_new_tokens=20)
+    a = generate(lm, [[1]], sampling, generator=torch.Generator().manual_seed(4))[0][0].tokens
+    b = generate(lm, [[1]], sampling, generator=torch.Generator().manual_seed(4))[0][0].tokens
+    c = generate(lm, [[1]], sampling, generator=torch.Generator().manual_seed(5))[0][0].tokens
+    assert a == b and len(a) == 20 and a != c
 
 
 def test_invalid_config_is_rejected():
