@@ -158,7 +158,20 @@ def parse_memory(text: str, option: str = "--memory", *, plain: str = "G") -> in
         amount = float("nan")
     if not (amount > 0 and amount != float("inf")) or int(amount * _SIZE_UNITS[unit]) < 1:
         raise OptionError(f"{option} must be a size > 0 such as 512M or 2G, got {text!r}")
+    if not (value and value[-1] in _SIZE_UNITS):
+        from dlnlp.progress import warn
+
+        # a bare number keeps the command's old unit, which differs between commands: ask for a unit
+        warn(f"{option} {text.strip()} has no unit and is read as {_format_size(int(amount * _SIZE_UNITS[unit]))}; "
+             f"give a unit (e.g. {text.strip()}{plain})")
     return int(amount * _SIZE_UNITS[unit])
+
+
+def _format_size(size: int) -> str:
+    for unit in ("T", "G", "M", "K"):
+        if size >= _SIZE_UNITS[unit]:
+            return f"{size / _SIZE_UNITS[unit]:g}{unit}"
+    return f"{size}B"
 
 
 def temp_dir(value: Path | None, alias: Path | None) -> Path | None:

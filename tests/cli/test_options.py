@@ -125,3 +125,10 @@ def test_memory_takes_a_size_everywhere(command, tmp_path):
 def test_minus_n_is_no_longer_order_nor_topn(tmp_path):
     code, _, err = run_main("ngram", "train", "-", "-n", "2", "--out", tmp_path / "m", input=CORPUS)
     assert code == 2 and "-n" in err
+
+
+def test_a_plain_memory_number_warns_with_the_unit_it_was_read_in(capsys):
+    assert parse_memory("2") == 2 << 30
+    assert "--memory 2 has no unit and is read as 2G; give a unit (e.g. 2G)" in capsys.readouterr().err
+    assert parse_memory("512M") == 512 << 20
+    assert capsys.readouterr().err == ""
