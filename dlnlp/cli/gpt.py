@@ -16,6 +16,7 @@ from dlnlp.cli.options import (
     EncodingErrors,
     Force,
     Ids,
+    IdsEos,
     IdsVocabSize,
     Inputs,
     Json,
@@ -58,11 +59,12 @@ def train(
     tie_weights: Annotated[bool, typer.Option("--tie-weights/--no-tie-weights", help="Share the token embedding "
                                               "with the output layer.", rich_help_panel=MODEL)] = True,
     tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", "-t", help="A dlnlp tokenizer file (subword "
-                                                     "level).", rich_help_panel=INPUT)] = None,
+                                                     "level; with --ids, the tokenizer that wrote them).", rich_help_panel=INPUT)] = None,
     char: Annotated[bool, typer.Option("--char", help="Character level (the default without --tokenizer).",
                                        rich_help_panel=INPUT)] = False,
     ids: Ids = False,
     vocab_size: IdsVocabSize = None,
+    eos_id: IdsEos = None,
     training: TrainingOptions = None,
     device: Device = "auto",
     precision: Precision = "auto",
@@ -77,6 +79,8 @@ def train(
 
     Example: dlnlp gpt train tinyshakespeare.txt --char --layers 4 --heads 4 --dim 128 --block-size 64
     --batch-size 12 --max-steps 2000 --lr 1e-3 --out shakes-gpt
+
+    Example: dlnlp tokenize encode corpus.txt -t tok.json | dlnlp gpt train - --ids -t tok.json --out gpt
     """
     from dlnlp.recipes.gpt import resume_gpt_training, start_gpt_training
 
@@ -90,7 +94,8 @@ def train(
         result = start_gpt_training(inputs, out, model_args, config, batch_size=training.batch_size,
                                     tokenizer=tokenizer, char=char, ids=ids, vocab_size=vocab_size, val=training.val,
                                     val_fraction=training.val_fraction,
-                                    options=corpus_options(text_field, encoding_errors), force=force)
+                                    options=corpus_options(text_field, encoding_errors), force=force,
+                                    eos_id=eos_id)
     if json:
         print_json(result)
 

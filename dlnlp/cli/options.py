@@ -66,8 +66,12 @@ EncodingErrors = Annotated[
                  rich_help_panel=INPUT),
 ]
 
-Ids = Annotated[bool, typer.Option("--ids", help="The corpus is ids from `dlnlp tokenize encode --format ids`.",
-                                   rich_help_panel=INPUT)]
+Ids = Annotated[bool, typer.Option("--ids", help="The corpus is ids from `dlnlp tokenize encode --format ids`; "
+                                   "give its --tokenizer too, so that lines end with its end-of-text and the "
+                                   "model reads text.", rich_help_panel=INPUT)]
+IdsEos = Annotated[Optional[int], typer.Option("--eos-id", help="With --ids: the id that ends each line (default: "
+                                               "the --tokenizer's end-of-text; a line already ending with it "
+                                               "gets no second one).", rich_help_panel=INPUT)]
 IdsVocabSize = Annotated[Optional[int], typer.Option("--vocab-size", help="With --ids: the vocabulary size (default: "
                                                      "largest id + 1).", rich_help_panel=INPUT)]
 

@@ -15,6 +15,7 @@ from dlnlp.cli.options import (
     EncodingErrors,
     Force,
     Ids,
+    IdsEos,
     IdsVocabSize,
     Inputs,
     Json,
@@ -55,8 +56,10 @@ Direct = Annotated[bool, typer.Option("--direct", help="ffnn: direct input-to-ou
                                       rich_help_panel=MODEL)]
 SeqLen = Annotated[int, typer.Option("--seq-len", help="BPTT window (tokens per stream per step).",
                                      rich_help_panel=TRAINING)]
-TokenizerOpt = Annotated[str, typer.Option("--tokenizer", "-t", help="'char' (character level) or a dlnlp "
-                                           "tokenizer file (subword level).", rich_help_panel=INPUT)]
+TokenizerOpt = Annotated[Optional[str], typer.Option("--tokenizer", "-t", help="'char' (character level, the "
+                                                     "default) or a dlnlp tokenizer file (subword level; with "
+                                                     "--ids, the tokenizer that wrote them).",
+                                                     rich_help_panel=INPUT)]
 
 
 @app.command()
@@ -77,9 +80,10 @@ def train(
                                                          rich_help_panel=MODEL)] = None,
     context: Context = 5,
     direct: Direct = False,
-    tokenizer: TokenizerOpt = "char",
+    tokenizer: TokenizerOpt = None,
     ids: Ids = False,
     vocab_size: IdsVocabSize = None,
+    eos_id: IdsEos = None,
     seq_len: SeqLen = 128,
     optimizer: Annotated[str, typer.Option("--optimizer", help="adamw or sgd.", rich_help_panel=TRAINING)] = "adamw",
     momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum.", rich_help_panel=TRAINING)] = 0.9,
@@ -111,7 +115,7 @@ def train(
                                        optimizer=optimizer, momentum=momentum)
         result = start_rnn_training(
             inputs, out, model_config, config, seq_len=seq_len, batch_size=training.batch_size,
-            tokenizer=None if ids else tokenizer, ids=ids, vocab_size=vocab_size, val=training.val,
+            tokenizer=tokenizer, ids=ids, eos_id=eos_id, vocab_size=vocab_size, val=training.val,
             val_fraction=training.val_fraction, options=corpus_options(text_field, encoding_errors), force=force,
         )
     if json:

@@ -170,6 +170,10 @@ def encode(
     text_field: TextField = None,
     encoding_errors: EncodingErrors = "strict",
     workers: Workers = 0,
+    add_bos: Annotated[bool, typer.Option("--add-bos", help="Start every line with the tokenizer's "
+                                          "beginning-of-text token.")] = False,
+    add_eos: Annotated[bool, typer.Option("--add-eos", help="End every line with the tokenizer's end-of-text "
+                                          "token (as `gpt train --ids -t TOK` and training on text do).")] = False,
     force: Force = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary at the end: on stdout with "
                                               "--output, else on stderr (stdout carries the data).",
@@ -185,6 +189,8 @@ def encode(
     Example: cat corpus.txt | dlnlp tokenize encode -t tok.json > corpus.ids
 
     Example: dlnlp tokenize encode corpus.txt -t tok.json --format tokens --output corpus.tok
+
+    Example: dlnlp tokenize encode corpus.txt -t tok.json --add-eos | dlnlp gpt train - --ids -t tok.json --out gpt
     """
     from dlnlp.io.atomic import check_can_write
     from dlnlp.io.corpus import iter_line_blocks
@@ -205,7 +211,8 @@ def encode(
     start = time.perf_counter()
     with Progress("encode", unit="line", rate_unit="token", quiet=quiet) as progress, \
             _open_output(output, force) as stream:
-        stats = encode_chunks(tok, chunks, stream, fmt, on_chunk=lambda n, t: progress.update(n, rate=t))
+        stats = encode_chunks(tok, chunks, stream, fmt, on_chunk=lambda n, t: progress.update(n, rate=t),
+                              add_bos=add_bos, add_eos=add_eos)
         stream.flush()
     if json_output:
         import json

@@ -64,16 +64,17 @@ def start_gpt_training(
     inputs: Sequence[str] | None, out: str | Path, model_args: dict[str, Any], train_config: TrainConfig, *,
     batch_size: int = 12, tokenizer: str | None = None, char: bool = False, ids: bool = False,
     vocab_size: int | None = None, val: str | Path | None = None, val_fraction: float = 0.1,
-    options: CorpusOptions | None = None, force: bool = False,
+    options: CorpusOptions | None = None, force: bool = False, eos_id: int | None = None,
 ) -> dict[str, Any]:
     """Spool the corpus to ``out/data``, write config.json and the vocabulary, train, return a summary.
 
     ``model_args`` are :class:`~dlnlp.models.gpt.GPTConfig` fields (``vocab_size`` comes from the data).
     The text level is one of ``tokenizer`` (a tokenizer file), ``char`` and ``ids``; with none given it
-    is character level.
+    is character level. ``ids`` with ``tokenizer`` reads that tokenizer's ids and records it (the model
+    reads text); each line of ids ends with ``eos_id`` (default: the tokenizer's end-of-text).
     """
-    if sum([tokenizer is not None, char, ids]) > 1:
-        raise OptionError("give one of --tokenizer, --char and --ids")
+    if char and (tokenizer is not None or ids):
+        raise OptionError(f"--char cannot be used with {'--ids' if ids else '--tokenizer'}")
     check_gpt_args(model_args)
     check_width("--dim", model_args["n_embd"])
     if model_args["n_embd"] % model_args["n_head"]:
@@ -81,7 +82,7 @@ def start_gpt_training(
     return start_lm_training(GPT_RECIPE, inputs, out, GPTConfig(vocab_size=vocab_size or 1, **model_args),
                              train_config, {"batch_size": batch_size}, tokenizer=None if char else tokenizer,
                              ids=ids, vocab_size=vocab_size, val=val, val_fraction=val_fraction, options=options,
-                             force=force)
+                             force=force, eos_id=eos_id)
 
 
 def resume_gpt_training(out: str | Path, stops: dict[str, Any], *, quiet: bool = False, device: str = "auto",

@@ -61,28 +61,39 @@ class LMRun:
 def new_lm_run(
     inputs: Sequence[str] | None, out: str | Path, make_config: Callable[[LMRun], dict[str, Any]], *,
     tokenizer: str | None = None, ids: bool = False, vocab_size: int | None = None, val: str | Path | None = None,
-    val_fraction: float = 0.1, options: CorpusOptions | None = None, force: bool = False,
+    val_fraction: float = 0.1, options: CorpusOptions | None = None, force: bool = False, eos_id: int | None = None,
 ) -> Iterator[LMRun]:
     """Open ``out`` as a :class:`RunOutput`, spool the corpus, store the vocabulary/tokenizer and
     ``make_config(run)`` as config.json, and yield the run; train inside the ``with`` block.
 
-    ``tokenizer`` None (or "char") means character level; ``ids`` reads `dlnlp tokenize encode` output.
+    ``tokenizer`` None (or "char") means character level; ``ids`` reads `dlnlp tokenize encode` output,
+    each line ended by ``eos_id`` (default: the tokenizer's end-of-text). ``ids`` with a tokenizer
+    records it: the model then reads text, as if it had been trained on the text.
     """
     if val is not None and not Path(val).is_file():
         raise InputError(f"{val}: no such validation file")
+    if ids and tokenizer == "char":
+        raise OptionError("--tokenizer char cannot be used with --ids (give the tokenizer that wrote the ids)")
+    if eos_id is not None and not ids:
+        raise OptionError("--eos-id needs --ids (text is ended by its tokenizer's end-of-text)")
     tok = None
-    if not ids and tokenizer not in (None, "char"):
+    if tokenizer not in (None, "char"):
         from dlnlp.tokenization import load_tokenizer
 
         tok = load_tokenizer(tokenizer)
     sources = [*(inputs or []), val, tok.path if tok is not None else None]
     with RunOutput(out, force=force, inputs=sources) as output:
         directory = output.path
-        level = "ids" if ids else ("char" if tok is None else "tokenizer")
-        data = prepare_lm_data(inputs, directory, level=level, tokenizer=tok, val=val, val_fraction=val_fraction,
-                               options=options, vocab_size=vocab_size)
+        spool = "ids" if ids else ("char" if tok is None else "tokenizer")
+        data = prepare_lm_data(inputs, directory, level=spool, tokenizer=tok, val=val, val_fraction=val_fraction,
+                               options=options, vocab_size=vocab_size, eos_id=eos_id)
+        if ids and tok is None and eos_id is None:
+            from dlnlp.progress import warn
+
+            warn("--ids without --tokenizer or --eos-id: lines are joined with nothing between them; give the "
+                 "tokenizer that wrote the ids (or --eos-id) so the model sees where lines end")
         data.codec.save(directory)  # the vocabulary or tokenizer beside the weights
-        run = LMRun(output, data, level, tok)
+        run = LMRun(output, data, data.codec.level, tok)
         write_config(directory, make_config(run))
         yield run
 
@@ -146,13 +157,14 @@ def start_lm_training(
     recipe: LMRecipe, inputs: Sequence[str] | None, out: str | Path, model_config: Any, train_config: TrainConfig,
     shape: dict[str, int], *, tokenizer: str | None = None, ids: bool = False, vocab_size: int | None = None,
     val: str | Path | None = None, val_fraction: float = 0.1, options: CorpusOptions | None = None,
-    force: bool = False,
+    force: bool = False, eos_id: int | None = None,
 ) -> dict[str, Any]:
     """Train a new model of ``recipe``'s family on ``inputs`` into ``out``; returns the run summary.
 
     ``model_config`` is the family's config (its ``vocab_size`` is set from the data); ``shape`` the
     batch-shape settings (``recipe.shape``). ``tokenizer`` None (or "char") trains on characters, a
-    path on that tokenizer's ids; ``ids`` reads ``dlnlp tokenize encode`` output.
+    path on that tokenizer's ids; ``ids`` reads ``dlnlp tokenize encode`` output (with ``tokenizer``,
+    the tokenizer's ids; each line ended by ``eos_id``, by default the tokenizer's end-of-text).
     """
     checked(train_config)
     for name in recipe.shape:
@@ -169,13 +181,12 @@ def start_lm_training(
         if recipe.check_data is not None:
             recipe.check_data(model_config, run.data)
         recipe.check_memory(model_config, train_config, shape, len(run.data.train))
-        eos = getattr(run.tokenizer, "eos_id", None) if run.tokenizer is not None else None
         return make_config(recipe.kind, recipe.format_version, model=model_config.to_dict(), level=run.level,
-                           eos_id=eos, **{name: shape[name] for name in recipe.shape},
+                           eos_id=run.data.codec.eos_id, **{name: shape[name] for name in recipe.shape},
                            train=train_config.to_dict(), data=run.data.meta)
 
     with new_lm_run(inputs, out, make_run_config, tokenizer=tokenizer, ids=ids, vocab_size=vocab_size,
-                    val=val, val_fraction=val_fraction, options=options, force=force) as run:
+                    val=val, val_fraction=val_fraction, options=options, force=force, eos_id=eos_id) as run:
         seed_everything(train_config.seed)
         return _fit(recipe, model_config, train_config, run.data, run.output,
                     {name: shape[name] for name in recipe.shape}, resume=False)

@@ -28,14 +28,18 @@ from dlnlp.training.trainer import evaluate_loss
 
 def start_rnn_training(
     inputs: Sequence[str] | None, out: str | Path, model_config: RNNLMConfig, train_config: TrainConfig, *,
-    seq_len: int = 128, batch_size: int = 32, tokenizer: str | None = "char", ids: bool = False,
+    seq_len: int = 128, batch_size: int = 32, tokenizer: str | None = None, ids: bool = False,
     vocab_size: int | None = None, val: str | Path | None = None, val_fraction: float = 0.1,
-    options: CorpusOptions | None = None, force: bool = False,
+    options: CorpusOptions | None = None, force: bool = False, eos_id: int | None = None,
 ) -> dict[str, Any]:
-    """Spool the corpus into ``out/data``, write ``config.json`` and the vocabulary, then train."""
+    """Spool the corpus into ``out/data``, write ``config.json`` and the vocabulary, then train.
+
+    ``ids`` with a ``tokenizer`` reads that tokenizer's ids and records it; each line of ids ends with
+    ``eos_id`` (default: the tokenizer's end-of-text)."""
     return start_lm_training(RNN_RECIPE, inputs, out, model_config, train_config,
                              {"seq_len": seq_len, "batch_size": batch_size}, tokenizer=tokenizer, ids=ids,
-                             vocab_size=vocab_size, val=val, val_fraction=val_fraction, options=options, force=force)
+                             vocab_size=vocab_size, val=val, val_fraction=val_fraction, options=options, force=force,
+                             eos_id=eos_id)
 
 
 def resume_rnn_training(out: str | Path, stops: dict[str, Any], *, quiet: bool = False, device: str = "auto",

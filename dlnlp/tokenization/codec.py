@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import IO
 
-from dlnlp.errors import InputError
+from dlnlp.errors import InputError, OptionError
 from dlnlp.tokenization.tokenizer import Tokenizer
 
 FORMATS = ("ids", "tokens", "jsonl")
@@ -140,12 +140,38 @@ def encode_stream(tokenizer: Tokenizer, lines: Iterable[str], out: IO[bytes], fm
     return encode_chunks(tokenizer, iter_text_chunks(lines, chunk_chars), out, fmt, on_chunk=on_chunk)
 
 
+def _framed(encode: Callable[[list[str]], tuple[list, list | None]], tokenizer: Tokenizer, bos: bool,
+            eos: bool) -> Callable[[list[str]], tuple[list, list | None]]:
+    """``encode`` with the tokenizer's beginning-of-text id before and/or end-of-text id after every line."""
+    for wanted, token_id, option in ((bos, tokenizer.bos_id, "--add-bos"), (eos, tokenizer.eos_id, "--add-eos")):
+        if wanted and token_id is None:
+            kind = "beginning" if option == "--add-bos" else "end"
+            raise OptionError(f"{option}: the tokenizer {tokenizer.path} has no {kind}-of-text token")
+    if not (bos or eos):
+        return encode
+    head = [tokenizer.bos_id] if bos else []
+    tail = [tokenizer.eos_id] if eos else []
+    head_tokens = [tokenizer.id_to_token(i) for i in head]
+    tail_tokens = [tokenizer.id_to_token(i) for i in tail]
+
+    def framed(chunk: list[str]) -> tuple[list, list | None]:
+        ids, tokens = encode(chunk)
+        ids = [head + line + tail for line in ids]
+        if tokens is not None:
+            tokens = [head_tokens + line + tail_tokens for line in tokens]
+        return ids, tokens
+
+    return framed
+
+
 def encode_chunks(tokenizer: Tokenizer, chunks: Iterable[list[str]], out: IO[bytes], fmt: str = "ids",
-                  *, on_chunk: Callable[[int, int], None] | None = None) -> CodecStats:
-    """:func:`encode_stream` on lines already in chunks (``rechunk(iter_line_blocks(...))``)."""
+                  *, on_chunk: Callable[[int, int], None] | None = None, add_bos: bool = False,
+                  add_eos: bool = False) -> CodecStats:
+    """:func:`encode_stream` on lines already in chunks (``rechunk(iter_line_blocks(...))``); ``add_bos`` /
+    ``add_eos`` put the tokenizer's beginning- / end-of-text id around every line."""
     if fmt not in FORMATS:
         raise InputError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    encode = _encoder(tokenizer, fmt)
+    encode = _framed(_encoder(tokenizer, fmt), tokenizer, add_bos, add_eos)
     render = _formatter(tokenizer, fmt)
     stats = CodecStats()
 

@@ -9,7 +9,9 @@ a corpus larger than memory trains and stdin is read only once. Three ways to ge
 * a dlnlp tokenizer file (``load_tokenizer``; each line is encoded separately and followed by the
   tokenizer's end-of-text id when it has one),
 * ids piped from ``dlnlp tokenize encode --format ids`` (one line per input line, ids separated by
-  spaces).
+  spaces). Each line is followed by the end-of-text id (the tokenizer's, or a chosen ``eos_id``) unless
+  it already ends with it (``tokenize encode --add-eos``), so piped ids spool to the same stream as the
+  text would; with a tokenizer the model reads text (its codec is the tokenizer's).
 
 Validation is a second file (``--val FILE``) or the last ``val_fraction`` of the stream (10% by
 default, as nanoGPT splits Tiny Shakespeare).
@@ -40,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dlnlp.errors import InputError
+from dlnlp.errors import InputError, OptionError
 from dlnlp.io.corpus import CorpusOptions, describe_inputs, iter_line_blocks
 from dlnlp.tokenization.ids import MAX_VOCAB_SIZE  # piped ids: the vocabulary is the largest id + 1
 
@@ -125,7 +127,7 @@ def _codepoints(text: str) -> np.ndarray:
 
 
 def _spool_chars(sources: list[Sequence[str] | None], data_dir: Path, options: CorpusOptions, tokenizer: Any,
-                 vocab_size: int | None):
+                 vocab_size: int | None, eos_id: int | None = None):
     """Two passes over spooled code points: collect the character set, then map to ids (a CharCodec)."""
     from dlnlp.tokenization.char import CharVocab
     from dlnlp.tokenization.text_codec import CharCodec
@@ -155,7 +157,8 @@ def _spool_chars(sources: list[Sequence[str] | None], data_dir: Path, options: C
     return CharCodec(vocab), dtype, outputs
 
 
-def _spool_tokenizer(sources, data_dir: Path, options: CorpusOptions, tokenizer: Any, vocab_size: int | None):
+def _spool_tokenizer(sources, data_dir: Path, options: CorpusOptions, tokenizer: Any, vocab_size: int | None,
+                     eos_id: int | None = None):
     """Each line encoded by the tokenizer codec (end-of-text after every line when it has one)."""
     from dlnlp.tokenization.codec import rechunk
     from dlnlp.tokenization.text_codec import TokenizerCodec
@@ -172,13 +175,25 @@ def _spool_tokenizer(sources, data_dir: Path, options: CorpusOptions, tokenizer:
     return codec, dtype, outputs
 
 
-def _spool_ids(sources, data_dir: Path, options: CorpusOptions, tokenizer: Any, vocab_size: int | None):
+def _spool_ids(sources, data_dir: Path, options: CorpusOptions, tokenizer: Any, vocab_size: int | None,
+               eos_id: int | None = None):
+    """Lines of ids, each followed by ``eos_id`` (default: the tokenizer's end-of-text) as the tokenizer
+    codec spools text, unless the line already ends with it; with a tokenizer its vocabulary bounds the ids."""
     from dlnlp.tokenization.ids import read_id_lines
-    from dlnlp.tokenization.text_codec import IdsCodec
+    from dlnlp.tokenization.text_codec import IdsCodec, TokenizerCodec
 
+    if tokenizer is not None:
+        if vocab_size is not None and vocab_size != tokenizer.vocab_size:
+            raise OptionError(f"--vocab-size {vocab_size} differs from the --tokenizer's vocabulary "
+                              f"({tokenizer.vocab_size}); leave --vocab-size out")
+        vocab_size = tokenizer.vocab_size
+        if eos_id is None:
+            eos_id = tokenizer.eos_id
     if vocab_size is not None and not 1 <= vocab_size <= MAX_VOCAB_SIZE:
         raise InputError(f"--vocab-size must be in [1, {MAX_VOCAB_SIZE:,}], got {vocab_size}")
     limit = vocab_size or MAX_VOCAB_SIZE
+    if eos_id is not None and not 0 <= eos_id < limit:
+        raise OptionError(f"--eos-id must be in [0, {limit - 1}], got {eos_id}")
     dtype = dtype_for(vocab_size) if vocab_size else np.dtype(np.uint32)
     outputs, top = [], -1
     for i, inputs in enumerate(sources):
@@ -189,13 +204,17 @@ def _spool_ids(sources, data_dir: Path, options: CorpusOptions, tokenizer: Any, 
                 if ids and max(ids) >= limit:
                     _id_out_of_range(max(ids), inputs, number, vocab_size)
                 buffer.extend(ids)
+                if eos_id is not None and not (ids and ids[-1] == eos_id):
+                    buffer.append(eos_id)
                 if len(buffer) >= 1 << 20:
                     writer.write(buffer)
                     buffer = []
             writer.write(buffer)
         top = max(top, writer.max_id)
         outputs.append((out, writer.count))
-    return IdsCodec(vocab_size or top + 1), dtype, outputs
+    if tokenizer is not None:
+        return TokenizerCodec(tokenizer, eos_id), dtype, outputs
+    return IdsCodec(vocab_size or top + 1, eos_id), dtype, outputs
 
 
 def _id_out_of_range(token: int, inputs: Sequence[str] | None, line: int, vocab_size: int | None) -> None:
@@ -222,12 +241,14 @@ def prepare_lm_data(
     val_fraction: float = 0.1,
     options: CorpusOptions | None = None,
     vocab_size: int | None = None,
+    eos_id: int | None = None,
 ) -> LMData:
     """Encode ``inputs`` (and ``val``) to ``out_dir/data`` and memory-map them.
 
     ``level``: ``char`` (builds a CharVocab), ``tokenizer`` (``tokenizer`` is a loaded dlnlp
     tokenizer) or ``ids`` (the inputs are ids-format lines; ``vocab_size`` defaults to the largest
-    id + 1). Without ``val`` the last ``val_fraction`` of the stream is held out (0 disables it).
+    id + 1, or the ``tokenizer``'s when one is given; each line ends with ``eos_id``, by default the
+    tokenizer's end-of-text). ``LMData.level`` is the codec's: ids with a tokenizer read text. Without ``val`` the last ``val_fraction`` of the stream is held out (0 disables it).
     """
     options = options or CorpusOptions()
     if not 0 <= val_fraction < 1:
@@ -239,7 +260,7 @@ def prepare_lm_data(
     sources: list[Sequence[str] | None] = [inputs] + ([[str(val)]] if val is not None else [])
     if level not in _SPOOLERS:
         raise ValueError(f"unknown level {level!r}")
-    codec, dtype, outputs = _SPOOLERS[level](sources, data_dir, options, tokenizer, vocab_size)
+    codec, dtype, outputs = _SPOOLERS[level](sources, data_dir, options, tokenizer, vocab_size, eos_id)
     size = codec.vocab_size
     vocab = getattr(codec, "vocab", None) or getattr(codec, "tokenizer", None)
     (train_path, train_count) = outputs[0]
@@ -251,7 +272,7 @@ def prepare_lm_data(
         split = {"train": [train_path.name, 0, cut], "val": [train_path.name, cut, train_count]}
     else:
         split = {"train": [train_path.name, 0, train_count], "val": None}
-    meta = {"dtype": dtype.name, "vocab_size": int(size), "level": level, "split": split,
+    meta = {"dtype": dtype.name, "vocab_size": int(size), "level": codec.level, "split": split,
             "source": describe_inputs(inputs), "val_source": str(val) if val is not None else None,
             "val_fraction": val_fraction if val is None else None}
     (data_dir / META_NAME).write_text(json.dumps(meta, indent=1) + "\n")
