@@ -134,22 +134,47 @@ def evaluate(
 def score(
     model_dir: ModelDir,
     file: Annotated[str, typer.Argument(help="Text file, or '-' for stdin.")] = "-",
+    words: Annotated[bool, typer.Option("--words", help="Per word, as KenLM's query prints: word=ID ORDER "
+                                        "LOG10PROB for each word and </s> (an OOV word has id 0, <unk>), then "
+                                        "Total and OOV.")] = False,
+    json: Json = False,
+    text_field: TextField = None,
     encoding_errors: EncodingErrors = "strict",
 ) -> None:
-    """One line out per line in: log10 probability, token count (words + </s>), perplexity (tab-separated).
+    """One line out per line in: log10 probability, token count (words + </s>), perplexity and the sentence
+    (tab-separated), so that `sort` ranks the lines; --json: one object per line.
 
     Example: cat sentences.txt | dlnlp ngram score brown5 | sort -t$'\\t' -k3 -g | head
+
+    Example: dlnlp ngram score brown5 test.txt --words
     """
+    import json as json_module
+    from itertools import repeat
+
     from dlnlp.io.corpus import iter_chunks, iter_lines
 
     model = _load(model_dir)
     out = sys.stdout
     # One row per input line: a line over the length limit is refused, not cut (io.corpus).
-    lines = iter_lines([file], corpus_options(None, encoding_errors), require_text=False, long_lines="error")
+    lines = iter_lines([file], corpus_options(text_field, encoding_errors), require_text=False, long_lines="error")
     for chunk in iter_chunks(lines, 4096):
-        totals, lengths, _ = model.score_lines(chunk)
-        rows = [f"{t:.4f}\t{n}\t{10.0 ** (-t / n):.4f}\n" for t, n in zip(totals.tolist(), lengths.tolist(),
-                                                                               strict=True)]
+        totals, lengths, oovs = model.score_lines(chunk)
+        per_word = model.score_words(chunk) if words else repeat(None)
+        rows = []
+        for line, total, n, oov, scored in zip(chunk, totals.tolist(), lengths.tolist(), oovs.tolist(), per_word,
+                                               strict=False):
+            if json:
+                record = {"text": line, "log10_prob": total, "tokens": n, "oov": oov,
+                          "perplexity": 10.0 ** (-total / n)}
+                if words:
+                    record["words"] = [{"word": w, "id": i, "order": o, "log10_prob": p, "oov": i == 0}
+                                       for w, i, o, p in scored]
+                rows.append(json_module.dumps(record, ensure_ascii=False) + "\n")
+            elif words:
+                rows.append("\t".join([*(f"{w}={i} {o} {p:.4f}" for w, i, o, p in scored),
+                                       f"Total: {total:.4f} OOV: {oov}"]) + "\n")
+            else:
+                rows.append(f"{total:.4f}\t{n}\t{10.0 ** (-total / n):.4f}\t{line}\n")
         out.write("".join(rows))
         out.flush()
 
@@ -191,13 +216,20 @@ def export(
 ) -> None:
     """Write the model as an ARPA file (log10 probabilities and backoffs) that KenLM and SRILM load.
 
+    A stupid-backoff model is written too, with a warning: its scores are not probabilities, so the
+    perplexities other tools compute from the file are not perplexities.
+
     Example: dlnlp ngram export brown5 brown5.arpa.gz
     """
     from dlnlp.io.arpa import write_arpa
     from dlnlp.io.atomic import check_can_write
+    from dlnlp.progress import warn
 
     check_can_write(arpa, force, inputs=[model_dir], directory=False)
     model = _load(model_dir)
+    if not model.normalized:
+        warn(f"{model_dir} is a {model.smoothing} model: its scores are not probabilities (they do not sum to "
+             "one), so tools that read the ARPA file as a language model compute no true perplexity")
     write_arpa(model, arpa, force=force)
 
 

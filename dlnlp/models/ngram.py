@@ -44,6 +44,7 @@ from dlnlp.errors import InputError, ModelDirError
 from dlnlp.models.ngram_counts import (
     BOS_ID,
     EOS_ID,
+    SPECIALS,
     UNK_ID,
     NgramCounts,
     Vocabulary,
@@ -140,6 +141,11 @@ class NgramModel:
 
     def score_stream(self, tokens: np.ndarray) -> np.ndarray:
         """log10 p of every position of an id stream (NaN at ``<s>`` positions, which are not scored)."""
+        return self.score_stream_orders(tokens)[0]
+
+    def score_stream_orders(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(log10 p, n-gram order used) of every position of an id stream, as KenLM's ``query`` reports
+        them: the order is the length of the longest n-gram found ending at the word."""
         V = len(self.vocab)
         tokens = np.asarray(tokens, dtype=np.int64)
         ids = [tokens]
@@ -166,7 +172,19 @@ class NgramModel:
                 use &= tokens != BOS_ID
             logprob[use] += self.logbo[k - 1][ctx[use]]
         logprob[tokens == BOS_ID] = np.nan
-        return logprob
+        return logprob, match
+
+    def score_words(self, lines: list[str]) -> Iterator[list[tuple[str, int, int, float]]]:
+        """Per line: (word, id, order, log10 p) of each word and of ``</s>``; an OOV word has the id of
+        ``<unk>`` (:data:`UNK_ID`, 0 as in KenLM)."""
+        tokens = self.encode(lines)
+        logprob, order = self.score_stream_orders(tokens)
+        starts = np.flatnonzero(tokens == BOS_ID)
+        ends = np.append(starts[1:], len(tokens))
+        ids, orders, probs = tokens.tolist(), order.tolist(), logprob.tolist()
+        for line, start, end in zip(lines, starts.tolist(), ends.tolist(), strict=True):
+            words = [*(w for w in line.split() if w not in SPECIALS), self.vocab[EOS_ID]]  # as split_sentences
+            yield [(w, ids[i], orders[i], probs[i]) for w, i in zip(words, range(start + 1, end), strict=True)]
 
     def score_lines(self, lines: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per line: total log10 probability, scored tokens (words + </s>), OOV count."""

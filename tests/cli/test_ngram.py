@@ -156,3 +156,53 @@ def test_a_bad_order_in_config_json_is_one_line(tmp_path, model_dir, order, show
         result = run_cli("ngram", *args, input="the cat\n")
         assert (result.returncode, result.stderr) == (
             1, f"dlnlp: error: {damaged}/config.json: 'order' must be an integer >= 1, got {shown}\n"), args
+
+
+def test_score_prints_the_sentence_so_sort_ranks_lines(model_dir):
+    lines = "the zebra ate the zebra\nthe cat sat on the mat\n\n"
+    result = run_cli("ngram", "score", str(model_dir), input=lines, check=True)
+    rows = [row.split("\t") for row in result.stdout.splitlines()]
+    assert [r[3] for r in rows] == ["the zebra ate the zebra", "the cat sat on the mat", ""]
+    ranked = sorted(rows, key=lambda r: float(r[2]))
+    assert ranked[0][3] == "the cat sat on the mat"
+
+
+def test_score_json_words_and_text_field(tmp_path, model_dir):
+    data = tmp_path / "s.jsonl"
+    data.write_text('{"id": 1, "text": "the cat sat"}\n{"id": 2, "text": "the zebra sat"}\n')
+    result = run_cli("ngram", "score", str(model_dir), str(data), "--text-field", "text", "--json", "--words",
+                     check=True)
+    first, second = (json.loads(line) for line in result.stdout.splitlines())
+    assert first["text"] == "the cat sat" and first["tokens"] == 4 and first["oov"] == 0
+    assert [w["word"] for w in first["words"]] == ["the", "cat", "sat", "</s>"]
+    assert sum(w["log10_prob"] for w in first["words"]) == pytest.approx(first["log10_prob"])
+    assert [w["order"] for w in first["words"]][:3] == [2, 3, 3]  # <s> the / <s> the cat / the cat sat
+    assert second["oov"] == 1 and [w["oov"] for w in second["words"]] == [False, True, False, False]
+    assert second["words"][1]["id"] == 0 and second["words"][1]["order"] == 1
+
+
+def test_score_words_matches_kenlm_query(tmp_path, model_dir):
+    kenlm = pytest.importorskip("kenlm")
+    arpa = tmp_path / "lm.arpa"
+    run_cli("ngram", "export", str(model_dir), str(arpa), check=True)
+    text = "the cat sat on the log\nthe zebra saw a cat\n"
+    out = run_cli("ngram", "score", str(model_dir), "--words", input=text, check=True).stdout.splitlines()
+    model = kenlm.Model(str(arpa))
+    for line, row in zip(text.splitlines(), out, strict=True):
+        *fields, total = row.split("\t")
+        expected = list(model.full_scores(line))
+        assert len(fields) == len(expected)
+        for field, (prob, order, oov) in zip(fields, expected, strict=True):
+            word_id, got_order, got_prob = field.rsplit("=", 1)[1].split()
+            assert (int(got_order), int(word_id) == 0) == (order, oov)
+            assert float(got_prob) == pytest.approx(prob, abs=1e-3)
+        assert total.startswith("Total: ") and float(total.split()[1]) == pytest.approx(model.score(line), abs=1e-3)
+
+
+def test_export_of_stupid_backoff_warns(tmp_path):
+    (tmp_path / "c.txt").write_text(CORPUS)
+    run_cli("ngram", "train", str(tmp_path / "c.txt"), "-s", "stupid-backoff", "-o", str(tmp_path / "sb"), "-q",
+            check=True)
+    result = run_cli("ngram", "export", str(tmp_path / "sb"), str(tmp_path / "sb.arpa"), check=True)
+    assert result.stderr.startswith("dlnlp: warning: ") and "not probabilities" in result.stderr
+    assert (tmp_path / "sb.arpa").is_file()
