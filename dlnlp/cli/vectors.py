@@ -101,14 +101,15 @@ def neighbors(
     fmt: FormatOpt = "auto",
     json_: Json = False,
 ) -> None:
-    """Nearest neighbors by cosine similarity, one block per word.
+    """Nearest neighbors by cosine similarity, one block per word. Words are matched as `vectors eval` matches
+    them: a word missing in this case is looked up in its most frequent spelling (Paris -> paris).
 
     Example: dlnlp vectors neighbors vectors.bin king paris --topn 5
     """
     from dlnlp.cli.options import print_json
 
     kv = _load(vectors, fmt)
-    result = {w: kv.most_similar(w, topn=topn, restrict=restrict) for w in words}
+    result = {w: kv.most_similar(kv.resolve(w), topn=topn, restrict=restrict) for w in words}
     if json_:
         print_json({w: [{"word": n, "similarity": s} for n, s in items] for w, items in result.items()})
         return
@@ -145,7 +146,8 @@ def analogy_(
     else:
         raise InputError(f"--method {method}: expected 3cosadd or 3cosmul")
     if json_:
-        print_json([{"word": w, "score": s} for w, s in items])
+        print_json({"query": {"a": a, "b": b, "c": c}, "method": method,
+                    "results": [{"word": w, "score": s} for w, s in items]})
         return
     for w, s in items:
         typer.echo(f"{w}\t{s:.4f}")
@@ -188,7 +190,7 @@ def plot(
 ) -> None:
     """2-D PCA projection of the words' vectors, a labelled scatter (Mikolov et al.'s countries-and-capitals figure).
 
-    Needs matplotlib (pip install 'dlnlp[plot]').
+    Needs matplotlib (pip install 'dlnlp\\[plot]').
 
     Example: dlnlp vectors plot vectors.bin china beijing japan tokyo france paris --connect --out capitals.png
     """

@@ -87,6 +87,14 @@ class KeyedVectors:
         """Cosine similarity of two words."""
         return float(np.dot(self.unit(a), self.unit(b)))
 
+    def resolve(self, word: str) -> str:
+        """``word`` when it is in the vocabulary, else its most frequent (first) spelling in another case,
+        as ``vectors eval`` matches words (gensim's case-insensitive evaluation); unchanged when there is none."""
+        if word in self.index:
+            return word
+        folded = word.lower()
+        return next((w for w in self.words if w.lower() == folded), word)
+
     def _lookup(self, word: str) -> int:
         if word not in self.index:
             raise InputError(f"word {word!r} is not in the vocabulary")

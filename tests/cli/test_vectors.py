@@ -75,6 +75,27 @@ def test_analogy_and_neighbors(vectors_file):
     assert result.returncode == 0 and result.stdout.splitlines()[1].split("\t")[0].strip() == "pear"
 
 
+def test_neighbors_fall_back_to_another_case_and_analogy_json_has_the_query(vectors_file):
+    from tests.conftest import run_main
+
+    code, out, err = run_main("vectors", "neighbors", vectors_file, "Apple", "KING", "--topn", "1", "--json")
+    assert code == 0, err  # was: word 'Apple' is not in the vocabulary
+    result = json.loads(out)
+    assert [n["word"] for n in result["Apple"]] == ["pear"] and [n["word"] for n in result["KING"]] == ["apple"]
+    code, out, err = run_main("vectors", "analogy", vectors_file, "man", "king", "woman", "--topn", "1", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["query"] == {"a": "man", "b": "king", "c": "woman"} and data["method"] == "3cosadd"
+    assert [r["word"] for r in data["results"]] == ["queen"]
+
+
+def test_plot_help_shows_the_extra():
+    from tests.conftest import run_main
+
+    code, out, _ = run_main("vectors", "plot", "--help")
+    assert code == 0 and "dlnlp[plot]" in out  # Rich markup ate "[plot]"
+
+
 def test_convert_between_formats(tmp_path, vectors_file):
     binary = tmp_path / "v.bin"
     assert run_cli("vectors", "convert", str(vectors_file), "--to", "word2vec-binary", "--out", str(binary)).returncode == 0
