@@ -2,8 +2,10 @@
 
 Greedy, sampling (temperature / top-k / top-p) and beam search through :mod:`dlnlp.decoding`.
 Prompts come from ``--prompt`` or stdin (one per line). Without ``--json`` each result is printed
-as prompt + continuation; sampling and greedy decoding stream the text as it is produced. With
-``--json`` one JSON object per prompt: the text, token ids and scores of every returned hypothesis.
+as prompt + continuation; one prompt decoded by sampling or greedy search streams as it is produced.
+Several results are separated by a line ``---`` (:data:`SEPARATOR`) when any of them spans several
+lines or ``--num-return`` is above 1, so that a reader can tell where each ends. With ``--json`` one
+JSON object per prompt: the text, token ids and scores of every returned hypothesis.
 """
 
 import sys
@@ -12,7 +14,22 @@ from typing import Annotated, Optional
 
 import typer
 
-from dlnlp.cli.options import COMMON, DECODE, Device, Json, Prime, Seed, Temperature, TopK, TopP
+from dlnlp.cli.options import (
+    COMMON,
+    DECODE,
+    Device,
+    Force,
+    Json,
+    OutFile,
+    Prime,
+    Quiet,
+    Seed,
+    Temperature,
+    TopK,
+    TopP,
+)
+
+SEPARATOR = "---"  # between results in text output when one spans lines (a YAML document separator)
 
 
 def register(app: typer.Typer) -> None:
@@ -73,14 +90,20 @@ def generate(
     seed: Seed = 0,
     device: Device = "auto",
     json: Json = False,
+    output: OutFile = None,
+    force: Force = False,
+    quiet: Quiet = False,
 ) -> None:
     """Generate text from a trained model: greedy, sampling or beam search.
 
     Example: dlnlp generate shakes-gpt --prompt "ROMEO:" --strategy beam --num-beams 4 --max-new-tokens 40
 
     Example: printf 'def main\\nimport os\\n' | dlnlp generate run --strategy sample --top-p 0.9 --json
+
+    Several results in text output are separated by a line '---' when one of them spans several lines or
+    --num-return is above 1; --json is the format for programs.
     """
-    from dlnlp.cli.options import print_json, prompt_option
+    from dlnlp.cli.options import prompt_option
     from dlnlp.decoding import DecodeConfig
     from dlnlp.decoding.text import TextGenerator
     from dlnlp.errors import DlnlpError
@@ -96,22 +119,61 @@ def generate(
     if batch_size < 1:
         raise DlnlpError(f"--batch-size must be >= 1, got {batch_size}")
     prompt, _ = prompt_option(prompt, prime)
+    if output is not None:
+        from dlnlp.io.atomic import check_can_write
+
+        check_can_write(output, force, inputs=[model_dir], directory=False)
     generator = TextGenerator.load(model_dir, device)
-    codec = generator.codec
     texts = _read_prompts(prompt)
-    stream = not json and strategy != "beam" and num_return == 1
-    results = generator.run(texts, config, seed=seed, batch_size=batch_size,
-                            stream=sys.stdout if stream else None)
-    for text, prompt_ids, hyps in results:
-        if stream:
-            continue
-        if json:
-            out = [{"text": codec.continuation(prompt_ids, h.tokens), "tokens": h.tokens, "score": h.score,
-                    "logprob": h.logprob, "finished": h.finished} for h in hyps]
-            print_json({"prompt": text, "prompt_tokens": prompt_ids, "text": out[0]["text"],
-                        "tokens": out[0]["tokens"], "score": out[0]["score"], "logprob": out[0]["logprob"],
-                        "hypotheses": out})
-        else:
-            for h in hyps:
-                sys.stdout.write(codec.join(text, codec.continuation(prompt_ids, h.tokens)) + "\n")
-            sys.stdout.flush()
+    with _open_output(output, force) as sink:
+        count = _write_results(generator, texts, config, sink, seed=seed, batch_size=batch_size, json=json,
+                               per_prompt=not json and strategy != "beam" and num_return == 1)
+    if output is not None:
+        from dlnlp.progress import log
+
+        log(f"wrote {output}: {count} results for {len(texts)} prompts", quiet=quiet)
+
+
+def _open_output(output: Path | None, force: bool):
+    """The stream results go to: an atomic file for --output (renamed into place at the end), else stdout."""
+    import contextlib
+
+    if output is None or str(output) == "-":
+        return contextlib.nullcontext(sys.stdout)
+    from dlnlp.io.atomic import atomic_open
+
+    return atomic_open(output, "w", force=force, check=False)
+
+
+def _write_results(generator, texts: list[str], config, out, *, seed: int, batch_size: int, json: bool,
+                   per_prompt: bool) -> int:
+    """Decode ``texts`` and write the results to ``out`` (text or JSON lines); returns how many."""
+    import io
+    import json as json_module
+
+    codec = generator.codec
+    # One prompt by sampling or greedy search streams as it is decoded. Several are decoded the same way
+    # (one at a time: the same samples) but printed at the end, when the framing can be decided.
+    live = per_prompt and len(texts) == 1
+    stream = out if live else (io.StringIO() if per_prompt else None)
+    results = generator.run(texts, config, seed=seed, batch_size=batch_size, stream=stream)
+    if json:
+        count = 0
+        for text, prompt_ids, hyps in results:
+            found = [{"text": codec.continuation(prompt_ids, h.tokens), "tokens": h.tokens, "score": h.score,
+                      "logprob": h.logprob, "finished": h.finished} for h in hyps]
+            out.write(json_module.dumps({"prompt": text, "prompt_tokens": prompt_ids, "text": found[0]["text"],
+                                         "tokens": found[0]["tokens"], "score": found[0]["score"],
+                                         "logprob": found[0]["logprob"], "hypotheses": found},
+                                        ensure_ascii=False, default=str) + "\n")
+            out.flush()
+            count += len(found)
+        return count
+    printed = [codec.join(text, codec.continuation(prompt_ids, h.tokens))
+               for text, prompt_ids, hyps in results for h in hyps]
+    if live:
+        return len(printed)
+    framed = config.num_return > 1 or any("\n" in text for text in printed)
+    out.write(("\n" + SEPARATOR + "\n" if framed else "\n").join(printed) + "\n")
+    out.flush()
+    return len(printed)

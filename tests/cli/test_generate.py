@@ -152,3 +152,39 @@ def test_invalid_utf8_prompts_are_an_encoding_error(model_dir):
     result = run_cli("generate", str(model_dir), "--max-new-tokens", "2", input=b"to be\nor \xff\n")
     assert result.returncode == 1 and result.stdout == b""
     assert result.stderr.decode() == "dlnlp: error: <stdin>:2: not valid UTF-8 (invalid start byte at byte 4)\n"
+
+
+def test_several_results_are_framed_when_one_spans_lines(model_dir):
+    from tests.conftest import run_main
+
+    # The character model continues across line ends: each result spans lines, so '---' separates them.
+    code, out, err = run_main("generate", model_dir, "--strategy", "sample", "--temperature", "1.5",
+                              "--max-new-tokens", "300", "--device", "cpu", input="to\nnot\n")
+    assert code == 0, err
+    results = out.rstrip("\n").split("\n---\n")
+    assert len(results) == 2 and results[0].startswith("to") and results[1].startswith("not")
+    assert "\n" in results[0]
+    # One line each: no separator, one line per prompt as before.
+    code, out, _ = run_main("generate", model_dir, "--strategy", "greedy", "--max-new-tokens", "2",
+                            "--device", "cpu", input="to\nnot\n")
+    assert code == 0 and out.splitlines() == [line for line in out.splitlines() if line != "---"]
+    assert len(out.splitlines()) == 2
+    # --num-return above 1 is always framed.
+    code, out, _ = run_main("generate", model_dir, "--prompt", "to", "--strategy", "beam", "--num-beams", "2",
+                            "--num-return", "2", "--max-new-tokens", "2", "--device", "cpu")
+    assert code == 0 and out.count("\n---\n") == 1 and len(out.splitlines()) == 3
+
+
+def test_output_file_is_written_atomically_and_not_overwritten(model_dir, tmp_path):
+    from tests.conftest import run_main
+
+    target = tmp_path / "out.txt"
+    args = ["generate", model_dir, "--prompt", "to be", "--strategy", "greedy", "--max-new-tokens", "5",
+            "--device", "cpu", "--output", target]
+    code, out, err = run_main(*args)
+    assert (code, out) == (0, "") and err.startswith("dlnlp: wrote ") and target.read_text().startswith("to be")
+    code, _, err = run_main(*args)
+    assert code == 1 and "--force" in err
+    code, out, err = run_main(*args, "--force", "--quiet", "--json")
+    assert (code, out, err) == (0, "", "") and json.loads(target.read_text())["prompt"] == "to be"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
