@@ -1,4 +1,4 @@
-"""Errors that the CLI turns into a one-line message and exit code 1 (no traceback)."""
+"""Errors that the CLI turns into a one-line message and exit code 1, or 2 for :class:`UsageError` (no traceback)."""
 
 
 class DlnlpError(Exception):
@@ -21,3 +21,9 @@ def check_int(option: str, value: int, low: int, high: int, note: str = "") -> N
     """Refuse an integer option outside ``[low, high]``, naming it as typed (``--window``)."""
     if not low <= value <= high:
         raise OptionError(f"{option} must be between {low} and {high}{note}, got {value}")
+
+
+class UsageError(OptionError, InputError):
+    """A value that is not one of an option's choices (``--cell transformer``): the CLI exits with 2, the
+    usage-error code, as for an unknown option. Also an InputError and a ValueError, the classes these
+    checks raised before, so library callers catch it as they did."""

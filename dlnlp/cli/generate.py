@@ -114,6 +114,8 @@ def generate(
                           no_repeat_ngram=no_repeat_ngram)
     try:
         config.validate()
+    except DlnlpError:  # already one line (a UsageError keeps its exit code)
+        raise
     except ValueError as exc:
         raise DlnlpError(str(exc)) from None
     if batch_size < 1:

@@ -15,7 +15,7 @@ import traceback
 import typer
 
 from dlnlp import __version__
-from dlnlp.errors import DlnlpError
+from dlnlp.errors import DlnlpError, UsageError
 
 # (group name, module): each module defines ``app`` (a Typer group) or ``register(app)`` for
 # top-level commands.
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             traceback.print_exc()
         print(f"dlnlp: error: {exc}", file=sys.stderr)
-        code = 1
+        code = 2 if isinstance(exc, UsageError) else 1  # a value outside an option's choices is a usage error
     except Exception as exc:
         code = _click_exit_code(exc)
         if code is None:  # an unexpected failure: still one line unless --debug

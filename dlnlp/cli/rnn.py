@@ -150,6 +150,8 @@ def sample(
                           top_p=top_p)
     try:
         config.validate()
+    except DlnlpError:  # already one line (a UsageError keeps its exit code)
+        raise
     except ValueError as exc:
         raise DlnlpError(str(exc)) from None
     if length < 0:

@@ -26,6 +26,7 @@ from dlnlp.cli.options import (
     corpus_options,
     print_json,
 )
+from dlnlp.errors import UsageError
 
 app = typer.Typer(
     help="Train subword tokenizers (BPE, WordPiece, Unigram) and encode/decode text with them.",
@@ -52,11 +53,10 @@ def _set_workers(workers: int) -> int:
 
 
 def _check_format(fmt: str) -> None:
-    from dlnlp.errors import DlnlpError
     from dlnlp.tokenization.codec import FORMATS
 
     if fmt not in FORMATS:
-        raise DlnlpError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
 
 
 @app.command()

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from dlnlp.cli.options import Force, Json
+from dlnlp.errors import UsageError
 
 app = typer.Typer(help="Word vectors: evaluate (analogies, similarity), neighbors, analogy, convert, plot.",
                   no_args_is_help=True)
@@ -136,7 +137,6 @@ def analogy_(
     Example: dlnlp vectors analogy vectors.bin man king woman
     """
     from dlnlp.cli.options import print_json
-    from dlnlp.errors import InputError
 
     kv = _load(vectors, fmt)
     if method == "3cosadd":
@@ -144,7 +144,7 @@ def analogy_(
     elif method == "3cosmul":
         items = kv.most_similar_cosmul([b, c], [a], topn=topn, restrict=restrict)
     else:
-        raise InputError(f"--method {method}: expected 3cosadd or 3cosmul")
+        raise UsageError(f"--method {method}: expected 3cosadd or 3cosmul")
     if json_:
         print_json({"query": {"a": a, "b": b, "c": c}, "method": method,
                     "results": [{"word": w, "score": s} for w, s in items]})

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from dlnlp.decoding.interface import NextTokenModel
+from dlnlp.errors import UsageError
 from dlnlp.kernels.sampling import check_sampling_args, sample_logits
 
 STRATEGIES = ("greedy", "sample", "beam")
@@ -68,9 +69,9 @@ class DecodeConfig:
 
     def validate(self) -> None:
         if self.strategy not in STRATEGIES:
-            raise ValueError(f"--strategy {self.strategy}: expected one of {', '.join(STRATEGIES)}")
+            raise UsageError(f"--strategy {self.strategy}: expected one of {', '.join(STRATEGIES)}")
         if self.length_norm not in LENGTH_NORMS:
-            raise ValueError(f"--length-norm {self.length_norm}: expected one of {', '.join(LENGTH_NORMS)}")
+            raise UsageError(f"--length-norm {self.length_norm}: expected one of {', '.join(LENGTH_NORMS)}")
         if self.max_new_tokens < 1:
             raise ValueError(f"--max-new-tokens must be >= 1, got {self.max_new_tokens}")
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from dlnlp.errors import InputError
+from dlnlp.errors import InputError, UsageError
 
 STDIN = "-"
 BUILTIN_PREFIX = "builtin:"
@@ -301,7 +301,7 @@ def iter_file_lines(spec: str, encoding_errors: str = "strict", long_lines: str 
     :func:`iter_line_blocks` (undecodable bytes and over-long lines name FILE:LINE, damaged compressed
     files name the file). For readers that parse the lines themselves (``io/labeled.py``)."""
     if encoding_errors not in ENCODING_ERRORS:
-        raise InputError(f"--encoding-errors must be one of {', '.join(ENCODING_ERRORS)}")
+        raise UsageError(f"--encoding-errors must be one of {', '.join(ENCODING_ERRORS)}")
     for block in _iter_text_blocks(spec, encoding_errors, None, long_lines):
         yield from block
 
@@ -365,7 +365,7 @@ def iter_line_blocks(
     """
     options = options or CorpusOptions()
     if options.encoding_errors not in ENCODING_ERRORS:
-        raise InputError(f"--encoding-errors must be one of {', '.join(ENCODING_ERRORS)}")
+        raise UsageError(f"--encoding-errors must be one of {', '.join(ENCODING_ERRORS)}")
     if long_lines not in LONG_LINES:
         raise ValueError(f"long_lines must be one of {LONG_LINES}, not {long_lines!r}")
     limit = max_chars or max_line_chars()

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlnlp.errors import InputError, ModelDirError
+from dlnlp.errors import InputError, ModelDirError, UsageError
 from dlnlp.io.atomic import atomic_open, check_can_write
 
 FORMATS = ("word2vec-text", "word2vec-binary", "glove", "dlnlp")
@@ -210,7 +210,7 @@ def output_format(out: Path, fmt: str) -> str:
     ``.bin`` word2vec binary, ``.txt``/``.vec``/``.w2v`` word2vec text, ``-`` (stdout) word2vec text,
     else a model directory)."""
     if fmt not in OUTPUT_FORMATS:
-        raise InputError(f"--format {fmt}: expected one of {', '.join(OUTPUT_FORMATS)}")
+        raise UsageError(f"--format {fmt}: expected one of {', '.join(OUTPUT_FORMATS)}")
     if fmt != "auto":
         return fmt
     if str(out) == "-":

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import torch
 
-from dlnlp.errors import DlnlpError
+from dlnlp.errors import DlnlpError, UsageError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -29,7 +29,7 @@ def resolve_device(spec: str = "auto") -> torch.device:
         return device
     if spec == "mps" and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
-    raise DlnlpError(f"--device {spec}: expected auto, cpu, cuda or cuda:N")
+    raise UsageError(f"--device {spec}: expected auto, cpu, cuda or cuda:N")
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
@@ -40,7 +40,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     """
     precision = (precision or "auto").lower()
     if precision not in PRECISIONS:
-        raise DlnlpError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
+        raise UsageError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
     if precision == "fp32":
         return None
     if device.type != "cuda":

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from dlnlp.errors import DlnlpError, OptionError, check_int
+from dlnlp.errors import DlnlpError, OptionError, UsageError, check_int
 from dlnlp.kernels import glove_native
 from dlnlp.kernels.glove_loss import adagrad_step_, adam_step_, glove_loss_and_grads, glove_weight
 from dlnlp.kernels.memory import MAX_WIDTH
@@ -106,9 +106,9 @@ class GloVeConfig:
         if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
             raise GloVeOptionError(f"--grad-clip must be >= 0 (0: off), got {self.grad_clip:g}")
         if self.optimizer not in OPTIMIZERS:
-            raise GloVeOptionError(f"--optimizer {self.optimizer}: expected {' or '.join(OPTIMIZERS)}")
+            raise UsageError(f"--optimizer {self.optimizer}: expected {' or '.join(OPTIMIZERS)}")
         if self.output not in OUTPUTS:
-            raise GloVeOptionError(f"--vectors {self.output}: expected {' or '.join(OUTPUTS)}")
+            raise UsageError(f"--vectors {self.output}: expected {' or '.join(OUTPUTS)}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlnlp.errors import InputError, ModelDirError
+from dlnlp.errors import InputError, ModelDirError, UsageError
 from dlnlp.models.ngram_counts import (
     BOS_ID,
     EOS_ID,
@@ -390,7 +390,7 @@ def estimate(counts: NgramCounts, smoothing: str = "modified-kn", *, k: float = 
              discounts: list[tuple[float, float, float]] | None = None, warn=None) -> NgramModel:
     """Turn counts into a backoff trie with the chosen smoothing (see the module docstring)."""
     if smoothing not in SMOOTHING:
-        raise InputError(f"--smoothing must be one of {', '.join(SMOOTHING)}")
+        raise UsageError(f"--smoothing must be one of {', '.join(SMOOTHING)}")
     V = len(counts.vocab)
     N = counts.order
     orders = counts.orders
@@ -510,7 +510,7 @@ def train(lines: Iterable[str], order: int = 3, smoothing: str = "modified-kn", 
     if not 1 <= order <= MAX_ORDER:
         raise InputError(f"--order must be between 1 and {MAX_ORDER}, got {order}")
     if smoothing not in SMOOTHING:
-        raise InputError(f"--smoothing must be one of {', '.join(SMOOTHING)}")
+        raise UsageError(f"--smoothing must be one of {', '.join(SMOOTHING)}")
     if min_count < 1:
         raise InputError("--min-count must be at least 1")
     if max_vocab is not None and max_vocab < 1:

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from dlnlp.errors import DlnlpError
+from dlnlp.errors import DlnlpError, UsageError
 from dlnlp.io.corpus import CorpusOptions
 from dlnlp.kernels.cooccur import DEFAULT_MEMORY_BYTES, CooccurrenceCounter, CooccurrenceMatrix, encode_lines
 from dlnlp.models.vocab import Vocabulary
@@ -62,7 +62,7 @@ class PPMIConfig:
         if not (math.isfinite(self.eig) and 0 <= self.eig <= 1):  # Levy et al. (2015) weigh by Sigma^p, p in [0, 1]
             raise OptionError(f"--eig must be in [0, 1], got {self.eig:g}")
         if self.svd not in SVD_METHODS:
-            raise OptionError(f"--svd must be one of {', '.join(SVD_METHODS)}, got {self.svd!r}")
+            raise UsageError(f"--svd must be one of {', '.join(SVD_METHODS)}, got {self.svd!r}")
         check_int("--power-iterations", self.power_iterations, 0, 100)
         check_int("oversample", self.oversample, 0, 2**31 - 1)
 

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import _VF, nn
 
+from dlnlp.errors import UsageError
 from dlnlp.kernels.memory import MAX_WIDTH
 from dlnlp.kernels.recurrent import CELLS, RecurrentStack
 from dlnlp.kernels.transformer import dropout_layer
@@ -59,7 +60,7 @@ class RNNLMConfig:
 
     def validate(self) -> None:
         if self.cell not in ALL_CELLS:
-            raise ValueError(f"--cell must be one of {', '.join(ALL_CELLS)}, got {self.cell!r}")
+            raise UsageError(f"--cell must be one of {', '.join(ALL_CELLS)}, got {self.cell!r}")
         for name in ("vocab_size", "embed", "hidden", "layers", "context"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from dlnlp.errors import DlnlpError, ModelDirError, check_int
+from dlnlp.errors import DlnlpError, ModelDirError, UsageError, check_int
 from dlnlp.io.vectors import KeyedVectors
 from dlnlp.kernels.memory import MAX_WIDTH
 from dlnlp.models.registry import Family, register
@@ -91,9 +91,9 @@ class Word2VecConfig:
         burn time, and the counts are 32-bit in the C loop.
         """
         if self.arch not in ("skipgram", "cbow"):
-            raise DlnlpError(f"--arch {self.arch}: expected skipgram or cbow")
+            raise UsageError(f"--arch {self.arch}: expected skipgram or cbow")
         if self.loss not in ("ns", "hs", "both"):
-            raise DlnlpError(f"--loss {self.loss}: expected ns, hs or both")
+            raise UsageError(f"--loss {self.loss}: expected ns, hs or both")
         check_int("--negative", self.negative, 1 if self.use_ns else 0, MAX_NEGATIVE)
         check_int("--window", self.window, 1, MAX_WINDOW)
         check_int("--min-count", self.min_count, 1, INT32_MAX)
@@ -286,7 +286,7 @@ class Word2Vec:
         from dlnlp.kernels import w2v_native
 
         if kernel not in ("auto", "native", "torch"):
-            raise DlnlpError(f"--kernel {kernel}: expected auto, native or torch")
+            raise UsageError(f"--kernel {kernel}: expected auto, native or torch")
         spec = (device or "auto").lower()
         if kernel == "native":
             if spec not in ("auto", "cpu"):
@@ -488,7 +488,7 @@ class Word2Vec:
             if self.syn1neg is None:
                 raise DlnlpError("--vectors average needs negative sampling (HS has no per-word output vectors)")
             return (self.syn0 + self.syn1neg) / 2
-        raise DlnlpError(f"--vectors {which}: expected input or average")
+        raise UsageError(f"--vectors {which}: expected input or average")
 
     def keyed_vectors(self, which: str = "input") -> KeyedVectors:
         return KeyedVectors(self.vocab.words, self.vectors(which), self.vocab.counts)

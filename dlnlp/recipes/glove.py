@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dlnlp.errors import DlnlpError
+from dlnlp.errors import DlnlpError, UsageError
 from dlnlp.io.corpus import CorpusOptions, describe_inputs
 from dlnlp.io.vectors import KeyedVectors, write_vectors_output
 from dlnlp.kernels.device import resolve_device, seed_everything
@@ -36,7 +36,7 @@ def train_glove(
                   memory=counting.memory_bytes, workers=workers, max_time=max_time)
     check_width("--dim", config.dim)
     if backend not in BACKENDS:
-        raise DlnlpError(f"--backend {backend}: expected auto, native or torch")
+        raise UsageError(f"--backend {backend}: expected auto, native or torch")
     fmt = prepare_output(out, fmt, force=force, inputs=inputs)
     torch_device = resolve_device(device)
     seed_everything(config.seed)

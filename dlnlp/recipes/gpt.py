@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from dlnlp.errors import DlnlpError, OptionError
+from dlnlp.errors import DlnlpError, OptionError, UsageError
 from dlnlp.io.corpus import CorpusOptions
 from dlnlp.kernels.device import resolve_device
 from dlnlp.kernels.memory import (
@@ -54,10 +54,10 @@ def check_gpt_args(model_args: dict[str, Any]) -> None:
         raise OptionError(f"--dropout must be in [0, 1), got {dropout}")
     position = model_args.get("position", "learned")
     if position not in POSITIONS:
-        raise OptionError(f"--position {position}: expected learned or sinusoidal")
+        raise UsageError(f"--position {position}: expected learned or sinusoidal")
     activation = model_args.get("activation", "gelu")
     if activation not in ACTIVATIONS:
-        raise OptionError(f"--activation {activation}: expected one of {', '.join(ACTIVATIONS)}")
+        raise UsageError(f"--activation {activation}: expected one of {', '.join(ACTIVATIONS)}")
 
 
 def start_gpt_training(

@@ -39,6 +39,8 @@ def checked(config: Any) -> None:
         return
     try:
         validate()
+    except DlnlpError:  # already one line (a UsageError keeps its exit code)
+        raise
     except ValueError as exc:
         raise DlnlpError(str(exc)) from None
 

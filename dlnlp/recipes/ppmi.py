@@ -29,6 +29,8 @@ def train_ppmi_svd(
     counting = counting or Counting(window=5, distance_weighting=False)
     try:
         config.validate()
+    except DlnlpError:  # already one line (a UsageError keeps its exit code)
+        raise
     except ValueError as exc:
         raise DlnlpError(str(exc)) from exc
     counting.check()

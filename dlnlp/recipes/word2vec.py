@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dlnlp.errors import DlnlpError
+from dlnlp.errors import DlnlpError, UsageError
 from dlnlp.io.corpus import CorpusOptions, describe_inputs, iter_token_lines
 from dlnlp.io.vectors import save_vectors
 from dlnlp.kernels.memory import check_fits, check_width, vector_tables_needs
@@ -33,7 +33,7 @@ def train_word2vec(
     config.validate()
     check_width("--dim", config.dim)
     if vectors not in WHICH_VECTORS:
-        raise DlnlpError(f"--vectors {vectors}: expected input or average")
+        raise UsageError(f"--vectors {vectors}: expected input or average")
     if vectors == "average" and not config.use_ns:
         raise DlnlpError("--vectors average needs --loss ns or both (HS has no per-word output vectors)")
     out = Path(out)

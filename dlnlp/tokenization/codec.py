@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import IO
 
-from dlnlp.errors import InputError, OptionError
+from dlnlp.errors import InputError, OptionError, UsageError
 from dlnlp.tokenization.tokenizer import Tokenizer
 
 FORMATS = ("ids", "tokens", "jsonl")
@@ -131,7 +131,7 @@ def _formatter(tokenizer: Tokenizer, fmt: str) -> Callable[[list, list | None], 
         return lambda ids, tokens: "".join(
             dumps({"ids": i, "tokens": t}, ensure_ascii=False) + "\n" for i, t in zip(ids, tokens, strict=True)
         )
-    raise InputError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
 
 
 def encode_stream(tokenizer: Tokenizer, lines: Iterable[str], out: IO[bytes], fmt: str = "ids",
@@ -170,7 +170,7 @@ def encode_chunks(tokenizer: Tokenizer, chunks: Iterable[list[str]], out: IO[byt
     """:func:`encode_stream` on lines already in chunks (``rechunk(iter_line_blocks(...))``); ``add_bos`` /
     ``add_eos`` put the tokenizer's beginning- / end-of-text id around every line."""
     if fmt not in FORMATS:
-        raise InputError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     encode = _framed(_encoder(tokenizer, fmt), tokenizer, add_bos, add_eos)
     render = _formatter(tokenizer, fmt)
     stats = CodecStats()
@@ -237,7 +237,7 @@ def decode_stream(tokenizer: Tokenizer, lines: Iterable[str], out: IO[bytes], fm
                   chunk_chars: int = CHUNK_CHARS, on_chunk: Callable[[int, int], None] | None = None) -> CodecStats:
     """Decode lines of ids (or tokens, or jsonl records) to text, one line per line, in order."""
     if fmt not in FORMATS:
-        raise InputError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     stats = CodecStats()
     for chunk in iter_text_chunks(lines, chunk_chars):
         first = stats.lines + 1

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dlnlp.errors import DlnlpError
+from dlnlp.errors import DlnlpError, UsageError
 from dlnlp.tokenization.ids import MAX_VOCAB_SIZE
 
 if TYPE_CHECKING:
@@ -78,13 +78,13 @@ class TrainSpec:
         if self.model == "bytelevel-bpe":
             self.model = "bpe"
         if self.model not in MODELS:
-            raise DlnlpError(f"--model must be one of {', '.join(MODELS)}, not {self.model!r}")
+            raise UsageError(f"--model must be one of {', '.join(MODELS)}, not {self.model!r}")
         if self.engine not in ENGINES:
-            raise DlnlpError(f"--engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
+            raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
         if self.engine == "sentencepiece" and self.model not in ("bpe", "unigram"):
             raise DlnlpError(f"--engine sentencepiece trains bpe or unigram, not {self.model}")
         if self.normalize not in NORMALIZATIONS:
-            raise DlnlpError(f"--normalize must be one of {', '.join(NORMALIZATIONS)}, not {self.normalize!r}")
+            raise UsageError(f"--normalize must be one of {', '.join(NORMALIZATIONS)}, not {self.normalize!r}")
         if not 1 <= self.vocab_size <= MAX_VOCAB_SIZE:
             raise DlnlpError(f"--vocab-size must be between 1 and {MAX_VOCAB_SIZE:,}, got {self.vocab_size}")
         if self.min_frequency < 0:

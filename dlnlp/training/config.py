@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from dlnlp.errors import UsageError
+
 OPTIMIZERS = ("adamw", "sgd")
 BEST_MODES = ("min", "max")
 SCHEDULES = ("constant", "linear", "cosine")
@@ -76,9 +78,9 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise ValueError naming the option at fault."""
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+            raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+            raise UsageError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if not self.lr > 0:
             raise ValueError(f"--lr must be > 0, got {self.lr}")
         if self.weight_decay < 0:

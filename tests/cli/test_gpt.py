@@ -89,7 +89,7 @@ def test_refuses_to_overwrite_and_bad_options(trained, corpus, capsys):
     assert code == 1 and "divisible" in err
     code, _, err = dlnlp(capsys, "gpt", "train", corpus, *TINY, "--activation", "swish", "--max-steps", "1",
                          "--out", out.parent / "bad")
-    assert code == 1 and "--activation swish" in err and not (out.parent / "bad").exists()
+    assert code == 2 and "--activation swish" in err and not (out.parent / "bad").exists()
     code, _, err = dlnlp(capsys, "gpt", "eval", out.parent / "missing", corpus)
     assert code == 1 and "no such model directory" in err
     assert len(err.strip().splitlines()) == 1

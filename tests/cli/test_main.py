@@ -114,3 +114,32 @@ def test_only_the_requested_group_is_built():
     assert _requested_group(["--debug", "generate", "run"]) == "generate"
     assert _requested_group(["--help"]) is None
     assert _requested_group(["nonsense"]) is None
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["ngram", "train", "{corpus}", "--out", "{tmp}/m", "--smoothing", "nope"], "--smoothing must be one of"),
+    (["gpt", "train", "{corpus}", "--out", "{tmp}/m", "--schedule", "nope"], "--schedule must be one of"),
+    (["gpt", "train", "{corpus}", "--out", "{tmp}/m", "--precision", "fp8"], "--precision fp8: expected"),
+    (["rnn", "train", "{corpus}", "--out", "{tmp}/m", "--optimizer", "lion"], "--optimizer must be one of"),
+    (["generate", "{tmp}", "--prompt", "a", "--strategy", "nope"], "--strategy nope: expected"),
+    (["tokenize", "encode", "{corpus}", "-t", "{corpus}", "--format", "xml"], "--format must be one of"),
+])
+def test_a_value_outside_an_options_choices_is_a_usage_error(tmp_path, args, message):
+    from tests.conftest import run_main
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("a b c\n" * 50)
+    code, out, err = run_main(*[a.format(tmp=tmp_path, corpus=corpus) for a in args])
+    assert (code, out) == (2, ""), err  # was 1, the code of a failure
+    errors = [line for line in err.splitlines() if line.startswith("dlnlp: error: ")]
+    assert len(errors) == 1 and errors[0].startswith(f"dlnlp: error: {message}"), err
+    assert not (tmp_path / "m").exists()
+
+
+def test_usage_error_is_still_a_value_error_for_library_callers():
+    from dlnlp.errors import InputError, OptionError, UsageError
+    from dlnlp.training.config import TrainConfig
+
+    with pytest.raises(ValueError, match="--schedule must be one of"):
+        TrainConfig(schedule="nope").validate()
+    assert issubclass(UsageError, OptionError) and issubclass(UsageError, InputError)

@@ -26,8 +26,8 @@ def tok(tmp_path_factory):
     return str(path)
 
 
-def assert_fails(result, *needles):
-    assert result.returncode == 1, (result.stdout, result.stderr)
+def assert_fails(result, *needles, code: int = 1):
+    assert result.returncode == code, (result.stdout, result.stderr)
     stderr = result.stderr.decode() if isinstance(result.stderr, bytes) else result.stderr
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("dlnlp: error: "), result.stderr
@@ -162,7 +162,7 @@ def test_bad_inputs_for_train(tmp_path):
     records = tmp_path / "r.jsonl"
     records.write_text('{"text": "a"}\n')
     assert_fails(run_cli(*train, str(records), "--out", str(out)), "--text-field")
-    assert_fails(run_cli(*train, CORPUS, "--out", str(out), "--model", "nope"), "--model")
+    assert_fails(run_cli(*train, CORPUS, "--out", str(out), "--model", "nope"), "--model", code=2)
     assert_fails(run_cli(*train, str(records), "--text-field", "text", "--engine", "sentencepiece",
                          "--model", "unigram", "--vocab-size", "500", "--out", str(out), "-q"),
                  "sentencepiece: Vocabulary size too high")
@@ -219,7 +219,7 @@ def test_bad_inputs_for_encode_and_decode(tok, tmp_path):
     corrupt = tmp_path / "corrupt.json"
     corrupt.write_text('{"version": "1.0", "truncated')
     assert_fails(run_cli("tokenize", "encode", "-t", str(corrupt), input="a\n"), "not a valid tokenizer.json")
-    assert_fails(run_cli("tokenize", "encode", "-t", tok, "--format", "xml", input="a\n"), "--format")
+    assert_fails(run_cli("tokenize", "encode", "-t", tok, "--format", "xml", input="a\n"), "--format", code=2)
     assert not out.exists() and not list(tmp_path.glob(".o.ids*"))
     replaced = run_cli("tokenize", "encode", "-t", tok, "--encoding-errors", "replace", input=b"bad \xfe\n")
     assert replaced.returncode == 0
