@@ -52,8 +52,9 @@ class BertText:
     def embed_length(self) -> int:
         """The length texts are embedded at: sentence-transformers' max_seq_length, else the model's."""
         limit = self.config.get("max_seq_length")
-        return min(limit, self.model.config.max_len) if isinstance(limit, int) and limit > 1 \
-            else self.model.config.max_len
+        if isinstance(limit, int) and limit > 2:
+            return min(limit, self.model.config.max_len)
+        return self.model.config.max_len
 
 
 def load_bert_text(directory: str | Path, device: str = "auto") -> BertText:
@@ -156,8 +157,9 @@ class Fill:
 def check_fill_mask(bert: BertText, top_k: int) -> None:
     """Refuse a model without an MLM head or a [MASK] token, and a ``--top-k`` out of range."""
     if not bert.model.config.mlm_head:
-        source = bert.config.get("source", {}).get("architecture") if isinstance(bert.config.get("source"), dict) else None
-        origin = f" (imported from a {source} checkpoint, which keeps the encoder only)" if source else ""
+        source = bert.config.get("source")
+        architecture = source.get("architecture") if isinstance(source, dict) else None
+        origin = f" (imported from a {architecture} checkpoint, which keeps the encoder only)" if architecture else ""
         raise ModelDirError(f"{bert.directory}: this BERT has no masked-LM head{origin}, so it cannot fill masks; "
                             "it still gives sentence vectors (dlnlp bert embed)")
     if bert.mask_id is None:

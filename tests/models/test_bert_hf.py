@@ -109,6 +109,19 @@ def test_bert_for_masked_lm_has_no_pooler_and_round_trips(tmp_path):
     assert max_diff(again(input_ids=ids, token_type_ids=types, attention_mask=mask).logits, expected, mask) < 1e-5
 
 
+@torch.no_grad()
+def test_a_sharded_checkpoint_imports(tmp_path):
+    torch.manual_seed(0)
+    reference = transformers.BertModel(transformers.BertConfig(**SMALL)).eval()
+    reference.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+    assert len(list((tmp_path / "sharded").glob("model-*.safetensors"))) > 1
+    model, config = load_bert(import_hf_bert(tmp_path / "sharded", tmp_path / "dl"))
+    assert config["level"] == "ids" and not model.config.mlm_head  # no tokenizer files: ids only
+    ids, types, mask = batch(2)
+    expected = reference(input_ids=ids, token_type_ids=types, attention_mask=mask).last_hidden_state
+    assert max_diff(model.encode(ids, types, mask), expected, mask) < 1e-4
+
+
 @pytest.mark.parametrize(("change", "message"), [
     ({"position_embedding_type": "relative_key"}, "position_embedding_type 'relative_key' is not supported"),
     ({"hidden_act": "silu"}, "hidden_act 'silu' is not supported"),
