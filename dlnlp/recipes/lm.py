@@ -62,11 +62,14 @@ def new_lm_run(
     inputs: Sequence[str] | None, out: str | Path, make_config: Callable[[LMRun], dict[str, Any]], *,
     tokenizer: str | None = None, ids: bool = False, vocab_size: int | None = None, val: str | Path | None = None,
     val_fraction: float = 0.1, options: CorpusOptions | None = None, force: bool = False,
+    prepare: Callable[..., Any] = prepare_lm_data,
 ) -> Iterator[LMRun]:
     """Open ``out`` as a :class:`RunOutput`, spool the corpus, store the vocabulary/tokenizer and
     ``make_config(run)`` as config.json, and yield the run; train inside the ``with`` block.
 
     ``tokenizer`` None (or "char") means character level; ``ids`` reads `dlnlp tokenize encode` output.
+    ``prepare`` spools the corpus (:func:`~dlnlp.training.data.prepare_lm_data`'s arguments; its result
+    has ``codec``): another layout plugs in here, such as BERT's sentence shards.
     """
     if val is not None and not Path(val).is_file():
         raise InputError(f"{val}: no such validation file")
@@ -79,8 +82,8 @@ def new_lm_run(
     with RunOutput(out, force=force, inputs=sources) as output:
         directory = output.path
         level = "ids" if ids else ("char" if tok is None else "tokenizer")
-        data = prepare_lm_data(inputs, directory, level=level, tokenizer=tok, val=val, val_fraction=val_fraction,
-                               options=options, vocab_size=vocab_size)
+        data = prepare(inputs, directory, level=level, tokenizer=tok, val=val, val_fraction=val_fraction,
+                       options=options, vocab_size=vocab_size)
         data.codec.save(directory)  # the vocabulary or tokenizer beside the weights
         run = LMRun(output, data, level, tok)
         write_config(directory, make_config(run))
@@ -89,9 +92,10 @@ def new_lm_run(
 
 @contextmanager
 def resumed_lm_run(out: str | Path, kind: str, stops: dict[str, Any], *, quiet: bool = False, device: str = "auto",
-                   compile: bool = False) -> Iterator[tuple[RunOutput, dict[str, Any], TrainConfig, LMData]]:
+                   compile: bool = False, load_data: Callable[[Path], Any] = load_lm_data,
+                   ) -> Iterator[tuple[RunOutput, dict[str, Any], TrainConfig, LMData]]:
     """(output, config.json, train config, data) of the run in ``out``, locked while the ``with`` block
-    runs; ``stops`` override its limits."""
+    runs; ``stops`` override its limits; ``load_data(directory)`` re-opens the spooled data."""
     with RunOutput(out, resume=True) as output:
         config = read_config(output.path, kind)
         meta = read_checkpoint_meta(output.path)
@@ -99,7 +103,7 @@ def resumed_lm_run(out: str | Path, kind: str, stops: dict[str, Any], *, quiet: 
         train_config = TrainConfig.from_dict(meta["config"]).replace(quiet=quiet, device=device, compile=compile,
                                                                      **overrides)
         checked(train_config)
-        yield output, config, train_config, load_lm_data(output.path)
+        yield output, config, train_config, load_data(output.path)
 
 
 @dataclass(frozen=True)
