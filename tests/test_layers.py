@@ -60,10 +60,11 @@ def test_the_walk_sees_function_level_and_relative_imports(tmp_path):
 
 
 LEVELS = {"char", "tokenizer", "ids"}
-KINDS = {"gpt", "rnn_lm", "ngram", "word2vec", "vectors"}
+KINDS = {"gpt", "rnn_lm", "ngram", "word2vec", "vectors", "bert"}
 # where a branch on the text level or the model kind belongs: the codec, the registry, the family's files
 MAY_BRANCH = {"tokenization/text_codec.py", "models/registry.py", "models/gpt.py", "models/gpt_hf.py",
-              "models/rnn_lm.py", "models/ngram.py", "models/word2vec.py", "models/vectors.py"}
+              "models/rnn_lm.py", "models/ngram.py", "models/word2vec.py", "models/vectors.py",
+              "models/bert.py", "models/bert_hf.py"}
 
 
 def _names_kind_or_level(node: ast.AST) -> bool:

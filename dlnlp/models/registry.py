@@ -31,6 +31,7 @@ FAMILY_MODULES = {
     "ngram": "dlnlp.models.ngram",
     "word2vec": "dlnlp.models.word2vec",
     "vectors": "dlnlp.models.vectors",
+    "bert": "dlnlp.models.bert",
 }
 
 __all__ = ["FAMILY_MODULES", "Family", "LoadedModel", "get_family", "kinds", "load_model", "register"]
