@@ -38,8 +38,10 @@ from __future__ import annotations
 import json
 import math
 import re
+from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +179,7 @@ def spool_sentences(inputs: Sequence[str] | None, tokenizer: Any, data_dir: Path
         for lines in rechunk(iter_line_blocks(inputs, options)):
             chunk = list(_sentences(lines, doc_per_line))
             encoded = tokenizer.encode_batch([text for text, _ in chunk])
-            ends, doc_ends = [], []
+            kept, doc_ends = [], []
             for (_, new_doc), ids in zip(chunk, encoded, strict=True):
                 pending_break |= new_doc  # kept past a sentence without tokens
                 if not ids:
@@ -185,9 +187,11 @@ def spool_sentences(inputs: Sequence[str] | None, tokenizer: Any, data_dir: Path
                 if pending_break and sentences:
                     doc_ends.append(sentences)
                 pending_break = False
-                tokens.write(ids)
+                kept.append(ids)
                 sentences += 1
-                ends.append(tokens.count)
+            lengths = np.fromiter(map(len, kept), np.int64, len(kept))
+            ends = tokens.count + np.cumsum(lengths)
+            tokens.write(np.fromiter(chain.from_iterable(kept), np.int64, int(lengths.sum())))
             if lines and not lines[-1].strip():
                 pending_break = True  # a blank line at the end of a chunk ends its document too
             sentence_ends.write(ends)
@@ -311,10 +315,10 @@ def build_pairs(corpus: SentenceCorpus, max_len: int, next_sentence: str, rng: n
     if max_tokens < 2:
         raise OptionError(f"--max-len must be >= {max_len - max_tokens + 2} with --next-sentence {next_sentence}, "
                           f"got {max_len}")
-    starts, ends = (x.tolist() for x in corpus.sentence_bounds())
+    all_starts, all_ends = corpus.sentence_bounds()  # 16 bytes a sentence; Python lists per document only
     documents = corpus.documents.tolist()
     n_docs = len(documents) - 1
-    out: list[tuple[int, int, int, int, int]] = []
+    out = array("q")  # a0, a1, b0, b1, label of each sequence, flat
 
     def target_length() -> int:
         return int(rng.integers(2, max_tokens + 1)) if rng.random() < short_seq_prob else max_tokens
@@ -324,18 +328,18 @@ def build_pairs(corpus: SentenceCorpus, max_len: int, next_sentence: str, rng: n
         if n_docs > 1:
             other = int(rng.integers(0, n_docs - 1))
             other += other >= doc
-        first, stop = documents[other], documents[other + 1]
-        j = int(rng.integers(first, stop))
-        b0 = starts[j]
-        while j < stop - 1 and ends[j] - b0 < want:
-            j += 1
-        return b0, ends[j]
+        j, last = int(rng.integers(documents[other], documents[other + 1])), documents[other + 1] - 1
+        b0 = int(all_starts[j])
+        stop = min(last, j + int(np.searchsorted(all_ends[j:last + 1], b0 + want)))  # first end >= b0 + want
+        return b0, int(all_ends[stop])
 
     for doc in range(n_docs):
         first, stop = documents[doc], documents[doc + 1]
-        chunk, target, i = first, target_length(), first
-        while i < stop:
-            if i == stop - 1 or ends[i] - starts[chunk] >= target:
+        starts, ends = all_starts[first:stop].tolist(), all_ends[first:stop].tolist()
+        n = stop - first
+        chunk, target, i = 0, target_length(), 0
+        while i < n:
+            if i == n - 1 or ends[i] - starts[chunk] >= target:
                 t0, t1, count = starts[chunk], ends[i], i + 1 - chunk
                 if count >= 2:
                     a_end = int(rng.integers(chunk + 1, i + 1))  # sentences chunk..a_end-1 are A
@@ -357,12 +361,12 @@ def build_pairs(corpus: SentenceCorpus, max_len: int, next_sentence: str, rng: n
                 else:
                     pair = (t0, split, split, t1, 0)
                 if pair is not None:
-                    a0, a1, b0, b1 = _truncate(*pair[:4], max_tokens, rng)
-                    out.append((a0, a1, b0, b1, pair[4]))
+                    out.extend(_truncate(*pair[:4], max_tokens, rng))
+                    out.append(pair[4])
                 chunk, target = i + 1, target_length()
             i += 1
-    array = np.asarray(out, dtype=np.int64).reshape(-1, 5)
-    return Pairs(array[:, 0], array[:, 1], array[:, 2], array[:, 3], array[:, 4])
+    array_ = np.frombuffer(out, dtype=np.int64).reshape(-1, 5) if len(out) else np.zeros((0, 5), np.int64)
+    return Pairs(*(array_[:, k].copy() for k in range(5)))
 
 
 # -- masking ----------------------------------------------------------------------------------------
