@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     ("glove", "dlnlp.cli.glove"),
     ("vectors", "dlnlp.cli.vectors"),
     ("gpt", "dlnlp.cli.gpt"),
+    ("bert", "dlnlp.cli.bert"),
     ("generate", "dlnlp.cli.generate"),
 ]
 

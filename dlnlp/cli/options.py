@@ -24,6 +24,7 @@ TRAINING = "Training options"
 INPUT = "Input options"
 COUNTING = "Counting options"
 DECODE = "Decoding options"
+EMBED = "Embedding options"
 
 Inputs = Annotated[
     Optional[list[str]],
@@ -338,3 +339,16 @@ def prompt_option(prompt: str | None, prime: str | None, default: str | None = N
     if text is None:
         return default, name
     return checked_utf8(text, name), name
+
+
+# Sentence-embedding options (bert embed, bert similar): how a text's hidden states become one vector.
+Pool = Annotated[str, typer.Option("--pool", help="mean (the average over the tokens, as sentence-transformers) "
+                                   "or cls (the [CLS] state).", rich_help_panel=EMBED)]
+Layer = Annotated[Optional[int], typer.Option("--layer", help="Hidden state to pool: 0 = embeddings, 1..L the "
+                                              "layers, negative from the top (default: the top layer).",
+                                              rich_help_panel=EMBED)]
+Normalize = Annotated[bool, typer.Option("--normalize", help="Scale each vector to unit length (L2), as "
+                                         "sentence-transformers models such as all-MiniLM-L6-v2 expect.",
+                                         rich_help_panel=EMBED)]
+InferenceBatchSize = Annotated[int, typer.Option("--batch-size", help="Texts per forward pass.",
+                                                 rich_help_panel=COMMON)]

@@ -73,3 +73,79 @@ def char_tokenizer_json(chars: list[str]) -> str:
     tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     tokenizer.decoder = decoders.Sequence([decoders.Replace(UNK_TOKEN, UNK_CHAR), decoders.Fuse()])
     return tokenizer.to_str()
+
+
+def _tokenizer_config(directory: Path) -> dict[str, Any]:
+    path = directory / "tokenizer_config.json"
+    if not path.is_file():
+        return {}
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from exc
+    return config if isinstance(config, dict) else {}
+
+
+def wordpiece_tokenizer_json(vocab_file: str | os.PathLike, *, lowercase: bool = True,
+                             strip_accents: bool | None = None, chinese_chars: bool = True) -> str:
+    """A ``tokenizers`` tokenizer.json for a BERT ``vocab.txt`` (one WordPiece token a line, the id is
+    the line number), the pipeline of HF's ``BertTokenizerFast``: BertNormalizer (clean text, CJK
+    characters spaced, lowercase and accent stripping as asked), BertPreTokenizer, WordPiece with
+    ``##`` continuations and ``[UNK]``, ``[CLS] A [SEP] (B [SEP])`` when special tokens are added.
+    The bracketed special tokens present in the vocabulary are registered as special."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    path = Path(vocab_file)
+    try:
+        tokens = path.read_text(encoding="utf-8").split("\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read the vocabulary ({exc})") from exc
+    if tokens and tokens[-1] == "":
+        tokens.pop()
+    vocab: dict[str, int] = {}
+    for index, token in enumerate(tokens):
+        token = token.rstrip("\r")
+        vocab[token] = index  # a duplicated line keeps its last id, as HF's load_vocab does
+    if "[UNK]" not in vocab:
+        raise InputError(f"{path}: no [UNK] token in the vocabulary")
+    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    tokenizer.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=chinese_chars,
+                                                      strip_accents=strip_accents, lowercase=lowercase)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece(prefix="##")
+    specials = [t for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]") if t in vocab]
+    tokenizer.add_special_tokens(specials)
+    if "[CLS]" in vocab and "[SEP]" in vocab:
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+    return tokenizer.to_str()
+
+
+def read_hf_tokenizer(directory: str | os.PathLike) -> str | None:
+    """The tokenizer of a HF checkpoint directory as tokenizer.json text, or None when it has none.
+
+    ``tokenizer.json`` is taken as is, apart from the fixed truncation and padding some checkpoints
+    save in it (all-MiniLM-L6-v2: 128 tokens), which transformers overrides on every call and dlnlp
+    would apply to every text; a directory with only ``vocab.txt`` gets the WordPiece tokenizer of
+    :func:`wordpiece_tokenizer_json`, with ``do_lower_case``, ``strip_accents`` and
+    ``tokenize_chinese_chars`` from ``tokenizer_config.json`` (HF's defaults: true, none, true).
+    """
+    directory = Path(directory)
+    if (directory / "tokenizer.json").is_file():
+        path = directory / "tokenizer.json"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"{path}: not valid JSON ({exc})") from exc
+        if not isinstance(data, dict) or "model" not in data:
+            raise InputError(f"{path}: not a HF tokenizers file (no 'model')")
+        data["truncation"] = None
+        data["padding"] = None
+        return json.dumps(data, ensure_ascii=False)
+    if (directory / "vocab.txt").is_file():
+        config = _tokenizer_config(directory)
+        return wordpiece_tokenizer_json(directory / "vocab.txt", lowercase=bool(config.get("do_lower_case", True)),
+                                        strip_accents=config.get("strip_accents"),
+                                        chinese_chars=bool(config.get("tokenize_chinese_chars", True)))
+    return None

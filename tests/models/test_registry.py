@@ -52,7 +52,15 @@ def _vectors(directory):
     save_vectors_dir(KeyedVectors(["cat", "dog"], np.eye(2, dtype=np.float32), [3, 2]), directory)
 
 
-MAKERS = {"gpt": _gpt, "rnn_lm": _rnn, "ngram": _ngram, "word2vec": _word2vec, "vectors": _vectors}
+def _bert(directory):
+    from dlnlp.models.bert import Bert, BertConfig, save_bert
+
+    torch.manual_seed(0)
+    save_bert(Bert(BertConfig(vocab_size=12, dim=8, n_layer=1, n_head=2, intermediate=16, max_len=8)), directory,
+              level="ids")
+
+
+MAKERS = {"bert": _bert, "gpt": _gpt, "rnn_lm": _rnn, "ngram": _ngram, "word2vec": _word2vec, "vectors": _vectors}
 
 
 def test_every_known_kind_has_a_tiny_model_here():
@@ -95,7 +103,7 @@ def test_unknown_kind_is_one_line_naming_found_and_supported(tmp_path):
         load_model(tmp_path / "m")
     message = str(info.value)
     assert "\n" not in message and "kind 'bert9'" in message and str(tmp_path / "m" / "config.json") in message
-    assert "supported: gpt, ngram, rnn_lm, vectors, word2vec" in message
+    assert "supported: bert, gpt, ngram, rnn_lm, vectors, word2vec" in message
 
 
 def test_unknown_format_version_is_one_line_naming_found_and_supported(tmp_path):
