@@ -64,13 +64,16 @@ def new_lm_run(
     inputs: Sequence[str] | None, out: str | Path, make_config: Callable[[LMRun], dict[str, Any]], *,
     tokenizer: str | None = None, ids: bool = False, vocab_size: int | None = None, val: str | Path | None = None,
     val_fraction: float = 0.1, options: CorpusOptions | None = None, force: bool = False, eos_id: int | None = None,
+    prepare: Callable[..., Any] = prepare_lm_data,
 ) -> Iterator[LMRun]:
     """Open ``out`` as a :class:`RunOutput`, spool the corpus, store the vocabulary/tokenizer and
     ``make_config(run)`` as config.json, and yield the run; train inside the ``with`` block.
 
     ``tokenizer`` None (or "char") means character level; ``ids`` reads `dlnlp tokenize encode` output,
     each line ended by ``eos_id`` (default: the tokenizer's end-of-text). ``ids`` with a tokenizer
-    records it: the model then reads text, as if it had been trained on the text.
+    records it: the model then reads text, as if it had been trained on the text. ``prepare`` spools
+    the corpus (:func:`~dlnlp.training.data.prepare_lm_data`'s arguments; its result has ``codec``):
+    another layout plugs in here, such as BERT's sentence shards.
     """
     if val is not None and not Path(val).is_file():
         raise InputError(f"{val}: no such validation file")
@@ -87,8 +90,8 @@ def new_lm_run(
     with RunOutput(out, force=force, inputs=sources) as output:
         directory = output.path
         spool = "ids" if ids else ("char" if tok is None else "tokenizer")
-        data = prepare_lm_data(inputs, directory, level=spool, tokenizer=tok, val=val, val_fraction=val_fraction,
-                               options=options, vocab_size=vocab_size, eos_id=eos_id)
+        data = prepare(inputs, directory, level=spool, tokenizer=tok, val=val, val_fraction=val_fraction,
+                       options=options, vocab_size=vocab_size, eos_id=eos_id)
         if ids and tok is None and eos_id is None:
             from dlnlp.progress import warn
 
@@ -102,9 +105,10 @@ def new_lm_run(
 
 @contextmanager
 def resumed_lm_run(out: str | Path, kind: str, stops: dict[str, Any], *, quiet: bool = False, device: str = "auto",
-                   compile: bool = False) -> Iterator[tuple[RunOutput, dict[str, Any], TrainConfig, LMData]]:
+                   compile: bool = False, load_data: Callable[[Path], Any] = load_lm_data,
+                   ) -> Iterator[tuple[RunOutput, dict[str, Any], TrainConfig, LMData]]:
     """(output, config.json, train config, data) of the run in ``out``, locked while the ``with`` block
-    runs; ``stops`` override its limits."""
+    runs; ``stops`` override its limits; ``load_data(directory)`` re-opens the spooled data."""
     with RunOutput(out, resume=True) as output:
         config = read_config(output.path, kind)
         meta = read_checkpoint_meta(output.path)
@@ -112,7 +116,7 @@ def resumed_lm_run(out: str | Path, kind: str, stops: dict[str, Any], *, quiet: 
         train_config = TrainConfig.from_dict(meta["config"]).replace(quiet=quiet, device=device, compile=compile,
                                                                      **overrides)
         checked(train_config)
-        yield output, config, train_config, load_lm_data(output.path)
+        yield output, config, train_config, load_data(output.path)
 
 
 @dataclass(frozen=True)

@@ -144,7 +144,7 @@ def _targets(batch: Batch) -> torch.Tensor | None:
     if isinstance(batch, (tuple, list)) and batch and torch.is_tensor(batch[-1]):
         return batch[-1]
     if isinstance(batch, dict):
-        for key in ("labels", "targets", "target", "y"):
+        for key in ("labels", "targets", "target", "y", "mlm_labels"):  # mlm_labels: BERT's masked-LM targets
             if key in batch and torch.is_tensor(batch[key]):
                 return batch[key]
     return None

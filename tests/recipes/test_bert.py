@@ -1,0 +1,145 @@
+"""``bert pretrain`` / ``bert eval`` flows: a tiny pretraining run, resume, fixed-seed evaluation, the commands."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from dlnlp.errors import OptionError
+from dlnlp.models.registry import load_model
+from dlnlp.recipes.bert import (
+    PretrainSettings,
+    evaluate_bert_dir,
+    resume_bert_pretraining,
+    start_bert_pretraining,
+)
+from dlnlp.tokenization.train import TrainSpec, train_tokenizer
+from dlnlp.training.config import TrainConfig
+from tests.conftest import shared_path
+
+TINY = {"n_layer": 2, "n_head": 2, "dim": 32, "intermediate": 64, "max_len": 48, "dropout": 0.1,
+        "attn_dropout": 0.1}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A slice of Brown (documents of 20 sentences), a held-out slice, and a WordPiece tokenizer."""
+    lines = shared_path("corpora/brown/train.txt").read_text(encoding="utf-8").splitlines()
+    root = tmp_path_factory.mktemp("bert")
+    train, valid = lines[:1200], lines[1200:1400]
+    (root / "train.txt").write_text("\n\n".join("\n".join(train[i:i + 20]) for i in range(0, len(train), 20)) + "\n")
+    (root / "valid.txt").write_text("\n".join(valid) + "\n")
+    (root / "wp.json").write_bytes(train_tokenizer(train, TrainSpec(model="wordpiece", vocab_size=600,
+                                                                    lowercase=True)))
+    return root
+
+
+def _config(**kw) -> TrainConfig:
+    base = {"lr": 2e-3, "max_steps": 40, "log_interval": 5, "eval_interval": 20, "device": "cpu", "quiet": True,
+            "weight_decay": 0.01}
+    return TrainConfig(**{**base, **kw})
+
+
+def _metrics(out) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _pretrain(corpus, out, config: TrainConfig, **settings):
+    return start_bert_pretraining([str(corpus / "train.txt")], out, dict(TINY), config,
+                                  PretrainSettings(batch_size=16, **settings), tokenizer=str(corpus / "wp.json"),
+                                  val=corpus / "valid.txt")
+
+
+def test_pretraining_lowers_the_masked_lm_loss_and_saves_a_loadable_bert(corpus, tmp_path):
+    out = tmp_path / "run"
+    summary = _pretrain(corpus, out, _config(max_steps=60))
+    losses = [m["loss"] for m in _metrics(out) if "loss" in m]
+    assert sum(losses[-3:]) / 3 < losses[0] - 0.4
+    assert summary["steps"] == 60 and summary["val_loss"] is not None
+    # tokens/s counts the masked tokens only (the trainer's ignore_index), about 15% of each batch
+    assert 0 < summary["tokens"] < 0.2 * 60 * 16 * TINY["max_len"]
+    loaded = load_model(out, "cpu")
+    assert loaded.family.kind == "bert" and loaded.config["pretrain"]["next_sentence"] == "nsp"
+    assert loaded.model.config.nsp_head and loaded.model.config.vocab_size == loaded.codec.vocab_size
+    assert (out / "tokenizer.json").is_file() and (out / "data" / "tokens0.bin").is_file()
+    # an untrained BERT predicts about uniformly: ln(vocabulary) nats per masked token
+    mlm_loss = evaluate_bert_dir(out, [str(corpus / "valid.txt")], device="cpu")["mlm_loss"]
+    assert mlm_loss < math.log(loaded.model.config.vocab_size) - 0.4
+
+
+def test_a_resumed_run_continues_the_same_loss_curve(corpus, tmp_path):
+    config = _config(max_steps=12, log_interval=1, eval_interval=6, schedule="constant")
+    _pretrain(corpus, tmp_path / "whole", config, whole_word_mask=True)
+    _pretrain(corpus, tmp_path / "halves", config.replace(max_steps=6), whole_word_mask=True)
+    resumed = resume_bert_pretraining(tmp_path / "halves", {"max_steps": 12}, quiet=True, device="cpu")
+    assert resumed["steps"] == 12
+    whole = [(m["step"], m["loss"]) for m in _metrics(tmp_path / "whole") if "loss" in m]
+    halves = [(m["step"], m["loss"]) for m in _metrics(tmp_path / "halves") if "loss" in m]
+    assert [s for s, _ in halves] == list(range(1, 13))
+    assert halves == pytest.approx(whole, abs=1e-5)
+
+
+def test_evaluation_gives_the_same_numbers_on_every_run(corpus, tmp_path):
+    out = tmp_path / "run"
+    _pretrain(corpus, out, _config(max_steps=10), next_sentence="sop")
+    valid = [str(corpus / "valid.txt")]
+    first = evaluate_bert_dir(out, valid, device="cpu")
+    assert first == evaluate_bert_dir(out, valid, device="cpu")
+    assert first["next_sentence"] == "sop" and 0 <= first["nsp_accuracy"] <= 1
+    assert 0 <= first["mlm_accuracy"] <= 1 and first["perplexity"] == pytest.approx(math.exp(first["mlm_loss"]))
+    assert first["masked_tokens"] > 100
+    assert evaluate_bert_dir(out, valid, device="cpu", seed=1)["mlm_loss"] != first["mlm_loss"]
+
+
+def test_without_a_sentence_task_the_model_has_no_next_sentence_head(corpus, tmp_path):
+    out = tmp_path / "run"
+    _pretrain(corpus, out, _config(max_steps=3), next_sentence="none")
+    assert not load_model(out, "cpu").model.config.nsp_head
+    result = evaluate_bert_dir(out, [str(corpus / "valid.txt")], device="cpu")
+    assert "nsp_accuracy" not in result and result["mlm_loss"] > 0
+
+
+def test_settings_out_of_range_name_the_option(corpus, tmp_path):
+    with pytest.raises(OptionError, match="--mlm-prob must be in"):
+        _pretrain(corpus, tmp_path / "a", _config(), mlm_prob=0.0)
+    with pytest.raises(OptionError, match="--tokenizer is required"):
+        start_bert_pretraining([str(corpus / "train.txt")], tmp_path / "b", dict(TINY), _config(),
+                               PretrainSettings(), tokenizer=None)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def _app() -> typer.Typer:
+    from dlnlp.cli.bert_pretrain import evaluate, pretrain
+
+    app = typer.Typer()
+    app.command("pretrain")(pretrain)
+    app.command("eval")(evaluate)
+    return app
+
+
+def test_the_commands(corpus, tmp_path):
+    runner, app, out = CliRunner(), _app(), tmp_path / "run"
+    args = ["pretrain", str(corpus / "train.txt"), "--tokenizer", str(corpus / "wp.json"), "--out", str(out),
+            "--layers", "1", "--heads", "2", "--dim", "16", "--intermediate", "32", "--max-len", "32",
+            "--next-sentence", "sop", "--whole-word-mask", "--max-steps", "3", "--batch-size", "8",
+            "--device", "cpu", "--quiet", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["steps"] == 3
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["n_layer"] == 1 and config["pretrain"]["whole_word_mask"]
+    result = runner.invoke(app, ["pretrain", "--out", str(out), "--resume", "--max-steps", "5", "--quiet", "--json",
+                                 "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["steps"] == 5
+    result = runner.invoke(app, ["eval", str(out), str(corpus / "valid.txt"), "--device", "cpu"])
+    assert result.exit_code == 0 and "sop accuracy" in result.stdout
+    result = runner.invoke(app, ["eval", str(out), str(corpus / "valid.txt"), "--device", "cpu", "--json"])
+    assert set(json.loads(result.stdout)) >= {"mlm_loss", "perplexity", "mlm_accuracy", "nsp_accuracy"}
+    bad = runner.invoke(app, [*args[:5], str(tmp_path / "bad"), "--next-sentence", "mlm"])
+    assert isinstance(bad.exception, OptionError) and "--next-sentence must be one of nsp, sop, none" in str(
+        bad.exception)
