@@ -1,6 +1,8 @@
-"""``dlnlp bert``: import and export HF BERT checkpoints, fill masks, embed sentences and rank them.
+"""``dlnlp bert``: pretrain and evaluate BERTs, import and export HF checkpoints, fill masks, embed
+sentences and rank them.
 
-The commands are thin over :mod:`dlnlp.models.bert_hf` and :mod:`dlnlp.recipes.bert_inference`.
+The commands are thin over :mod:`dlnlp.recipes.bert` (``pretrain`` and ``eval``, declared in
+:mod:`dlnlp.cli.bert_pretrain`), :mod:`dlnlp.models.bert_hf` and :mod:`dlnlp.recipes.bert_inference`.
 """
 
 from pathlib import Path
@@ -8,6 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from dlnlp.cli.bert_pretrain import evaluate, pretrain
 from dlnlp.cli.options import (
     COMMON,
     Device,
@@ -26,8 +29,10 @@ from dlnlp.cli.options import (
     print_json,
 )
 
-app = typer.Typer(help="BERT encoders: import/export HF checkpoints, fill-mask, sentence embeddings.",
-                  no_args_is_help=True)
+app = typer.Typer(help="BERT encoders: pretrain and evaluate, import/export HF checkpoints, fill-mask, sentence "
+                  "embeddings.", no_args_is_help=True)
+app.command("pretrain")(pretrain)
+app.command("eval")(evaluate)
 
 ModelDir = Annotated[Path, typer.Argument(help="A BERT model directory.", show_default=False)]
 
@@ -67,8 +72,9 @@ def export_hf(
     force: Force = False,
     json: Json = False,
 ) -> None:
-    """Write a dlnlp BERT as a HF checkpoint: BertForPreTraining, BertForMaskedLM or BertModel, as its heads
-    allow (BertModel.from_pretrained loads any of them), with its tokenizer.
+    """Write a dlnlp BERT as a HF checkpoint (BertForPreTraining, BertForMaskedLM or BertModel) with its tokenizer.
+
+    The architecture is the one its heads allow; BertModel.from_pretrained loads any of them.
 
     Example: dlnlp bert export my-bert ./my-bert-hf
     """

@@ -111,8 +111,10 @@ def evaluate(
     text_field: TextField = None,
     encoding_errors: EncodingErrors = "strict",
 ) -> None:
-    """Masked-LM loss, perplexity over masked tokens and accuracy, with a fixed masking seed (the same
-    numbers on every run); next-sentence (or sentence-order) accuracy when the model was trained on it.
+    """Masked-LM loss, perplexity and accuracy over masked tokens (fixed masking seed), and next-sentence accuracy.
+
+    The same seed gives the same numbers on every run; next-sentence (or sentence-order) accuracy is
+    reported when the model was trained with that head.
 
     Example: dlnlp bert eval brown-bert brown/valid.txt --json
     """

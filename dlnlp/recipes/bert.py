@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from dlnlp.errors import DlnlpError, ModelDirError, OptionError
+from dlnlp.errors import DlnlpError, ModelDirError, OptionError, UsageError
 from dlnlp.io.corpus import CorpusOptions
 from dlnlp.kernels.device import resolve_device, seed_everything
 from dlnlp.models.bert import IGNORE_INDEX, KIND, Bert, BertConfig, bert_config_dict
@@ -58,7 +58,7 @@ class PretrainSettings:
         if self.batch_size < 1:
             raise OptionError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.next_sentence not in NEXT_SENTENCE:
-            raise OptionError(f"--next-sentence must be one of {', '.join(NEXT_SENTENCE)}, got {self.next_sentence!r}")
+            raise UsageError(f"--next-sentence must be one of {', '.join(NEXT_SENTENCE)}, got {self.next_sentence!r}")
         if not 0 < self.mlm_prob < 1:
             raise OptionError(f"--mlm-prob must be in (0, 1), got {self.mlm_prob}")
         if not 0 <= self.short_seq_prob <= 1:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dlnlp.errors import InputError, ModelDirError, OptionError, check_int
+from dlnlp.errors import InputError, ModelDirError, OptionError, UsageError, check_int
 from dlnlp.kernels.device import resolve_device
 from dlnlp.kernels.pooling import pool as pool_hidden
 from dlnlp.models.bert import Bert, special_token_ids
@@ -109,7 +109,7 @@ def _chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
 def check_embed_args(bert: BertText, pool: str, layer: int | None, batch_size: int) -> int:
     """Refuse options out of range (naming them); returns ``--layer`` as an index into the hidden states."""
     if pool not in POOLS:
-        raise OptionError(f"--pool must be one of {', '.join(POOLS)}, got {pool!r}")
+        raise UsageError(f"--pool must be one of {', '.join(POOLS)}, got {pool!r}")
     check_int("--batch-size", batch_size, 1, 1 << 20)
     count = bert.model.config.n_layer + 1
     if layer is None:

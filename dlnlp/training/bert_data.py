@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dlnlp.errors import InputError, OptionError
+from dlnlp.errors import InputError, OptionError, UsageError
 from dlnlp.io.corpus import CorpusOptions, describe_inputs, iter_line_blocks
 from dlnlp.training.data import DATA_DIR, META_NAME, TokenWriter, dtype_for, open_tokens
 
@@ -309,7 +309,7 @@ def build_pairs(corpus: SentenceCorpus, max_len: int, next_sentence: str, rng: n
                 short_seq_prob: float = 0.1) -> Pairs:
     """One pass of sequences over ``corpus`` (see the module docstring); ``rng`` makes every choice."""
     if next_sentence not in NEXT_SENTENCE:
-        raise OptionError(f"--next-sentence must be one of {', '.join(NEXT_SENTENCE)}, got {next_sentence!r}")
+        raise UsageError(f"--next-sentence must be one of {', '.join(NEXT_SENTENCE)}, got {next_sentence!r}")
     paired = next_sentence != "none"
     max_tokens = max_len - (3 if paired else 2)
     if max_tokens < 2:

@@ -88,11 +88,11 @@ def test_embed_options(tiny, tmp_path):
     top = run_main(*base, "--out", "-", input=data).stdout
     assert top != run_main(*base, "--layer", "1", "--out", "-", input=data).stdout  # layer 1 of 2 is not the top
     assert top == run_main(*base, "--layer", "-1", "--out", "-", input=data).stdout
-    for args, message in [(["--layer", "3"], "--layer must be between -3 and 2"),
-                          (["--pool", "max"], "--pool must be one of mean, cls"),
-                          (["--format", "npy", "--out", "-"], "--format npy needs a file")]:
+    for args, message, code in [(["--layer", "3"], "--layer must be between -3 and 2", 1),
+                                (["--pool", "max"], "--pool must be one of mean, cls", 2),  # a choice: usage
+                                (["--format", "npy", "--out", "-"], "--format npy needs a file", 1)]:
         result = run_main(*base, *(args if "--out" in args else [*args, "--out", tmp_path / "x.npy"]), input=data)
-        assert result.returncode == 1 and message in result.stderr and result.stderr.count("\n") == 1
+        assert result.returncode == code and message in result.stderr and result.stderr.count("\n") == 1
     assert not (tmp_path / "x.npy").exists()
     (tmp_path / "exists.npy").write_bytes(b"keep")
     result = run_main(*base, "--out", tmp_path / "exists.npy", input=data)

@@ -6,8 +6,6 @@ import json
 import math
 
 import pytest
-import typer
-from typer.testing import CliRunner
 
 from dlnlp.errors import OptionError
 from dlnlp.models.registry import load_model
@@ -19,7 +17,7 @@ from dlnlp.recipes.bert import (
 )
 from dlnlp.tokenization.train import TrainSpec, train_tokenizer
 from dlnlp.training.config import TrainConfig
-from tests.conftest import shared_path
+from tests.conftest import run_main, shared_path
 
 TINY = {"n_layer": 2, "n_head": 2, "dim": 32, "intermediate": 64, "max_len": 48, "dropout": 0.1,
         "attn_dropout": 0.1}
@@ -112,34 +110,24 @@ def test_settings_out_of_range_name_the_option(corpus, tmp_path):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
-def _app() -> typer.Typer:
-    from dlnlp.cli.bert_pretrain import evaluate, pretrain
-
-    app = typer.Typer()
-    app.command("pretrain")(pretrain)
-    app.command("eval")(evaluate)
-    return app
-
-
 def test_the_commands(corpus, tmp_path):
-    runner, app, out = CliRunner(), _app(), tmp_path / "run"
-    args = ["pretrain", str(corpus / "train.txt"), "--tokenizer", str(corpus / "wp.json"), "--out", str(out),
+    out = tmp_path / "run"
+    args = ["bert", "pretrain", str(corpus / "train.txt"), "--tokenizer", str(corpus / "wp.json"), "--out", str(out),
             "--layers", "1", "--heads", "2", "--dim", "16", "--intermediate", "32", "--max-len", "32",
             "--next-sentence", "sop", "--whole-word-mask", "--max-steps", "3", "--batch-size", "8",
             "--device", "cpu", "--quiet", "--json"]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["steps"] == 3
+    code, stdout, stderr = run_main(*args)
+    assert code == 0, stderr
+    assert json.loads(stdout)["steps"] == 3
     config = json.loads((out / "config.json").read_text())
     assert config["model"]["n_layer"] == 1 and config["pretrain"]["whole_word_mask"]
-    result = runner.invoke(app, ["pretrain", "--out", str(out), "--resume", "--max-steps", "5", "--quiet", "--json",
-                                 "--device", "cpu"])
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["steps"] == 5
-    result = runner.invoke(app, ["eval", str(out), str(corpus / "valid.txt"), "--device", "cpu"])
-    assert result.exit_code == 0 and "sop accuracy" in result.stdout
-    result = runner.invoke(app, ["eval", str(out), str(corpus / "valid.txt"), "--device", "cpu", "--json"])
-    assert set(json.loads(result.stdout)) >= {"mlm_loss", "perplexity", "mlm_accuracy", "nsp_accuracy"}
-    bad = runner.invoke(app, [*args[:5], str(tmp_path / "bad"), "--next-sentence", "mlm"])
-    assert isinstance(bad.exception, OptionError) and "--next-sentence must be one of nsp, sop, none" in str(
-        bad.exception)
+    code, stdout, stderr = run_main("bert", "pretrain", "--out", out, "--resume", "--max-steps", "5", "--quiet",
+                                    "--json", "--device", "cpu")
+    assert code == 0, stderr
+    assert json.loads(stdout)["steps"] == 5
+    code, stdout, _ = run_main("bert", "eval", out, corpus / "valid.txt", "--device", "cpu")
+    assert code == 0 and "sop accuracy" in stdout
+    code, stdout, _ = run_main("bert", "eval", out, corpus / "valid.txt", "--device", "cpu", "--json")
+    assert set(json.loads(stdout)) >= {"mlm_loss", "perplexity", "mlm_accuracy", "nsp_accuracy"}
+    code, _, stderr = run_main(*args[:6], str(tmp_path / "bad"), "--next-sentence", "mlm")
+    assert code == 2 and "--next-sentence must be one of nsp, sop, none" in stderr
