@@ -27,7 +27,7 @@ from typing import IO
 
 import numpy as np
 
-from dlnlp.errors import OptionError
+from dlnlp.errors import OptionError, UsageError
 from dlnlp.io.atomic import atomic_open, is_stream
 
 ROW_FORMATS = ("npy", "safetensors", "text")
@@ -41,7 +41,7 @@ def row_format(path: str | os.PathLike, fmt: str = "auto") -> str:
         suffix = Path(str(path)).suffix.lower()
         return {".npy": "npy", ".safetensors": "safetensors"}.get(suffix, "text")
     if fmt not in ROW_FORMATS:
-        raise OptionError(f"--format must be auto, {', '.join(ROW_FORMATS)}, got {fmt!r}")
+        raise UsageError(f"--format must be auto, {', '.join(ROW_FORMATS)}, got {fmt!r}")
     return fmt
 
 
