@@ -113,7 +113,9 @@ def wordpiece_tokenizer_json(vocab_file: str | os.PathLike, *, lowercase: bool =
                                                       strip_accents=strip_accents, lowercase=lowercase)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece(prefix="##")
-    specials = [t for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]") if t in vocab]
+    from dlnlp.tokenization.train import WORDPIECE_SPECIALS
+
+    specials = [t for t in WORDPIECE_SPECIALS if t in vocab]
     tokenizer.add_special_tokens(specials)
     if "[CLS]" in vocab and "[SEP]" in vocab:
         tokenizer.post_processor = processors.TemplateProcessing(

@@ -23,7 +23,7 @@ checkpoints onto this module; the names in comments on the layers are HF's.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -35,15 +35,18 @@ from dlnlp.errors import OptionError
 from dlnlp.kernels.transformer import ACTIVATIONS, TransformerBlock, activation_fn, dropout_layer, tie_weights
 from dlnlp.models.features import Features, Layers, layer_indices
 from dlnlp.models.registry import Family, register
+from dlnlp.models.weights import TiedWeights, load_torch_model, saved_text_codec
+from dlnlp.settings import DictConfig
+from dlnlp.tokenization.train import WORDPIECE_SPECIALS
 
 KIND = "bert"
 FORMAT_VERSION = 1
 IGNORE_INDEX = -100  # unselected positions of mlm_labels (PyTorch's and HF's convention)
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+SPECIAL_TOKENS = WORDPIECE_SPECIALS
 
 
 @dataclass
-class BertConfig:
+class BertConfig(DictConfig):
     """Hyperparameters; saved under ``"model"`` in the model directory's config.json.
 
     The defaults are a small BERT for CPU pretraining (BERT-base is dim 768, 12 layers, 12 heads,
@@ -66,13 +69,7 @@ class BertConfig:
     nsp_head: bool = True
     pooler: bool = True
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BertConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     def validate(self) -> BertConfig:
         """Raise ValueError (an OptionError naming the ``bert pretrain`` option) for settings out of range."""
@@ -111,7 +108,7 @@ class BertOutput(NamedTuple):
     nsp_logits: torch.Tensor | None = None
 
 
-class Bert(nn.Module):
+class Bert(TiedWeights, nn.Module):
     """The encoder with its optional heads: ``model(ids, types, mask, mlm_labels, nsp_labels)`` ->
     :class:`BertOutput`; every layer's hidden states with :meth:`features`."""
 
@@ -256,18 +253,10 @@ class Bert(nn.Module):
         return BertOutput(loss, mlm_loss, nsp_loss, mlm_logits, nsp_logits)
 
     # --- saving --------------------------------------------------------------------------------
-    def state_dict_for_save(self) -> dict[str, torch.Tensor]:
-        """Weights to save: the tied decoder matrix is stored once (as ``tok_emb.weight``)."""
-        state = self.state_dict()
-        state.pop("mlm_decoder.weight", None)
-        return state
+    def tied_weights(self) -> tuple[str, ...]:
+        """The output matrix is the token embedding's: saved once, as the embedding."""
+        return ("mlm_decoder.weight",) if self.config.mlm_head else ()
 
-    def load_saved_state(self, state: dict[str, torch.Tensor]) -> None:
-        """Load weights written by :meth:`state_dict_for_save` (strict apart from the tied matrix)."""
-        missing, unexpected = self.load_state_dict(state, strict=False)
-        missing = [k for k in missing if k != "mlm_decoder.weight"]
-        if missing or unexpected:
-            raise KeyError(f"weights do not match the model: missing {missing}, unexpected {unexpected}")
 
 
 def special_token_ids(tokenizer: Any) -> dict[str, int | None]:
@@ -294,27 +283,9 @@ def save_bert(model: Bert, directory: str | Path, *, force: bool = False, files:
 
 def load_bert(directory: str | Path, device: str | torch.device = "cpu") -> tuple[Bert, dict[str, Any]]:
     """Read a BERT model directory: the model in eval mode on ``device`` and its config.json."""
-    from dlnlp.errors import ModelDirError
-    from dlnlp.io.modeldir import CONFIG_NAME, WEIGHTS_NAME, load_weights, read_config
-    from dlnlp.models.weights import check_weights, model_from_config
-
-    config = read_config(directory, KIND, (FORMAT_VERSION,))
-    if not (Path(directory) / WEIGHTS_NAME).is_file():
-        raise ModelDirError(f"{directory}: no {WEIGHTS_NAME} yet (training saves it at the first validation)")
-    model = model_from_config(Path(directory) / CONFIG_NAME, config, lambda d: Bert(BertConfig.from_dict(d)))
-    state = load_weights(directory)
-    check_weights(model, state, Path(directory) / WEIGHTS_NAME, optional=("mlm_decoder.weight",))
-    model.load_saved_state(state)
-    return model.to(device).eval(), config
+    return load_torch_model(directory, KIND, (FORMAT_VERSION,), lambda d: Bert(BertConfig.from_dict(d)), device)
 
 
-def _bert_codec(directory: Path, config: dict[str, Any], model: Bert) -> Any:
-    from dlnlp.tokenization.text_codec import load_codec
-
-    # imports and pretraining both write a tokenizer.json; a directory without one reads ids
-    return load_codec(directory, config, model.config.vocab_size, guess=True)
-
-
-register(Family(KIND, load_bert, (FORMAT_VERSION,), BertConfig, Bert, save_bert, _bert_codec,
+register(Family(KIND, load_bert, (FORMAT_VERSION,), BertConfig, Bert, save_bert, saved_text_codec,
                 hf_converter="dlnlp.models.bert_hf:import_hf_bert",
                 description="bidirectional transformer encoder (masked LM, sentence embeddings)"))

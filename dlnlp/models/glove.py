@@ -30,7 +30,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -40,6 +40,7 @@ from dlnlp.kernels import glove_native
 from dlnlp.kernels.glove_loss import adagrad_step_, adam_step_, glove_loss_and_grads, glove_weight
 from dlnlp.kernels.memory import MAX_WIDTH
 from dlnlp.models.ppmi_svd import corpus_cooccurrence  # noqa: F401  (GloVe's counting stage, shared)
+from dlnlp.settings import DictConfig
 
 OPTIMIZERS = ("adagrad", "adam")
 OUTPUTS = ("sum", "word")
@@ -70,7 +71,7 @@ def check_options(*, window: int, min_count: int, max_vocab: int | None, memory:
 
 
 @dataclass
-class GloVeConfig:
+class GloVeConfig(DictConfig):
     """Training hyperparameters (defaults: glove.c's, except the batch size that glove.c lacks)."""
 
     dim: int = 100
@@ -110,8 +111,6 @@ class GloVeConfig:
         if self.output not in OUTPUTS:
             raise UsageError(f"--vectors {self.output}: expected {' or '.join(OUTPUTS)}")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class GloVe:

@@ -13,7 +13,7 @@ time. The blocks, attention, KV cache and position encodings are the shared ones
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +26,15 @@ from dlnlp.kernels.position import make_position_encoding
 from dlnlp.kernels.transformer import TransformerBlock, dropout_layer, tie_weights
 from dlnlp.models.features import Features, Layers, layer_indices
 from dlnlp.models.registry import Family, register
+from dlnlp.models.weights import TiedWeights, load_torch_model, saved_text_codec
+from dlnlp.settings import DictConfig
 
 KIND = "gpt"
 FORMAT_VERSION = 1
 
 
 @dataclass
-class GPTConfig:
+class GPTConfig(DictConfig):
     """Hyperparameters; saved under ``"model"`` in the model directory's config.json."""
 
     vocab_size: int
@@ -50,16 +52,10 @@ class GPTConfig:
     layer_norm_eps: float = 1e-5
     mlp_dim: int | None = None  # 4 * n_embd when None
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GPTConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
-class GPT(nn.Module):
+
+class GPT(TiedWeights, nn.Module):
     """The language model: ``logits, loss = model(idx, targets)``; every layer's hidden states with
     ``model.features(idx)``."""
 
@@ -171,19 +167,10 @@ class GPT(nn.Module):
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
         return logits, loss
 
-    def state_dict_for_save(self) -> dict[str, torch.Tensor]:
-        """Weights to save: the tied output matrix is stored once (as ``wte.weight``)."""
-        state = self.state_dict()
-        if self.config.tie_weights:
-            state.pop("lm_head.weight", None)
-        return state
+    def tied_weights(self) -> tuple[str, ...]:
+        """The output matrix is the token embedding's: saved once, as the embedding."""
+        return ("lm_head.weight",) if self.config.tie_weights else ()
 
-    def load_saved_state(self, state: dict[str, torch.Tensor]) -> None:
-        """Load weights written by :meth:`state_dict_for_save` (strict apart from the tied matrix)."""
-        missing, unexpected = self.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not (self.config.tie_weights and k == "lm_head.weight")]
-        if missing or unexpected:
-            raise KeyError(f"weights do not match the model: missing {missing}, unexpected {unexpected}")
 
 
 def gpt_config_dict(config: GPTConfig, **extra: Any) -> dict[str, Any]:
@@ -203,19 +190,7 @@ def save_gpt(model: GPT, directory: str | Path, *, force: bool = False, **extra:
 
 def load_gpt(directory: str | Path, device: str | torch.device = "cpu") -> tuple[GPT, dict[str, Any]]:
     """Read a GPT model directory: the model in eval mode on ``device`` and its config.json."""
-    from dlnlp.errors import ModelDirError
-    from dlnlp.io.modeldir import CONFIG_NAME, WEIGHTS_NAME, load_weights, read_config
-    from dlnlp.models.weights import check_weights, model_from_config
-
-    config = read_config(directory, KIND, (FORMAT_VERSION,))
-    if not (Path(directory) / WEIGHTS_NAME).is_file():
-        raise ModelDirError(f"{directory}: no {WEIGHTS_NAME} yet (training saves it at the first validation)")
-    model = model_from_config(Path(directory) / CONFIG_NAME, config, lambda d: GPT(GPTConfig.from_dict(d)))
-    state = load_weights(directory)
-    check_weights(model, state, Path(directory) / WEIGHTS_NAME,
-                  optional=("lm_head.weight",) if model.config.tie_weights else ())
-    model.load_saved_state(state)
-    return model.to(device).eval(), config
+    return load_torch_model(directory, KIND, (FORMAT_VERSION,), lambda d: GPT(GPTConfig.from_dict(d)), device)
 
 
 @torch.no_grad()
@@ -254,14 +229,7 @@ def evaluate_windows(model: GPT, ids: torch.Tensor, block_size: int | None = Non
     return total / count, count
 
 
-def _gpt_codec(directory: Path, config: dict[str, Any], model: GPT) -> Any:
-    from dlnlp.tokenization.text_codec import load_codec
-
-    # HF imports carry no 'level': their tokenizer file, or plain ids without one
-    return load_codec(directory, config, model.config.vocab_size, guess=True)
-
-
-register(Family(KIND, load_gpt, (FORMAT_VERSION,), GPTConfig, GPT, save_gpt, _gpt_codec,
+register(Family(KIND, load_gpt, (FORMAT_VERSION,), GPTConfig, GPT, save_gpt, saved_text_codec,
                 hf_converter="dlnlp.models.gpt_hf:import_hf_gpt2",
                 next_token="dlnlp.decoding.interface:GPTNextToken",
                 description="decoder-only transformer LM"))

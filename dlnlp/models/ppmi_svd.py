@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -32,12 +32,13 @@ from dlnlp.errors import DlnlpError, UsageError
 from dlnlp.io.corpus import CorpusOptions
 from dlnlp.kernels.cooccur import DEFAULT_MEMORY_BYTES, CooccurrenceCounter, CooccurrenceMatrix, encode_lines
 from dlnlp.models.vocab import Vocabulary
+from dlnlp.settings import DictConfig
 
 SVD_METHODS = ("randomized", "lanczos")
 
 
 @dataclass
-class PPMIConfig:
+class PPMIConfig(DictConfig):
     dim: int = 100
     cds: float = 0.75  # context-distribution smoothing exponent (1: none)
     shift: float = 1.0  # k in PMI - log k (1: no shift)
@@ -66,8 +67,6 @@ class PPMIConfig:
         check_int("--power-iterations", self.power_iterations, 0, 100)
         check_int("oversample", self.oversample, 0, 2**31 - 1)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def pmi_values(rows: np.ndarray, cols: np.ndarray, counts: np.ndarray, vocab_size: int, *, cds: float = 0.75,

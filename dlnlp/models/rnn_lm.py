@@ -26,7 +26,7 @@ returns ``(loss, state)`` with targets (mean cross-entropy in nats per token) an
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -39,13 +39,14 @@ from dlnlp.kernels.recurrent import CELLS, RecurrentStack
 from dlnlp.kernels.transformer import dropout_layer
 from dlnlp.models.features import Features, Layers, layer_indices
 from dlnlp.models.registry import Family, register
+from dlnlp.settings import DictConfig
 
 KIND = "rnn_lm"
 ALL_CELLS = (*CELLS, "ffnn")
 
 
 @dataclass
-class RNNLMConfig:
+class RNNLMConfig(DictConfig):
     vocab_size: int
     cell: str = "lstm"              # rnn | gru | lstm | ffnn
     embed: int = 64
@@ -74,13 +75,7 @@ class RNNLMConfig:
             if value is not None and not 0 <= value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1), got {value}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RNNLMConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 class _LMBase(nn.Module):

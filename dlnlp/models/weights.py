@@ -1,4 +1,5 @@
-"""Checking saved weights against the model a config.json describes, before loading them.
+"""Saving and loading torch models' weights: checked against the model config.json describes, tied
+matrices stored once.
 
 ``torch.nn.Module.load_state_dict`` reports a mismatch as a multi-line ``RuntimeError`` whose first
 line ("Error(s) in loading state_dict for GPT:") says nothing; :func:`check_weights` says which
@@ -58,3 +59,50 @@ def model_from_config(config_path: Any, config: dict[str, Any], build: Any) -> A
         return build(section)
     except (TypeError, ValueError, OverflowError) as exc:
         raise ModelDirError(f"{config_path}: invalid 'model' settings ({str(exc).splitlines()[0]})") from None
+
+
+class TiedWeights:
+    """A module whose tied matrices (an output layer sharing the input embedding) are saved once.
+
+    ``tied_weights()`` names the parameters that are views of another one; ``state_dict_for_save``
+    leaves them out and ``load_saved_state`` accepts their absence (strict about everything else).
+    """
+
+    def tied_weights(self) -> tuple[str, ...]:
+        return ()
+
+    def state_dict_for_save(self) -> dict[str, Any]:
+        state = self.state_dict()
+        for name in self.tied_weights():
+            state.pop(name, None)
+        return state
+
+    def load_saved_state(self, state: Mapping[str, Any]) -> None:
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        missing = [k for k in missing if k not in self.tied_weights()]
+        if missing or unexpected:
+            raise KeyError(f"weights do not match the model: missing {missing}, unexpected {unexpected}")
+
+
+def load_torch_model(directory: str | Path, kind: str, versions: tuple[int, ...], build: Any,
+                     device: Any = "cpu") -> tuple[Any, dict[str, Any]]:
+    """(model in eval mode on ``device``, config.json) of a model directory of ``kind``: ``build(config["model"])``
+    with the saved weights, every mismatch a one-line ModelDirError naming the file."""
+    from dlnlp.io.modeldir import CONFIG_NAME, WEIGHTS_NAME, load_weights, read_config
+
+    config = read_config(directory, kind, versions)
+    if not (Path(directory) / WEIGHTS_NAME).is_file():
+        raise ModelDirError(f"{directory}: no {WEIGHTS_NAME} yet (training saves it at the first validation)")
+    model = model_from_config(Path(directory) / CONFIG_NAME, config, build)
+    state = load_weights(directory)
+    check_weights(model, state, Path(directory) / WEIGHTS_NAME, optional=model.tied_weights())
+    model.load_saved_state(state)
+    return model.to(device).eval(), config
+
+
+def saved_text_codec(directory: Path, config: dict[str, Any], model: Any) -> Any:
+    """The codec config.json's ``level`` names; without one (an HF import) the directory's tokenizer
+    file, or plain ids."""
+    from dlnlp.tokenization.text_codec import load_codec
+
+    return load_codec(directory, config, model.config.vocab_size, guess=True)

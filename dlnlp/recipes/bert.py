@@ -14,7 +14,7 @@ import functools
 import math
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from dlnlp.models.bert import IGNORE_INDEX, KIND, Bert, BertConfig, bert_config_
 from dlnlp.models.registry import load_model
 from dlnlp.progress import log
 from dlnlp.recipes.lm import checked, new_lm_run, parameter_count, resumed_lm_run, run_summary
+from dlnlp.settings import DictConfig
 from dlnlp.training.bert_data import (
     NEXT_SENTENCE,
     BertData,
@@ -43,7 +44,7 @@ EVAL_SEED = 0  # the masking seed of validation during training and of `bert eva
 
 
 @dataclass
-class PretrainSettings:
+class PretrainSettings(DictConfig):
     """How sequences are built and masked; saved under ``"pretrain"`` in config.json."""
 
     batch_size: int = 32
@@ -64,13 +65,7 @@ class PretrainSettings:
         if not 0 <= self.short_seq_prob <= 1:
             raise OptionError(f"--short-seq-prob must be in [0, 1], got {self.short_seq_prob}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PretrainSettings:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def start_bert_pretraining(

@@ -40,6 +40,7 @@ from dlnlp.tokenization.ids import MAX_VOCAB_SIZE
 if TYPE_CHECKING:
     from dlnlp.io.corpus import CorpusOptions
 
+WORDPIECE_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # BERT's, in its vocabulary's order
 MODELS = ("bpe", "bytelevel-bpe", "char-bpe", "wordpiece", "unigram")
 ENGINES = ("hf", "sentencepiece")
 NORMALIZATIONS = ("none", "nfc", "nfd", "nfkc", "nfkd")
@@ -47,7 +48,7 @@ NORMALIZATIONS = ("none", "nfc", "nfd", "nfkc", "nfkd")
 DEFAULT_SPECIAL_TOKENS = {
     "bpe": ["<|endoftext|>"],
     "char-bpe": ["<unk>", "<pad>", "<s>", "</s>"],
-    "wordpiece": ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+    "wordpiece": list(WORDPIECE_SPECIALS),
     "unigram": ["<unk>", "<pad>", "<s>", "</s>"],
 }
 UNK_TOKEN = {"char-bpe": "<unk>", "wordpiece": "[UNK]", "unigram": "<unk>"}

@@ -50,11 +50,10 @@ import torch
 
 from dlnlp.errors import InputError, OptionError, UsageError
 from dlnlp.io.corpus import CorpusOptions, describe_inputs, iter_line_blocks
+from dlnlp.models.bert import IGNORE_INDEX, SPECIAL_TOKENS
 from dlnlp.training.data import DATA_DIR, META_NAME, TokenWriter, dtype_for, open_tokens
 
 NEXT_SENTENCE = ("nsp", "sop", "none")
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-IGNORE_INDEX = -100  # cross_entropy's, and the trainer's TrainConfig.ignore_index
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _MASK_STREAM, _PAIR_STREAM, _EVAL_STREAM = 1, 2, 3  # separate random streams drawn from one seed
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dlnlp.errors import UsageError
+from dlnlp.settings import DictConfig
 
 OPTIMIZERS = ("adamw", "sgd")
 BEST_MODES = ("min", "max")
@@ -14,7 +15,7 @@ SCHEDULES = ("constant", "linear", "cosine")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(DictConfig):
     """How to train; the model and data are given to :class:`~dlnlp.training.Trainer` separately.
 
     Stopping: at least one of ``max_steps`` (optimizer steps), ``epochs`` (passes over the training
@@ -124,17 +125,15 @@ class TrainConfig:
             raise ValueError(f"eps must be > 0, got {self.eps}")
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        data = super().to_dict()
         data["betas"] = list(self.betas)
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        if "betas" in values:
-            values["betas"] = tuple(values["betas"])
-        return cls(**values)
+        config = super().from_dict(data)
+        config.betas = tuple(config.betas)
+        return config
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
