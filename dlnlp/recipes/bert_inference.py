@@ -88,7 +88,7 @@ def encode_texts(bert: BertText, texts: Sequence[str], max_len: int) -> list[lis
     return [[bert.cls_id, *ids[: max_len - 2], bert.sep_id] for ids in bert.tokenizer.encode_batch(list(texts))]
 
 
-def _sorted_batches(rows: list[list[int]], batch_size: int) -> Iterator[list[int]]:
+def length_sorted_batches(rows: list[list[int]], batch_size: int) -> Iterator[list[int]]:
     """Indices of ``rows`` in batches of similar length (longest first)."""
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
     for start in range(0, len(order), batch_size):
@@ -134,7 +134,7 @@ def embed_lines(bert: BertText, lines: Iterable[str], *, pool: str = "mean", lay
     for chunk in _chunks(lines, batch_size * CHUNK_BATCHES):
         rows = encode_texts(bert, chunk, max_len)
         out = np.empty((len(rows), bert.model.config.dim), dtype=np.float32)
-        for batch in _sorted_batches(rows, batch_size):
+        for batch in length_sorted_batches(rows, batch_size):
             ids, mask = pad_batch([rows[i] for i in batch], bert.pad_id, bert.device)
             hidden = bert.model.features(ids, None, mask, layers=[index]).hidden_states[0]
             vectors = pool_hidden(hidden.float(), mask, POOLS[pool])
