@@ -160,8 +160,8 @@ def bench_pretrain(steps: int, chunk: int) -> dict:
 
 
 def _mr_sentences(limit: int) -> list[str]:
-    lines = (SHARED / "corpora" / "mr" / "dev.tsv").read_text(encoding="utf-8").splitlines()[1:]
-    return [line.split("\t")[-1] if "\t" in line else line for line in lines][:limit]
+    lines = (SHARED / "corpora" / "mr" / "dev.tsv").read_text(encoding="utf-8").splitlines()[1:]  # text<TAB>label
+    return [line.split("\t")[0] for line in lines][:limit]
 
 
 def bench_embed(reps: int, batch_size: int, limit: int) -> dict:
