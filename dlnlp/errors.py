@@ -27,3 +27,17 @@ class UsageError(OptionError, InputError):
     """A value that is not one of an option's choices (``--cell transformer``): the CLI exits with 2, the
     usage-error code, as for an unknown option. Also an InputError and a ValueError, the classes these
     checks raised before, so library callers catch it as they did."""
+
+
+def checked(config: object) -> None:
+    """Run a config's ``validate()`` if it has one; its ValueError becomes a one-line user error (a
+    DlnlpError, a UsageError among them, passes as it is)."""
+    validate = getattr(config, "validate", None)
+    if validate is None:
+        return
+    try:
+        validate()
+    except DlnlpError:
+        raise
+    except ValueError as exc:
+        raise DlnlpError(str(exc)) from None

@@ -106,18 +106,13 @@ def generate(
     from dlnlp.cli.options import prompt_option
     from dlnlp.decoding import DecodeConfig
     from dlnlp.decoding.text import TextGenerator
-    from dlnlp.errors import DlnlpError
+    from dlnlp.errors import DlnlpError, checked
 
     config = DecodeConfig(strategy=strategy, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
                           num_beams=num_beams, num_return=num_return, length_penalty=length_penalty,
                           length_norm=length_norm, temperature=temperature, top_k=top_k, top_p=top_p,
                           no_repeat_ngram=no_repeat_ngram)
-    try:
-        config.validate()
-    except DlnlpError:  # already one line (a UsageError keeps its exit code)
-        raise
-    except ValueError as exc:
-        raise DlnlpError(str(exc)) from None
+    checked(config)
     if batch_size < 1:
         raise DlnlpError(f"--batch-size must be >= 1, got {batch_size}")
     prompt, _ = prompt_option(prompt, prime)

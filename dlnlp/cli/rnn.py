@@ -143,17 +143,12 @@ def sample(
     from dlnlp.cli.options import prompt_option
     from dlnlp.decoding import DecodeConfig
     from dlnlp.decoding.text import TextGenerator
-    from dlnlp.errors import DlnlpError
+    from dlnlp.errors import DlnlpError, checked
     from dlnlp.models.rnn_lm import KIND
 
     config = DecodeConfig(strategy="sample", max_new_tokens=max(length, 1), temperature=temperature, top_k=top_k,
                           top_p=top_p)
-    try:
-        config.validate()
-    except DlnlpError:  # already one line (a UsageError keeps its exit code)
-        raise
-    except ValueError as exc:
-        raise DlnlpError(str(exc)) from None
+    checked(config)
     if length < 0:
         raise DlnlpError(f"--length must be >= 0, got {length}")
     text, option = prompt_option(prompt, prime, default="")

@@ -21,13 +21,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from dlnlp.errors import DlnlpError, ModelDirError, OptionError, UsageError
+from dlnlp.errors import DlnlpError, ModelDirError, OptionError, UsageError, checked
 from dlnlp.io.corpus import CorpusOptions
 from dlnlp.kernels.device import resolve_device, seed_everything
 from dlnlp.models.bert import IGNORE_INDEX, KIND, Bert, BertConfig, bert_config_dict
 from dlnlp.models.registry import load_model
 from dlnlp.progress import log
-from dlnlp.recipes.lm import checked, new_lm_run, parameter_count, resumed_lm_run, run_summary
+from dlnlp.recipes.lm import new_lm_run, parameter_count, resumed_lm_run, run_summary
 from dlnlp.settings import DictConfig
 from dlnlp.training.bert_data import (
     NEXT_SENTENCE,

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from dlnlp.errors import DlnlpError, InputError, OptionError
+from dlnlp.errors import InputError, OptionError, checked
 from dlnlp.io.corpus import CorpusOptions, describe_inputs, iter_lines
 from dlnlp.io.modeldir import RunOutput, make_config, read_config, write_config
 from dlnlp.kernels.device import seed_everything
@@ -30,19 +30,6 @@ from dlnlp.training.checkpoint import read_checkpoint_meta
 from dlnlp.training.config import TrainConfig
 from dlnlp.training.data import LMData, load_lm_data, prepare_lm_data
 from dlnlp.training.trainer import Trainer, TrainResult
-
-
-def checked(config: Any) -> None:
-    """Run a config's ``validate()`` if it has one; its ValueError becomes a one-line user error."""
-    validate = getattr(config, "validate", None)
-    if validate is None:
-        return
-    try:
-        validate()
-    except DlnlpError:  # already one line (a UsageError keeps its exit code)
-        raise
-    except ValueError as exc:
-        raise DlnlpError(str(exc)) from None
 
 
 @dataclass

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dlnlp.errors import DlnlpError
+from dlnlp.errors import DlnlpError, checked
 from dlnlp.io.corpus import CorpusOptions, describe_inputs
 from dlnlp.io.vectors import KeyedVectors, write_vectors_output
 from dlnlp.models.ppmi_svd import PPMIConfig, ppmi_svd_vectors
@@ -27,12 +27,7 @@ def train_ppmi_svd(
     started = time.perf_counter()
     config = config or PPMIConfig()
     counting = counting or Counting(window=5, distance_weighting=False)
-    try:
-        config.validate()
-    except DlnlpError:  # already one line (a UsageError keeps its exit code)
-        raise
-    except ValueError as exc:
-        raise DlnlpError(str(exc)) from exc
+    checked(config)
     counting.check()
     fmt = prepare_output(out, fmt, force=force, inputs=inputs)
     vocab, matrix, stats = count_cooccurrences(inputs, counting, options, quiet=quiet)
