@@ -48,6 +48,7 @@ from dlnlp.io.corpus import (
     open_binary,
     resolve_inputs,
 )
+from dlnlp.tokenization.ids import is_int
 
 Field = Union[str, int]
 DOCSTART = "-DOCSTART-"
@@ -80,7 +81,7 @@ class LabelMap:
         unique = set(labels)
         if not unique:
             raise InputError("no labels: a classifier needs at least one labeled example")
-        numeric = all(_is_int(label) for label in unique)
+        numeric = all(is_int(label) for label in unique)
         self.labels: tuple[str, ...] = tuple(sorted(unique, key=(lambda s: (int(s), s)) if numeric else None))
         self._ids = {label: i for i, label in enumerate(self.labels)}
 
@@ -122,14 +123,6 @@ class LabelMap:
     def to_list(self) -> list[str]:
         """The labels in id order, for a model's config.json (``LabelMap(saved)`` rebuilds the map)."""
         return list(self.labels)
-
-
-def _is_int(text: str) -> bool:
-    try:
-        int(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _column(value: Field | None) -> int | None:

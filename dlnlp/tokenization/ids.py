@@ -33,13 +33,14 @@ def parse_id_line(line: str, *, where: str = "<ids>", line_number: int | None = 
         return [int(field) for field in line.split()]
     except ValueError:
         place = f"{where}:{line_number}" if line_number is not None else where
-        bad = next(f for f in line.split() if not _is_int(f))
+        bad = next(f for f in line.split() if not is_int(f))
         raise InputError(
             f"{place}: not a line of token ids ({bad[:20]!r}); expected integers separated by spaces"
         ) from None
 
 
-def _is_int(text: str) -> bool:
+def is_int(text: str) -> bool:
+    """Whether ``int(text)`` parses."""
     try:
         int(text)
     except ValueError:
