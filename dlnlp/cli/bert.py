@@ -27,6 +27,7 @@ from dlnlp.cli.options import (
     TextField,
     corpus_options,
     print_json,
+    run_conversion,
 )
 
 app = typer.Typer(help="BERT encoders: pretrain and evaluate, import/export HF checkpoints, fill-mask, sentence "
@@ -56,13 +57,9 @@ def import_hf(
 
     Example: dlnlp bert import ./all-MiniLM-L6-v2 --out minilm
     """
-    from dlnlp.io.atomic import check_can_write
     from dlnlp.models.bert_hf import import_hf_bert
 
-    check_can_write(out, force, inputs=[hf_dir], directory=True)
-    path = import_hf_bert(hf_dir, out, force=force)
-    if json:
-        print_json({"out": str(path)})
+    run_conversion(import_hf_bert, hf_dir, out, force=force, json=json)
 
 
 @app.command("export")
@@ -78,14 +75,10 @@ def export_hf(
 
     Example: dlnlp bert export my-bert ./my-bert-hf
     """
-    from dlnlp.io.atomic import check_can_write
     from dlnlp.models.bert_hf import export_hf_bert
     from dlnlp.progress import warn
 
-    check_can_write(hf_dir, force, inputs=[model_dir], directory=True)
-    path = export_hf_bert(model_dir, hf_dir, force=force, warn=warn)
-    if json:
-        print_json({"out": str(path)})
+    run_conversion(export_hf_bert, model_dir, hf_dir, force=force, json=json, warn=warn)
 
 
 @app.command("fill-mask")

@@ -28,6 +28,7 @@ from dlnlp.cli.options import (
     TrainingOptions,
     corpus_options,
     print_json,
+    run_conversion,
     training_options,
 )
 
@@ -141,13 +142,9 @@ def import_hf(
 
     Example: dlnlp gpt import ./gpt2-small-hf --out gpt2-dlnlp
     """
-    from dlnlp.io.atomic import check_can_write
     from dlnlp.models.gpt_hf import import_hf_gpt2
 
-    check_can_write(out, force, inputs=[hf_dir], directory=True)
-    path = import_hf_gpt2(hf_dir, out, force=force)
-    if json:
-        print_json({"out": str(path)})
+    run_conversion(import_hf_gpt2, hf_dir, out, force=force, json=json)
 
 
 @app.command("export")
@@ -162,11 +159,7 @@ def export_hf(
 
     Example: dlnlp gpt export shakes-gpt ./shakes-hf
     """
-    from dlnlp.io.atomic import check_can_write
     from dlnlp.models.gpt_hf import export_hf_gpt2
     from dlnlp.progress import warn
 
-    check_can_write(hf_dir, force, inputs=[model_dir], directory=True)
-    path = export_hf_gpt2(model_dir, hf_dir, force=force, warn=warn)
-    if json:
-        print_json({"out": str(path)})
+    run_conversion(export_hf_gpt2, model_dir, hf_dir, force=force, json=json, warn=warn)

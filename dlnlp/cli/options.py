@@ -312,6 +312,18 @@ def print_json(result: Any) -> None:
     sys.stdout.flush()
 
 
+def run_conversion(convert: Callable[..., Path], source: Path, out: Path, *, force: bool, json: bool,
+                   **kwargs: Any) -> None:
+    """``import``/``export`` commands: refuse an existing ``out`` before any work, ``convert(source, out)``,
+    and with --json print where it went."""
+    from dlnlp.io.atomic import check_can_write
+
+    check_can_write(out, force, inputs=[source], directory=True)
+    path = convert(source, out, force=force, **kwargs)
+    if json:
+        print_json({"out": str(path)})
+
+
 def checked_utf8(text: str, where: str) -> str:
     """``text`` unchanged, or an InputError when it holds bytes that were not UTF-8.
 
