@@ -176,6 +176,8 @@ WORD2VEC = ["--dim", "8", "--epochs", "1", "--min-count", "1", "--workers", "1",
 GLOVE = ["--dim", "8", "--epochs", "1", "--min-count", "1", "--window", "3", "--workers", "1", "--device", "cpu",
          "-q"]
 PPMI = ["--dim", "4", "--min-count", "1", "--window", "2", "-q"]
+BERT = ["--layers", "1", "--heads", "2", "--dim", "8", "--intermediate", "16", "--max-len", "16", "--batch-size", "2",
+        "--max-steps", "1", "--warmup", "0", "--eval-interval", "0", "--device", "cpu", "-q"]
 
 
 def _run_ok(*args, input=None):
@@ -191,7 +193,8 @@ def art(tmp_path_factory) -> dict[str, Path]:
     a = {"root": root, "corpus": root / "corpus.txt", "tok": root / "tok.json", "ids": root / "corpus.ids",
          "ngram": root / "ngram", "arpa": root / "ngram.arpa", "rnn": root / "rnn", "gpt": root / "gpt",
          "hf": root / "hf", "vec": root / "vec.txt", "glove": root / "glove.txt", "ppmi": root / "ppmi.txt",
-         "plot": root / "plot.png", "val": root / "val.txt", "sim": root / "sim.tsv"}
+         "plot": root / "plot.png", "val": root / "val.txt", "sim": root / "sim.tsv", "wp": root / "wp.json",
+         "bert": root / "bert"}
     a["sim"].write_text("cat\tdog\t7.5\ncow\thorse\t6.0\nred\tblue\t5.0\n")
     a["corpus"].write_text(CORPUS)
     a["val"].write_text("".join(CORPUS.splitlines(keepends=True)[:20]))
@@ -206,6 +209,8 @@ def art(tmp_path_factory) -> dict[str, Path]:
     _run_ok("glove", "train", a["corpus"], *GLOVE, "--out", a["glove"])
     _run_ok("vectors", "ppmi-svd", a["corpus"], *PPMI, "--out", a["ppmi"])
     _run_ok("vectors", "plot", a["vec"], "cat", "dog", "cow", "--out", a["plot"])
+    _run_ok("tokenize", "train", a["corpus"], "--model", "wordpiece", *TOKENIZE, "--out", a["wp"])
+    _run_ok("bert", "pretrain", a["corpus"], *BERT, "-t", a["wp"], "--out", a["bert"])
     return a
 
 
@@ -238,6 +243,10 @@ TEXT_COMMANDS = {
     "glove-train": (lambda a, i, o: ["glove", "train", i, *GLOVE, "--out", o], "glove", "train", "corpus"),
     "vectors-ppmi-svd": (lambda a, i, o: ["vectors", "ppmi-svd", i, *PPMI, "--out", o], "ppmi", "train",
                          "corpus"),
+    "bert-pretrain": (lambda a, i, o: ["bert", "pretrain", i, *BERT, "-t", a["wp"], "--val", a["val"], "--out", o],
+                      "bert", "train", "corpus"),
+    "bert-eval": (lambda a, i, o: ["bert", "eval", a["bert"], i, "--device", "cpu", "--json"], None, "eval",
+                  "corpus"),
 }
 
 TEXT_KINDS = ["missing", "directory", "empty", "blank", "binary", "invalid-utf8", "crlf", "gz-truncated",
@@ -357,10 +366,13 @@ MODEL_COMMANDS = {
     "vectors-convert": (lambda a, m, o: ["vectors", "convert", m, "--to", "word2vec-binary", "--out", o / "v.bin"],
                         "vec"),
     "vectors-plot": (lambda a, m, o: ["vectors", "plot", m, "cat", "dog", "cow", "--out", o / "p.png"], "vec"),
+    "bert-eval": (lambda a, m, o: ["bert", "eval", m, a["val"], "--device", "cpu"], "bert"),
+    "bert-embed": (lambda a, m, o: ["bert", "embed", m, a["val"], "--device", "cpu", "--out", o / "v.npy"], "bert"),
+    "bert-export": (lambda a, m, o: ["bert", "export", m, o / "hf"], "bert"),
 }
 # The same artifact of another family, for "wrong-kind".
 OTHER_KIND = {"tok": "arpa", "ngram": "rnn", "arpa": "tok", "rnn": "ngram", "gpt": "rnn", "hf": "rnn",
-              "vec": "rnn"}
+              "vec": "rnn", "bert": "gpt"}
 MODEL_KINDS = ["missing", "empty", "binary", "truncated", "text", "wrong-kind"]
 
 
@@ -439,6 +451,8 @@ OUTPUT_COMMANDS = {
     "vectors-ppmi-svd": (lambda a, i, o: ["vectors", "ppmi-svd", i, *PPMI, "--out", o], "corpus"),
     "vectors-convert": (lambda a, i, o: ["vectors", "convert", i, "--to", "dlnlp", "--out", o], "vec"),
     "vectors-plot": (lambda a, i, o: ["vectors", "plot", i, "cat", "dog", "--out", o], "vec"),
+    "bert-pretrain": (lambda a, i, o: ["bert", "pretrain", i, *BERT, "-t", a["wp"], "--out", o], "corpus"),
+    "bert-export": (lambda a, i, o: ["bert", "export", i, o], "bert"),
 }
 OUTPUT_KINDS = ["out-dot", "out-parent", "out-input", "out-foreign-dir"]
 
