@@ -24,10 +24,17 @@ import torch.nn.functional as F
 from dlnlp.errors import DlnlpError, ModelDirError, OptionError, UsageError, checked
 from dlnlp.io.corpus import CorpusOptions
 from dlnlp.kernels.device import resolve_device, seed_everything
+from dlnlp.kernels.memory import check_width
 from dlnlp.models.bert import IGNORE_INDEX, KIND, Bert, BertConfig, bert_config_dict
 from dlnlp.models.registry import load_model
 from dlnlp.progress import log
-from dlnlp.recipes.lm import new_lm_run, parameter_count, resumed_lm_run, run_summary
+from dlnlp.recipes.lm import (
+    check_transformer_memory,
+    new_lm_run,
+    parameter_count,
+    resumed_lm_run,
+    run_summary,
+)
 from dlnlp.settings import DictConfig
 from dlnlp.training.bert_data import (
     NEXT_SENTENCE,
@@ -84,11 +91,16 @@ def start_bert_pretraining(
     checked(train_config)
     model_config = BertConfig(vocab_size=1, nsp_head=settings.next_sentence != "none", **model_args)
     checked(model_config)
+    check_width("--dim", model_config.dim)
+    check_width("--intermediate", model_config.intermediate)
+    # Before reading the corpus: the parameters alone (the vocabulary is not known yet).
+    check_bert_memory(model_config, train_config)
 
     def make_run_config(run: Any) -> dict[str, Any]:
         model_config.vocab_size = run.data.vocab_size
         model_config.pad_id = run.data.specials.pad
         checked(model_config)
+        check_bert_memory(model_config, train_config, settings.batch_size)
         return bert_config_dict(model_config, level="tokenizer", pretrain=settings.to_dict(),
                                 train=train_config.to_dict(), data=run.data.meta)
 
@@ -108,7 +120,16 @@ def resume_bert_pretraining(out: str | Path, stops: dict[str, Any], *, quiet: bo
                         load_data=load_bert_data) as (output, config, train_config, data):
         model_config = BertConfig.from_dict(config["model"])
         settings = PretrainSettings.from_dict(config.get("pretrain", {}))
+        check_bert_memory(model_config, train_config, settings.batch_size)
         return _fit(model_config, train_config, settings, data, output, load_tokenizer(output.path), resume=True)
+
+
+def check_bert_memory(config: BertConfig, train_config: TrainConfig, batch_size: int | None = None) -> None:
+    """Fail before allocating when pretraining ``config`` clearly needs more memory than the device has
+    (with ``batch_size``, a batch of ``max_len`` sequences' activations too)."""
+    check_transformer_memory(train_config, "bert pretraining", vocab=config.vocab_size, dim=config.dim,
+                             layers=config.n_layer, positions=config.max_len, mlp_dim=config.intermediate,
+                             batch=batch_size, seq=config.max_len if batch_size else None)
 
 
 def pretraining_batches(corpus: Any, data: BertData, config: BertConfig, settings: PretrainSettings,

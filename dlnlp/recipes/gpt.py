@@ -13,11 +13,7 @@ from dlnlp.errors import DlnlpError, OptionError, UsageError
 from dlnlp.io.corpus import CorpusOptions
 from dlnlp.kernels.device import resolve_device
 from dlnlp.kernels.memory import (
-    activation_bytes,
-    check_training,
     check_width,
-    gpt_training_needs,
-    state_factor,
 )
 from dlnlp.kernels.transformer import ACTIVATIONS
 from dlnlp.models.gpt import FORMAT_VERSION, GPT, KIND, GPTConfig, evaluate_windows
@@ -25,6 +21,7 @@ from dlnlp.models.registry import load_model
 from dlnlp.recipes.lm import (
     LMRecipe,
     bits_per_char,
+    check_transformer_memory,
     read_eval_text,
     resume_lm_training,
     start_lm_training,
@@ -98,16 +95,11 @@ def check_gpt_memory(config: GPTConfig, train_config: TrainConfig, batch_size: i
     With ``batch_size`` and ``train_tokens`` the activations of a batch count too (windows are at
     most ``train_tokens - 1`` long, as :class:`RandomWindows` cuts them).
     """
-    device = resolve_device(train_config.device)
     seq = min(config.block_size, max(1, train_tokens - 1)) if train_tokens else None
-    needs = gpt_training_needs(config.vocab_size, config.n_embd, config.n_layer, config.block_size,
-                               mlp_dim=config.mlp_dim, tied=config.tie_weights,
-                               learned_positions=config.position == "learned", batch=batch_size, seq=seq,
-                               optimizer=train_config.optimizer, momentum=train_config.momentum,
-                               ema=bool(train_config.ema_decay),
-                               act_bytes=activation_bytes(device, train_config.precision))
-    check_training(needs, device, task="gpt training", copies=state_factor(
-        train_config.optimizer, momentum=train_config.momentum, ema=bool(train_config.ema_decay)))
+    check_transformer_memory(train_config, "gpt training", vocab=config.vocab_size, dim=config.n_embd,
+                             layers=config.n_layer, positions=config.block_size, mlp_dim=config.mlp_dim,
+                             tied=config.tie_weights, learned_positions=config.position == "learned",
+                             batch=batch_size, seq=seq)
 
 
 def _check_block_size(config: GPTConfig, data: LMData) -> None:

@@ -138,6 +138,25 @@ class LMRecipe:
     check_data: Callable[[Any, LMData], None] | None = None
 
 
+def check_transformer_memory(train_config: TrainConfig, task: str, *, vocab: int, dim: int, layers: int,
+                             positions: int, mlp_dim: int | None, tied: bool = True, learned_positions: bool = True,
+                             batch: int | None = None, seq: int | None = None) -> None:
+    """Fail before allocating when training a transformer (GPT, BERT: the same parameter and activation
+    shapes) clearly needs more memory than the device has; with ``batch`` and ``seq`` a batch's
+    activations count too."""
+    from dlnlp.kernels.device import resolve_device
+    from dlnlp.kernels.memory import activation_bytes, check_training, gpt_training_needs, state_factor
+
+    device = resolve_device(train_config.device)
+    ema = bool(train_config.ema_decay)
+    needs = gpt_training_needs(vocab, dim, layers, positions, mlp_dim=mlp_dim, tied=tied,
+                               learned_positions=learned_positions, batch=batch, seq=seq,
+                               optimizer=train_config.optimizer, momentum=train_config.momentum, ema=ema,
+                               act_bytes=activation_bytes(device, train_config.precision))
+    check_training(needs, device, task=task,
+                   copies=state_factor(train_config.optimizer, momentum=train_config.momentum, ema=ema))
+
+
 def parameter_count(model: Any) -> int:
     """The parameters a run reports: the model's own ``num_parameters()`` or every distinct parameter
     (tied weights once)."""

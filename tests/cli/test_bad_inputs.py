@@ -557,6 +557,10 @@ ABSURD = {
                                       "--out", o / "g.txt"], "--dim"),
     "vectors-ppmi-svd-dim": (lambda a, o: ["vectors", "ppmi-svd", a["corpus"], *PPMI, "--dim", "10000000",
                                            "--out", o / "p.txt"], "--dim"),
+    "bert-pretrain-dim": (lambda a, o: ["bert", "pretrain", a["corpus"], *BERT, "-t", a["wp"], "--dim", "10000000",
+                                        "--out", o / "bert"], "--dim"),
+    "bert-pretrain-layers": (lambda a, o: ["bert", "pretrain", a["corpus"], *BERT, "-t", a["wp"], "--dim", "8192",
+                                           "--layers", "48", "--out", o / "bert"], "--layers"),
 }
 
 
