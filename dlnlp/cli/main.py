@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     ("gpt", "dlnlp.cli.gpt"),
     ("bert", "dlnlp.cli.bert"),
     ("generate", "dlnlp.cli.generate"),
+    ("runs", "dlnlp.cli.runs"),
 ]
 
 def _new_app() -> typer.Typer:
