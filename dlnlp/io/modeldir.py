@@ -213,6 +213,12 @@ def load_weights(path: str | os.PathLike, device: str = "cpu", framework: str = 
         raise ModelDirError(f"{file}: cannot read weights ({exc})") from exc
 
 
+def metrics_text(records: Iterable[Mapping[str, Any]]) -> str:
+    """``metrics.jsonl`` content for records known at the end (word2vec and GloVe epochs), in the
+    trainer's line format (one sorted JSON object per line), for :func:`write_model_dir`'s files."""
+    return "".join(json.dumps(dict(record), sort_keys=True) + "\n" for record in records)
+
+
 class MetricsLog:
     """Appends one JSON object per line to ``metrics.jsonl``; each line is flushed as written."""
 

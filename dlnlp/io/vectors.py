@@ -192,13 +192,14 @@ def save_vectors(kv: KeyedVectors, path: str | os.PathLike, fmt: str = "word2vec
     return target
 
 
-def _save_model_dir(kv: KeyedVectors, target: Path, force: bool, **config: object) -> Path:
+def _save_model_dir(kv: KeyedVectors, target: Path, force: bool, files: dict[str, str] | None = None,
+                    **config: object) -> Path:
     from dlnlp.io.modeldir import make_config, write_model_dir
 
     counts = kv.counts if kv.counts is not None else np.zeros(len(kv), dtype=np.int64)
     vocab_text = "".join(f"{w}\t{int(c)}\n" for w, c in zip(kv.words, counts, strict=True))
     cfg = make_config(VECTORS_KIND, dim=kv.dim, vocab_size=len(kv), **config)
-    write_model_dir(target, cfg, {"vectors": kv.vectors}, {"vocab.txt": vocab_text}, force=force)
+    write_model_dir(target, cfg, {"vectors": kv.vectors}, {"vocab.txt": vocab_text, **(files or {})}, force=force)
     return target
 
 
@@ -224,12 +225,13 @@ def output_format(out: Path, fmt: str) -> str:
 
 
 def write_vectors_output(kv: KeyedVectors, out: str | os.PathLike, fmt: str, *, force: bool = False,
-                         config: dict | None = None) -> Path:
-    """Write a training command's vectors: a model directory (``config`` into config.json) or a vectors file."""
+                         config: dict | None = None, files: dict[str, str] | None = None) -> Path:
+    """Write a training command's vectors: a model directory (``config`` into config.json, ``files``
+    beside it, such as metrics.jsonl) or a vectors file."""
     if fmt == "dir":
         # dim and vocab_size come from the vectors themselves.
         extra = {k: v for k, v in (config or {}).items() if k not in ("dim", "vocab_size")}
-        return save_vectors_dir(kv, out, force=force, **extra)
+        return _save_model_dir(kv, Path(out), force, files=files, **extra)
     return save_vectors(kv, out, fmt=fmt, force=force)
 
 

@@ -29,9 +29,27 @@ typedef struct {
                                      when a dot product is NaN: the vectors diverged */
     uint64_t seed;
     int32_t n_threads;
+    double *loss;                 /* [epoch * n_threads + thread]: sum of -log sigmoid(+-f) over predictions;
+                                     NULL: not measured */
+    int64_t *loss_count;          /* [epoch * n_threads + thread]: predictions in that sum */
 } Params;
 
-typedef struct { const Params *p; int thread; int64_t line_begin, line_end; float *exp_table; } Job;
+typedef struct {
+    const Params *p; int thread; int64_t line_begin, line_end; float *exp_table; float *loss_table;
+} Job;
+
+/* The loss of one binary prediction, -log sigmoid(f) for label 1 and -log sigmoid(-f) for label 0
+   (gensim's compute_loss), from a table over the same grid as the sigmoid; past +-MAX_EXP it is
+   taken as 0 on the right side and |f| on the wrong side (-log sigmoid(-x) -> x). */
+static inline float logistic_loss(const float *loss_table, float f, float label) {
+    const float x = label > 0.5f ? f : -f;
+    if (x >= MAX_EXP) return 0.f;
+    if (x <= -MAX_EXP) return -x;
+    int i = (int)((x + MAX_EXP) * (EXP_TABLE_SIZE / MAX_EXP / 2));
+    if (i < 0) i = 0;
+    if (i > EXP_TABLE_SIZE) i = EXP_TABLE_SIZE;
+    return loss_table[i];
+}
 
 static inline uint64_t lcg(uint64_t *state) {
     uint64_t out = *state >> 16;
@@ -90,14 +108,16 @@ static inline void update_pair(float g, float *restrict v, float *restrict work,
 
 /* One prediction: hidden vector h (a context word's row for skip-gram, the averaged context
    for CBOW), target word w. Adds alpha * dL/dh into work; updates output rows in place. */
-static inline void train_target(const Params *p, const float *exp_table, const float *restrict h,
-                                float *restrict work, int32_t w, float alpha, uint64_t *state) {
+static inline void train_target(const Params *p, const float *exp_table, const float *loss_table,
+                                const float *restrict h, float *restrict work, int32_t w, float alpha,
+                                uint64_t *state, double *loss, int64_t *count) {
     const int n = p->dim;
     if (p->hs) {
         const int64_t off = p->code_offsets[w];
         for (int b = 0; b < p->code_lens[w]; b++) {
             float *restrict v = p->syn1 + (int64_t)p->points[off + b] * n;
             float f = dotf(h, v, n);
+            if (loss) { *loss += logistic_loss(loss_table, f, 1.f - (float)p->codes[off + b]); (*count)++; }
             if (!(f > -MAX_EXP && f < MAX_EXP)) {  /* outside the table (NaN included): skipped */
                 if (f != f) { diverged(p); return; }
                 continue;
@@ -119,6 +139,7 @@ static inline void train_target(const Params *p, const float *exp_table, const f
             }
             float *restrict v = p->syn1neg + (int64_t)target * n;
             float f = dotf(h, v, n);
+            if (loss) { *loss += logistic_loss(loss_table, f, label); (*count)++; }
             float g;
             if (f > -MAX_EXP && f < MAX_EXP) g = (label - table_sigmoid(exp_table, f)) * alpha;
             else if (f >= MAX_EXP) g = (label - 1.f) * alpha;
@@ -134,6 +155,12 @@ static void *run_thread(void *arg) {
     const Params *p = job->p;
     const int n = p->dim;
     const float *exp_table = job->exp_table;
+    const float *loss_table = job->loss_table;
+    const int nt = p->n_threads < 1 ? 1 : p->n_threads;
+    double epoch_loss = 0.0;
+    int64_t epoch_count = 0;
+    double *loss = p->loss ? &epoch_loss : NULL;
+    int epoch = 0;
     uint64_t state = (p->seed * 6364136223846793005ULL + 1442695040888963407ULL * (uint64_t)(job->thread + 1))
                      & 281474976710655ULL;
     int32_t *sentence = (int32_t *)malloc(sizeof(int32_t) * MAX_SENTENCE);
@@ -142,7 +169,7 @@ static void *run_thread(void *arg) {
     const double total = (double)p->epochs * (double)p->total_words + 1.0;
     float alpha = p->alpha;
     int64_t pending = 0;
-    for (int epoch = 0; epoch < p->epochs; epoch++) {
+    for (epoch = 0; epoch < p->epochs; epoch++) {
         for (int64_t line = job->line_begin; line < job->line_end; line++) {
             if (__atomic_load_n(&p->progress[1], __ATOMIC_RELAXED)) goto done;
             const int64_t begin = line == 0 ? 0 : p->line_ends[line - 1];
@@ -173,7 +200,8 @@ static void *run_thread(void *arg) {
                             if (j == i) continue;
                             float *restrict h = p->syn0 + (int64_t)sentence[j] * n;
                             memset(work, 0, sizeof(float) * n);
-                            train_target(p, exp_table, h, work, sentence[i], alpha, &state);
+                            train_target(p, exp_table, loss_table, h, work, sentence[i], alpha, &state,
+                                         loss, &epoch_count);
                             axpy(1.f, work, h, n);
                         }
                     } else {
@@ -188,7 +216,8 @@ static void *run_thread(void *arg) {
                         const float inv = 1.f / (float)count;
                         if (p->cbow_mean) for (int d = 0; d < n; d++) neu1[d] *= inv;
                         memset(work, 0, sizeof(float) * n);
-                        train_target(p, exp_table, neu1, work, sentence[i], alpha, &state);
+                        train_target(p, exp_table, loss_table, neu1, work, sentence[i], alpha, &state,
+                                     loss, &epoch_count);
                         if (!p->cbow_mean) for (int d = 0; d < n; d++) work[d] *= inv;
                         for (int j = lo; j < hi; j++) {
                             if (j == i) continue;
@@ -198,8 +227,18 @@ static void *run_thread(void *arg) {
                 }
             }
         }
+        if (p->loss) {  /* this thread's share of the epoch; each thread owns its slots */
+            p->loss[(int64_t)epoch * nt + job->thread] = epoch_loss;
+            p->loss_count[(int64_t)epoch * nt + job->thread] = epoch_count;
+            epoch_loss = 0.0;
+            epoch_count = 0;
+        }
     }
 done:
+    if (p->loss && epoch < p->epochs) {  /* stopped inside an epoch: what it did of it */
+        p->loss[(int64_t)epoch * nt + job->thread] = epoch_loss;
+        p->loss_count[(int64_t)epoch * nt + job->thread] = epoch_count;
+    }
     __atomic_add_fetch(&p->progress[0], pending, __ATOMIC_RELAXED);
     free(sentence); free(work); free(neu1);
     return NULL;
@@ -208,9 +247,11 @@ done:
 /* Train over the whole corpus; threads get contiguous ranges of lines of about equal size. */
 int w2v_train(const Params *p) {
     float *exp_table = (float *)malloc(sizeof(float) * (EXP_TABLE_SIZE + 1));
+    float *loss_table = (float *)malloc(sizeof(float) * (EXP_TABLE_SIZE + 1));
     for (int i = 0; i <= EXP_TABLE_SIZE; i++) {
         double e = exp((i / (double)EXP_TABLE_SIZE * 2 - 1) * MAX_EXP);
         exp_table[i] = (float)(e / (e + 1));
+        loss_table[i] = (float)log1p(1.0 / e);  /* -log sigmoid(x) = log(1 + e^-x) */
     }
     int nt = p->n_threads < 1 ? 1 : p->n_threads;
     pthread_t *threads = (pthread_t *)malloc(sizeof(pthread_t) * nt);
@@ -218,7 +259,7 @@ int w2v_train(const Params *p) {
     const int64_t total = p->n_lines ? p->line_ends[p->n_lines - 1] : 0;
     int64_t line = 0;
     for (int t = 0; t < nt; t++) {
-        jobs[t].p = p; jobs[t].thread = t; jobs[t].exp_table = exp_table;
+        jobs[t].p = p; jobs[t].thread = t; jobs[t].exp_table = exp_table; jobs[t].loss_table = loss_table;
         jobs[t].line_begin = line;
         const int64_t goal = total * (t + 1) / nt;
         while (line < p->n_lines && (t == nt - 1 || p->line_ends[line] <= goal)) line++;
@@ -235,7 +276,7 @@ int w2v_train(const Params *p) {
     }
     free(started);
     int rc = 0;
-    free(threads); free(jobs); free(exp_table);
+    free(threads); free(jobs); free(exp_table); free(loss_table);
     return rc;
 }
 

@@ -53,7 +53,7 @@ class Params(ctypes.Structure):
         ("code_lens", ctypes.c_void_p),
         ("alpha", ctypes.c_float), ("min_alpha", ctypes.c_float), ("epochs", ctypes.c_int32),
         ("total_words", ctypes.c_int64), ("progress", ctypes.c_void_p), ("seed", ctypes.c_uint64),
-        ("n_threads", ctypes.c_int32),
+        ("n_threads", ctypes.c_int32), ("loss", ctypes.c_void_p), ("loss_count", ctypes.c_void_p),
     ]
 
 
@@ -112,19 +112,27 @@ def train_native(*, corpus: np.ndarray, line_ends: np.ndarray, keep: np.ndarray 
                  syn1: np.ndarray | None, syn1neg: np.ndarray | None, window: int, negative: int, hs: bool,
                  sg: bool, cbow_mean: bool, alias: tuple[np.ndarray, np.ndarray] | None,
                  huffman: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None, alpha: float,
-                 min_alpha: float, epochs: int, seed: int, threads: int, progress: np.ndarray) -> None:
+                 min_alpha: float, epochs: int, seed: int, threads: int, progress: np.ndarray,
+                 loss: tuple[np.ndarray, np.ndarray] | None = None) -> None:
     """Run the C loop (blocking, GIL released).
 
     ``progress`` is an int64[3] array shared with the loop: ``[0]`` counts words done, setting
     ``[1] = 1`` stops it, and the loop sets ``[2] = 1`` (and stops) when a dot product is not finite,
-    i.e. the vectors diverged. The arguments are checked here, so the C code stays in bounds.
+    i.e. the vectors diverged. ``loss`` (float64 sums, int64 counts, each ``epochs * threads`` long)
+    receives each thread's sum of the logistic loss over its predictions, per epoch (slot
+    ``epoch * threads + thread``). The arguments are checked here, so the C code stays in bounds.
     """
     library = load_library()
     if library is None:
         raise RuntimeError(KERNEL.failure_reason or "native kernel unavailable")
     _check_arguments(corpus, line_ends, keep, syn0, syn1, syn1neg, window, negative, hs, alias, huffman, epochs,
                      threads, progress)
-    keepalive = [corpus, line_ends, keep, syn0, syn1, syn1neg, progress]
+    if loss is not None:
+        sums, counts = loss
+        if (sums.dtype != np.float64 or counts.dtype != np.int64 or not sums.flags["C_CONTIGUOUS"]
+                or not counts.flags["C_CONTIGUOUS"] or min(len(sums), len(counts)) < epochs * max(threads, 1)):
+            raise ValueError("loss must be float64 sums and int64 counts of epochs * threads each")
+    keepalive = [corpus, line_ends, keep, syn0, syn1, syn1neg, progress, loss]
     params = Params()
     params.corpus, params.line_ends, params.n_lines = _ptr(corpus), _ptr(line_ends), len(line_ends)
     params.keep = _ptr(keep)
@@ -143,6 +151,8 @@ def train_native(*, corpus: np.ndarray, line_ends: np.ndarray, keep: np.ndarray 
     params.progress = _ptr(progress)
     params.seed = seed & 0xFFFFFFFFFFFF
     params.n_threads = threads
+    if loss is not None:
+        params.loss, params.loss_count = _ptr(loss[0]), _ptr(loss[1])
     rc = library.w2v_train(ctypes.byref(params))
     del keepalive
     if rc:

@@ -220,14 +220,16 @@ class GloVe:
 
     def fit(self, rows: np.ndarray | torch.Tensor, cols: np.ndarray | torch.Tensor, values: np.ndarray | torch.Tensor,
             *, epochs: int | None = None, backend: str = "auto", threads: int = 0,
-            callback: Callable[[dict], None] | None = None, max_time: float | None = None) -> list[dict]:
+            callback: Callable[[dict], None] | None = None, max_time: float | None = None,
+            on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
         """Train on the non-zero entries (``rows``, ``cols``, ``values`` = X_ij); returns one record per epoch.
 
         Each epoch visits every entry once in a fresh random order (seeded). ``backend``: ``native``
         (glove.c's per-entry loop on ``threads`` lock-free CPU threads, 0: all cores), ``torch``
         (batched kernels on this model's device) or ``auto`` (native on a CPU when the C kernel
         builds and the optimizer is AdaGrad, else torch). ``callback`` gets ``{"epoch", "entries"}``
-        as entries are done; ``max_time`` stops cleanly after that many seconds.
+        as entries are done, ``on_epoch`` each epoch's record as it ends; ``max_time`` stops cleanly
+        after that many seconds.
         """
         cfg = self.config
         epochs = cfg.epochs if epochs is None else epochs
@@ -265,6 +267,8 @@ class GloVe:
             record = {"epoch": epoch + 1, "cost": total / max(done, 1), "entries": done,
                       "seconds": time.perf_counter() - epoch_start, "complete": done == n, "backend": backend}
             history.append(record)
+            if on_epoch is not None:
+                on_epoch(record)
             if done < n:
                 break
         return history

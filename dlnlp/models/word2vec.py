@@ -241,6 +241,9 @@ class Word2Vec:
         self.syn1 = np.zeros((max(len(vocab) - 1, 1), dim), dtype=np.float32) if config.use_hs else None
         self.huffman = build_huffman_tree(vocab.counts) if config.use_hs else None
         self.stats: dict[str, Any] = {}
+        # One record per epoch trained: {"epoch", "loss", "predictions"}; the loss is the mean over
+        # the epoch's predictions of -log sigmoid(+-v'.h) (gensim's compute_loss, as a mean).
+        self.history: list[dict[str, Any]] = []
 
     # -- training -----------------------------------------------------------------------------
     def train(self, corpus: np.ndarray, line_ends: np.ndarray, *, device: str = "auto", kernel: str = "auto",
@@ -322,6 +325,8 @@ class Word2Vec:
             huffman = (h.points, h.codes, h.offsets, h.lengths)
         progress = np.zeros(3, dtype=np.int64)  # words done, stop flag, diverged flag
         total = len(corpus) * cfg.epochs
+        threads = min(self.workers, max(1, len(line_ends)))
+        loss = (np.zeros(cfg.epochs * threads, dtype=np.float64), np.zeros(cfg.epochs * threads, dtype=np.int64))
         error: list[BaseException] = []
 
         def run() -> None:
@@ -331,7 +336,7 @@ class Word2Vec:
                     syn1neg=self.syn1neg, window=cfg.window, negative=cfg.negative if cfg.use_ns else 0,
                     hs=cfg.use_hs, sg=cfg.arch == "skipgram", cbow_mean=cfg.cbow_mean, alias=alias,
                     huffman=huffman, alpha=cfg.lr, min_alpha=cfg.min_lr, epochs=cfg.epochs, seed=cfg.seed,
-                    threads=min(self.workers, max(1, len(line_ends))), progress=progress)
+                    threads=threads, progress=progress, loss=loss)
             except BaseException as exc:  # re-raised in the caller's thread
                 error.append(exc)
 
@@ -353,7 +358,13 @@ class Word2Vec:
         if progress[2]:  # a dot product overflowed: the loop stopped all threads
             self.check_finite(int(progress[0]), total)
             raise VectorsDiverged(_diverged_message(None, len(self.vocab), cfg.lr, int(progress[0]), total))
+        sums, counts = (a.reshape(cfg.epochs, threads).sum(axis=1) for a in loss)
+        self._record_losses(sums.tolist(), counts.tolist())
         return int(progress[0])
+
+    def _record_losses(self, sums: list[float], counts: list[int]) -> None:
+        self.history = [{"epoch": e + 1, "loss": s / n, "predictions": int(n)}
+                        for e, (s, n) in enumerate(zip(sums, counts, strict=True)) if n]
 
     def _train_torch(self, corpus: np.ndarray, line_ends: np.ndarray, device_name: str,
                      on_progress: Callable[[int, int], None] | None, stop: threading.Event | None) -> int:
@@ -427,14 +438,23 @@ class Word2Vec:
         total = len(ids) * cfg.epochs
         done = 0
         last_report = time.perf_counter()
+        sums: list[Any] = []  # per epoch, kept on the device until the end (no sync per batch)
+        counts: list[Any] = []
+
+        def finish(result: int) -> int:
+            self._record_losses([float(x) for x in sums], [int(x) for x in counts])
+            return result
+
         for epoch in range(cfg.epochs):
+            sums.append(torch.zeros((), dtype=torch.float64, device=device))
+            counts.append(torch.zeros((), dtype=torch.float64, device=device))
             kept_mask = torch.rand(len(ids), device=device, generator=generator) < keep_prob[ids]
             kept, kept_sentence = ids[kept_mask], sentence[kept_mask]
             n = len(kept)
             raw_per_kept = len(ids) / max(n, 1)
             for begin in range(0, n, batch):
                 if stop is not None and stop.is_set():
-                    return done
+                    return finish(done)
                 pos = torch.arange(begin, min(begin + batch, n), device=device)
                 progress = (epoch * len(ids) + begin * raw_per_kept) / total
                 lr = cfg.lr - (cfg.lr - cfg.min_lr) * progress
@@ -458,10 +478,16 @@ class Word2Vec:
                 if sampler is not None:
                     negatives = sampler.sample((len(targets), cfg.negative), generator)
                     index, labels, mask = K.negative_sampling_targets(targets, negatives)
-                    grad += K.sgd_step_logistic(syn1neg, h, index, labels, mask, lr)[1]
+                    loss, grad_h = K.sgd_step_logistic(syn1neg, h, index, labels, mask, lr)
+                    grad += grad_h
+                    sums[-1] += loss.detach()
+                    counts[-1] += mask.sum()
                 if huffman is not None:
                     index, labels, mask = K.hierarchical_softmax_targets(targets, points, codes, lengths)
-                    grad += K.sgd_step_logistic(syn1, h, index, labels, mask, lr, damp_duplicates=True)[1]
+                    loss, grad_h = K.sgd_step_logistic(syn1, h, index, labels, mask, lr, damp_duplicates=True)
+                    grad += grad_h
+                    sums[-1] += loss.detach()
+                    counts[-1] += mask.sum()
                 if cfg.arch == "skipgram":
                     K.sgd_rows(syn0, inputs, grad, lr)
                 else:
@@ -473,10 +499,10 @@ class Word2Vec:
                     last_report = time.perf_counter()
                     # Overflowed vectors only get worse: stop at once (the caller reports it).
                     if not bool(torch.isfinite(syn0).all()):
-                        return done
+                        return finish(done)
                     if on_progress is not None:
                         on_progress(done, total)
-        return total
+        return finish(total)
 
     # -- outputs ------------------------------------------------------------------------------
     def vectors(self, which: str = "input") -> np.ndarray:
@@ -499,7 +525,7 @@ class Word2Vec:
 
         ``dlnlp vectors`` reads it like any vectors file (the ``vectors`` tensor and vocab.txt).
         """
-        from dlnlp.io.modeldir import make_config, write_model_dir
+        from dlnlp.io.modeldir import METRICS_NAME, make_config, metrics_text, write_model_dir
 
         weights: dict[str, np.ndarray] = {"vectors": self.vectors(which)}
         if which != "input":
@@ -512,7 +538,10 @@ class Word2Vec:
         extra = cfg.pop("extra")
         config = make_config(KIND, **cfg, **extra, **(extra_config or {}), vectors=which, vocab_size=len(self.vocab),
                              corpus_tokens=self.vocab.total_tokens, stats=self.stats)
-        return write_model_dir(path, config, weights, {"vocab.txt": self.vocab.to_text()}, force=force)
+        files = {"vocab.txt": self.vocab.to_text()}
+        if self.history:  # the loss per epoch, in the trainer's format (`dlnlp runs show` reads it)
+            files[METRICS_NAME] = metrics_text({"step": r["epoch"], **r} for r in self.history)
+        return write_model_dir(path, config, weights, files, force=force)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Word2Vec:

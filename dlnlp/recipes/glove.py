@@ -9,6 +9,7 @@ from typing import Any
 
 from dlnlp.errors import DlnlpError, UsageError
 from dlnlp.io.corpus import CorpusOptions, describe_inputs
+from dlnlp.io.modeldir import METRICS_NAME, metrics_text
 from dlnlp.io.vectors import KeyedVectors, write_vectors_output
 from dlnlp.kernels.device import resolve_device, seed_everything
 from dlnlp.kernels.memory import check_fits, check_width, vector_tables_needs
@@ -54,18 +55,22 @@ def train_glove(
             raise DlnlpError(f"--backend {backend}: {exc}") from exc
         train_started = time.perf_counter()
         with Progress("glove", total=matrix.nnz * config.epochs, unit="entries", quiet=quiet) as bar:
+
+            def epoch_done(record: dict) -> None:  # glove.c prints its cost per iteration as it goes
+                log(f"iter {record['epoch']:03d}: cost {record['cost']:.6f}", quiet=quiet)
+
             history = model.fit(matrix.rows, matrix.cols, matrix.values, backend=chosen, threads=workers,
-                                callback=lambda r: bar.update(r["entries"]), max_time=max_time)
+                                callback=lambda r: bar.update(r["entries"]), max_time=max_time,
+                                on_epoch=epoch_done)
     finally:
         matrix.close()
     train_seconds = time.perf_counter() - train_started
-    for record in history:
-        log(f"iter {record['epoch']:03d}: cost {record['cost']:.6f}", quiet=quiet)
     kv = KeyedVectors(vocab.words, model.vectors(), vocab.counts)
     write_vectors_output(kv, out, fmt, force=force,
                          config={"model": "glove", "corpus": describe_inputs(inputs), "window": counting.window,
                                  "min_count": counting.min_count, "symmetric": counting.symmetric,
-                                 **config.to_dict()})
+                                 **config.to_dict()},
+                         files={METRICS_NAME: metrics_text(_metrics(history))})
     entries = sum(r["entries"] for r in history)
     result = {
         "out": str(out), "format": fmt, "vocab_size": len(vocab), "corpus_tokens": stats["corpus_tokens"],
@@ -78,3 +83,9 @@ def train_glove(
     log(f"trained {result['epochs_completed']} iterations on {chosen} in {train_seconds:.1f}s "
         f"({result['entries_per_second'] / 1e6:.2f}M entries/s); wrote {out}", quiet=quiet)
     return result
+
+
+def _metrics(history: list[dict]) -> list[dict]:
+    """metrics.jsonl records of the iterations, in the trainer's format (``loss`` is glove.c's cost)."""
+    return [{"step": r["epoch"], "epoch": r["epoch"], "loss": r["cost"], "entries": r["entries"],
+             "seconds": round(r["seconds"], 3), "complete": r["complete"]} for r in history]

@@ -150,3 +150,21 @@ def test_absurd_dimensions_fail_before_allocating(corpus, tmp_path, capsys, monk
     assert code == 1 and len(err.strip().splitlines()) == 1
     assert "--dim 10000000 exceeds the vocabulary size (" in err
     assert not (tmp_path / "g.txt").exists() and not (tmp_path / "p.txt").exists()
+
+
+def test_glove_prints_its_cost_per_iteration_and_records_it(corpus, tmp_path):
+    out = tmp_path / "run"
+    args = ["glove", "train", corpus, "--out", out, "--epochs", "5", "--dim", "8", "--window", "3",
+            "--min-count", "2", "--device", "cpu"]
+    code, _, err = run_main(*args)
+    assert code == 0, err
+    lines = err.splitlines()
+    iters = [i for i, line in enumerate(lines) if "iter " in line and "cost" in line]
+    assert len(iters) == 5 and iters[-1] < next(i for i, line in enumerate(lines) if "trained" in line)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
+    costs = [r["loss"] for r in records]
+    assert costs[-1] < costs[0]
+    assert [f"{c:.6f}" for c in costs] == [line.rsplit("cost ", 1)[1] for line in (lines[i] for i in iters)]
+    code, _, quiet_err = run_main(*args, "--quiet", "--force")
+    assert code == 0 and "iter " not in quiet_err

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_main
 
 TOPICS = [[f"a{i}" for i in range(10)], [f"b{i}" for i in range(10)]]
 FAST = ["--dim", "12", "--window", "3", "--epochs", "5", "--sample", "0", "--min-count", "2", "--workers", "1", "--quiet"]
@@ -139,3 +139,25 @@ def test_absurd_dimensions_fail_before_allocating(tmp_path, corpus_file):
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "--dim must be between 1 and 65536, got 100000000" in result.stderr
     assert not (tmp_path / "v.bin").exists()
+
+
+@pytest.mark.parametrize("kernel,loss", [("native", "ns"), ("native", "hs"), ("torch", "both")])
+def test_model_directory_records_the_loss_per_epoch(tmp_path, corpus_file, kernel, loss):
+    if kernel == "native":
+        from dlnlp.kernels import w2v_native
+
+        if w2v_native.load_library() is None:
+            pytest.skip("no C compiler for the native kernel")
+    out = tmp_path / "run"
+    code, _, err = run_main("word2vec", "train", corpus_file, "--kernel", kernel, "--loss", loss, "--epochs", "4",
+                            "--dim", "16", "--min-count", "1", "--workers", "1", "--device", "cpu", "--quiet",
+                            "--out", out)
+    assert code == 0, err
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4] and [r["step"] for r in records] == [1, 2, 3, 4]
+    losses = [r["loss"] for r in records]
+    assert all(0 < value < 5 for value in losses) and all(r["predictions"] > 0 for r in records)
+    # Two-topic text: the predictions get better over the epochs.
+    assert losses[-1] < losses[0]
+    shown = run_main("runs", "show", out, "--json")
+    assert json.loads(shown.stdout)["runs"][0]["train_loss"] == pytest.approx(losses[-1])
