@@ -213,6 +213,7 @@ def export(
     model_dir: ModelDir,
     arpa: Annotated[Path, typer.Argument(help="Output ARPA file (.gz/.bz2/.xz compress).", show_default=False)],
     force: Force = False,
+    quiet: Quiet = False,
 ) -> None:
     """Write the model as an ARPA file (log10 probabilities and backoffs) that KenLM and SRILM load.
 
@@ -230,7 +231,7 @@ def export(
     if not model.normalized:
         warn(f"{model_dir} is a {model.smoothing} model: its scores are not probabilities (they do not sum to "
              "one), so tools that read the ARPA file as a language model compute no true perplexity")
-    write_arpa(model, arpa, force=force)
+    write_arpa(model, arpa, force=force, quiet=quiet)
 
 
 @app.command("import")
@@ -238,6 +239,7 @@ def import_arpa(
     arpa: Annotated[Path, typer.Argument(help="ARPA file (plain, .gz, .bz2 or .xz).", show_default=False)],
     out: OutDir = ...,
     force: Force = False,
+    quiet: Quiet = False,
 ) -> None:
     """Read an ARPA file (e.g. from KenLM's lmplz) into an n-gram model directory that scores identically.
 
@@ -248,5 +250,8 @@ def import_arpa(
     from dlnlp.progress import warn
 
     check_can_write(out, force, inputs=[arpa], directory=True)
-    model = load_arpa(arpa, warn=warn)
+    from dlnlp.progress import log
+
+    model = load_arpa(arpa, warn=warn, quiet=quiet)
     model.save(out, force=force)
+    log(f"wrote {out}: order {model.order}, {len(model.vocab)} words, {sum(model.counts())} n-grams", quiet=quiet)

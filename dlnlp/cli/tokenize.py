@@ -93,6 +93,8 @@ def train(
     force: Force = False,
     json_output: Json = False,
     quiet: Quiet = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show sentencepiece's own training log (silenced "
+                                          "by default; a progress line stands in for it).")] = False,
 ) -> None:
     """Train a tokenizer on a corpus, streamed in chunks; writes the engine's own file format.
 
@@ -112,6 +114,7 @@ def train(
         model=model, engine=engine, vocab_size=vocab_size, min_frequency=min_frequency,
         special_tokens=[] if no_special else special, normalize=normalize, lowercase=lowercase,
         character_coverage=character_coverage, byte_fallback=byte_fallback, threads=_set_workers(workers),
+        extra={"minloglevel": 0} if verbose and engine == "sentencepiece" else {},
     )
     check_can_write(out, force, inputs=inputs, directory=False)  # before the (long) training, not after
     if spec.engine == "sentencepiece" and min_frequency != 2:
@@ -123,6 +126,7 @@ def train(
         inputs, spec, corpus_options(text_field, encoding_errors),
         on_start=lambda: log(f"training {spec.engine} {spec.model} (vocab {spec.vocab_size}) on "
                              f"{describe_inputs(inputs)}", quiet=quiet),
+        quiet=quiet or bool(spec.extra),  # sentencepiece's own log replaces the progress line
     )
     seconds = time.perf_counter() - start
     data = trained.data

@@ -56,21 +56,36 @@ def _fmt(values: np.ndarray) -> list[str]:
     return v.astype(np.dtypes.StringDType()).tolist()
 
 
-def write_arpa(model, path: str | os.PathLike, *, force: bool = False) -> None:
+# n-grams formatted and written per block: progress moves, and the text of one block is all that is
+# held at once beside the words of the order being written
+WRITE_BLOCK = 1 << 20
+READ_BLOCK = 1 << 24  # characters read per progress update
+# Smaller files and models take well under a second: no progress lines for them (a bad small file
+# then fails with its one error line only).
+PROGRESS_MIN_BYTES = 1 << 22
+PROGRESS_MIN_NGRAMS = 100_000
+
+
+def write_arpa(model, path: str | os.PathLike, *, force: bool = False, quiet: bool = True) -> None:
     """Write an n-gram model as ARPA (atomically; compressed by suffix). ``model`` is anything with the
     trie of :class:`~dlnlp.models.ngram.NgramModel`: ``vocab``, ``order``, ``keys``, ``logp``, ``logbo``,
-    ``counts()``, ``smoothing`` and ``normalized``."""
+    ``counts()``, ``smoothing`` and ``normalized``. Progress (n-grams written) goes to stderr unless
+    ``quiet``."""
     from dlnlp.io.atomic import atomic_open
+    from dlnlp.progress import Progress
     vocab = np.array(model.vocab, dtype=object)
     target = Path(path)
     opener = _OPENERS.get(target.suffix)
-    with atomic_open(target, "wb", force=force) as raw:
+    counts = list(model.counts())
+    quiet = quiet or sum(counts) < PROGRESS_MIN_NGRAMS
+    with (atomic_open(target, "wb", force=force) as raw,
+          Progress("writing ARPA", total=sum(counts), unit="n-grams", quiet=quiet) as progress):
         # A compressor over the temporary file does not close it; TextIOWrapper is detached instead.
         out = opener(raw, "wt", encoding="utf-8") if opener else io.TextIOWrapper(raw, encoding="utf-8")
         out.write(f"# dlnlp n-gram model, smoothing: {model.smoothing}"
                   f"{'' if model.normalized else ' (scores, not normalized)'}\n")
         out.write("\\data\\\n")
-        for n, count in enumerate(model.counts(), start=1):
+        for n, count in enumerate(counts, start=1):
             out.write(f"ngram {n}={count}\n")
         V = len(model.vocab)
         words = vocab
@@ -81,16 +96,19 @@ def write_arpa(model, path: str | os.PathLike, *, force: bool = False) -> None:
             logbo = model.logbo[n - 1] if n < model.order else None
             if n > 1:  # an n-gram's text is its context's text plus its last word
                 words = words[keys // V] + " " + vocab[keys % V]
-            lines = words.tolist()
-            probs = _fmt(logp)
-            if logbo is None:
-                lines = [f"{p}\t{w}\n" for p, w in zip(probs, lines, strict=True)]
-            else:
-                bos = _fmt(logbo)
-                zero = (logbo == 0).tolist()
-                lines = [f"{p}\t{w}\n" if z else f"{p}\t{w}\t{b}\n"
-                         for p, w, b, z in zip(probs, lines, bos, zero, strict=True)]
-            out.write("".join(lines))
+            for start in range(0, len(keys), WRITE_BLOCK):
+                block = slice(start, start + WRITE_BLOCK)
+                lines = words[block].tolist()
+                probs = _fmt(logp[block])
+                if logbo is None:
+                    lines = [f"{p}\t{w}\n" for p, w in zip(probs, lines, strict=True)]
+                else:
+                    bos = _fmt(logbo[block])
+                    zero = (logbo[block] == 0).tolist()
+                    lines = [f"{p}\t{w}\n" if z else f"{p}\t{w}\t{b}\n"
+                             for p, w, b, z in zip(probs, lines, bos, zero, strict=True)]
+                out.write("".join(lines))
+                progress.update(len(lines), order=n)
         out.write("\n\\end\\\n")
         if opener:
             out.close()
@@ -112,14 +130,33 @@ class ArpaTables:
     info: dict = field(default_factory=dict)
 
 
-def read_arpa_tables(path: str | os.PathLike, warn=None) -> ArpaTables:
-    """Read an ARPA file into :class:`ArpaTables` (-99 and below become ``-inf``)."""
+def _read_text(path: str | os.PathLike, quiet: bool) -> str:
+    """The whole (decompressed) text, read in blocks so that a progress line can follow it."""
+    from dlnlp.progress import Progress
+
+    plain = Path(path).suffix not in _OPENERS
+    total = Path(path).stat().st_size if plain else None  # a compressed file's text size is unknown
+    blocks = []
+    with (_open_text(path, "r") as handle,
+          Progress("reading ARPA", total=total, unit="bytes" if plain else "chars", quiet=quiet) as progress):
+        while block := handle.read(READ_BLOCK):
+            blocks.append(block)
+            # a plain file's bytes read so far; a compressed one's decompressed characters
+            progress.update(handle.buffer.tell() - progress.completed if plain else len(block))
+    return "".join(blocks)
+
+
+def read_arpa_tables(path: str | os.PathLike, warn=None, *, quiet: bool = True) -> ArpaTables:
+    """Read an ARPA file into :class:`ArpaTables` (-99 and below become ``-inf``); progress (text read,
+    then n-grams parsed) goes to stderr unless ``quiet``."""
+    from dlnlp.progress import Progress
+
     name = str(path)
     if not Path(path).is_file():
         raise InputError(f"{name}: no such file")
+    quiet = quiet or Path(path).stat().st_size < PROGRESS_MIN_BYTES
     try:
-        with _open_text(path, "r") as handle:
-            text = handle.read()
+        text = _read_text(path, quiet)
     except (OSError, EOFError, UnicodeDecodeError, lzma.LZMAError) as exc:
         raise InputError(f"{name}: cannot read ARPA file ({exc})") from exc
     start = text.find("\\data\\")
@@ -149,46 +186,50 @@ def read_arpa_tables(path: str | os.PathLike, warn=None) -> ArpaTables:
         end = len(text) if end < 0 else end
         sections[n] = text[body:end].strip()
         pos = end
-    # Unigrams define the vocabulary: specials first.
-    uni_words, uni_p, uni_bo = _parse_section(sections[1], 1, expected[1], name)
-    vocab = list(SPECIALS)
-    index = {w: i for i, w in enumerate(vocab)}
-    for w in uni_words:
-        if w not in index:
-            index[w] = len(vocab)
-            vocab.append(w)
-    V = len(vocab)
-    p1 = np.full(V, np.nan)
-    bo1 = np.zeros(V)
-    ids = np.fromiter((index[w] for w in uni_words), dtype=np.int64, count=len(uni_words))
-    if len(np.unique(ids)) != len(ids):
-        raise InputError(f"{name}: duplicate unigrams")
-    p1[ids] = uni_p
-    bo1[ids] = uni_bo
-    missing_unk = bool(np.isnan(p1[0]))
-    if missing_unk:
-        if warn is not None:
-            warn(f"{name}: no <unk> in the model; giving it log10 probability {MISSING_UNK_LOG10}")
-        p1[0] = MISSING_UNK_LOG10
-    for special in (1, 2):
-        if np.isnan(p1[special]):
+    del text
+    with Progress("parsing ARPA", total=sum(expected.values()), unit="n-grams", quiet=quiet) as parsing:
+        # Unigrams define the vocabulary: specials first.
+        uni_words, uni_p, uni_bo = _parse_section(sections.pop(1), 1, expected[1], name)
+        parsing.update(expected[1], order=1)
+        vocab = list(SPECIALS)
+        index = {w: i for i, w in enumerate(vocab)}
+        for w in uni_words:
+            if w not in index:
+                index[w] = len(vocab)
+                vocab.append(w)
+        V = len(vocab)
+        p1 = np.full(V, np.nan)
+        bo1 = np.zeros(V)
+        ids = np.fromiter((index[w] for w in uni_words), dtype=np.int64, count=len(uni_words))
+        if len(np.unique(ids)) != len(ids):
+            raise InputError(f"{name}: duplicate unigrams")
+        p1[ids] = uni_p
+        bo1[ids] = uni_bo
+        missing_unk = bool(np.isnan(p1[0]))
+        if missing_unk:
             if warn is not None:
-                warn(f"{name}: no {vocab[special]} in the model; adding it")
-            p1[special] = LOG10_ZERO
-    rows = [np.arange(V, dtype=np.int64).reshape(-1, 1)]
-    logp = [p1]
-    logbo = [bo1]
-    for n in range(2, N + 1):
-        columns, p, bo = _parse_section(sections[n], n, expected[n], name)
-        r = np.empty((len(p), n), dtype=np.int64)
-        try:
-            for j, col in enumerate(columns):
-                r[:, j] = np.fromiter(map(index.__getitem__, col), dtype=np.int64, count=len(col))
-        except KeyError as exc:
-            raise InputError(f"{name}: the {n}-grams use a word that is not a unigram: {exc.args[0]}") from exc
-        rows.append(r)
-        logp.append(p)
-        logbo.append(bo)
+                warn(f"{name}: no <unk> in the model; giving it log10 probability {MISSING_UNK_LOG10}")
+            p1[0] = MISSING_UNK_LOG10
+        for special in (1, 2):
+            if np.isnan(p1[special]):
+                if warn is not None:
+                    warn(f"{name}: no {vocab[special]} in the model; adding it")
+                p1[special] = LOG10_ZERO
+        rows = [np.arange(V, dtype=np.int64).reshape(-1, 1)]
+        logp = [p1]
+        logbo = [bo1]
+        for n in range(2, N + 1):
+            columns, p, bo = _parse_section(sections.pop(n), n, expected[n], name)
+            r = np.empty((len(p), n), dtype=np.int64)
+            try:
+                for j, col in enumerate(columns):
+                    r[:, j] = np.fromiter(map(index.__getitem__, col), dtype=np.int64, count=len(col))
+            except KeyError as exc:
+                raise InputError(f"{name}: the {n}-grams use a word that is not a unigram: {exc.args[0]}") from exc
+            rows.append(r)
+            logp.append(p)
+            logbo.append(bo)
+            parsing.update(expected[n], order=n)
     # ARPA's -99 (or less) is probability 0; a missing <unk> gets KenLM's finite -100 regardless.
     logp = [np.where(p <= LOG10_ZERO, -np.inf, p) for p in logp]
     if missing_unk:

@@ -532,11 +532,12 @@ def ngram_rows(model: NgramModel, n: int) -> np.ndarray:
     return ngram_words(model.keys[:n], len(model.vocab))
 
 
-def load_arpa(path: str | os.PathLike, warn=None) -> NgramModel:
-    """An ARPA file (plain, ``.gz``, ``.bz2``, ``.xz``) as an :class:`NgramModel` (smoothing ``"arpa"``)."""
+def load_arpa(path: str | os.PathLike, warn=None, *, quiet: bool = True) -> NgramModel:
+    """An ARPA file (plain, ``.gz``, ``.bz2``, ``.xz``) as an :class:`NgramModel` (smoothing ``"arpa"``);
+    progress on stderr unless ``quiet``."""
     from dlnlp.io.arpa import read_arpa_tables
 
-    tables = read_arpa_tables(path, warn=warn)
+    tables = read_arpa_tables(path, warn=warn, quiet=quiet)
     return from_ngrams(tables.vocab, tables.rows, tables.logp, tables.logbo, "arpa", tables.info)
 
 

@@ -30,7 +30,9 @@ import io
 import itertools
 import os
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -290,14 +292,38 @@ class TrainedTokenizer:
     chars: int
 
 
+@contextmanager
+def _ticking(description: str, quiet: bool, fields: Callable[[], dict] | None = None) -> Iterator[None]:
+    """A progress line for a call that reports nothing while it runs (the trainers of both engines, with
+    their own logs off): elapsed seconds, and ``fields()`` (lines read so far), once a second."""
+    from dlnlp.progress import Progress
+
+    done = threading.Event()
+    with Progress(description, unit="s", quiet=quiet) as progress:
+
+        def tick() -> None:
+            while not done.wait(1.0):
+                progress.update(1, rate=0, **(fields() if fields else {}))
+
+        ticker = threading.Thread(target=tick, name="dlnlp-ticker", daemon=True)
+        ticker.start()
+        try:
+            yield
+        finally:
+            done.set()
+            ticker.join()
+
+
 def train_tokenizer_on_inputs(inputs: Sequence[str] | None, spec: TrainSpec, options: CorpusOptions | None = None,
-                              *, on_start: Callable[[], None] | None = None) -> TrainedTokenizer:
+                              *, on_start: Callable[[], None] | None = None, quiet: bool = True
+                              ) -> TrainedTokenizer:
     """Train on corpus inputs as ``io.corpus`` reads them (files, globs, ``-``, compressed, jsonl/csv).
 
     The input is checked before training starts and ``on_start`` is called then (to log, say), so a bad
     input fails with its own message only. sentencepiece reads plain UTF-8 files with no "\\r" and no
     over-long line itself (:func:`train_sentencepiece_files`, after one validating pass); everything else
-    is streamed in blocks of lines, over-long lines cut into pieces.
+    is streamed in blocks of lines, over-long lines cut into pieces. Unless ``quiet``, a progress line
+    shows the time spent (and the lines read) while the engine trains.
     """
     from dlnlp.io.corpus import iter_line_blocks, plain_text_files, scan_text_files
 
@@ -306,7 +332,9 @@ def train_tokenizer_on_inputs(inputs: Sequence[str] | None, spec: TrainSpec, opt
         if not scan.has_carriage_return and not scan.has_long_line:
             if on_start:
                 on_start()
-            return TrainedTokenizer(train_sentencepiece_files(files, spec), scan.lines, scan.chars)
+            with _ticking(f"training {spec.engine} {spec.model}", quiet):
+                data = train_sentencepiece_files(files, spec)
+            return TrainedTokenizer(data, scan.lines, scan.chars)
     lines = chars = 0
 
     def counting(blocks: Iterator[list[str]]) -> Iterator[list[str]]:
@@ -324,7 +352,8 @@ def train_tokenizer_on_inputs(inputs: Sequence[str] | None, spec: TrainSpec, opt
             break
     if on_start:
         on_start()
-    data = train_tokenizer_from_blocks(counting(itertools.chain(head, blocks)), spec)
+    with _ticking(f"training {spec.engine} {spec.model}", quiet, lambda: {"lines": lines}):
+        data = train_tokenizer_from_blocks(counting(itertools.chain(head, blocks)), spec)
     return TrainedTokenizer(data, lines, chars)
 
 

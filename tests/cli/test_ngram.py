@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_main
 
 CORPUS = "\n".join(["the cat sat on the mat", "the dog sat on the log", "a cat saw a dog",
                     "the dog saw the cat", "a mat on a log"] * 4) + "\n"
@@ -206,3 +206,27 @@ def test_export_of_stupid_backoff_warns(tmp_path):
     result = run_cli("ngram", "export", str(tmp_path / "sb"), str(tmp_path / "sb.arpa"), check=True)
     assert result.stderr.startswith("dlnlp: warning: ") and "not probabilities" in result.stderr
     assert (tmp_path / "sb.arpa").is_file()
+
+
+def test_export_and_import_report_progress_unless_quiet(tmp_path, model_dir, monkeypatch):
+    from dlnlp.io import arpa as arpa_module
+
+    monkeypatch.setattr(arpa_module, "WRITE_BLOCK", 7)  # several blocks per order on this small model
+    monkeypatch.setattr(arpa_module, "READ_BLOCK", 50)
+    monkeypatch.setattr(arpa_module, "PROGRESS_MIN_BYTES", 0)
+    monkeypatch.setattr(arpa_module, "PROGRESS_MIN_NGRAMS", 0)
+    out = tmp_path / "lm.arpa"
+    code, _, err = run_main("ngram", "export", model_dir, out)
+    assert code == 0, err
+    total = sum(int(line.split("=")[1]) for line in out.read_text().splitlines() if line.startswith("ngram "))
+    assert f"writing ARPA: {total}/{total} n-grams (100%)" in err
+    code, _, err = run_main("ngram", "import", out, "--out", tmp_path / "back")
+    assert code == 0, err
+    from dlnlp.progress import _format_count
+
+    size = _format_count(out.stat().st_size)
+    assert f"reading ARPA: {size}/{size} bytes (100%)" in err and f"parsing ARPA: {total}/{total}" in err
+    assert "order 3" in err
+    for args in (("export", model_dir, tmp_path / "q.arpa"), ("import", out, "--out", tmp_path / "q")):
+        code, _, err = run_main("ngram", *args, "--quiet")
+        assert code == 0 and err == ""

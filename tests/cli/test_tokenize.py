@@ -299,3 +299,37 @@ def test_sentencepiece_option_errors_are_one_clear_line(tmp_path):
     assert_fails(run_cli(*train, "--vocab-size", "2"), "--vocab-size must be more than 3 for sentencepiece")
     assert_fails(run_cli(*train, "--character-coverage", "0.5"), "--character-coverage must be between 0.98 and 1")
     assert_fails(run_cli(*train, "--special", ""), "--special must not be empty")
+
+
+def test_sentencepiece_log_is_silenced_unless_verbose(tmp_path):
+    pytest.importorskip("sentencepiece")
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("".join(f"the quick brown fox {i} jumps over the lazy dog\n" for i in range(300)))
+    args = ["tokenize", "train", str(corpus), "--engine", "sentencepiece", "--model", "unigram", "--vocab-size",
+            "60", "--workers", "1"]
+    quiet = run_cli(*args, "--out", str(tmp_path / "a.model"), check=True)
+    verbose = run_cli(*args, "--out", str(tmp_path / "b.model"), "--verbose", check=True)
+    assert "trainer_interface" not in quiet.stderr and "wrote" in quiet.stderr
+    assert "trainer_interface" in verbose.stderr
+    assert (tmp_path / "a.model").read_bytes() == (tmp_path / "b.model").read_bytes()
+
+
+def test_the_progress_line_ticks_while_a_silent_trainer_runs():
+    import io
+    import time
+
+    from dlnlp.tokenization.train import _ticking
+
+    stream = io.StringIO()
+    import dlnlp.progress as progress
+
+    original = progress.Progress.__init__
+
+    def into_stream(self, *args, **kwargs):
+        original(self, *args, **{**kwargs, "stream": stream})
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(progress.Progress, "__init__", into_stream)
+        with _ticking("training x", quiet=False, fields=lambda: {"lines": 7}):
+            time.sleep(1.3)
+    assert "training x: 1 s" in stream.getvalue() and "lines=7" in stream.getvalue()
