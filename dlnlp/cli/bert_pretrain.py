@@ -80,7 +80,8 @@ def pretrain(
     from dlnlp.recipes.bert import PretrainSettings, resume_bert_pretraining, start_bert_pretraining
 
     if training.resume:
-        result = resume_bert_pretraining(out, training.stops(), quiet=quiet, device=device, compile=training.compile)
+        result = resume_bert_pretraining(out, training.stops(), quiet=quiet, device=device, compile=training.compile,
+                                         keep_data=training.keep_data)
     else:
         model_args = {"n_layer": layers, "n_head": heads, "dim": dim, "intermediate": intermediate,
                       "max_len": max_len, "dropout": dropout, "attn_dropout": dropout}
@@ -90,7 +91,8 @@ def pretrain(
         config = training.train_config(device=device, precision=precision, seed=seed, quiet=quiet)
         result = start_bert_pretraining(inputs, out, model_args, config, settings, tokenizer=tokenizer,
                                         val=training.val, val_fraction=training.val_fraction,
-                                        options=corpus_options(text_field, encoding_errors), force=force)
+                                        options=corpus_options(text_field, encoding_errors), force=force,
+                                        keep_data=training.keep_data)
     if json:
         print_json(result)
 

@@ -86,7 +86,8 @@ def train(
     from dlnlp.recipes.gpt import resume_gpt_training, start_gpt_training
 
     if training.resume:
-        result = resume_gpt_training(out, training.stops(), quiet=quiet, device=device, compile=training.compile)
+        result = resume_gpt_training(out, training.stops(), quiet=quiet, device=device, compile=training.compile,
+                                     keep_data=training.keep_data)
     else:
         model_args = {"n_layer": layers, "n_head": heads, "n_embd": dim, "block_size": block_size,
                       "dropout": dropout, "position": position, "bias": bias, "tie_weights": tie_weights,
@@ -96,7 +97,7 @@ def train(
                                     tokenizer=tokenizer, char=char, ids=ids, vocab_size=vocab_size, val=training.val,
                                     val_fraction=training.val_fraction,
                                     options=corpus_options(text_field, encoding_errors), force=force,
-                                    eos_id=eos_id)
+                                    eos_id=eos_id, keep_data=training.keep_data)
     if json:
         print_json(result)
 

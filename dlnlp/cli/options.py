@@ -96,6 +96,9 @@ MaxTime = Annotated[
 Validation = Annotated[Optional[Path], typer.Option("--val", help="Validation file.", rich_help_panel=TRAINING)]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint in --out.",
                                       rich_help_panel=TRAINING)]
+KeepData = Annotated[bool, typer.Option("--keep-data", help="Keep the spooled training tokens in --out/data "
+                                        "after the run (removed by default; --resume reads the corpus again "
+                                        "and checks it is the same).", rich_help_panel=TRAINING)]
 Compile = Annotated[bool, typer.Option("--compile", help="Use torch.compile.", rich_help_panel=TRAINING)]
 WeightDecay = Annotated[float, typer.Option("--weight-decay", help="AdamW decoupled weight decay.",
                                             rich_help_panel=TRAINING)]
@@ -210,6 +213,7 @@ _TRAINING_OPTIONS: dict[str, tuple[Any, Any]] = {
     "max_steps": (MaxSteps, None), "max_time": (MaxTime, None), "val": (Validation, None),
     "val_fraction": (ValFraction, 0.1), "eval_interval": (EvalInterval, 250), "eval_batches": (EvalBatches, None),
     "log_interval": (LogInterval, 50), "resume": (Resume, False), "compile": (Compile, False),
+    "keep_data": (KeepData, False),
 }
 
 
@@ -237,6 +241,7 @@ class TrainingOptions:
     log_interval: int
     resume: bool
     compile: bool
+    keep_data: bool = False
 
     def stops(self) -> dict[str, Any]:
         """The stopping options as TrainConfig fields (a resumed run takes these over its saved ones)."""

@@ -106,7 +106,8 @@ def train(
     from dlnlp.recipes.rnn import resume_rnn_training, start_rnn_training
 
     if training.resume:
-        result = resume_rnn_training(out, training.stops(), quiet=quiet, device=device, compile=training.compile)
+        result = resume_rnn_training(out, training.stops(), quiet=quiet, device=device, compile=training.compile,
+                                     keep_data=training.keep_data)
     else:
         model_config = RNNLMConfig(vocab_size=1, cell=cell, embed=embed, hidden=hidden, layers=layers,
                                    dropout=dropout, embed_dropout=embed_dropout, tie_weights=tie_weights,
@@ -117,6 +118,7 @@ def train(
             inputs, out, model_config, config, seq_len=seq_len, batch_size=training.batch_size,
             tokenizer=tokenizer, ids=ids, eos_id=eos_id, vocab_size=vocab_size, val=training.val,
             val_fraction=training.val_fraction, options=corpus_options(text_field, encoding_errors), force=force,
+            keep_data=training.keep_data,
         )
     if json:
         print_json(result)

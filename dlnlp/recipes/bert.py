@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from dlnlp.errors import DlnlpError, ModelDirError, OptionError, UsageError, checked
 from dlnlp.io.corpus import CorpusOptions
+from dlnlp.io.modeldir import read_config
 from dlnlp.kernels.device import resolve_device, seed_everything
 from dlnlp.kernels.memory import check_width
 from dlnlp.models.bert import IGNORE_INDEX, KIND, Bert, BertConfig, bert_config_dict
@@ -78,7 +79,7 @@ class PretrainSettings(DictConfig):
 def start_bert_pretraining(
     inputs: Sequence[str] | None, out: str | Path, model_args: dict[str, Any], train_config: TrainConfig,
     settings: PretrainSettings, *, tokenizer: str | None, val: str | Path | None = None, val_fraction: float = 0.1,
-    options: CorpusOptions | None = None, force: bool = False,
+    options: CorpusOptions | None = None, force: bool = False, keep_data: bool = False,
 ) -> dict[str, Any]:
     """Tokenize the corpus into ``out/data``, write config.json and the tokenizer, pretrain, return a summary.
 
@@ -106,22 +107,31 @@ def start_bert_pretraining(
 
     prepare = functools.partial(prepare_bert_data, doc_per_line=settings.doc_per_line)
     with new_lm_run(inputs, out, make_run_config, tokenizer=tokenizer, val=val, val_fraction=val_fraction,
-                    options=options, force=force, prepare=prepare) as run:
+                    options=options, force=force, prepare=prepare, keep_data=keep_data) as run:
         seed_everything(train_config.seed)
         return _fit(model_config, train_config, settings, run.data, run.output, run.tokenizer, resume=False)
 
 
 def resume_bert_pretraining(out: str | Path, stops: dict[str, Any], *, quiet: bool = False, device: str = "auto",
-                            compile: bool = False) -> dict[str, Any]:
+                            compile: bool = False, keep_data: bool = False) -> dict[str, Any]:
     """Continue the run in ``out`` from its checkpoint; ``stops`` (max_steps/epochs/max_time) override."""
     from dlnlp.tokenization import load_tokenizer
 
-    with resumed_lm_run(out, KIND, stops, quiet=quiet, device=device, compile=compile,
-                        load_data=load_bert_data) as (output, config, train_config, data):
+    with resumed_lm_run(out, KIND, stops, quiet=quiet, device=device, compile=compile, load_data=load_bert_data,
+                        prepare=_bert_prepare(out), keep_data=keep_data) as (output, config, train_config, data):
         model_config = BertConfig.from_dict(config["model"])
         settings = PretrainSettings.from_dict(config.get("pretrain", {}))
         check_bert_memory(model_config, train_config, settings.batch_size)
         return _fit(model_config, train_config, settings, data, output, load_tokenizer(output.path), resume=True)
+
+
+def _bert_prepare(out: str | Path) -> Callable[..., Any]:
+    """The spooler a run in ``out`` started with (its --doc-per-line), to spool its corpus again."""
+    try:
+        pretrain = read_config(out, KIND).get("pretrain", {})
+    except DlnlpError:
+        pretrain = {}
+    return functools.partial(prepare_bert_data, doc_per_line=PretrainSettings.from_dict(pretrain).doc_per_line)
 
 
 def check_bert_memory(config: BertConfig, train_config: TrainConfig, batch_size: int | None = None) -> None:

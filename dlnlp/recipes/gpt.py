@@ -61,7 +61,7 @@ def start_gpt_training(
     inputs: Sequence[str] | None, out: str | Path, model_args: dict[str, Any], train_config: TrainConfig, *,
     batch_size: int = 12, tokenizer: str | None = None, char: bool = False, ids: bool = False,
     vocab_size: int | None = None, val: str | Path | None = None, val_fraction: float = 0.1,
-    options: CorpusOptions | None = None, force: bool = False, eos_id: int | None = None,
+    options: CorpusOptions | None = None, force: bool = False, eos_id: int | None = None, keep_data: bool = False,
 ) -> dict[str, Any]:
     """Spool the corpus to ``out/data``, write config.json and the vocabulary, train, return a summary.
 
@@ -79,13 +79,14 @@ def start_gpt_training(
     return start_lm_training(GPT_RECIPE, inputs, out, GPTConfig(vocab_size=vocab_size or 1, **model_args),
                              train_config, {"batch_size": batch_size}, tokenizer=None if char else tokenizer,
                              ids=ids, vocab_size=vocab_size, val=val, val_fraction=val_fraction, options=options,
-                             force=force, eos_id=eos_id)
+                             force=force, eos_id=eos_id, keep_data=keep_data)
 
 
 def resume_gpt_training(out: str | Path, stops: dict[str, Any], *, quiet: bool = False, device: str = "auto",
-                        compile: bool = False) -> dict[str, Any]:
+                        compile: bool = False, keep_data: bool = False) -> dict[str, Any]:
     """Continue the run in ``out`` from its checkpoint; ``stops`` (max_steps/epochs/max_time) override."""
-    return resume_lm_training(GPT_RECIPE, out, stops, quiet=quiet, device=device, compile=compile)
+    return resume_lm_training(GPT_RECIPE, out, stops, quiet=quiet, device=device, compile=compile,
+                              keep_data=keep_data)
 
 
 def check_gpt_memory(config: GPTConfig, train_config: TrainConfig, batch_size: int | None = None,

@@ -2,7 +2,11 @@
 
 A run directory is prepared the same way for every LM: the corpus is spooled to ``out/data`` as
 token ids (characters, a dlnlp tokenizer, or piped ids), the vocabulary or tokenizer is stored
-beside the weights and ``config.json`` is written before training starts. All of it happens in a
+beside the weights and ``config.json`` is written before training starts. ``out/data`` is a working
+copy of the corpus: a run that ends removes it (``keep_data`` keeps it), and ``--resume`` spools the
+corpus again when it is gone, from the paths and options recorded in config.json's ``spool``, and
+refuses unless the new tokens have the same SHA-256 as the first (the corpus is the same). A run
+stopped by Ctrl-C or a failure keeps it, so resuming then reads no text. All of it happens in a
 :class:`~dlnlp.io.modeldir.RunOutput`: a locked staging directory that replaces ``out`` only at the
 first checkpoint, so a run that fails before it leaves the previous ``out`` as it was and nothing
 else. Resuming reads that directory back; the summary a run prints and returns has the same fields
@@ -11,7 +15,9 @@ for every model.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import shutil
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,14 +27,14 @@ from typing import Any
 import numpy as np
 
 from dlnlp.errors import InputError, OptionError, checked
-from dlnlp.io.corpus import CorpusOptions, describe_inputs, iter_lines
+from dlnlp.io.corpus import STDIN, CorpusOptions, describe_inputs, iter_lines, resolve_inputs
 from dlnlp.io.modeldir import RunOutput, make_config, read_config, write_config
 from dlnlp.kernels.device import seed_everything
 from dlnlp.progress import log
 from dlnlp.tokenization.text_codec import TextCodec
 from dlnlp.training.checkpoint import read_checkpoint_meta
 from dlnlp.training.config import TrainConfig
-from dlnlp.training.data import LMData, load_lm_data, prepare_lm_data
+from dlnlp.training.data import DATA_DIR, META_NAME, LMData, load_lm_data, prepare_lm_data
 from dlnlp.training.trainer import Trainer, TrainResult
 
 
@@ -51,7 +57,7 @@ def new_lm_run(
     inputs: Sequence[str] | None, out: str | Path, make_config: Callable[[LMRun], dict[str, Any]], *,
     tokenizer: str | None = None, ids: bool = False, vocab_size: int | None = None, val: str | Path | None = None,
     val_fraction: float = 0.1, options: CorpusOptions | None = None, force: bool = False, eos_id: int | None = None,
-    prepare: Callable[..., Any] = prepare_lm_data,
+    prepare: Callable[..., Any] = prepare_lm_data, keep_data: bool = False,
 ) -> Iterator[LMRun]:
     """Open ``out`` as a :class:`RunOutput`, spool the corpus, store the vocabulary/tokenizer and
     ``make_config(run)`` as config.json, and yield the run; train inside the ``with`` block.
@@ -60,7 +66,8 @@ def new_lm_run(
     each line ended by ``eos_id`` (default: the tokenizer's end-of-text). ``ids`` with a tokenizer
     records it: the model then reads text, as if it had been trained on the text. ``prepare`` spools
     the corpus (:func:`~dlnlp.training.data.prepare_lm_data`'s arguments; its result has ``codec``):
-    another layout plugs in here, such as BERT's sentence shards.
+    another layout plugs in here, such as BERT's sentence shards. When the ``with`` block ends without
+    an exception, ``out/data`` is removed unless ``keep_data``.
     """
     if val is not None and not Path(val).is_file():
         raise InputError(f"{val}: no such validation file")
@@ -77,8 +84,8 @@ def new_lm_run(
     with RunOutput(out, force=force, inputs=sources) as output:
         directory = output.path
         spool = "ids" if ids else ("char" if tok is None else "tokenizer")
-        data = prepare(inputs, directory, level=spool, tokenizer=tok, val=val, val_fraction=val_fraction,
-                       options=options, vocab_size=vocab_size, eos_id=eos_id)
+        spool_args = {"level": spool, "val_fraction": val_fraction, "vocab_size": vocab_size, "eos_id": eos_id}
+        data = prepare(inputs, directory, tokenizer=tok, val=val, options=options, **spool_args)
         if ids and tok is None and eos_id is None:
             from dlnlp.progress import warn
 
@@ -86,16 +93,22 @@ def new_lm_run(
                  "tokenizer that wrote the ids (or --eos-id) so the model sees where lines end")
         data.codec.save(directory)  # the vocabulary or tokenizer beside the weights
         run = LMRun(output, data, data.codec.level, tok)
-        write_config(directory, make_config(run))
+        config = make_config(run)
+        config["spool"] = _spool_record(inputs, val, options, tok is not None, spool_args, directory)
+        write_config(directory, config)
         yield run
+        _finish_data(output.path, keep_data, config["spool"], quiet=_quiet(config))
 
 
 @contextmanager
 def resumed_lm_run(out: str | Path, kind: str, stops: dict[str, Any], *, quiet: bool = False, device: str = "auto",
                    compile: bool = False, load_data: Callable[[Path], Any] = load_lm_data,
+                   prepare: Callable[..., Any] = prepare_lm_data, keep_data: bool = False,
                    ) -> Iterator[tuple[RunOutput, dict[str, Any], TrainConfig, LMData]]:
     """(output, config.json, train config, data) of the run in ``out``, locked while the ``with`` block
-    runs; ``stops`` override its limits; ``load_data(directory)`` re-opens the spooled data."""
+    runs; ``stops`` override its limits; ``load_data(directory)`` re-opens the spooled data, which
+    ``prepare`` (the one the run started with) spools again first when the run removed it. When the
+    ``with`` block ends without an exception, ``out/data`` is removed unless ``keep_data``."""
     with RunOutput(out, resume=True) as output:
         config = read_config(output.path, kind)
         meta = read_checkpoint_meta(output.path)
@@ -103,7 +116,91 @@ def resumed_lm_run(out: str | Path, kind: str, stops: dict[str, Any], *, quiet: 
         train_config = TrainConfig.from_dict(meta["config"]).replace(quiet=quiet, device=device, compile=compile,
                                                                      **overrides)
         checked(train_config)
+        if not (output.path / DATA_DIR / META_NAME).is_file():
+            respool(output.path, config.get("spool"), prepare, quiet=quiet)
         yield output, config, train_config, load_data(output.path)
+        if config.get("spool") is not None:
+            _finish_data(output.path, keep_data, config["spool"], quiet=quiet)
+
+
+def _quiet(config: dict[str, Any]) -> bool:
+    train = config.get("train")
+    return bool(train.get("quiet")) if isinstance(train, dict) else False
+
+
+def _digests(data_dir: Path) -> dict[str, str]:
+    """SHA-256 of every spooled file but the description: the identity of the token stream."""
+    digests = {}
+    for path in sorted(data_dir.iterdir()):
+        if path.name == META_NAME or not path.is_file():
+            continue
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+        digests[path.name] = digest.hexdigest()
+    return digests
+
+
+def _spool_record(inputs: Sequence[str] | None, val: str | Path | None, options: CorpusOptions | None,
+                  tokenizer: bool, spool_args: dict[str, Any], directory: Path) -> dict[str, Any]:
+    """What --resume needs to spool the same tokens again: the inputs (absolute, globs expanded; None
+    for standard input, which cannot be read twice), the reading options and the tokens' digests."""
+    resolved = resolve_inputs(inputs)
+    readable = STDIN not in resolved
+    options = options or CorpusOptions()
+    return {
+        "inputs": [str(Path(p).absolute()) if Path(p).exists() else p for p in resolved] if readable else None,
+        "val": str(Path(val).absolute()) if val is not None else None, "tokenizer": tokenizer,
+        "options": {"text_field": options.text_field, "encoding_errors": options.encoding_errors,
+                    "label_field": options.label_field},
+        **spool_args, "sha256": _digests(directory / DATA_DIR),
+    }
+
+
+def _finish_data(directory: Path, keep: bool, record: dict[str, Any], *, quiet: bool) -> None:
+    """Remove the run's spooled copy of the corpus at its end, unless asked to keep it."""
+    data_dir = directory / DATA_DIR
+    if keep or not data_dir.exists():
+        return
+    shutil.rmtree(data_dir, ignore_errors=True)
+    if record.get("inputs") is None:
+        log(f"removed {data_dir} (the corpus came from standard input, so this run cannot be resumed; "
+            "--keep-data keeps it)", quiet=quiet)
+
+
+def respool(directory: Path, record: dict[str, Any] | None, prepare: Callable[..., Any] = prepare_lm_data, *,
+            quiet: bool = False) -> None:
+    """Spool the corpus of the run in ``directory`` again (its ``data/`` was removed at the end of the
+    run) from config.json's ``spool`` record; refuse when the tokens differ from the first spool's."""
+    from dlnlp.tokenization import load_tokenizer
+
+    data_dir = directory / DATA_DIR
+    if not isinstance(record, dict) or "sha256" not in record:
+        raise InputError(f"{data_dir}: no spooled training data, and config.json does not say where the corpus "
+                         "was (a run from an older dlnlp that lost its data/)")
+    if record.get("inputs") is None:
+        raise InputError(f"{directory}: the run read its corpus from standard input and its spooled copy was "
+                         "removed at the end; it cannot be resumed (start runs on piped text with --keep-data "
+                         "to resume them later)")
+    if data_dir.exists():  # a half-written spool from an interrupted resume
+        shutil.rmtree(data_dir)
+    log(f"spooling {describe_inputs(record['inputs'])} again (the run removed its copy; --keep-data keeps it)",
+        quiet=quiet)
+    tokenizer = load_tokenizer(directory) if record.get("tokenizer") else None
+    options = CorpusOptions(**record.get("options", {}))
+    try:
+        prepare(record["inputs"], directory, tokenizer=tokenizer, val=record.get("val"), options=options,
+                level=record["level"], val_fraction=record["val_fraction"], vocab_size=record.get("vocab_size"),
+                eos_id=record.get("eos_id"))
+        same = _digests(data_dir) == record["sha256"]
+    except BaseException:
+        shutil.rmtree(data_dir, ignore_errors=True)
+        raise
+    if not same:
+        shutil.rmtree(data_dir, ignore_errors=True)
+        raise InputError(f"{describe_inputs(record['inputs'])}: not the corpus this run started on (its tokens "
+                         "differ); --resume needs the same text, or start a new run")
 
 
 @dataclass(frozen=True)
@@ -169,7 +266,7 @@ def start_lm_training(
     recipe: LMRecipe, inputs: Sequence[str] | None, out: str | Path, model_config: Any, train_config: TrainConfig,
     shape: dict[str, int], *, tokenizer: str | None = None, ids: bool = False, vocab_size: int | None = None,
     val: str | Path | None = None, val_fraction: float = 0.1, options: CorpusOptions | None = None,
-    force: bool = False, eos_id: int | None = None,
+    force: bool = False, eos_id: int | None = None, keep_data: bool = False,
 ) -> dict[str, Any]:
     """Train a new model of ``recipe``'s family on ``inputs`` into ``out``; returns the run summary.
 
@@ -198,16 +295,18 @@ def start_lm_training(
                            train=train_config.to_dict(), data=run.data.meta)
 
     with new_lm_run(inputs, out, make_run_config, tokenizer=tokenizer, ids=ids, vocab_size=vocab_size,
-                    val=val, val_fraction=val_fraction, options=options, force=force, eos_id=eos_id) as run:
+                    val=val, val_fraction=val_fraction, options=options, force=force, eos_id=eos_id,
+                    keep_data=keep_data) as run:
         seed_everything(train_config.seed)
         return _fit(recipe, model_config, train_config, run.data, run.output,
                     {name: shape[name] for name in recipe.shape}, resume=False)
 
 
 def resume_lm_training(recipe: LMRecipe, out: str | Path, stops: dict[str, Any], *, quiet: bool = False,
-                       device: str = "auto", compile: bool = False) -> dict[str, Any]:
+                       device: str = "auto", compile: bool = False, keep_data: bool = False) -> dict[str, Any]:
     """Continue the run in ``out`` from its checkpoint; ``stops`` (max_steps/epochs/max_time) override."""
-    with resumed_lm_run(out, recipe.kind, stops, quiet=quiet, device=device, compile=compile) as (
+    with resumed_lm_run(out, recipe.kind, stops, quiet=quiet, device=device, compile=compile,
+                        keep_data=keep_data) as (
             output, config, train_config, data):
         model_config = recipe.config_class.from_dict(config["model"])
         shape = {name: int(config[name]) for name in recipe.shape}

@@ -30,7 +30,7 @@ def start_rnn_training(
     inputs: Sequence[str] | None, out: str | Path, model_config: RNNLMConfig, train_config: TrainConfig, *,
     seq_len: int = 128, batch_size: int = 32, tokenizer: str | None = None, ids: bool = False,
     vocab_size: int | None = None, val: str | Path | None = None, val_fraction: float = 0.1,
-    options: CorpusOptions | None = None, force: bool = False, eos_id: int | None = None,
+    options: CorpusOptions | None = None, force: bool = False, eos_id: int | None = None, keep_data: bool = False,
 ) -> dict[str, Any]:
     """Spool the corpus into ``out/data``, write ``config.json`` and the vocabulary, then train.
 
@@ -39,13 +39,14 @@ def start_rnn_training(
     return start_lm_training(RNN_RECIPE, inputs, out, model_config, train_config,
                              {"seq_len": seq_len, "batch_size": batch_size}, tokenizer=tokenizer, ids=ids,
                              vocab_size=vocab_size, val=val, val_fraction=val_fraction, options=options, force=force,
-                             eos_id=eos_id)
+                             eos_id=eos_id, keep_data=keep_data)
 
 
 def resume_rnn_training(out: str | Path, stops: dict[str, Any], *, quiet: bool = False, device: str = "auto",
-                        compile: bool = False) -> dict[str, Any]:
+                        compile: bool = False, keep_data: bool = False) -> dict[str, Any]:
     """Continue the run in ``out`` from its checkpoint; ``stops`` (max_steps/epochs/max_time) override."""
-    return resume_lm_training(RNN_RECIPE, out, stops, quiet=quiet, device=device, compile=compile)
+    return resume_lm_training(RNN_RECIPE, out, stops, quiet=quiet, device=device, compile=compile,
+                              keep_data=keep_data)
 
 
 def check_rnn_memory(config: RNNLMConfig, train_config: TrainConfig, batch_size: int | None = None,

@@ -12,7 +12,8 @@ from tests.conftest import run_main
 
 TEXT = "".join(f"line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(40)) + "\nend\n"
 RNN = ["--layers", "1", "--hidden", "16", "--embed", "8", "--seq-len", "8", "--batch-size", "2", "-q",
-       "--device", "cpu", "--eval-interval", "0"]
+       "--device", "cpu", "--eval-interval", "0", "--keep-data"]
+TINY = [*TINY, "--keep-data"]  # the tests read the spooled tokens in DIR/data
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,7 @@ def old_model(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("old")
     corpus = root / "corpus.txt"
     corpus.write_text(_corpus())
-    run_cli("rnn", "train", str(corpus), "--out", str(root / "model"), "--max-steps", "2", *TINY_RNN,
+    run_cli("rnn", "train", str(corpus), "--out", str(root / "model"), "--max-steps", "2", *TINY_RNN, "--keep-data",
             check=True, env=ONE_THREAD)
     return root / "model"
 
