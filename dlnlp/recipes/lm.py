@@ -116,9 +116,17 @@ def resumed_lm_run(out: str | Path, kind: str, stops: dict[str, Any], *, quiet: 
         train_config = TrainConfig.from_dict(meta["config"]).replace(quiet=quiet, device=device, compile=compile,
                                                                      **overrides)
         checked(train_config)
-        if not (output.path / DATA_DIR / META_NAME).is_file():
+        respooled = not (output.path / DATA_DIR / META_NAME).is_file()
+        if respooled:
             respool(output.path, config.get("spool"), prepare, quiet=quiet)
-        yield output, config, train_config, load_data(output.path)
+        try:
+            yield output, config, train_config, load_data(output.path)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (TrainingInterrupted): the checkpoint moved on
+            raise  # keep the data for the next --resume
+        except BaseException:
+            if respooled:  # a failed resume leaves the directory as it found it
+                shutil.rmtree(output.path / DATA_DIR, ignore_errors=True)
+            raise
         if config.get("spool") is not None:
             _finish_data(output.path, keep_data, config["spool"], quiet=quiet)
 
