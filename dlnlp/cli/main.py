@@ -29,6 +29,9 @@ COMMAND_MODULES = [
     ("gpt", "dlnlp.cli.gpt"),
     ("bert", "dlnlp.cli.bert"),
     ("generate", "dlnlp.cli.generate"),
+    ("finetune", "dlnlp.cli.finetune"),
+    ("predict", "dlnlp.cli.predict"),
+    ("evaluate", "dlnlp.cli.evaluate"),
 ]
 
 def _new_app() -> typer.Typer:
