@@ -188,12 +188,15 @@ def finetune(backbone_path: str | Path, train: Sequence[str] | Any, out: str | P
     if val is not None and isinstance(val, (str, Path)) and not Path(val).exists():
         raise InputError(f"{val}: no such validation file")
     train_items = read_task_data(train, spec, options)
-    label_map = None
-    if spec.task != "regress":
-        label_map = LabelMap.from_examples(train_items)
-        if spec.task != "tag" and len(label_map) < 2:
-            raise InputError(f"the training data has one label ({label_map.labels[0]!r}): a classifier needs two")
     val_items = read_task_data(val, spec, options) if val is not None else None
+    label_map = None
+    if spec.task == "tag":
+        # a chunk type only the validation data has still counts there (a miss), as in conlleval
+        label_map = LabelMap.from_examples([*train_items, *(val_items or [])])
+    elif spec.task != "regress":
+        label_map = LabelMap.from_examples(train_items)
+        if len(label_map) < 2:
+            raise InputError(f"the training data has one label ({label_map.labels[0]!r}): a classifier needs two")
     sources = [*(train if isinstance(train, (list, tuple)) else []), val if isinstance(val, (str, Path)) else None]
     with RunOutput(out, force=force, inputs=[s for s in sources if s is not None] + [backbone_path]) as output:
         seed_everything(config.seed)
