@@ -30,6 +30,9 @@ COMMAND_MODULES = [
     ("bert", "dlnlp.cli.bert"),
     ("generate", "dlnlp.cli.generate"),
     ("runs", "dlnlp.cli.runs"),
+    ("finetune", "dlnlp.cli.finetune"),
+    ("predict", "dlnlp.cli.predict"),
+    ("evaluate", "dlnlp.cli.evaluate"),
 ]
 
 def _new_app() -> typer.Typer:

@@ -6,7 +6,8 @@ all real), so left- and right-padded batches pool the same:
 
 * ``mean``: the average over the real positions (Sentence-BERT's mean pooling);
 * ``first``: the first real position (BERT's ``[CLS]``);
-* ``last``: the last real position (GPT's summary token: the only one that has seen the whole text).
+* ``last``: the last real position (GPT's summary token: the only one that has seen the whole text);
+* ``max``: the element-wise maximum over the real positions (InferSent's max pooling).
 
 Layers (Peters et al. 2018, eq. 1): ``ELMo_k = gamma * sum_j s_j h_{k,j}`` with ``s = softmax(w)``,
 ``w`` and ``gamma`` learned with the task.
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-POOLINGS = ("mean", "first", "last")
+POOLINGS = ("mean", "first", "last", "max")
 
 
 def _mask(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -55,6 +56,12 @@ def last_token_pool(hidden: torch.Tensor, mask: torch.Tensor | None = None) -> t
     return hidden[torch.arange(hidden.size(0), device=hidden.device), last]
 
 
+def max_pool(hidden: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``[B, T, D]`` -> ``[B, D]``: the element-wise maximum of the real positions (padding never wins)."""
+    m = _mask(hidden, mask).unsqueeze(-1)
+    return torch.where(m, hidden, torch.full((), float("-inf"), dtype=hidden.dtype, device=hidden.device)).amax(1)
+
+
 def pool(hidden: torch.Tensor, mask: torch.Tensor | None = None, how: str = "mean") -> torch.Tensor:
     """``[B, T, D]`` -> ``[B, D]`` by ``how``, one of :data:`POOLINGS`."""
     if how == "mean":
@@ -63,6 +70,8 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor | None = None, how: str = "mea
         return first_token_pool(hidden, mask)
     if how == "last":
         return last_token_pool(hidden, mask)
+    if how == "max":
+        return max_pool(hidden, mask)
     raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {how!r}")
 
 

@@ -112,6 +112,10 @@ class Bert(TiedWeights, nn.Module):
     """The encoder with its optional heads: ``model(ids, types, mask, mlm_labels, nsp_labels)`` ->
     :class:`BertOutput`; every layer's hidden states with :meth:`features`."""
 
+    # How transfer code (dlnlp.transfer) feeds text: ``[CLS] A [SEP] (B [SEP])`` with segment ids and
+    # an attention mask, the way the model was pretrained.
+    reads_segments = True
+
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
         c = config.validate()
@@ -251,6 +255,14 @@ class Bert(TiedWeights, nn.Module):
         losses = [x for x in (mlm_loss, nsp_loss) if x is not None]
         loss = sum(losses[1:], losses[0]) if losses else None
         return BertOutput(loss, mlm_loss, nsp_loss, mlm_logits, nsp_logits)
+
+    def drop_pretraining_heads(self) -> None:
+        """Remove the MLM and NSP heads (a fine-tuned encoder never computes them; the pooler stays)."""
+        c = self.config
+        if c.mlm_head:
+            del self.mlm_dense, self.mlm_act, self.mlm_ln, self.mlm_decoder
+        self.nsp = None
+        c.mlm_head = c.nsp_head = False
 
     # --- saving --------------------------------------------------------------------------------
     def tied_weights(self) -> tuple[str, ...]:

@@ -176,6 +176,7 @@ WORD2VEC = ["--dim", "8", "--epochs", "1", "--min-count", "1", "--workers", "1",
 GLOVE = ["--dim", "8", "--epochs", "1", "--min-count", "1", "--window", "3", "--workers", "1", "--device", "cpu",
          "-q"]
 PPMI = ["--dim", "4", "--min-count", "1", "--window", "2", "-q"]
+FINETUNE = ["--max-steps", "1", "--batch-size", "4", "--device", "cpu", "-q"]
 BERT = ["--layers", "1", "--heads", "2", "--dim", "8", "--intermediate", "16", "--max-len", "16", "--batch-size", "2",
         "--max-steps", "1", "--warmup", "0", "--eval-interval", "0", "--device", "cpu", "-q"]
 
@@ -194,7 +195,7 @@ def art(tmp_path_factory) -> dict[str, Path]:
          "ngram": root / "ngram", "arpa": root / "ngram.arpa", "rnn": root / "rnn", "gpt": root / "gpt",
          "hf": root / "hf", "vec": root / "vec.txt", "glove": root / "glove.txt", "ppmi": root / "ppmi.txt",
          "plot": root / "plot.png", "val": root / "val.txt", "sim": root / "sim.tsv", "wp": root / "wp.json",
-         "bert": root / "bert"}
+         "bert": root / "bert", "lab": root / "labeled.tsv", "ft": root / "ft"}
     a["sim"].write_text("cat\tdog\t7.5\ncow\thorse\t6.0\nred\tblue\t5.0\n")
     a["corpus"].write_text(CORPUS)
     a["val"].write_text("".join(CORPUS.splitlines(keepends=True)[:20]))
@@ -211,6 +212,9 @@ def art(tmp_path_factory) -> dict[str, Path]:
     _run_ok("vectors", "plot", a["vec"], "cat", "dog", "cow", "--out", a["plot"])
     _run_ok("tokenize", "train", a["corpus"], "--model", "wordpiece", *TOKENIZE, "--out", a["wp"])
     _run_ok("bert", "pretrain", a["corpus"], *BERT, "-t", a["wp"], "--out", a["bert"])
+    lines = [line for line in CORPUS.splitlines() if line.strip()][:16]
+    a["lab"].write_text("text\tlabel\n" + "".join(f"{line}\t{i % 2}\n" for i, line in enumerate(lines)))
+    _run_ok("finetune", a["bert"], a["lab"], *FINETUNE, "--out", a["ft"])
     return a
 
 
@@ -247,6 +251,7 @@ TEXT_COMMANDS = {
                       "bert", "train", "corpus"),
     "bert-eval": (lambda a, i, o: ["bert", "eval", a["bert"], i, "--device", "cpu", "--json"], None, "eval",
                   "corpus"),
+    "predict": (lambda a, i, o: ["predict", a["ft"], i, "--device", "cpu"], None, "filter", "corpus"),
 }
 
 TEXT_KINDS = ["missing", "directory", "empty", "blank", "binary", "invalid-utf8", "crlf", "gz-truncated",
@@ -369,10 +374,13 @@ MODEL_COMMANDS = {
     "bert-eval": (lambda a, m, o: ["bert", "eval", m, a["val"], "--device", "cpu"], "bert"),
     "bert-embed": (lambda a, m, o: ["bert", "embed", m, a["val"], "--device", "cpu", "--out", o / "v.npy"], "bert"),
     "bert-export": (lambda a, m, o: ["bert", "export", m, o / "hf"], "bert"),
+    "finetune": (lambda a, m, o: ["finetune", m, a["lab"], *FINETUNE, "--out", o / "ft"], "bert"),
+    "predict": (lambda a, m, o: ["predict", m, a["val"], "--device", "cpu"], "ft"),
+    "evaluate": (lambda a, m, o: ["evaluate", m, a["lab"], "--device", "cpu"], "ft"),
 }
 # The same artifact of another family, for "wrong-kind".
 OTHER_KIND = {"tok": "arpa", "ngram": "rnn", "arpa": "tok", "rnn": "ngram", "gpt": "rnn", "hf": "rnn",
-              "vec": "rnn", "bert": "gpt"}
+              "vec": "rnn", "bert": "ngram", "ft": "bert"}
 MODEL_KINDS = ["missing", "empty", "binary", "truncated", "text", "wrong-kind"]
 
 
@@ -453,6 +461,7 @@ OUTPUT_COMMANDS = {
     "vectors-plot": (lambda a, i, o: ["vectors", "plot", i, "cat", "dog", "--out", o], "vec"),
     "bert-pretrain": (lambda a, i, o: ["bert", "pretrain", i, *BERT, "-t", a["wp"], "--out", o], "corpus"),
     "bert-export": (lambda a, i, o: ["bert", "export", i, o], "bert"),
+    "finetune": (lambda a, i, o: ["finetune", a["bert"], i, *FINETUNE, "--out", o], "lab"),
 }
 OUTPUT_KINDS = ["out-dot", "out-parent", "out-input", "out-foreign-dir"]
 

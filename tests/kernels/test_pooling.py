@@ -38,8 +38,8 @@ def test_first_and_last_token_with_left_and_right_padding(padded):
 
 def test_pool_refuses_unknown_names_empty_rows_and_mismatched_masks(padded):
     hidden, mask = padded
-    with pytest.raises(ValueError, match="mean, first, last"):
-        pool(hidden, mask, "max")
+    with pytest.raises(ValueError, match="mean, first, last, max"):
+        pool(hidden, mask, "median")
     empty = mask.clone()
     empty[1] = 0
     with pytest.raises(ValueError, match="no real token"):
@@ -68,3 +68,13 @@ def test_scalar_mix_learns_its_weights_and_checks_the_layer_count():
     assert mix.weights.grad[1] > 0 > mix.weights.grad[0] and mix.gamma.grad.item() == pytest.approx(1.0)
     with pytest.raises(ValueError, match="2 layers got 3"):
         mix(layers + layers[:1])
+
+
+def test_max_pool_by_hand_ignores_padding():
+    from dlnlp.kernels.pooling import max_pool, pool
+
+    hidden = torch.tensor([[[1.0, -5.0], [3.0, -1.0], [100.0, 100.0]],
+                           [[-2.0, 4.0], [float("nan"), 9.0], [0.5, 0.5]]])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 1]])
+    assert max_pool(hidden, mask).tolist() == [[3.0, -1.0], [0.5, 4.0]]
+    assert pool(hidden[:1, :2], None, "max").tolist() == [[3.0, -1.0]]

@@ -1,0 +1,482 @@
+"""Fine-tuning a backbone on labeled data: the flow behind ``dlnlp finetune``; and ``evaluate``.
+
+    summary = finetune("minilm", ["train.tsv"], "mr-model", FinetuneSpec(task="classify"),
+                       TrainConfig(lr=5e-5, epochs=2, ...), val="dev.tsv")
+
+The flow: read the data (:mod:`dlnlp.io.labeled`), take the label set from the training data, load
+the backbone (a dlnlp directory or an HF checkpoint), put a head on it (:mod:`dlnlp.transfer.model`),
+choose what trains (``--strategy``), and run the shared trainer with
+
+* AdamW, weight decay on matrices and embeddings only (not on biases and LayerNorm, as BERT),
+  warmup over ``warmup_ratio`` of the steps then linear decay, gradient clipping;
+* layer-wise learning-rate decay (``lr * decay ** (L - l)`` for layer ``l``; Howard & Ruder 2018,
+  Clark et al. 2020) and a separate head rate, through the trainer's parameter groups;
+* length-bucketed batches (:class:`~dlnlp.transfer.data.LengthBuckets`);
+* for ``--strategy features`` the frozen backbone run once over train and validation data and the
+  head trained on the cached vectors (:func:`~dlnlp.transfer.predict.compute_features`);
+* validation each epoch (or every ``--eval-interval`` steps) by accuracy (``tag``: conlleval span F1;
+  ``regress``: MSE), the best weights kept in ``model.safetensors``, optional early stopping after
+  ``patience`` validations without improvement; ``--resume`` continues the same run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dlnlp.errors import InputError, OptionError, UsageError, check_int, checked
+from dlnlp.evaluation.classification import classification_scores, regression_scores, span_scores
+from dlnlp.io.corpus import CorpusOptions
+from dlnlp.io.labeled import LabelMap, read_conll, read_labeled
+from dlnlp.io.modeldir import RunOutput, read_config, write_config
+from dlnlp.kernels.device import resolve_device, resolve_precision, seed_everything
+from dlnlp.progress import log
+from dlnlp.training.checkpoint import read_checkpoint_meta
+from dlnlp.training.config import TrainConfig
+from dlnlp.training.trainer import Trainer, layer_decay_groups
+from dlnlp.transfer.backbone import load_backbone
+from dlnlp.transfer.data import Encoded, LengthBuckets, collate, encode_examples, encode_sentences
+from dlnlp.transfer.model import (
+    POOLS,
+    STRATEGIES,
+    TASKS,
+    CachedHead,
+    FineTuned,
+    HeadConfig,
+    apply_strategy,
+    loss_for,
+)
+from dlnlp.transfer.predict import cached_batch, compute_features, logits_in_order
+from dlnlp.transfer.saved import KIND, codec_files, finetuned_config, load_finetuned
+
+LAYER_COMBINES = {"last4-mean": "mean", "last4-concat": "concat", "mix": "mix"}
+
+
+@dataclass
+class FinetuneSpec:
+    """What ``dlnlp finetune`` builds, apart from the trainer settings (:class:`TrainConfig`)."""
+
+    task: str = "classify"
+    strategy: str = "full"
+    top: int = 0                       # --strategy top: layers that train
+    layer: str = "last"                # last | -2 | N: the hidden state the head reads
+    layers: str | None = None          # last4-mean | last4-concat | mix (overrides layer)
+    pool: str = "auto"
+    dropout: float = 0.1
+    max_len: int = 128
+    layer_lr_decay: float = 1.0
+    head_lr: float | None = None
+    warmup_ratio: float = 0.1          # used when TrainConfig.warmup_steps is 0
+    patience: int = 0                  # early stopping: validations without improvement (0: off)
+    text_field: str | None = None
+    pair_field: str | None = None
+    label_field: str | None = None
+    token_column: int = 0
+    tag_column: int = -1
+    init: str = "pretrained"           # random: the backbone's architecture from scratch
+    eval_batch_size: int = 64
+
+    def validate(self) -> FinetuneSpec:
+        if self.task not in TASKS:
+            raise UsageError(f"--task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.strategy not in STRATEGIES:
+            raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.pool not in POOLS:
+            raise UsageError(f"--pool must be one of {', '.join(POOLS)}, got {self.pool!r}")
+        if self.layers is not None and self.layers not in LAYER_COMBINES:
+            raise UsageError(f"--layers must be one of {', '.join(LAYER_COMBINES)}, got {self.layers!r}")
+        if self.strategy == "top" and self.top < 1:
+            raise OptionError(f"--strategy top needs --top N >= 1, got {self.top}")
+        check_int("--max-len", self.max_len, 2, 1 << 20)
+        if not 0 < self.layer_lr_decay <= 1:
+            raise OptionError(f"--layer-lr-decay must be in (0, 1], got {self.layer_lr_decay}")
+        if self.head_lr is not None and not self.head_lr > 0:
+            raise OptionError(f"--head-lr must be > 0, got {self.head_lr}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise OptionError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
+        check_int("--patience", self.patience, 0, 1 << 30)
+        if self.init not in ("pretrained", "random"):
+            raise UsageError(f"--init must be pretrained or random, got {self.init!r}")
+        if self.init == "random" and self.strategy != "full":
+            raise OptionError("--init random trains the backbone from scratch: it needs --strategy full")
+        return self
+
+    def layer_choice(self, num_hidden: int) -> tuple[list[int], str]:
+        """(hidden-state indices, combination) of ``--layer`` / ``--layers``."""
+        if self.layers is not None:
+            if self.layers == "mix":
+                return list(range(num_hidden)), "mix"
+            return [i % num_hidden for i in range(-4, 0)], LAYER_COMBINES[self.layers]
+        if self.layer == "last":
+            return [-1], "single"
+        try:
+            index = int(self.layer)
+        except ValueError:
+            raise OptionError(f"--layer must be last, a layer number or a negative index, got {self.layer!r}") from None
+        if not -num_hidden <= index < num_hidden:
+            raise OptionError(f"--layer must be between {-num_hidden} and {num_hidden - 1} (0 = embeddings, "
+                              f"{num_hidden - 1} or -1 = the top layer), got {index}")
+        return [index], "single"
+
+
+def read_task_data(inputs: Sequence[str] | Any, spec: FinetuneSpec, options: CorpusOptions | None,
+                   labeled: bool = True) -> list[Any]:
+    """The examples (classify, pair, regress) or sentences (tag) of ``inputs``."""
+    if spec.task == "tag":
+        return list(read_conll(inputs, spec.token_column, spec.tag_column if labeled else None, options))
+    return list(read_labeled(inputs, spec.text_field, spec.pair_field if spec.task == "pair" else None,
+                             spec.label_field, options, labeled=labeled))
+
+
+def encode(model: FineTuned, items: Sequence[Any], label_map: LabelMap | None, spec: FinetuneSpec) -> Encoded:
+    if spec.task == "tag":
+        return encode_sentences(model.backbone, items, label_map, spec.max_len)
+    return encode_examples(model.backbone, items, spec.task, label_map, spec.max_len)
+
+
+def scores(task: str, labels: list[str], logits: list[torch.Tensor], gold: Sequence[Any],
+           lengths: Sequence[int] | None = None) -> dict[str, Any]:
+    """The task's scores of ``logits`` against gold label ids (tag: words past the limit predicted ``O``)."""
+    if task == "regress":
+        return regression_scores(list(gold), [float(x.reshape(-1)[0]) for x in logits])
+    if task == "tag":
+        fallback = labels.index("O") if "O" in labels else 0
+        predicted, truth = [], []
+        for x, g in zip(logits, gold, strict=True):
+            p = x.argmax(-1).tolist()
+            predicted.append([labels[i] for i in p + [fallback] * (len(g) - len(p))])
+            truth.append([labels[i] for i in g])
+        return span_scores(truth, predicted)
+    predicted = [labels[int(x.argmax())] for x in logits]
+    return classification_scores([labels[i] for i in gold], predicted, labels)
+
+
+def _val_loss(task: str, logits: list[torch.Tensor], gold: Sequence[Any]) -> float:
+    if task == "tag":
+        x = torch.cat(logits)
+        y = torch.cat([torch.as_tensor(g[: len(lg)]) for lg, g in zip(logits, gold, strict=True)])
+        return loss_for("classify", x, y).item() if len(y) else 0.0
+    x = torch.stack(logits)
+    y = torch.tensor(list(gold), dtype=torch.float32 if task == "regress" else torch.long)
+    return loss_for(task, x, y).item()
+
+
+def best_metric(task: str) -> tuple[str, str]:
+    return {"tag": ("f1", "max"), "regress": ("val_loss", "min")}.get(task, ("accuracy", "max"))
+
+
+class _Timer:
+    """Seconds spent validating, so the summary's examples/s count training only."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+
+def finetune(backbone_path: str | Path, train: Sequence[str] | Any, out: str | Path, spec: FinetuneSpec,
+             config: TrainConfig, *, val: str | Path | Any | None = None, options: CorpusOptions | None = None,
+             force: bool = False, resume: bool = False) -> dict[str, Any]:
+    """Fine-tune and save into ``out``; returns the summary (scores of the best weights, speed)."""
+    spec.validate()
+    if resume:
+        return _resume(out, config, train, val, options)
+    if val is not None and isinstance(val, (str, Path)) and not Path(val).exists():
+        raise InputError(f"{val}: no such validation file")
+    train_items = read_task_data(train, spec, options)
+    val_items = read_task_data(val, spec, options) if val is not None else None
+    label_map = None
+    if spec.task == "tag":
+        # a chunk type only the validation data has still counts there (a miss), as in conlleval
+        label_map = LabelMap.from_examples([*train_items, *(val_items or [])])
+    elif spec.task != "regress":
+        label_map = LabelMap.from_examples(train_items)
+        if len(label_map) < 2:
+            raise InputError(f"the training data has one label ({label_map.labels[0]!r}): a classifier needs two")
+    sources = [*(train if isinstance(train, (list, tuple)) else []), val if isinstance(val, (str, Path)) else None]
+    with RunOutput(out, force=force, inputs=[s for s in sources if s is not None] + [backbone_path]) as output:
+        seed_everything(config.seed)
+        backbone = load_backbone(backbone_path, "cpu", init=spec.init)
+        layers, combine = spec.layer_choice(backbone.num_hidden)
+        pool = spec.pool
+        if pool == "auto":
+            pool = ("pooler" if spec.strategy != "features" and backbone.has_pooler and layers == [-1]
+                    else "mean" if backbone.segments else "last")
+        head = HeadConfig(task=spec.task, num_labels=len(label_map) if label_map else 1, dim=backbone.dim,
+                          layers=layers, combine=combine, pool=pool, dropout=spec.dropout)
+        checked(head)
+        model = FineTuned(backbone, head, label_map.to_list() if label_map else [])
+        apply_strategy(model, spec.strategy, spec.top)
+        extra = {"spec": vars(spec).copy()}
+        for name, content in codec_files(model).items():
+            (output.path / name).write_bytes(content)
+        write_config(output.path, finetuned_config(model, strategy=spec.strategy, top=spec.top, max_len=spec.max_len,
+                                                   **extra))
+        return _train(model, spec, config, train_items, val_items, label_map, output, resume=False)
+
+
+def _resume(out: str | Path, config: TrainConfig, train: Any, val: Any, options: CorpusOptions | None
+            ) -> dict[str, Any]:
+    with RunOutput(out, resume=True) as output:
+        saved = read_config(output.path, KIND)
+        spec = FinetuneSpec(**saved.get("spec", {}))
+        meta = read_checkpoint_meta(output.path)
+        stops = {k: v for k, v in (("max_steps", config.max_steps), ("epochs", config.epochs),
+                                   ("max_time", config.max_time)) if v is not None}
+        train_config = TrainConfig.from_dict(meta["config"]).replace(quiet=config.quiet, device=config.device, **stops)
+        checked(train_config)
+        train_items = read_task_data(train, spec, options)
+        val_items = read_task_data(val, spec, options) if val is not None else None
+        labels = saved.get("labels") or []
+        label_map = LabelMap(labels) if labels else None
+        if label_map is not None and label_map.to_list() != labels:
+            raise InputError(f"{out}: the saved labels are not in the order dlnlp gives them")
+        seed_everything(train_config.seed)
+        # the architecture and frozen weights as at the start; the trainer then loads the checkpoint
+        info = saved["backbone"]
+        backbone = load_backbone(info["source"]["path"], "cpu", init=info["source"].get("init", "pretrained"))
+        model = FineTuned(backbone, HeadConfig.from_dict(saved["head"]), labels)
+        apply_strategy(model, spec.strategy, spec.top)
+        return _train(model, spec, train_config, train_items, val_items, label_map, output, resume=True)
+
+
+def _train(model: FineTuned, spec: FinetuneSpec, config: TrainConfig, train_items: list[Any],
+           val_items: list[Any] | None, label_map: LabelMap | None, output: RunOutput, *, resume: bool
+           ) -> dict[str, Any]:
+    device = resolve_device(config.device)
+    dtype = resolve_precision(config.precision, device)
+    task = spec.task
+    labels = model.labels
+    started = time.perf_counter()
+    train_data = encode(model, train_items, label_map, spec)
+    val_data = encode(model, val_items, label_map, spec) if val_items is not None else None
+    if train_data.labels is None:
+        raise InputError("the training data has no labels")
+    segments, pad = model.backbone.segments, model.backbone.pad_id
+    cached = spec.strategy == "features"
+    model.to(device)
+    extract_seconds = 0.0
+    if cached:
+        t0 = time.perf_counter()
+        train_x = compute_features(model, train_data, spec.eval_batch_size, dtype)
+        val_x = compute_features(model, val_data, spec.eval_batch_size, dtype) if val_data is not None else None
+        extract_seconds = time.perf_counter() - t0
+        log(f"frozen features of {len(train_data):,} training and {len(val_data) if val_data else 0:,} validation "
+            f"examples computed in {extract_seconds:.1f} s", quiet=config.quiet)
+        trained: torch.nn.Module = CachedHead(model.head)
+        lengths = [x.shape[0] for x in train_x] if task == "tag" else [1] * len(train_data)
+        source = LengthBuckets(lengths, _batch_size(config), lambda idx: cached_batch(train_x, train_data.labels, idx,
+                                                                                      task), seed=config.seed)
+    else:
+        trained = model
+        source = LengthBuckets(train_data.lengths(), _batch_size(config),
+                               lambda idx: collate([train_data.rows[i] for i in idx],
+                                                   [train_data.labels[i] for i in idx], pad, segments),
+                               seed=config.seed)
+    steps_per_epoch = source.batches_per_epoch
+    total = config.max_steps or (math.ceil((config.epochs or 1) * steps_per_epoch) if config.epochs else None)
+    if not resume:
+        changes: dict[str, Any] = {}
+        if config.warmup_steps == 0 and spec.warmup_ratio and total:
+            changes["warmup_steps"] = int(round(spec.warmup_ratio * total))  # HF's warmup_ratio rounds up;
+        if config.eval_interval == 0 and val_data is not None:
+            changes["eval_interval"] = steps_per_epoch  # each epoch, and at the end
+        metric, mode = best_metric(task)
+        changes.update(best_metric=metric if val_data is not None else "val_loss", best_mode=mode)
+        config = config.replace(**changes)
+    checked(config)
+
+    def loss_fn(net: torch.nn.Module, batch: dict[str, torch.Tensor], state: Any) -> tuple[torch.Tensor, Any]:
+        y = batch["labels"]
+        return loss_for(task, net(**{k: v for k, v in batch.items() if k != "labels"}), y), None
+
+    timer = _Timer()
+    history: list[float] = []
+
+    def val_fn(net: torch.nn.Module) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        if cached:
+            was = net.training
+            net.eval()
+            with torch.no_grad():
+                if task == "tag":
+                    logits = [net(x.unsqueeze(0).to(device))[0].float().cpu() for x in val_x]
+                else:
+                    logits = list(torch.cat([net(val_x[i:i + 1024].to(device)).float().cpu()
+                                             for i in range(0, len(val_x), 1024)]))
+            net.train(was)
+        else:
+            logits = logits_in_order(model, val_data, spec.eval_batch_size, dtype)
+            net.train()
+        result = scores(task, labels, logits, val_data.labels)
+        out = {"val_loss": _val_loss(task, logits, val_data.labels)}
+        for key in ("accuracy", "macro_f1", "f1", "precision", "recall", "mse", "pearson"):
+            if key in result:
+                out[key] = result[key]
+        history.append(out[config.best_metric])
+        timer.seconds += time.perf_counter() - t0
+        return out
+
+    def on_step(trainer: Trainer) -> None:
+        if spec.patience and len(history) > spec.patience:
+            best_before = history[: -spec.patience]
+            recent = history[-spec.patience:]
+            better = (lambda a, b: a > b) if config.best_mode == "max" else (lambda a, b: a < b)
+            reference = max(best_before) if config.best_mode == "max" else min(best_before)
+            if not any(better(v, reference) for v in recent):
+                log(f"early stopping: no better {config.best_metric} in {spec.patience} validations",
+                    quiet=config.quiet)
+                trainer.request_stop("early_stop")
+                history.clear()  # asked once
+
+    groups = _param_groups(trained, model, spec, config, cached)
+    trainer = Trainer(trained, config, source, out_dir=output.path, loss_fn=loss_fn,
+                      val_fn=val_fn if val_data is not None else None, resume=resume, on_step=on_step,
+                      on_save=output.commit, param_groups=groups)
+    result = trainer.fit()
+    train_seconds = max(result.elapsed - timer.seconds, 1e-9)
+    examples = min(result.steps * _batch_size(config), int(result.epochs * len(train_data)) or result.steps)
+    summary = {
+        "out": str(output.target), "task": task, "strategy": spec.strategy, "steps": result.steps,
+        "epochs": round(result.epochs, 4), "stopped_by": result.stopped_by,
+        "best": {config.best_metric: result.best_value} if result.best_value is not None else None,
+        "train_seconds": round(train_seconds, 3), "feature_seconds": round(extract_seconds, 3),
+        "total_seconds": round(time.perf_counter() - started, 3),
+        "train_examples_per_s": round(examples / train_seconds, 2),
+        "trainable_parameters": sum(p.numel() for p in trained.parameters() if p.requires_grad),
+        "labels": labels,
+    }
+    log(f"fine-tuned {summary['trainable_parameters']:,} parameters in {summary['total_seconds']:.1f} s; best "
+        f"{summary['best']}", quiet=config.quiet)
+    return summary
+
+
+def _batch_size(config: TrainConfig) -> int:
+    return int(config.extra.get("batch_size", 32))
+
+
+def _param_groups(trained: torch.nn.Module, model: FineTuned, spec: FinetuneSpec, config: TrainConfig,
+                  cached: bool) -> list[dict[str, Any]] | None:
+    """The head at ``--head-lr``; backbone layers at ``lr * decay ** (L - l)`` with ``--layer-lr-decay``."""
+    groups: list[dict[str, Any]] = []
+    if spec.head_lr is not None:
+        groups.append({"params": list(trained.head.parameters()), "lr": spec.head_lr})
+    if not cached and spec.layer_lr_decay < 1:
+        depths = {f"backbone.{k}": v for k, v in model.backbone.depths().items()}
+        groups += layer_decay_groups(trained, depths, spec.layer_lr_decay, top=model.backbone.num_hidden)
+    return groups or None
+
+
+def evaluate(directory: str | Path, data: Sequence[str] | Any, *, device: str = "auto", batch_size: int = 64,
+             options: CorpusOptions | None = None, text_field: str | None = None, pair_field: str | None = None,
+             label_field: str | None = None, token_column: int | None = None, tag_column: int | None = None
+             ) -> dict[str, Any]:
+    """Scores of a fine-tuned directory on labeled data: accuracy, macro-F1 and the confusion matrix;
+    conlleval span precision/recall/F1 per type and token accuracy for ``tag``; MSE for ``regress``."""
+    check_int("--batch-size", batch_size, 1, 1 << 20)
+    dev = resolve_device(device)
+    model, config = load_finetuned(directory, dev)
+    saved = FinetuneSpec(**config.get("spec", {}))
+    spec = FinetuneSpec(task=config["task"], max_len=int(config.get("max_len", 128)),
+                        text_field=text_field if text_field is not None else saved.text_field,
+                        pair_field=pair_field if pair_field is not None else saved.pair_field,
+                        label_field=label_field if label_field is not None else saved.label_field,
+                        token_column=token_column if token_column is not None else saved.token_column,
+                        tag_column=tag_column if tag_column is not None else saved.tag_column)
+    items = read_task_data(data, spec, options)
+    labels = model.labels
+    label_map = LabelMap(labels) if labels else None
+    encoded = encode(model, items, label_map, spec)
+    if encoded.labels is None:
+        raise InputError("the data has no labels to evaluate against")
+    t0 = time.perf_counter()
+    logits = logits_in_order(model, encoded, batch_size, resolve_precision("auto", dev))
+    seconds = time.perf_counter() - t0
+    result = scores(spec.task, labels, logits, encoded.labels)
+    result["seconds"] = round(seconds, 3)
+    return result
+
+
+def _structured(inputs: Sequence[str] | None, text_field: str | None) -> bool:
+    from dlnlp.io.corpus import input_kind
+
+    specs = [str(s) for s in inputs or []]
+    return text_field is not None or any(input_kind(s) != "text" or s.endswith((".tsv", ".tsv.gz")) for s in specs)
+
+
+def predict_records(directory: str | Path, inputs: Sequence[str] | None, *, device: str = "auto",
+                    batch_size: int = 64, options: CorpusOptions | None = None, text_field: str | None = None,
+                    pair_field: str | None = None, token_column: int | None = None
+                    ) -> tuple[FineTuned, Any]:
+    """(model, iterator) of predictions in input order, streamed: ``(Example, probabilities)`` for
+    classify/pair/regress, ``(rows, tags)`` for tag (``rows`` the sentence's input lines as read).
+
+    Plain lines are texts (``pair``: two texts separated by a tab); ``.tsv``/``.csv``/``.jsonl``/``.parquet``
+    inputs, or ``--text-field``, are read by field as in training (no label needed)."""
+    from dlnlp.io.corpus import iter_lines
+    from dlnlp.io.labeled import Example, Sentence
+    from dlnlp.transfer.predict import predict_examples, predict_sentences
+
+    check_int("--batch-size", batch_size, 1, 1 << 20)
+    dev = resolve_device(device)
+    model, config = load_finetuned(directory, dev)
+    saved = FinetuneSpec(**config.get("spec", {}))
+    task, max_len = config["task"], int(config.get("max_len", 128))
+    dtype = resolve_precision("auto", dev)
+    if task == "tag":
+        column = token_column if token_column is not None else saved.token_column
+
+        def blocks() -> Any:
+            rows: list[str] = []
+            for line in iter_lines(inputs, options, require_text=False, long_lines="error"):
+                if line.strip():
+                    rows.append(line)
+                    continue
+                if rows:
+                    yield rows
+                rows = []
+            if rows:
+                yield rows
+
+        def sentences() -> Any:
+            for rows in blocks():
+                try:
+                    tokens = [r.split()[column] for r in rows]
+                except IndexError:
+                    raise InputError(f"a row has no token column {column}: {rows[0]!r}") from None
+                yield Sentence(tokens, None, ""), rows
+
+        def run() -> Any:
+            pending: dict[int, list[str]] = {}
+
+            def only_sentences() -> Any:
+                for i, (sentence, rows) in enumerate(sentences()):
+                    pending[i] = rows
+                    yield sentence
+
+            for i, (_, tags) in enumerate(predict_sentences(model, only_sentences(), batch_size=batch_size,
+                                                            max_len=max_len, dtype=dtype)):
+                yield pending.pop(i), tags
+
+        return model, run()
+    pair = pair_field if pair_field is not None else saved.pair_field
+    if _structured(inputs, text_field):
+        field = text_field if text_field is not None else saved.text_field
+        examples: Any = read_labeled(inputs, field, pair if task == "pair" else None, None, options, labeled=False)
+    else:
+        def plain() -> Any:
+            for number, line in enumerate(iter_lines(inputs, options, require_text=False, long_lines="error"), 1):
+                if task == "pair":
+                    text, tab, second = line.partition("\t")
+                    if not tab:
+                        raise InputError(f"line {number}: --task pair reads two texts separated by a tab")
+                    yield Example(text, None, second, f"line {number}")
+                else:
+                    yield Example(line, None, None, f"line {number}")
+
+        examples = plain()
+    return model, predict_examples(model, examples, batch_size=batch_size, max_len=max_len, dtype=dtype)
