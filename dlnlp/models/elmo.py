@@ -482,6 +482,26 @@ def read_vocab_words(directory: str | Path) -> list[str]:
     return words
 
 
+def save_elmo(
+    model: BiLM,
+    directory: str | Path,
+    words: Sequence[str],
+    counts: Sequence[int] | None = None,
+    *,
+    force: bool = False,
+    **extra: Any,
+) -> Path:
+    """Write a complete ``elmo`` model directory (config.json, weights, ``vocab.txt`` of ``words``)."""
+    from dlnlp.io.modeldir import make_config, write_model_dir
+    from dlnlp.models.vocab import Vocabulary
+
+    vocab = Vocabulary(list(words), list(counts) if counts is not None else [0] * len(words))
+    config = make_config(
+        KIND, FORMAT_VERSION, model=model.config.to_dict(), level="word", eos_id=BOUNDARY_ID, **extra
+    )
+    return write_model_dir(directory, config, model.state_dict(), {"vocab.txt": vocab.to_text()}, force=force)
+
+
 def load_elmo(directory: Any, device: str | torch.device = "cpu") -> tuple[BiLM, dict[str, Any]]:
     """(model in eval mode on ``device``, config.json) of an ``elmo`` model directory; ``model.words``
     is its output vocabulary."""

@@ -89,7 +89,7 @@ def prepare_elmo_data(
     The arguments of :func:`~dlnlp.training.data.prepare_lm_data` are accepted for the run flow; words
     are whitespace-separated, so a tokenizer, ids and ``vocab_size``/``eos_id`` are refused.
     """
-    if tokenizer is not None or level == "ids" or vocab_size is not None or eos_id is not None:
+    if tokenizer is not None or vocab_size is not None or eos_id is not None:
         raise OptionError(
             "elmo reads whitespace-separated words; --tokenizer, --ids, --vocab-size and --eos-id "
             "do not apply (use --min-count and --max-vocab for the vocabulary)"

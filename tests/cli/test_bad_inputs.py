@@ -176,6 +176,9 @@ WORD2VEC = ["--dim", "8", "--epochs", "1", "--min-count", "1", "--workers", "1",
 GLOVE = ["--dim", "8", "--epochs", "1", "--min-count", "1", "--window", "3", "--workers", "1", "--device", "cpu",
          "-q"]
 PPMI = ["--dim", "4", "--min-count", "1", "--window", "2", "-q"]
+ELMO = ["--dim", "4", "--hidden", "8", "--layers", "1", "--filters", "1:2,2:2", "--char-dim", "2", "--highway", "0",
+        "--max-chars", "8", "--seq-len", "8", "--batch-size", "2", "--max-steps", "1", "--eval-interval", "0",
+        "--min-count", "1", "--device", "cpu", "-q"]
 BERT = ["--layers", "1", "--heads", "2", "--dim", "8", "--intermediate", "16", "--max-len", "16", "--batch-size", "2",
         "--max-steps", "1", "--warmup", "0", "--eval-interval", "0", "--device", "cpu", "-q"]
 
@@ -194,7 +197,7 @@ def art(tmp_path_factory) -> dict[str, Path]:
          "ngram": root / "ngram", "arpa": root / "ngram.arpa", "rnn": root / "rnn", "gpt": root / "gpt",
          "hf": root / "hf", "vec": root / "vec.txt", "glove": root / "glove.txt", "ppmi": root / "ppmi.txt",
          "plot": root / "plot.png", "val": root / "val.txt", "sim": root / "sim.tsv", "wp": root / "wp.json",
-         "bert": root / "bert"}
+         "bert": root / "bert", "elmo": root / "elmo"}
     a["sim"].write_text("cat\tdog\t7.5\ncow\thorse\t6.0\nred\tblue\t5.0\n")
     a["corpus"].write_text(CORPUS)
     a["val"].write_text("".join(CORPUS.splitlines(keepends=True)[:20]))
@@ -211,6 +214,7 @@ def art(tmp_path_factory) -> dict[str, Path]:
     _run_ok("vectors", "plot", a["vec"], "cat", "dog", "cow", "--out", a["plot"])
     _run_ok("tokenize", "train", a["corpus"], "--model", "wordpiece", *TOKENIZE, "--out", a["wp"])
     _run_ok("bert", "pretrain", a["corpus"], *BERT, "-t", a["wp"], "--out", a["bert"])
+    _run_ok("elmo", "train", a["corpus"], *ELMO, "--out", a["elmo"])
     return a
 
 
@@ -246,6 +250,10 @@ TEXT_COMMANDS = {
     "bert-pretrain": (lambda a, i, o: ["bert", "pretrain", i, *BERT, "-t", a["wp"], "--val", a["val"], "--out", o],
                       "bert", "train", "corpus"),
     "bert-eval": (lambda a, i, o: ["bert", "eval", a["bert"], i, "--device", "cpu", "--json"], None, "eval",
+                  "corpus"),
+    "elmo-train": (lambda a, i, o: ["elmo", "train", i, *ELMO, "--val", a["val"], "--out", o], "elmo", "train",
+                   "corpus"),
+    "elmo-eval": (lambda a, i, o: ["elmo", "eval", a["elmo"], i, "--device", "cpu", "--json"], None, "eval",
                   "corpus"),
 }
 
@@ -369,10 +377,15 @@ MODEL_COMMANDS = {
     "bert-eval": (lambda a, m, o: ["bert", "eval", m, a["val"], "--device", "cpu"], "bert"),
     "bert-embed": (lambda a, m, o: ["bert", "embed", m, a["val"], "--device", "cpu", "--out", o / "v.npy"], "bert"),
     "bert-export": (lambda a, m, o: ["bert", "export", m, o / "hf"], "bert"),
+    "elmo-eval": (lambda a, m, o: ["elmo", "eval", m, a["val"], "--device", "cpu"], "elmo"),
+    "elmo-embed": (lambda a, m, o: ["elmo", "embed", m, a["val"], "--device", "cpu", "-o", o / "v.npy"], "elmo"),
+    "elmo-neighbors": (lambda a, m, o: ["elmo", "neighbors", m, a["val"], "-s", "the cat", "-w", "cat", "--device",
+                                        "cpu"], "elmo"),
+    "elmo-train-resume": (lambda a, m, o: ["elmo", "train", a["val"], *ELMO, "--resume", "--out", m], "elmo"),
 }
 # The same artifact of another family, for "wrong-kind".
 OTHER_KIND = {"tok": "arpa", "ngram": "rnn", "arpa": "tok", "rnn": "ngram", "gpt": "rnn", "hf": "rnn",
-              "vec": "rnn", "bert": "gpt"}
+              "vec": "rnn", "bert": "gpt", "elmo": "rnn"}
 MODEL_KINDS = ["missing", "empty", "binary", "truncated", "text", "wrong-kind"]
 
 
@@ -453,6 +466,8 @@ OUTPUT_COMMANDS = {
     "vectors-plot": (lambda a, i, o: ["vectors", "plot", i, "cat", "dog", "--out", o], "vec"),
     "bert-pretrain": (lambda a, i, o: ["bert", "pretrain", i, *BERT, "-t", a["wp"], "--out", o], "corpus"),
     "bert-export": (lambda a, i, o: ["bert", "export", i, o], "bert"),
+    "elmo-train": (lambda a, i, o: ["elmo", "train", i, *ELMO, "--val", a["val"], "--out", o], "corpus"),
+    "elmo-embed": (lambda a, i, o: ["elmo", "embed", a["elmo"], i, "-o", o, "--device", "cpu"], "corpus"),
 }
 OUTPUT_KINDS = ["out-dot", "out-parent", "out-input", "out-foreign-dir"]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -68,3 +70,20 @@ def test_scalar_mix_learns_its_weights_and_checks_the_layer_count():
     assert mix.weights.grad[1] > 0 > mix.weights.grad[0] and mix.gamma.grad.item() == pytest.approx(1.0)
     with pytest.raises(ValueError, match="2 layers got 3"):
         mix(layers + layers[:1])
+
+
+def test_scalar_mix_by_hand_with_layer_norm_over_the_real_positions():
+    h0 = torch.tensor([[[1.0, 3.0], [5.0, 7.0], [100.0, -100.0]]])  # [1, 3, 2]; position 2 is padding
+    h1 = torch.tensor([[[2.0, 2.0], [2.0, 6.0], [9.0, 9.0]]])
+    mask = torch.tensor([[1, 1, 0]])
+    mix = ScalarMix(2, layer_norm=True)
+    with torch.no_grad():
+        mix.weights.copy_(torch.tensor([0.0, math.log(3.0)]))  # softmax: 1/4, 3/4
+        mix.gamma.fill_(2.0)
+    # layer 0's real values 1, 3, 5, 7: mean 4, variance 5; layer 1's 2, 2, 2, 6: mean 3, variance 3
+    n0 = (h0 - 4.0) / math.sqrt(5.0)
+    n1 = (h1 - 3.0) / math.sqrt(3.0)
+    expected = 2.0 * (0.25 * n0 + 0.75 * n1)
+    got = mix([h0, h1], mask)
+    assert torch.allclose(got[:, :2], expected[:, :2], atol=1e-6)
+    assert torch.allclose(mix.mix_weights(), torch.tensor([0.25, 0.75]))
