@@ -9,9 +9,31 @@ import pytest
 
 from tests.conftest import run_main
 
-TINY = ["--dim", "8", "--hidden", "16", "--layers", "2", "--filters", "1:4,2:4,3:8", "--char-dim", "4",
-        "--highway", "1", "--max-chars", "16", "--seq-len", "8", "--batch-size", "4", "--device", "cpu", "--quiet",
-        "--min-count", "2"]
+TINY = [
+    "--dim",
+    "8",
+    "--hidden",
+    "16",
+    "--layers",
+    "2",
+    "--filters",
+    "1:4,2:4,3:8",
+    "--char-dim",
+    "4",
+    "--highway",
+    "1",
+    "--max-chars",
+    "16",
+    "--seq-len",
+    "8",
+    "--batch-size",
+    "4",
+    "--device",
+    "cpu",
+    "--quiet",
+    "--min-count",
+    "2",
+]
 WORDS = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "to", "bank", "river", "money", "naïve", "日本"]
 
 
@@ -30,8 +52,21 @@ def trained(tmp_path_factory):
     corpus.write_text(_corpus() + "rare1 rare2\n", encoding="utf-8")
     val.write_text(_corpus(12, shift=1) + "unseen words here\n\n", encoding="utf-8")
     out = root / "model"
-    code, stdout, err = run_main("elmo", "train", corpus, "--val", val, "--out", out, *TINY, "--max-steps", "12",
-                                 "--eval-interval", "6", "--json")
+    code, stdout, err = run_main(
+        "elmo",
+        "train",
+        corpus,
+        "--val",
+        val,
+        "--out",
+        out,
+        *TINY,
+        "--max-steps",
+        "12",
+        "--eval-interval",
+        "6",
+        "--json",
+    )
     assert code == 0, err
     return root, out, json.loads(stdout)
 
@@ -55,17 +90,37 @@ def test_eval_scores_the_same_tokens_as_ngram_eval(trained, tmp_path):
     code, stdout, err = run_main("elmo", "eval", out, val, "--json", "--device", "cpu")
     assert code == 0, err
     ours = json.loads(stdout)
-    code, _, err = run_main("ngram", "train", root / "train.txt", "--order", "2", "--min-count", "2",
-                            "--out", tmp_path / "ng", "--quiet")
+    code, _, err = run_main(
+        "ngram",
+        "train",
+        root / "train.txt",
+        "--order",
+        "2",
+        "--min-count",
+        "2",
+        "--out",
+        tmp_path / "ng",
+        "--quiet",
+    )
     assert code == 0, err
     ngram = json.loads(run_main("ngram", "eval", tmp_path / "ng", val, "--json").stdout)
-    assert (ours["tokens"], ours["oov"], ours["sentences"]) == (ngram["tokens"], ngram["oov"], ngram["sentences"])
+    assert (ours["tokens"], ours["oov"], ours["sentences"]) == (
+        ngram["tokens"],
+        ngram["oov"],
+        ngram["sentences"],
+    )
     assert ours["forward_perplexity"] > 1 and ours["backward_perplexity"] > 1
-    assert min(ours["forward_perplexity"], ours["backward_perplexity"]) <= ours["perplexity"] \
+    assert (
+        min(ours["forward_perplexity"], ours["backward_perplexity"])
+        <= ours["perplexity"]
         <= max(ours["forward_perplexity"], ours["backward_perplexity"])
+    )
     # one piece read whole gives the same counts
-    single = json.loads(run_main("elmo", "eval", out, val, "--json", "--device", "cpu", "--batch-size", "1",
-                                 "--seq-len", "5").stdout)
+    single = json.loads(
+        run_main(
+            "elmo", "eval", out, val, "--json", "--device", "cpu", "--batch-size", "1", "--seq-len", "5"
+        ).stdout
+    )
     assert single["tokens"] == ours["tokens"]
 
 
@@ -77,12 +132,39 @@ def _losses(directory):
 def test_resume_continues_the_curve(tmp_path):
     corpus = tmp_path / "c.txt"
     corpus.write_text(_corpus(), encoding="utf-8")
-    common = [*TINY, "--dropout", "0.2", "--log-interval", "1", "--eval-interval", "0", "--softmax", "sampled",
-              "--samples", "5"]
-    assert run_main("elmo", "train", corpus, "--out", tmp_path / "full", *common, "--max-steps", "6").returncode == 0
-    assert run_main("elmo", "train", corpus, "--out", tmp_path / "part", *common, "--max-steps", "3").returncode == 0
-    code, _, err = run_main("elmo", "train", "--out", tmp_path / "part", "--resume", "--max-steps", "6",
-                            "--quiet", "--device", "cpu")
+    common = [
+        *TINY,
+        "--dropout",
+        "0.2",
+        "--log-interval",
+        "1",
+        "--eval-interval",
+        "0",
+        "--softmax",
+        "sampled",
+        "--samples",
+        "5",
+    ]
+    assert (
+        run_main("elmo", "train", corpus, "--out", tmp_path / "full", *common, "--max-steps", "6").returncode
+        == 0
+    )
+    assert (
+        run_main("elmo", "train", corpus, "--out", tmp_path / "part", *common, "--max-steps", "3").returncode
+        == 0
+    )
+    code, _, err = run_main(
+        "elmo",
+        "train",
+        "--out",
+        tmp_path / "part",
+        "--resume",
+        "--max-steps",
+        "6",
+        "--quiet",
+        "--device",
+        "cpu",
+    )
     assert code == 0, err
     full, part = _losses(tmp_path / "full"), _losses(tmp_path / "part")
     assert [s for s, _ in part] == list(range(1, 7))
@@ -99,8 +181,20 @@ def test_embed_is_the_same_batched_and_line_by_line(trained, tmp_path, suffix):
     results = []
     for batch in ("1", "3"):
         target = tmp_path / f"v{batch}{suffix}"
-        code, stdout, err = run_main("elmo", "embed", out, text, "--output", target, "--batch-size", batch,
-                                     "--device", "cpu", "--json", "--quiet")
+        code, stdout, err = run_main(
+            "elmo",
+            "embed",
+            out,
+            text,
+            "--output",
+            target,
+            "--batch-size",
+            batch,
+            "--device",
+            "cpu",
+            "--json",
+            "--quiet",
+        )
         assert code == 0, err
         assert json.loads(stdout)["tokens"] == 13
         results.append(read_token_vectors(target))
@@ -120,8 +214,23 @@ def test_embed_layers_and_mix(trained, tmp_path):
     for layers in ("all", "top", "mean", "mix"):
         extra = ["--mix-weights", "1,0,3"] if layers == "mix" else []
         target = tmp_path / f"{layers}.npy"
-        assert run_main("elmo", "embed", out, text, "-o", target, "--layers", layers, *extra, "--device",
-                        "cpu", "--quiet").returncode == 0
+        assert (
+            run_main(
+                "elmo",
+                "embed",
+                out,
+                text,
+                "-o",
+                target,
+                "--layers",
+                layers,
+                *extra,
+                "--device",
+                "cpu",
+                "--quiet",
+            ).returncode
+            == 0
+        )
         got[layers] = read_token_vectors(target)[0]
     every = got["all"]
     np.testing.assert_allclose(got["top"], every[:, -1], atol=1e-6)
@@ -131,27 +240,58 @@ def test_embed_layers_and_mix(trained, tmp_path):
 
 def test_neighbors_in_context(trained):
     root, out, _ = trained
-    code, stdout, err = run_main("elmo", "neighbors", out, root / "train.txt", "--sentence", "money in the bank",
-                                 "--word", "bank", "--top", "3", "--same-word", "--json", "--device", "cpu")
+    code, stdout, err = run_main(
+        "elmo",
+        "neighbors",
+        out,
+        root / "train.txt",
+        "--sentence",
+        "money in the bank",
+        "--word",
+        "bank",
+        "--top",
+        "3",
+        "--same-word",
+        "--json",
+        "--device",
+        "cpu",
+    )
     assert code == 0, err
     found = json.loads(stdout)["neighbors"]
     assert len(found) == 3 and all(n["word"] == "bank" for n in found)
     assert [n["score"] for n in found] == sorted((n["score"] for n in found), reverse=True)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["train", "{corpus}", "--out", "{tmp}/m", "--softmax", "tree"], "--softmax must be one of"),
-    (["train", "{corpus}", "--out", "{tmp}/m", "--dim", "32", "--hidden", "16"], "--dim (32) must be at most"),
-    (["train", "{corpus}", "--out", "{tmp}/m", "--filters", "3x8"], "--filters must be WIDTH:COUNT"),
-    (["train", "{corpus}", "--out", "{tmp}/m", "--min-count", "1000"], "no word is seen --min-count 1000"),
-    (["train", "{corpus}", "--out", "{tmp}/m", "--cutoffs", "5000"], "--cutoffs must increase"),
-    (["eval", "{tmp}/nope", "{corpus}"], "no such model directory"),
-    (["embed", "{model}", "{corpus}", "-o", "{tmp}/v.npy", "--layers", "second"], "--layers must be one of"),
-    (["embed", "{model}", "{corpus}", "-o", "{tmp}/v.npy", "--layers", "mix", "--mix-weights", "1,2"],
-     "--mix-weights needs 3"),
-    (["embed", "{model}", "{corpus}", "-o", "-", "--format", "npy"], "--format npy needs a file"),
-    (["neighbors", "{model}", "{corpus}", "--sentence", "a b", "--word", "c"], "--word 'c' is not a word"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "{corpus}", "--out", "{tmp}/m", "--softmax", "tree"], "--softmax must be one of"),
+        (
+            ["train", "{corpus}", "--out", "{tmp}/m", "--dim", "32", "--hidden", "16"],
+            "--dim (32) must be at most",
+        ),
+        (["train", "{corpus}", "--out", "{tmp}/m", "--filters", "3x8"], "--filters must be WIDTH:COUNT"),
+        (
+            ["train", "{corpus}", "--out", "{tmp}/m", "--min-count", "1000"],
+            "no word is seen --min-count 1000",
+        ),
+        (["train", "{corpus}", "--out", "{tmp}/m", "--cutoffs", "5000"], "--cutoffs must increase"),
+        (["eval", "{tmp}/nope", "{corpus}"], "no such model directory"),
+        (
+            ["embed", "{model}", "{corpus}", "-o", "{tmp}/v.npy", "--layers", "second"],
+            "--layers must be one of",
+        ),
+        (
+            ["embed", "{model}", "{corpus}", "-o", "{tmp}/v.npy", "--layers", "mix", "--mix-weights", "1,2"],
+            "--mix-weights needs 3",
+        ),
+        (["embed", "{model}", "{corpus}", "-o", "-", "--format", "npy"], "--format npy needs a file"),
+        (
+            ["neighbors", "{model}", "{corpus}", "--sentence", "a b", "--word", "c"],
+            "--word 'c' is not a word",
+        ),
+    ],
+)
 def test_bad_input_is_one_line(trained, tmp_path, args, message):
     root, out, _ = trained
     filled = [a.format(tmp=tmp_path, corpus=root / "train.txt", model=out) for a in args]

@@ -24,8 +24,18 @@ from dlnlp.models.elmo import (
 
 
 def tiny(**overrides) -> ElmoConfig:
-    values = dict(vocab_size=12, max_chars=12, char_dim=4, filters=[[1, 4], [2, 4], [3, 6]], highway=1, dim=6,
-                  hidden=10, layers=2, dropout=0.0, softmax="full")
+    values = dict(
+        vocab_size=12,
+        max_chars=12,
+        char_dim=4,
+        filters=[[1, 4], [2, 4], [3, 6]],
+        highway=1,
+        dim=6,
+        hidden=10,
+        layers=2,
+        dropout=0.0,
+        softmax="full",
+    )
     values.update(overrides)
     return ElmoConfig(**values)
 
@@ -36,6 +46,7 @@ def model(**overrides) -> BiLM:
 
 
 # -- characters -------------------------------------------------------------------------------------------
+
 
 def test_words_are_utf8_bytes_between_markers():
     assert encode_word("ab", 10) == [BOW_CHAR, ord("a") + 1, ord("b") + 1, EOW_CHAR]
@@ -72,6 +83,7 @@ def test_a_words_vector_does_not_depend_on_its_batch():
 
 # -- causality -------------------------------------------------------------------------------------------
 
+
 def _states(m: BiLM, words: list[str]) -> list[torch.Tensor]:
     chars = torch.from_numpy(encode_words(words, m.config.max_chars).astype(np.int64))[None]
     with torch.no_grad():
@@ -103,11 +115,14 @@ def test_hidden_state_zero_is_the_token_vector_twice():
 
 # -- the loss --------------------------------------------------------------------------------------------
 
+
 def _batch(words_f: list[int], words_b: list[int], targets_f: list[int], targets_b: list[int]):
     """A one-stream step over a toy table of 5 distinct words (indices into ``chars``)."""
     chars = torch.from_numpy(encode_words(["</s>", "a", "b", "cc", "d"], 12).astype(np.int64))
     t = lambda v: torch.tensor([v])  # noqa: E731
-    return dict(input_ids=t(words_f), targets=t(targets_f), chars=chars, bwd_ids=t(words_b), bwd_targets=t(targets_b))
+    return dict(
+        input_ids=t(words_f), targets=t(targets_f), chars=chars, bwd_ids=t(words_b), bwd_targets=t(targets_b)
+    )
 
 
 def test_loss_by_hand_when_the_softmax_ignores_the_context():
@@ -129,12 +144,12 @@ def test_loss_is_the_mean_of_each_directions_nll_of_its_next_word():
     m = model()
     words = ["</s>", "a", "b", "cc", "d"]
     chars = torch.from_numpy(encode_words(words, 12).astype(np.int64))
-    targets = torch.tensor([[3, 4, 5, 6, 1]])      # output ids of the next words
-    previous = torch.tensor([[1, 7, 8, 9, 10]])   # output ids of the previous words
+    targets = torch.tensor([[3, 4, 5, 6, 1]])  # output ids of the next words
+    previous = torch.tensor([[1, 7, 8, 9, 10]])  # output ids of the previous words
     ids = torch.arange(5)[None]
     loss, _ = m(input_ids=ids, targets=targets, chars=chars, bwd_ids=ids, bwd_targets=previous)
     with torch.no_grad():
-        top = m.features(chars[None]).last_hidden_state[0]               # [5, 2 dim]
+        top = m.features(chars[None]).last_hidden_state[0]  # [5, 2 dim]
         d = m.config.dim
         log_p_f = m.softmax.log_probs(top[:, :d]).gather(1, targets[0][:, None]).mean()
         log_p_b = m.softmax.log_probs(top[:, d:]).gather(1, previous[0][:, None]).mean()
@@ -144,14 +159,18 @@ def test_loss_is_the_mean_of_each_directions_nll_of_its_next_word():
 @pytest.mark.parametrize("softmax", ["adaptive", "sampled"])
 def test_other_softmaxes_are_distributions_and_train(softmax):
     torch.manual_seed(0)
-    m = BiLM(tiny(vocab_size=40, softmax=softmax, cutoffs=[5, 20] if softmax == "adaptive" else None, samples=8))
+    m = BiLM(
+        tiny(vocab_size=40, softmax=softmax, cutoffs=[5, 20] if softmax == "adaptive" else None, samples=8)
+    )
     h = torch.randn(7, m.config.dim)
     with torch.no_grad():
         m.eval()
         assert torch.allclose(m.softmax.log_probs(h).exp().sum(-1), torch.ones(7), atol=1e-5)
         targets = torch.randint(0, 40, (7,))
         exact = -m.softmax.log_probs(h).gather(1, targets[:, None])[:, 0]
-        assert torch.allclose(m.softmax.nll(h, targets), exact, atol=1e-5)  # evaluation scores the full softmax
+        assert torch.allclose(
+            m.softmax.nll(h, targets), exact, atol=1e-5
+        )  # evaluation scores the full softmax
     m.train()
     batch = _batch([0, 1, 2], [1, 2, 0], [1, 2, 3], [0, 1, 1])
     optimizer = torch.optim.Adam(m.parameters(), lr=0.05)
@@ -185,6 +204,7 @@ def test_state_carries_a_stream_across_windows():
 
 # -- the encoder -----------------------------------------------------------------------------------------
 
+
 def test_encoder_returns_words_only_and_batches_like_single_sentences():
     enc = ElmoEncoder(model())
     sentences = [["the", "bank", "of", "the", "river"], ["a"], [], ["money", "in", "the", "bank"]]
@@ -197,8 +217,11 @@ def test_encoder_returns_words_only_and_batches_like_single_sentences():
         c, m = enc.batch([sentence])
         alone = enc(c, m)
         for layer in range(3):
-            assert torch.allclose(alone.hidden_states[layer][0, :len(sentence)],
-                                  out.hidden_states[layer][i, :len(sentence)], atol=1e-5)
+            assert torch.allclose(
+                alone.hidden_states[layer][0, : len(sentence)],
+                out.hidden_states[layer][i, : len(sentence)],
+                atol=1e-5,
+            )
     # "bank" in two contexts gets two vectors
     top = out.hidden_states[-1]
     assert not torch.allclose(top[0, 1], top[3, 3])
