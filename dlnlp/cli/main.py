@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     ("vectors", "dlnlp.cli.vectors"),
     ("gpt", "dlnlp.cli.gpt"),
     ("bert", "dlnlp.cli.bert"),
+    ("elmo", "dlnlp.cli.elmo"),
     ("generate", "dlnlp.cli.generate"),
     ("runs", "dlnlp.cli.runs"),
     ("finetune", "dlnlp.cli.finetune"),

@@ -78,18 +78,35 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor | None = None, how: str = "mea
 class ScalarMix(nn.Module):
     """ELMo's task-specific layer mix (Peters et al. 2018, eq. 1): ``gamma * sum_j softmax(w)_j h_j``.
 
-    ``w`` starts at zeros (equal weights) and ``gamma`` at one, as in AllenNLP's ``ScalarMix``.
+    ``w`` starts at zeros (equal weights) and ``gamma`` at one, as in AllenNLP's ``ScalarMix``. With
+    ``layer_norm`` each layer is first normalized to zero mean and unit variance over all its values
+    at real positions (``mask`` ``[B, T]``; all when None), the paper's "apply layer normalization to
+    each biLM layer before weighting" (section 3.2), as AllenNLP's ``do_layer_norm``.
     """
 
-    def __init__(self, num_layers: int) -> None:
+    def __init__(self, num_layers: int, layer_norm: bool = False) -> None:
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        self.layer_norm = layer_norm
         self.weights = nn.Parameter(torch.zeros(num_layers))
         self.gamma = nn.Parameter(torch.ones(()))
 
-    def forward(self, hidden_states: Sequence[torch.Tensor]) -> torch.Tensor:
+    def mix_weights(self) -> torch.Tensor:
+        """The normalized weights ``softmax(w)`` (which layers the task chose)."""
+        return torch.softmax(self.weights, dim=0)
+
+    def forward(self, hidden_states: Sequence[torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
         if len(hidden_states) != self.weights.numel():
             raise ValueError(f"ScalarMix of {self.weights.numel()} layers got {len(hidden_states)} hidden states")
-        s = torch.softmax(self.weights, dim=0)
+        s = self.mix_weights()
+        if self.layer_norm:
+            m = _mask(hidden_states[0], mask).unsqueeze(-1).to(hidden_states[0].dtype)
+            count = m.sum() * hidden_states[0].size(-1)
+            normed = []
+            for h in hidden_states:
+                mean = (h * m).sum() / count
+                var = (((h - mean) * m) ** 2).sum() / count
+                normed.append((h - mean) / torch.sqrt(var + 1e-12))
+            hidden_states = normed
         return self.gamma * sum(s[j] * h for j, h in enumerate(hidden_states))

@@ -32,6 +32,7 @@ FAMILY_MODULES = {
     "word2vec": "dlnlp.models.word2vec",
     "vectors": "dlnlp.models.vectors",
     "bert": "dlnlp.models.bert",
+    "elmo": "dlnlp.models.elmo",
 }
 
 __all__ = ["FAMILY_MODULES", "Family", "LoadedModel", "get_family", "kinds", "load_model", "register"]

@@ -177,6 +177,9 @@ GLOVE = ["--dim", "8", "--epochs", "1", "--min-count", "1", "--window", "3", "--
          "-q"]
 PPMI = ["--dim", "4", "--min-count", "1", "--window", "2", "-q"]
 FINETUNE = ["--max-steps", "1", "--batch-size", "4", "--device", "cpu", "-q"]
+ELMO = ["--dim", "4", "--hidden", "8", "--layers", "1", "--filters", "1:2,2:2", "--char-dim", "2", "--highway", "0",
+        "--max-chars", "8", "--seq-len", "8", "--batch-size", "2", "--max-steps", "1", "--eval-interval", "0",
+        "--min-count", "1", "--device", "cpu", "-q"]
 BERT = ["--layers", "1", "--heads", "2", "--dim", "8", "--intermediate", "16", "--max-len", "16", "--batch-size", "2",
         "--max-steps", "1", "--warmup", "0", "--eval-interval", "0", "--device", "cpu", "-q"]
 
@@ -195,7 +198,7 @@ def art(tmp_path_factory) -> dict[str, Path]:
          "ngram": root / "ngram", "arpa": root / "ngram.arpa", "rnn": root / "rnn", "gpt": root / "gpt",
          "hf": root / "hf", "vec": root / "vec.txt", "glove": root / "glove.txt", "ppmi": root / "ppmi.txt",
          "plot": root / "plot.png", "val": root / "val.txt", "sim": root / "sim.tsv", "wp": root / "wp.json",
-         "bert": root / "bert", "lab": root / "labeled.tsv", "ft": root / "ft"}
+         "bert": root / "bert", "lab": root / "labeled.tsv", "ft": root / "ft", "elmo": root / "elmo"}
     a["sim"].write_text("cat\tdog\t7.5\ncow\thorse\t6.0\nred\tblue\t5.0\n")
     a["corpus"].write_text(CORPUS)
     a["val"].write_text("".join(CORPUS.splitlines(keepends=True)[:20]))
@@ -215,6 +218,7 @@ def art(tmp_path_factory) -> dict[str, Path]:
     lines = [line for line in CORPUS.splitlines() if line.strip()][:16]
     a["lab"].write_text("text\tlabel\n" + "".join(f"{line}\t{i % 2}\n" for i, line in enumerate(lines)))
     _run_ok("finetune", a["bert"], a["lab"], *FINETUNE, "--out", a["ft"])
+    _run_ok("elmo", "train", a["corpus"], *ELMO, "--out", a["elmo"])
     return a
 
 
@@ -252,6 +256,10 @@ TEXT_COMMANDS = {
     "bert-eval": (lambda a, i, o: ["bert", "eval", a["bert"], i, "--device", "cpu", "--json"], None, "eval",
                   "corpus"),
     "predict": (lambda a, i, o: ["predict", a["ft"], i, "--device", "cpu"], None, "filter", "corpus"),
+    "elmo-train": (lambda a, i, o: ["elmo", "train", i, *ELMO, "--val", a["val"], "--out", o], "elmo", "train",
+                   "corpus"),
+    "elmo-eval": (lambda a, i, o: ["elmo", "eval", a["elmo"], i, "--device", "cpu", "--json"], None, "eval",
+                  "corpus"),
 }
 
 TEXT_KINDS = ["missing", "directory", "empty", "blank", "binary", "invalid-utf8", "crlf", "gz-truncated",
@@ -380,7 +388,7 @@ MODEL_COMMANDS = {
 }
 # The same artifact of another family, for "wrong-kind".
 OTHER_KIND = {"tok": "arpa", "ngram": "rnn", "arpa": "tok", "rnn": "ngram", "gpt": "rnn", "hf": "rnn",
-              "vec": "rnn", "bert": "ngram", "ft": "bert"}
+              "vec": "rnn", "bert": "ngram", "ft": "bert", "elmo": "rnn"}
 MODEL_KINDS = ["missing", "empty", "binary", "truncated", "text", "wrong-kind"]
 
 
@@ -462,6 +470,8 @@ OUTPUT_COMMANDS = {
     "bert-pretrain": (lambda a, i, o: ["bert", "pretrain", i, *BERT, "-t", a["wp"], "--out", o], "corpus"),
     "bert-export": (lambda a, i, o: ["bert", "export", i, o], "bert"),
     "finetune": (lambda a, i, o: ["finetune", a["bert"], i, *FINETUNE, "--out", o], "lab"),
+    "elmo-train": (lambda a, i, o: ["elmo", "train", i, *ELMO, "--val", a["val"], "--out", o], "corpus"),
+    "elmo-embed": (lambda a, i, o: ["elmo", "embed", a["elmo"], i, "-o", o, "--device", "cpu"], "corpus"),
 }
 OUTPUT_KINDS = ["out-dot", "out-parent", "out-input", "out-foreign-dir"]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -78,3 +80,20 @@ def test_max_pool_by_hand_ignores_padding():
     mask = torch.tensor([[1, 1, 0], [1, 0, 1]])
     assert max_pool(hidden, mask).tolist() == [[3.0, -1.0], [0.5, 4.0]]
     assert pool(hidden[:1, :2], None, "max").tolist() == [[3.0, -1.0]]
+
+
+def test_scalar_mix_by_hand_with_layer_norm_over_the_real_positions():
+    h0 = torch.tensor([[[1.0, 3.0], [5.0, 7.0], [100.0, -100.0]]])  # [1, 3, 2]; position 2 is padding
+    h1 = torch.tensor([[[2.0, 2.0], [2.0, 6.0], [9.0, 9.0]]])
+    mask = torch.tensor([[1, 1, 0]])
+    mix = ScalarMix(2, layer_norm=True)
+    with torch.no_grad():
+        mix.weights.copy_(torch.tensor([0.0, math.log(3.0)]))  # softmax: 1/4, 3/4
+        mix.gamma.fill_(2.0)
+    # layer 0's real values 1, 3, 5, 7: mean 4, variance 5; layer 1's 2, 2, 2, 6: mean 3, variance 3
+    n0 = (h0 - 4.0) / math.sqrt(5.0)
+    n1 = (h1 - 3.0) / math.sqrt(3.0)
+    expected = 2.0 * (0.25 * n0 + 0.75 * n1)
+    got = mix([h0, h1], mask)
+    assert torch.allclose(got[:, :2], expected[:, :2], atol=1e-6)
+    assert torch.allclose(mix.mix_weights(), torch.tensor([0.25, 0.75]))

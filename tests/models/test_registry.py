@@ -60,7 +60,16 @@ def _bert(directory):
               level="ids")
 
 
-MAKERS = {"bert": _bert, "gpt": _gpt, "rnn_lm": _rnn, "ngram": _ngram, "word2vec": _word2vec, "vectors": _vectors}
+def _elmo(directory):
+    from dlnlp.models.elmo import BiLM, ElmoConfig, save_elmo
+
+    torch.manual_seed(0)
+    config = ElmoConfig(vocab_size=5, max_chars=8, char_dim=2, filters=[[1, 2], [2, 2]], highway=1, dim=4, hidden=4,
+                        layers=1, softmax="full")
+    save_elmo(BiLM(config), directory, ["<unk>", "</s>", "to", "be", "or"])
+
+
+MAKERS = {"bert": _bert, "elmo": _elmo, "gpt": _gpt, "rnn_lm": _rnn, "ngram": _ngram, "word2vec": _word2vec, "vectors": _vectors}
 
 
 def test_every_known_kind_has_a_tiny_model_here():
@@ -103,7 +112,7 @@ def test_unknown_kind_is_one_line_naming_found_and_supported(tmp_path):
         load_model(tmp_path / "m")
     message = str(info.value)
     assert "\n" not in message and "kind 'bert9'" in message and str(tmp_path / "m" / "config.json") in message
-    assert "supported: bert, gpt, ngram, rnn_lm, vectors, word2vec" in message
+    assert "supported: bert, elmo, gpt, ngram, rnn_lm, vectors, word2vec" in message
 
 
 def test_unknown_format_version_is_one_line_naming_found_and_supported(tmp_path):
