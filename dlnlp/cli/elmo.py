@@ -183,7 +183,8 @@ def train(
 
     if training.resume:
         result = resume_elmo_training(
-            out, training.stops(), quiet=quiet, device=device, compile=training.compile
+            out, training.stops(), quiet=quiet, device=device, compile=training.compile,
+            keep_data=training.keep_data,
         )
     else:
         model_config = ElmoConfig(
@@ -215,6 +216,7 @@ def train(
             val_fraction=training.val_fraction,
             options=corpus_options(text_field, encoding_errors),
             force=force,
+            keep_data=training.keep_data,
         )
     if json:
         print_json(result)

@@ -67,6 +67,7 @@ def start_elmo_training(
     val_fraction: float = 0.1,
     options: CorpusOptions | None = None,
     force: bool = False,
+    keep_data: bool = False,
 ) -> dict[str, Any]:
     """Spool the corpus into ``out/data``, write config.json and ``vocab.txt``, train; returns the summary."""
     checked(train_config)
@@ -111,6 +112,7 @@ def start_elmo_training(
         options=options,
         force=force,
         prepare=prepare,
+        keep_data=keep_data,
     ) as run:
         seed_everything(train_config.seed)
         return _fit(model_config, train_config, run.data, run.output, seq_len, batch_size, resume=False)
@@ -123,10 +125,22 @@ def resume_elmo_training(
     quiet: bool = False,
     device: str = "auto",
     compile: bool = False,
+    keep_data: bool = False,
 ) -> dict[str, Any]:
-    """Continue the run in ``out`` from its checkpoint; ``stops`` (max_steps/epochs/max_time) override."""
+    """Continue the run in ``out`` from its checkpoint; ``stops`` (max_steps/epochs/max_time) override.
+    A run that removed its spooled corpus spools it again with the vocabulary settings it started with."""
+    from dlnlp.io.modeldir import read_config
+
+    saved = read_config(out, KIND)
+    prepare = functools.partial(
+        prepare_elmo_data,
+        min_count=int(saved["data"]["min_count"]),
+        max_vocab=saved["data"]["max_vocab"],
+        max_chars=int(saved["model"]["max_chars"]),
+    )
     with resumed_lm_run(
-        out, KIND, stops, quiet=quiet, device=device, compile=compile, load_data=load_elmo_data
+        out, KIND, stops, quiet=quiet, device=device, compile=compile, load_data=load_elmo_data, prepare=prepare,
+        keep_data=keep_data,
     ) as (output, config, train_config, data):
         model_config = ElmoConfig.from_dict(config["model"])
         seq_len, batch_size = int(config["seq_len"]), int(config["batch_size"])
