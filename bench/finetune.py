@@ -391,11 +391,16 @@ def main() -> None:
     parser.add_argument("--small", default="/work/runs/bert30", help="pretrain-pays: a dlnlp-pretrained BERT")
     parser.add_argument("--model", default=None, help="predict: a dlnlp finetune output (full, MR)")
     parser.add_argument("--reps", type=int, default=3, help="predict: repetitions (median)")
+    parser.add_argument("--work", default=None, help="keep the fine-tuned directories here (default: a temporary "
+                        "directory); predict --model WORK/mr-full reuses mr-full's model")
     args = parser.parse_args()
     args.backbone = args.backbone or _minilm()
     torch.manual_seed(SEED)
     result = {"torch_threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory() as tmp:
+        if args.work:
+            Path(args.work).mkdir(parents=True, exist_ok=True)
+            tmp = args.work
         for name, run in SECTIONS.items():
             if args.section in (name, "all"):
                 result[name] = run(args, Path(tmp))
