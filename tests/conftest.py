@@ -11,6 +11,8 @@ from typing import NamedTuple
 
 import pytest
 
+from dlnlp.io.public_data import data_dir
+
 # Tests never reach a model or dataset hub.
 for _name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ.setdefault(_name, "1")
@@ -19,12 +21,47 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DLNLP_SHARED", ROOT.parent / "shared"))
 
 
+# Where shared_path falls back to when ../shared is absent: the data cache filled from a mirror. Read once,
+# here, so that tests which point these variables elsewhere (tests/cli/test_data.py) do not move it.
+DATA_MIRROR = os.environ.get("DLNLP_DATA_MIRROR") or None
+DATA_CACHE = data_dir()  # $DLNLP_DATA_DIR, else ~/.cache/dlnlp/data
+_FETCHED: dict[str, Path] = {}
+
+
+def _from_data_cache(relative: str) -> Path:
+    """``relative`` from the data cache (``dlnlp data get``), fetched once per session from the mirror
+    ``$DLNLP_DATA_MIRROR``; the cache is laid out as ../shared is."""
+    from dlnlp.errors import UsageError
+    from dlnlp.io import public_data
+
+    if relative not in _FETCHED:
+        try:
+            ((dataset, _),) = public_data.select([relative], public_data.load_manifest())
+        except UsageError:
+            pytest.skip(f"shared data not found: {SHARED / relative} (and not in the data manifest)")
+        # a mirror that fails fails the test: the mirror was asked for
+        for path in public_data.get([dataset.name], root=DATA_CACHE, mirror=DATA_MIRROR):
+            _FETCHED[path.relative_to(DATA_CACHE).as_posix()] = path
+    return _FETCHED[relative]
+
+
 def shared_path(relative: str) -> Path:
-    """A file under ../shared; the test is skipped when the shared data is not beside the repo."""
+    """A file under ../shared (``$DLNLP_SHARED``). Without it, and with ``$DLNLP_DATA_MIRROR`` set, the file
+    comes from the data cache (fetched from the mirror once); with neither, the test is skipped."""
     path = SHARED / relative
-    if not path.exists():
-        pytest.skip(f"shared data not found: {path}")
-    return path
+    if path.exists():
+        return path
+    if DATA_MIRROR:
+        return _from_data_cache(relative)
+    pytest.skip(f"shared data not found: {path} (set DLNLP_DATA_MIRROR to fetch it: see `dlnlp data`)")
+
+
+def shared_root(*relatives: str) -> Path:
+    """A directory laid out as ../shared that holds ``relatives``: ../shared itself, or the data cache."""
+    roots = {shared_path(relative).parents[len(Path(relative).parts) - 1] for relative in relatives}
+    if len(roots) > 1:
+        pytest.skip(f"the shared files {relatives} are split between {SHARED} and the data cache")
+    return roots.pop() if roots else SHARED
 
 
 def run_cli(*args: str, input: str | bytes | None = None, check: bool = False, env: dict | None = None,

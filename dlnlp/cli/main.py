@@ -34,6 +34,7 @@ COMMAND_MODULES = [
     ("finetune", "dlnlp.cli.finetune"),
     ("predict", "dlnlp.cli.predict"),
     ("evaluate", "dlnlp.cli.evaluate"),
+    ("data", "dlnlp.cli.data"),
 ]
 
 def _new_app() -> typer.Typer:
