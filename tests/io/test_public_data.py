@@ -16,6 +16,12 @@ from tests.conftest import shared_path, shared_root
 MANIFEST = public_data.load_manifest()
 
 
+@pytest.fixture(autouse=True)
+def no_mirror(monkeypatch):
+    """These tests build from (local) upstream sources: a mirror in the environment must not stand in."""
+    monkeypatch.delenv("DLNLP_DATA_MIRROR", raising=False)
+
+
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
