@@ -40,6 +40,7 @@ Mirror = Annotated[
     Optional[str],
     typer.Option(
         "--mirror",
+        metavar="URL|DIR",
         help="Fetch the final files from this http(s) URL or local directory laid out as corpora/..., "
         "eval/... (default: $DLNLP_DATA_MIRROR; without one, download upstream and split).",
         show_default=False,
