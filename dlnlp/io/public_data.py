@@ -15,7 +15,7 @@ corrupt download leaves nothing behind):
   path. This is how the tests run offline (against a local HTTP server) and how a site serves a
   verified copy to machines without internet access.
 * **From upstream** (no mirror): the source archives are downloaded with :mod:`urllib` into
-  ``DIR/.sources/`` and the files are built by the dataset's split rule (the ``_build_*`` functions
+  ``DIR/.sources/NAME/`` and the files are built by the dataset's split rule (the ``_build_*`` functions
   below; the rules are pure functions, tested offline on small inputs and, where the inputs are
   themselves in the data directory, against the real files). The result must still match the
   manifest; when it differs (an upstream file changed) nothing is installed and the error says so.
@@ -31,6 +31,7 @@ import json
 import os
 import random
 import re
+import shutil
 import tarfile
 import urllib.error
 import urllib.parse
@@ -280,6 +281,7 @@ def _download_source(url: str, sources_dir: Path, progress: Reporter) -> Path:
     if target.is_file():
         return target
     stream, length = _open_url(url)
+    size = 0
     with (
         stream,
         atomic_path(target, force=True, check=False) as tmp,
@@ -288,8 +290,15 @@ def _download_source(url: str, sources_dir: Path, progress: Reporter) -> Path:
     ):
         for block in iter(lambda: stream.read(CHUNK), b""):
             out.write(block)
+            size += len(block)
             advance(len(block))
+        if length is not None and size != length:  # http.client does not raise on a short body
+            raise OSError(f"incomplete download: got {size} of {length} bytes")
     return target
+
+
+def _sources_dir(dataset: Dataset, root: Path) -> Path:
+    return root / ".sources" / dataset.name
 
 
 def _first_source(dataset: Dataset, root: Path, progress: Reporter) -> Path:
@@ -297,7 +306,7 @@ def _first_source(dataset: Dataset, root: Path, progress: Reporter) -> Path:
     errors = []
     for url in dataset.sources:
         try:
-            return _download_source(url, root / ".sources", progress)
+            return _download_source(url, _sources_dir(dataset, root), progress)
         except (urllib.error.URLError, OSError) as exc:
             errors.append(f"{url}: {getattr(exc, 'reason', exc)}")
     raise DataError(
@@ -474,6 +483,8 @@ def build_from_upstream(dataset: Dataset, root: Path, progress: Reporter = _sile
                 f"expected {file.size} bytes, {file.sha256[:12]}..)"
             )
     if differ:
+        # A source cached by an earlier run may be the stale one: the next run downloads it again.
+        shutil.rmtree(_sources_dir(dataset, root), ignore_errors=True)
         raise DataError(
             f"{dataset.name}: the files built from upstream differ from the published ones: "
             f"{'; '.join(differ)}. Upstream may have changed; nothing was installed. A mirror "

@@ -198,3 +198,20 @@ def test_shared_data_tests_run_from_the_cache_without_the_shared_directory(tmp_p
         "/corpora/mr/train.tsv",
     ]
     assert (tmp_path / "cache" / "corpora" / "mr" / "dev.tsv").is_file()
+
+
+def test_an_upstream_source_cut_short_is_not_kept(tmp_path, monkeypatch):
+    import hashlib
+
+    from dlnlp.io import public_data
+
+    monkeypatch.delenv("DLNLP_DATA_MIRROR", raising=False)
+    (tmp_path / "up").mkdir()
+    data = b"word\n" * 1000
+    (tmp_path / "up" / "words.txt").write_bytes(data)
+    file = public_data.DataFile("eval/words.txt", hashlib.sha256(data).hexdigest(), len(data))
+    with serve(tmp_path / "up", CutShort) as (url, _):
+        dataset = public_data.Dataset("words", "", (file,), (f"{url}/words.txt",), "test", "test", "copy")
+        with pytest.raises(public_data.DataError, match="no source could be downloaded.*incomplete download"):
+            public_data.get(["words"], root=tmp_path / "cache", manifest={"words": dataset})
+    assert leftovers(tmp_path / "cache") == []

@@ -179,7 +179,7 @@ def test_upstream_build_installs_only_verified_files(tmp_path):
     root = tmp_path / "cache"
     installed = public_data.get(["brown"], root=root, manifest={"brown": good})
     assert [p.read_text() for p in installed] == [train, valid]
-    assert (root / ".sources" / "brown.zip").is_file()  # kept for reruns
+    assert (root / ".sources" / "brown" / "brown.zip").is_file()  # kept for reruns
 
     wrong = _dataset(
         "brown",
@@ -193,6 +193,7 @@ def test_upstream_build_installs_only_verified_files(tmp_path):
     ):
         public_data.get(["brown"], root=root2, manifest={"brown": wrong})
     assert not (root2 / "corpora").exists()
+    assert not (root2 / ".sources" / "brown").exists()  # not kept: the next run downloads it again
 
 
 def test_upstream_sources_are_tried_in_order_and_archives_read(tmp_path):
