@@ -308,6 +308,10 @@ def print_json(result: Any) -> None:
     """The one JSON object of final results that ``--json`` prints on stdout."""
     import json  # not at import time: most runs print no JSON
 
+    from dlnlp.progress import follower_process
+
+    if follower_process():  # under torchrun, rank 0 prints the results
+        return
     sys.stdout.write(json.dumps(result, ensure_ascii=False, default=str) + "\n")
     sys.stdout.flush()
 
