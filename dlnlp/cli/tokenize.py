@@ -21,6 +21,7 @@ from dlnlp.cli.options import (
     Json,
     OutFile,
     Quiet,
+    Streaming,
     TextField,
     Workers,
     corpus_options,
@@ -92,6 +93,7 @@ def train(
                                                       "characters kept in the alphabet.")] = 1.0,
     text_field: TextField = None,
     encoding_errors: EncodingErrors = "strict",
+    streaming: Streaming = False,
     workers: Workers = 0,
     force: Force = False,
     json_output: Json = False,
@@ -123,7 +125,7 @@ def train(
         warn("--min-frequency does not apply to unigram; ignored")
     start = time.perf_counter()
     trained = train_tokenizer_on_inputs(
-        inputs, spec, corpus_options(text_field, encoding_errors),
+        inputs, spec, corpus_options(text_field, encoding_errors, streaming=streaming),
         on_start=lambda: log(f"training {spec.engine} {spec.model} (vocab {spec.vocab_size}) on "
                              f"{describe_inputs(inputs)}", quiet=quiet),
     )
@@ -174,6 +176,7 @@ def encode(
                                               "(cut at line ends).")] = 100_000_000,
     text_field: TextField = None,
     encoding_errors: EncodingErrors = "strict",
+    streaming: Streaming = False,
     workers: Workers = 0,
     add_bos: Annotated[bool, typer.Option("--add-bos", help="Start every line with the tokenizer's "
                                           "beginning-of-text token.")] = False,
@@ -207,7 +210,7 @@ def encode(
     from dlnlp.tokenization.tokenizer import load_tokenizer
 
     if fmt == "bin":
-        _encode_shards(inputs, tokenizer, output, shard_tokens, corpus_options(text_field, encoding_errors),
+        _encode_shards(inputs, tokenizer, output, shard_tokens, corpus_options(text_field, encoding_errors, streaming=streaming),
                        workers=workers, add_bos=add_bos, add_eos=add_eos, force=force, json_output=json_output,
                        quiet=quiet)
         return
@@ -219,7 +222,7 @@ def encode(
     tok._threads = threads
     # Blank lines and empty input are valid (they encode to empty lines, and to nothing); a line over
     # the limit is refused, not cut, as the output must keep one line per input line.
-    chunks = rechunk(iter_line_blocks(inputs, corpus_options(text_field, encoding_errors), require_text=False,
+    chunks = rechunk(iter_line_blocks(inputs, corpus_options(text_field, encoding_errors, streaming=streaming), require_text=False,
                                       long_lines="error"))
     start = time.perf_counter()
     with Progress("encode", unit="line", rate_unit="token", quiet=quiet) as progress, \
