@@ -22,9 +22,31 @@ import pytest
 from tests.conftest import ROOT, run_main
 
 STEPS = 20
-GPT = ["--layers", "2", "--heads", "2", "--dim", "16", "--block-size", "16", "--max-steps", str(STEPS),
-       "--log-interval", "1", "--eval-interval", "5", "--eval-batches", "4", "--warmup", "2", "--lr", "3e-3",
-       "--device", "cpu", "--json"]
+GPT = [
+    "--layers",
+    "2",
+    "--heads",
+    "2",
+    "--dim",
+    "16",
+    "--block-size",
+    "16",
+    "--max-steps",
+    str(STEPS),
+    "--log-interval",
+    "1",
+    "--eval-interval",
+    "5",
+    "--eval-batches",
+    "4",
+    "--warmup",
+    "2",
+    "--lr",
+    "3e-3",
+    "--device",
+    "cpu",
+    "--json",
+]
 
 # Rank 1 of the killed run: the real CLI, killed (SIGKILL, no chance to clean up) right after the
 # checkpoint of step 10 is written.
@@ -49,8 +71,16 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _torchrun(*args: str, nproc: int = 2) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", "dlnlp", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "dlnlp",
+        *args,
+    ]
     return subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=300)
 
 
@@ -74,7 +104,7 @@ def _summary(stdout: str) -> dict:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rng = random.Random(0)
-    words = "the cat dog sat ran on a mat log and saw big small red".split()
+    words = ["the", "cat", "dog", "sat", "ran", "on", "a", "mat", "log", "and", "saw", "big", "small", "red"]
     path = tmp_path_factory.mktemp("corpus") / "text.txt"
     path.write_text("".join(" ".join(rng.choices(words, k=8)) + ".\n" for _ in range(600)))
     return path
@@ -85,15 +115,35 @@ def two_processes(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tup
     out = tmp_path_factory.mktemp("ddp") / "gpt2proc"
     result = _torchrun("gpt", "train", str(corpus), "--out", str(out), "--batch-size", "4", *GPT)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "data parallel over 2 processes (gloo, cpu): --batch-size 4 per process, global batch 8" in result.stderr
+    assert (
+        "data parallel over 2 processes (gloo, cpu): --batch-size 4 per process, global batch 8"
+        in result.stderr
+    )
     return out, _summary(result.stdout)
 
 
 def test_two_gloo_processes_train_as_one_process_with_the_same_global_batch(corpus, two_processes, tmp_path):
     ddp_dir, ddp = two_processes
     one_dir = tmp_path / "gpt1proc"
-    one = subprocess.run([sys.executable, "-m", "dlnlp", "gpt", "train", str(corpus), "--out", str(one_dir),
-                          "--batch-size", "8", *GPT], capture_output=True, text=True, env=_env(), timeout=300)
+    one = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dlnlp",
+            "gpt",
+            "train",
+            str(corpus),
+            "--out",
+            str(one_dir),
+            "--batch-size",
+            "8",
+            *GPT,
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     single = _summary(one.stdout)
     curve_one, curve_two = _losses(one_dir), _losses(ddp_dir)
@@ -107,6 +157,7 @@ def test_two_gloo_processes_train_as_one_process_with_the_same_global_batch(corp
     assert (ddp_dir / "model.safetensors").is_file() and not list(ddp_dir.parent.glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_a_killed_rank_resumes_to_the_same_result(corpus, two_processes, tmp_path):
     reference_dir, reference = two_processes
     out = tmp_path / "killed"
@@ -114,12 +165,23 @@ def test_a_killed_rank_resumes_to_the_same_result(corpus, two_processes, tmp_pat
     args = ["gpt", "train", str(corpus), "--out", str(out), "--batch-size", "4", *GPT]
     procs = []
     for rank, head in ((0, ["-m", "dlnlp"]), (1, ["-c", KILLED_AFTER_STEP_10])):
-        env = _env(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
-        procs.append(subprocess.Popen([sys.executable, *head, *args], env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))
+        env = _env(
+            RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=port
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, *head, *args],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     try:
         assert procs[1].wait(timeout=240) == -signal.SIGKILL
-        deadline = time.monotonic() + 60  # rank 0 fails at its next collective; or we stop it as torchrun would
+        deadline = (
+            time.monotonic() + 60
+        )  # rank 0 fails at its next collective; or we stop it as torchrun would
         while procs[0].poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
     finally:
@@ -131,8 +193,9 @@ def test_a_killed_rank_resumes_to_the_same_result(corpus, two_processes, tmp_pat
     meta = json.loads((out / "checkpoint" / "trainer.json").read_text())
     assert meta["step"] == 10 and meta["world_size"] == 2 and len(meta["ranks"]) == 1
 
-    resumed = _torchrun("gpt", "train", "--resume", "--out", str(out), "--max-steps", str(STEPS), "--device", "cpu",
-                        "--json")
+    resumed = _torchrun(
+        "gpt", "train", "--resume", "--out", str(out), "--max-steps", str(STEPS), "--device", "cpu", "--json"
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     summary = _summary(resumed.stdout)
     assert summary["steps"] == STEPS
