@@ -439,6 +439,11 @@ class PretrainingBatches:
 
     ``iter_eval`` reads epoch 0's sequences in corpus order with masks from ``seed`` alone: the same
     batches on every call and every run.
+
+    Split over ``world`` processes (:meth:`shard`, under torchrun) a step reads ``batch_size x world``
+    sequences of the epoch's order, process ``rank`` its ``rank``-th ``batch_size`` of them, masked
+    from (seed, epoch, batch, rank); an epoch drops the last sequences that do not fill a global
+    batch. Validation batches go round-robin.
     """
 
     stateful = False
@@ -466,6 +471,7 @@ class PretrainingBatches:
         self._never = np.array(sorted(never), dtype=np.int64)
         self.epoch = 0
         self.position = 0
+        self.rank, self.world = 0, 1
         self._plan: tuple[int, Pairs, np.ndarray] | None = None
         if not len(self.plan(0)[0]):
             raise InputError("the text makes no training sequence (too few sentences)")
@@ -481,7 +487,20 @@ class PretrainingBatches:
 
     @property
     def batches_per_epoch(self) -> int:
+        if self.world > 1:  # whole global batches only: every process takes as many steps
+            return max(1, len(self.plan(self.epoch)[0]) // (self.batch_size * self.world))
         return max(1, math.ceil(len(self.plan(self.epoch)[0]) / self.batch_size))
+
+    def shard(self, rank: int, world: int) -> PretrainingBatches:
+        """Process ``rank``'s part of each global batch of ``world`` (see the class docstring)."""
+        import copy
+
+        shard = copy.copy(self)
+        shard.rank, shard.world = rank, world
+        if len(shard.plan(0)[0]) < self.batch_size * world:
+            raise InputError(f"the text makes {len(shard.plan(0)[0])} sequences, fewer than a global batch of "
+                             f"{self.batch_size} x {world} processes (lower --batch-size)")
+        return shard
 
     @property
     def epochs_done(self) -> float:
@@ -489,11 +508,13 @@ class PretrainingBatches:
 
     def next_batch(self) -> tuple[dict[str, torch.Tensor], bool]:
         pairs, order = self.plan(self.epoch)
-        chosen = order[self.position * self.batch_size:(self.position + 1) * self.batch_size]
-        batch = self.make_batch(pairs, chosen, np.random.default_rng([self.seed, _MASK_STREAM, self.epoch,
-                                                                     self.position]))
+        first = (self.position * self.world + self.rank) * self.batch_size
+        chosen = order[first:first + self.batch_size]
+        draw = [self.seed, _MASK_STREAM, self.epoch, self.position] + ([self.rank] if self.world > 1 else [])
+        batch = self.make_batch(pairs, chosen, np.random.default_rng(draw))
         self.position += 1
-        if self.position * self.batch_size >= len(pairs):
+        if self.position * self.batch_size * self.world >= len(pairs) or (
+                self.world > 1 and self.position >= self.batches_per_epoch):
             self.epoch += 1
             self.position = 0
         return batch, False
@@ -501,6 +522,8 @@ class PretrainingBatches:
     def iter_eval(self) -> Iterator[dict[str, torch.Tensor]]:
         pairs, _ = self.plan(0)
         for i, start in enumerate(range(0, len(pairs), self.batch_size)):
+            if i % self.world != self.rank:
+                continue
             chosen = np.arange(start, min(start + self.batch_size, len(pairs)))
             yield self.make_batch(pairs, chosen, np.random.default_rng([self.seed, _EVAL_STREAM, i]))
 
