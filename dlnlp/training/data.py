@@ -370,7 +370,7 @@ def load_lm_data(out_dir: str | Path, vocab: Any = None) -> LMData:
             raise InputError(f"{meta_path}: a split must be [file, start, stop], got {entry!r}")
         name, start, stop = entry
         if name == SHARDS:
-            return _shard_stream(meta, meta_path).view(start, stop)
+            return shard_stream(meta.get("shards"), meta_path).view(start, stop)
         if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
             raise InputError(f"{meta_path}: token file name {name!r} leaves {data_dir}; the run directory is "
                              "damaged or not from dlnlp")
@@ -380,9 +380,10 @@ def load_lm_data(out_dir: str | Path, vocab: Any = None) -> LMData:
                   vocab_size=meta["vocab_size"], level=meta["level"], vocab=vocab, meta=meta)
 
 
-def _shard_stream(meta: dict[str, Any], meta_path: Path) -> TokenStream:
-    """The stream of the shard directory a run reads in place; refused when it changed since."""
-    info = meta.get("shards") or {}
+def shard_stream(info: dict[str, Any], meta_path: Path) -> TokenStream:
+    """The stream of the shard directory a run reads in place (meta.json's ``{"directory",
+    "index_sha256"}``); refused when it changed since."""
+    info = info or {}
     directory = Path(info.get("directory", ""))
     if not (directory / "index.json").is_file():
         raise InputError(f"{meta_path}: the run reads the token shards in {directory}, which are gone")

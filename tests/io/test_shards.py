@@ -147,3 +147,74 @@ def test_gpt_trains_from_a_shard_directory_on_the_stream_text_gives(corpus, toke
         "gpt", "train", "--resume", "--out", tmp_path / "from-bin", "--max-steps", "3", "--device", "cpu"
     )
     assert code == 1 and "changed since the run started" in err
+
+
+def test_bert_pretrains_from_shards_on_the_sentences_text_gives(corpus, tmp_path):
+    from dlnlp.training.bert_data import load_bert_data
+
+    wordpiece = tmp_path / "wp.json"
+    assert (
+        run_main(
+            "tokenize",
+            "train",
+            corpus,
+            "--model",
+            "wordpiece",
+            "--vocab-size",
+            "200",
+            "--out",
+            wordpiece,
+            "--quiet",
+        ).returncode
+        == 0
+    )
+    shards = tmp_path / "bin"
+    assert (
+        run_main(
+            "tokenize",
+            "encode",
+            corpus,
+            "-t",
+            wordpiece,
+            "--format",
+            "bin",
+            "--output",
+            shards,
+            "--shard-tokens",
+            "400",
+            "--quiet",
+        ).returncode
+        == 0
+    )
+    common = [
+        "-t",
+        wordpiece,
+        "--layers",
+        "1",
+        "--heads",
+        "1",
+        "--dim",
+        "8",
+        "--intermediate",
+        "16",
+        "--max-len",
+        "16",
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "2",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
+    for name, source in (("from-bin", shards), ("from-text", corpus)):
+        code, _, err = run_main("bert", "pretrain", source, "--out", tmp_path / name, *common)
+        assert code == 0, err
+    from_bin, from_text = load_bert_data(tmp_path / "from-bin"), load_bert_data(tmp_path / "from-text")
+    for a, b in ((from_bin.train, from_text.train), (from_bin.val, from_text.val)):
+        assert np.array_equal(a.ends, b.ends) and np.array_equal(a.documents, b.documents)
+        (starts_a, ends_a), (starts_b, ends_b) = a.sentence_bounds(), b.sentence_bounds()
+        assert [a.tokens[s:e].tolist() for s, e in zip(starts_a, ends_a, strict=True)] == [
+            b.tokens[s:e].tolist() for s, e in zip(starts_b, ends_b, strict=True)
+        ]
+    assert not (tmp_path / "from-bin" / "data" / "tokens0.bin").exists()
