@@ -4,8 +4,8 @@ Sections (both by default; ``--section`` picks one):
 
 * ``ddp``: a character GPT (4 layers, 4 heads, 128 dims, block 64) on Tiny Shakespeare (last 10%
   held out), ``--steps`` steps at a global batch of 32 windows: one process at ``--batch-size 32``
-  (torch's threads on every core) against ``torchrun --nproc-per-node 2`` at ``--batch-size 16`` (one
-  thread each, as torchrun sets). Both draw the same windows (see dlnlp/training/distributed.py), so
+  against ``torchrun --nproc-per-node 2`` at ``--batch-size 16``, one thread per process (as torchrun
+  sets it; on a shared machine more threads than cores stall). Both draw the same windows (see dlnlp/training/distributed.py), so
   the final validation loss over the whole held-out text must agree (within 0.01); tokens/s of each
   (the median of the log lines after the first).
 * ``shards``: a GPT on Tiny Shakespeare encoded by a byte-level BPE tokenizer (vocabulary 1,000),
@@ -63,7 +63,7 @@ PEAK_RSS = (
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **extra}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **extra}  # see the docstring
     env.pop("DLNLP_DEBUG", None)
     return env
 
@@ -94,10 +94,10 @@ def steady_rate(out: Path) -> float:
 
 def bench_ddp(steps: int, tmp: Path) -> dict:
     stop = ["--max-steps", str(steps), "--log-interval", str(max(1, steps // 10))]
-    # one process on every core (torch's threads made explicit), against two of one thread each (torchrun's)
+    # one thread per process (as torchrun sets it): one process on one core against two on two
     one, one_wall, _ = run(
         ["gpt", "train", str(CORPUS), "--out", str(tmp / "one"), "--batch-size", "32", *GPT, *stop],
-        env=_env(OMP_NUM_THREADS=str(os.cpu_count() or 1)),
+        env=_env(OMP_NUM_THREADS="1"),
     )
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
     two, two_wall, _ = run(
