@@ -110,6 +110,10 @@ class IterableSource:
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
         self._iterator = None
 
+    def shard(self, rank: int, world: int) -> IterableSource:
+        """Under torchrun: batches ``rank``, ``rank + world``, ... (the same count in every process)."""
+        return IterableSource(distributed.Strided(self.iterable, rank, world))
+
 
 def _as_source(data: Any) -> Any:
     return data if hasattr(data, "next_batch") else IterableSource(data)

@@ -213,3 +213,18 @@ def test_a_run_resumes_only_at_its_world_size(two_processes):
     assert code == 1
     assert "written by 2 processes, this run has 1" in err and "--nproc-per-node 2" in err
     assert (out / "checkpoint" / "trainer.json").read_text() == before
+
+
+def test_without_torchrun_everything_is_the_single_process_run():
+    from dlnlp.training.distributed import DistContext, Strided
+
+    single = DistContext()
+    assert not single.enabled and single.is_main
+    assert single.agree("max_time") == "max_time" and single.agree(None) is None
+    assert single.sum(5) == 5 and single.reduce_eval(
+        {"val_loss": 2.0, "val_tokens": 3, "val_batches": 1}
+    ) == {"val_loss": 2.0, "val_tokens": 3, "val_batches": 1}
+    batches = list(range(7))
+    shares = [list(Strided(batches, rank, 3)) for rank in range(3)]
+    assert shares == [[0, 3], [1, 4], [2, 5]]  # as many for each process; the last batch left out
+    assert sorted(sum((list(Strided(batches, r, 3, whole=False)) for r in range(3)), [])) == batches
