@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -15,8 +16,6 @@ from tests.conftest import ROOT, SHARED
 def test_gpu_check_tiny_runs_every_section(tmp_path):
     out = tmp_path / "gpu.json"
     env = {**os.environ, "DLNLP_SHARED": str(SHARED), "OMP_NUM_THREADS": "1"}
-    import sys
-
     result = subprocess.run(
         ["bash", str(ROOT / "bench" / "gpu.sh"), "--tiny", "--out", str(out)],
         capture_output=True,
