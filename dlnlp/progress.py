@@ -7,6 +7,7 @@ silences it. Data never goes through here: it belongs on stdout.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any
@@ -14,14 +15,26 @@ from typing import Any
 LOG_INTERVAL_S = 5.0
 
 
+def follower_process() -> bool:
+    """Whether this is a process other than rank 0 of a torchrun launch (``RANK`` > 0 of ``WORLD_SIZE`` > 1):
+    rank 0 alone prints progress, logs, warnings and ``--json`` results."""
+    try:
+        return "LOCAL_RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1 \
+            and int(os.environ.get("RANK", "0")) > 0
+    except ValueError:
+        return False
+
+
 def log(message: str, *, quiet: bool = False) -> None:
     """One line of information on stderr."""
-    if not quiet:
+    if not quiet and not follower_process():
         print(f"dlnlp: {message}", file=sys.stderr, flush=True)
 
 
 def warn(message: str) -> None:
-    """A warning on stderr; shown even with --quiet."""
+    """A warning on stderr; shown even with --quiet (by rank 0 alone under torchrun)."""
+    if follower_process():
+        return
     print(f"dlnlp: warning: {message}", file=sys.stderr, flush=True)
 
 
@@ -54,7 +67,7 @@ class Progress:
         self.total = total
         self.unit = unit
         self.rate_unit = rate_unit or unit
-        self.quiet = quiet
+        self.quiet = quiet or follower_process()
         self.stream = stream or sys.stderr
         self.completed = 0.0
         self.rate_items = 0.0
@@ -63,7 +76,7 @@ class Progress:
         self._last_log = self._start
         self._bar = None
         self._task = None
-        self._interactive = not quiet and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._interactive = not self.quiet and hasattr(self.stream, "isatty") and self.stream.isatty()
 
     def __enter__(self) -> Progress:
         if self._interactive:

@@ -21,6 +21,7 @@ from dlnlp.cli.options import (
     Precision,
     Quiet,
     Seed,
+    Streaming,
     TextField,
     TrainingOptions,
     corpus_options,
@@ -71,6 +72,7 @@ def pretrain(
     json: Json = False,
     text_field: TextField = None,
     encoding_errors: EncodingErrors = "strict",
+    streaming: Streaming = False,
 ) -> None:
     """Pretrain a BERT as a masked LM (dynamic masking) with next-sentence or sentence-order prediction.
 
@@ -91,8 +93,8 @@ def pretrain(
         config = training.train_config(device=device, precision=precision, seed=seed, quiet=quiet)
         result = start_bert_pretraining(inputs, out, model_args, config, settings, tokenizer=tokenizer,
                                         val=training.val, val_fraction=training.val_fraction,
-                                        options=corpus_options(text_field, encoding_errors), force=force,
-                                        keep_data=training.keep_data)
+                                        options=corpus_options(text_field, encoding_errors, streaming=streaming),
+                                        force=force, keep_data=training.keep_data)
     if json:
         print_json(result)
 

@@ -24,6 +24,7 @@ from dlnlp.cli.options import (
     Precision,
     Quiet,
     Seed,
+    Streaming,
     TextField,
     TrainingOptions,
     corpus_options,
@@ -75,6 +76,7 @@ def train(
     json: Json = False,
     text_field: TextField = None,
     encoding_errors: EncodingErrors = "strict",
+    streaming: Streaming = False,
 ) -> None:
     """Train a GPT language model with the shared trainer (AdamW, warmup + cosine decay, clipping).
 
@@ -96,8 +98,8 @@ def train(
         result = start_gpt_training(inputs, out, model_args, config, batch_size=training.batch_size,
                                     tokenizer=tokenizer, char=char, ids=ids, vocab_size=vocab_size, val=training.val,
                                     val_fraction=training.val_fraction,
-                                    options=corpus_options(text_field, encoding_errors), force=force,
-                                    eos_id=eos_id, keep_data=training.keep_data)
+                                    options=corpus_options(text_field, encoding_errors, streaming=streaming),
+                                    force=force, eos_id=eos_id, keep_data=training.keep_data)
     if json:
         print_json(result)
 

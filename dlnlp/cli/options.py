@@ -56,7 +56,13 @@ Workers = Annotated[int, typer.Option("--workers", help="Worker threads/processe
 
 TextField = Annotated[
     Optional[str],
-    typer.Option("--text-field", help="Column holding the text in jsonl/csv/tsv/parquet inputs.", rich_help_panel=INPUT),
+    typer.Option("--text-field", help="Column holding the text in jsonl/csv/tsv/parquet inputs and HF datasets "
+                 "(hf:NAME[:CONFIG]:SPLIT or a save_to_disk directory; default there: text).", rich_help_panel=INPUT),
+]
+Streaming = Annotated[
+    bool,
+    typer.Option("--streaming", help="hf:NAME[:CONFIG]:SPLIT inputs: read the dataset record by record from the "
+                 "hub instead of downloading it first.", rich_help_panel=INPUT),
 ]
 LabelField = Annotated[
     Optional[str], typer.Option("--label-field", help="Column holding the label.", rich_help_panel=INPUT)
@@ -302,17 +308,23 @@ def training_options(**defaults: Any) -> Callable[[Callable[..., Any]], Callable
     return decorate
 
 
-def corpus_options(text_field: str | None = None, encoding_errors: str = "strict", label_field: str | None = None):
+def corpus_options(text_field: str | None = None, encoding_errors: str = "strict", label_field: str | None = None,
+                   *, streaming: bool = False):
     """The CorpusOptions for the shared input options."""
     from dlnlp.io.corpus import CorpusOptions
 
-    return CorpusOptions(text_field=text_field, encoding_errors=encoding_errors, label_field=label_field)
+    return CorpusOptions(text_field=text_field, encoding_errors=encoding_errors, label_field=label_field,
+                         streaming=streaming)
 
 
 def print_json(result: Any) -> None:
     """The one JSON object of final results that ``--json`` prints on stdout."""
     import json  # not at import time: most runs print no JSON
 
+    from dlnlp.progress import follower_process
+
+    if follower_process():  # under torchrun, rank 0 prints the results
+        return
     sys.stdout.write(json.dumps(result, ensure_ascii=False, default=str) + "\n")
     sys.stdout.flush()
 

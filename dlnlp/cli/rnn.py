@@ -24,6 +24,7 @@ from dlnlp.cli.options import (
     Prime,
     Quiet,
     Seed,
+    Streaming,
     Temperature,
     TextField,
     TopK,
@@ -96,6 +97,7 @@ def train(
     json: Json = False,
     text_field: TextField = None,
     encoding_errors: EncodingErrors = "strict",
+    streaming: Streaming = False,
 ) -> None:
     """Train a language model; the model directory is usable by `rnn sample` and `rnn eval`.
 
@@ -117,7 +119,8 @@ def train(
         result = start_rnn_training(
             inputs, out, model_config, config, seq_len=seq_len, batch_size=training.batch_size,
             tokenizer=tokenizer, ids=ids, eos_id=eos_id, vocab_size=vocab_size, val=training.val,
-            val_fraction=training.val_fraction, options=corpus_options(text_field, encoding_errors), force=force,
+            val_fraction=training.val_fraction,
+            options=corpus_options(text_field, encoding_errors, streaming=streaming), force=force,
             keep_data=training.keep_data,
         )
     if json:

@@ -21,6 +21,7 @@ from dlnlp.cli.options import (
     Json,
     OutFile,
     Quiet,
+    Streaming,
     TextField,
     Workers,
     corpus_options,
@@ -39,6 +40,9 @@ TokenizerPath = Annotated[
 ]
 Format = Annotated[str, typer.Option("--format", help="ids (space-separated ids), tokens, or jsonl "
                                      '({"ids": [...], "tokens": [...]}).')]
+EncodeFormat = Annotated[str, typer.Option("--format", help="ids (space-separated ids), tokens, jsonl "
+                                           '({"ids": [...], "tokens": [...]}), or bin: binary id shards in '
+                                           "the --output directory, which training commands read directly.")]
 
 
 def _set_workers(workers: int) -> int:
@@ -89,6 +93,7 @@ def train(
                                                       "characters kept in the alphabet.")] = 1.0,
     text_field: TextField = None,
     encoding_errors: EncodingErrors = "strict",
+    streaming: Streaming = False,
     workers: Workers = 0,
     force: Force = False,
     json_output: Json = False,
@@ -123,7 +128,7 @@ def train(
         warn("--min-frequency does not apply to unigram; ignored")
     start = time.perf_counter()
     trained = train_tokenizer_on_inputs(
-        inputs, spec, corpus_options(text_field, encoding_errors),
+        inputs, spec, corpus_options(text_field, encoding_errors, streaming=streaming),
         on_start=lambda: log(f"training {spec.engine} {spec.model} (vocab {spec.vocab_size}) on "
                              f"{describe_inputs(inputs)}", quiet=quiet),
         quiet=quiet or bool(spec.extra),  # sentencepiece's own log replaces the progress line
@@ -169,10 +174,13 @@ def _open_output(output: Path | None, force: bool):
 def encode(
     inputs: Inputs = None,
     tokenizer: TokenizerPath = ...,
-    fmt: Format = "ids",
+    fmt: EncodeFormat = "ids",
     output: OutFile = None,
+    shard_tokens: Annotated[int, typer.Option("--shard-tokens", help="--format bin: tokens per shard file "
+                                              "(cut at line ends).")] = 100_000_000,
     text_field: TextField = None,
     encoding_errors: EncodingErrors = "strict",
+    streaming: Streaming = False,
     workers: Workers = 0,
     add_bos: Annotated[bool, typer.Option("--add-bos", help="Start every line with the tokenizer's "
                                           "beginning-of-text token.")] = False,
@@ -195,6 +203,9 @@ def encode(
     Example: dlnlp tokenize encode corpus.txt -t tok.json --format tokens --output corpus.tok
 
     Example: dlnlp tokenize encode corpus.txt -t tok.json --add-eos | dlnlp gpt train - --ids -t tok.json --out gpt
+
+    Example: dlnlp tokenize encode corpus.txt -t tok.json --add-eos --format bin --output shards/ &&
+    dlnlp gpt train shards/ --out gpt
     """
     from dlnlp.io.atomic import check_can_write
     from dlnlp.io.corpus import iter_line_blocks
@@ -202,6 +213,11 @@ def encode(
     from dlnlp.tokenization.codec import encode_chunks, rechunk
     from dlnlp.tokenization.tokenizer import load_tokenizer
 
+    if fmt == "bin":
+        _encode_shards(inputs, tokenizer, output, shard_tokens, corpus_options(text_field, encoding_errors, streaming=streaming),
+                       workers=workers, add_bos=add_bos, add_eos=add_eos, force=force, json_output=json_output,
+                       quiet=quiet)
+        return
     _check_format(fmt)
     threads = _set_workers(workers)
     if output is not None and str(output) != "-":
@@ -210,7 +226,7 @@ def encode(
     tok._threads = threads
     # Blank lines and empty input are valid (they encode to empty lines, and to nothing); a line over
     # the limit is refused, not cut, as the output must keep one line per input line.
-    chunks = rechunk(iter_line_blocks(inputs, corpus_options(text_field, encoding_errors), require_text=False,
+    chunks = rechunk(iter_line_blocks(inputs, corpus_options(text_field, encoding_errors, streaming=streaming), require_text=False,
                                       long_lines="error"))
     start = time.perf_counter()
     with Progress("encode", unit="line", rate_unit="token", quiet=quiet) as progress, \
@@ -227,6 +243,42 @@ def encode(
             print_json(summary)
         else:
             print(json.dumps(summary), file=sys.stderr)
+
+
+def _encode_shards(inputs: list[str] | None, tokenizer: Path, output: Path | None, shard_tokens: int, options,
+                   *, workers: int, add_bos: bool, add_eos: bool, force: bool, json_output: bool, quiet: bool) -> None:
+    """``encode --format bin``: id shards and their index in the directory ``output`` (dlnlp.io.shards)."""
+    from dlnlp.errors import OptionError
+    from dlnlp.io.atomic import atomic_directory
+    from dlnlp.io.corpus import describe_inputs, iter_line_blocks
+    from dlnlp.io.shards import ShardWriter, copy_tokenizer
+    from dlnlp.progress import Progress, log
+    from dlnlp.tokenization.codec import encode_to_shards, rechunk
+    from dlnlp.tokenization.tokenizer import load_tokenizer
+
+    if output is None or str(output) == "-":
+        raise OptionError("--format bin writes a directory of shards: give it with --output DIR")
+    if shard_tokens < 1:
+        raise OptionError(f"--shard-tokens must be >= 1, got {shard_tokens}")
+    threads = _set_workers(workers)
+    tok = load_tokenizer(tokenizer)
+    tok._threads = threads
+    chunks = rechunk(iter_line_blocks(inputs, options, require_text=False, long_lines="error"))
+    start = time.perf_counter()
+    with atomic_directory(output, force=force, inputs=[*(inputs or []), tokenizer]) as directory, \
+            Progress("encode", unit="line", rate_unit="token", quiet=quiet) as progress:
+        writer = ShardWriter(directory, tok.vocab_size, shard_tokens=shard_tokens)
+        stats = encode_to_shards(tok, chunks, writer, on_chunk=lambda n, t: progress.update(n, rate=t),
+                                 add_bos=add_bos, add_eos=add_eos)
+        identity = {**copy_tokenizer(tok.path, directory), "vocab_size": tok.vocab_size}
+        index = writer.finish(tokenizer=identity, eos_id=tok.eos_id, bos_id=tok.bos_id, add_bos=add_bos,
+                              add_eos=add_eos, source=describe_inputs(inputs))
+    seconds = time.perf_counter() - start
+    log(f"wrote {output}: {index['tokens']:,} tokens of {index['documents']:,} lines in {len(index['shards'])} "
+        f"shard(s) of {index['dtype']}", quiet=quiet)
+    if json_output:
+        print_json({"out": str(output), "lines": stats.lines, "tokens": stats.tokens, "chars": stats.chars,
+                    "shards": len(index["shards"]), "dtype": index["dtype"], "seconds": round(seconds, 3)})
 
 
 @app.command()

@@ -1,9 +1,17 @@
 """Corpus input shared by every command.
 
-A corpus is a list of input specs: file paths, globs, ``-`` (stdin), or ``builtin:NAME``. Text files
-are read line by line as UTF-8 (``.gz``, ``.bz2`` and ``.xz`` transparently); jsonl/json, csv, tsv
-and parquet files are read through HF ``datasets`` in streaming mode and need a ``text_field``.
-Nothing here loads a whole corpus into memory: lines are yielded one at a time or in chunks.
+A corpus is a list of input specs: file paths, globs, ``-`` (stdin), ``builtin:NAME``, or an HF
+dataset. Text files are read line by line as UTF-8 (``.gz``, ``.bz2`` and ``.xz`` transparently);
+jsonl/json, csv, tsv and parquet files are read through HF ``datasets`` in streaming mode and need a
+``text_field``. Nothing here loads a whole corpus into memory: lines are yielded one at a time or in
+chunks.
+
+HF datasets: ``hf:NAME[:CONFIG]:SPLIT`` loads ``datasets.load_dataset(NAME, CONFIG, split=SPLIT)``
+(``hf:wikitext:wikitext-103-raw-v1:train``; a split may be sliced, ``train[:10%]``), from the hub
+cache as memory-mapped Arrow, or record by record without downloading it first with
+``CorpusOptions.streaming`` (``--streaming``). A directory written by ``save_to_disk`` is read with
+``datasets.load_from_disk``, given as it is or as ``hf:DIR[:SPLIT]`` (the split of a DatasetDict;
+``train`` by default). Each record's ``text_field`` (default ``text``) is one line.
 
 Over-long lines. A line is held whole in memory, and the engines that take it (HF ``tokenizers``,
 sentencepiece) use about 150 bytes per character of a line, so one 50 MB line cost 7.5 GB. Lines are
@@ -29,6 +37,7 @@ import glob
 import gzip
 import lzma
 import os
+import re
 import sys
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -40,6 +49,9 @@ from dlnlp.errors import InputError, UsageError
 
 STDIN = "-"
 BUILTIN_PREFIX = "builtin:"
+HF_PREFIX = "hf:"
+# hf:NAME[:CONFIG]:SPLIT, the split possibly sliced (train[:10%], whose brackets may hold colons)
+_HF_SPEC = re.compile(r"^(?P<name>[^:\[]+)(?::(?P<config>[^:\[]+))?:(?P<split>[^:\[]+(?:\[.*\])?)$")
 BUILTIN_CORPORA = {
     "python-help": "the help topics of the Python standard library (pydoc_data.topics), about 465k characters",
 }
@@ -75,6 +87,7 @@ class CorpusOptions:
     text_field: str | None = None
     encoding_errors: str = "strict"
     label_field: str | None = None
+    streaming: bool = False  # HF hub datasets: read record by record instead of downloading first
 
 
 def resolve_inputs(inputs: Sequence[str] | None) -> list[str]:
@@ -92,6 +105,8 @@ def resolve_inputs(inputs: Sequence[str] | None) -> list[str]:
                 known = ", ".join(BUILTIN_PREFIX + k for k in BUILTIN_CORPORA)
                 raise InputError(f"{spec}: no such built-in corpus (known: {known})")
             resolved.append(spec)
+        elif spec.startswith(HF_PREFIX) or is_saved_dataset(spec):
+            resolved.append(spec)
         elif glob.has_magic(spec):
             matches = sorted(glob.glob(spec, recursive=True))
             files = [m for m in matches if os.path.isfile(m)]
@@ -108,8 +123,16 @@ def resolve_inputs(inputs: Sequence[str] | None) -> list[str]:
     return resolved
 
 
+def is_saved_dataset(spec: str) -> bool:
+    """Whether ``spec`` is a directory written by ``datasets``' ``save_to_disk`` (a Dataset or DatasetDict)."""
+    path = Path(spec)
+    return path.is_dir() and ((path / "state.json").is_file() or (path / "dataset_dict.json").is_file())
+
+
 def input_kind(spec: str) -> str:
-    """'text', 'json', 'csv' or 'parquet' from the file name (compression suffixes ignored)."""
+    """'text', 'json', 'csv', 'parquet' from the file name (compression suffixes ignored), or 'hf'."""
+    if spec.startswith(HF_PREFIX) or is_saved_dataset(spec):
+        return "hf"
     if spec == STDIN or spec.startswith(BUILTIN_PREFIX):
         return "text"
     suffixes = Path(spec).suffixes
@@ -344,6 +367,58 @@ def _iter_structured(spec: str, kind: str, field: str | None) -> Iterator[str]:
         raise InputError(f"{spec}: cannot read as {kind}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from exc
 
 
+def _load_hf(spec: str, streaming: bool):
+    """The dataset an HF spec names (see the module docstring)."""
+    import datasets  # heavy: imported only when a dataset is read
+
+    datasets.disable_progress_bars()
+    rest = spec[len(HF_PREFIX):] if spec.startswith(HF_PREFIX) else spec
+    local, split = rest, None
+    if not Path(local).is_dir() and ":" in rest:  # hf:DIR:SPLIT
+        local, split = rest.rsplit(":", 1)
+    if is_saved_dataset(local):
+        dataset = datasets.load_from_disk(local)
+        if isinstance(dataset, datasets.DatasetDict):
+            split = split or ("train" if "train" in dataset else None)
+            if split not in dataset:
+                raise InputError(f"{spec}: the dataset has the splits {', '.join(dataset)}; name one "
+                                 f"(hf:{local}:SPLIT)")
+            dataset = dataset[split]
+        elif split is not None:
+            raise InputError(f"{spec}: {local} holds one split; give it without :{split}")
+        return dataset
+    match = _HF_SPEC.match(rest)
+    if match is None:
+        raise InputError(f"{spec}: expected hf:NAME[:CONFIG]:SPLIT (e.g. hf:wikitext:wikitext-2-raw-v1:train) "
+                         "or a directory written by save_to_disk")
+    return datasets.load_dataset(match["name"], match["config"], split=match["split"], streaming=streaming)
+
+
+def _iter_hf(spec: str, field: str | None, streaming: bool) -> Iterator[list[str]]:
+    """The ``field`` (default ``text``) of every record of an HF dataset, in lists of up to 4096."""
+    try:
+        dataset = _load_hf(spec, streaming)
+        columns = list(dataset.column_names or []) if dataset.column_names is not None else None
+        field = field or "text"
+        if columns is not None and field not in columns:
+            raise InputError(f"{spec}: no field {field!r} (fields: {', '.join(columns)}); choose one with --text-field")
+        if columns is not None:
+            dataset = dataset.select_columns([field])
+        number = 0
+        for batch in dataset.iter(batch_size=4096):
+            values = batch[field]
+            for offset, value in enumerate(values, start=1):
+                if value is None:
+                    raise InputError(f"{spec}: record {number + offset}: field {field!r} is empty")
+            number += len(values)
+            yield [str(v) for v in values]
+    except InputError:
+        raise
+    except Exception as exc:  # datasets raises many types (missing dataset, offline, bad split)
+        raise InputError(f"{spec}: cannot load the dataset: {str(exc).splitlines()[0] if str(exc) else exc!r}") \
+            from exc
+
+
 def iter_line_blocks(
     inputs: Sequence[str] | None,
     options: CorpusOptions | None = None,
@@ -373,12 +448,13 @@ def iter_line_blocks(
     has_text = False
     for spec in specs:
         kind = input_kind(spec)
-        blocks = (
-            _iter_text_blocks(spec, options.encoding_errors, limit, long_lines)
-            if kind == "text"
-            else _limit_records(iter_chunks(_iter_structured(spec, kind, options.text_field), 4096),
-                                spec, limit, long_lines)
-        )
+        if kind == "text":
+            blocks = _iter_text_blocks(spec, options.encoding_errors, limit, long_lines)
+        elif kind == "hf":
+            blocks = _limit_records(_iter_hf(spec, options.text_field, options.streaming), spec, limit, long_lines)
+        else:
+            blocks = _limit_records(iter_chunks(_iter_structured(spec, kind, options.text_field), 4096),
+                                    spec, limit, long_lines)
         for block in blocks:
             if not has_text:
                 has_text = any(line.strip() for line in block)

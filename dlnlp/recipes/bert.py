@@ -107,7 +107,8 @@ def start_bert_pretraining(
 
     prepare = functools.partial(prepare_bert_data, doc_per_line=settings.doc_per_line)
     with new_lm_run(inputs, out, make_run_config, tokenizer=tokenizer, val=val, val_fraction=val_fraction,
-                    options=options, force=force, prepare=prepare, keep_data=keep_data) as run:
+                    options=options, force=force, prepare=prepare, load=load_bert_data,
+                    device=train_config.device, keep_data=keep_data) as run:
         seed_everything(train_config.seed)
         return _fit(model_config, train_config, settings, run.data, run.output, run.tokenizer, resume=False)
 

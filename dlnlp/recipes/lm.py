@@ -26,12 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from dlnlp.errors import InputError, OptionError, checked
+from dlnlp.errors import DlnlpError, InputError, OptionError, checked
 from dlnlp.io.corpus import STDIN, CorpusOptions, describe_inputs, iter_lines, resolve_inputs
 from dlnlp.io.modeldir import RunOutput, make_config, read_config, write_config
 from dlnlp.kernels.device import seed_everything
 from dlnlp.progress import log
 from dlnlp.tokenization.text_codec import TextCodec
+from dlnlp.training import distributed
 from dlnlp.training.checkpoint import read_checkpoint_meta
 from dlnlp.training.config import TrainConfig
 from dlnlp.training.data import DATA_DIR, META_NAME, LMData, load_lm_data, prepare_lm_data
@@ -57,7 +58,8 @@ def new_lm_run(
     inputs: Sequence[str] | None, out: str | Path, make_config: Callable[[LMRun], dict[str, Any]], *,
     tokenizer: str | None = None, ids: bool = False, vocab_size: int | None = None, val: str | Path | None = None,
     val_fraction: float = 0.1, options: CorpusOptions | None = None, force: bool = False, eos_id: int | None = None,
-    prepare: Callable[..., Any] = prepare_lm_data, keep_data: bool = False,
+    prepare: Callable[..., Any] = prepare_lm_data, load: Callable[..., Any] = load_lm_data, device: str = "auto",
+    keep_data: bool = False,
 ) -> Iterator[LMRun]:
     """Open ``out`` as a :class:`RunOutput`, spool the corpus, store the vocabulary/tokenizer and
     ``make_config(run)`` as config.json, and yield the run; train inside the ``with`` block.
@@ -68,6 +70,10 @@ def new_lm_run(
     the corpus (:func:`~dlnlp.training.data.prepare_lm_data`'s arguments; its result has ``codec``):
     another layout plugs in here, such as BERT's sentence shards. When the ``with`` block ends without
     an exception, ``out/data`` is removed unless ``keep_data``.
+
+    Under torchrun (``device`` picks the backend) rank 0 alone does all of this; the other processes
+    wait for it, then ``load`` the spooled data from its staging directory (``load_lm_data``'s
+    arguments) and yield a run that writes nothing (:class:`~dlnlp.training.distributed.FollowerOutput`).
     """
     if val is not None and not Path(val).is_file():
         raise InputError(f"{val}: no such validation file")
@@ -80,24 +86,47 @@ def new_lm_run(
         from dlnlp.tokenization import load_tokenizer
 
         tok = load_tokenizer(tokenizer)
-    sources = [*(inputs or []), val, tok.path if tok is not None else None]
-    with RunOutput(out, force=force, inputs=sources) as output:
-        directory = output.path
-        spool = "ids" if ids else ("char" if tok is None else "tokenizer")
-        spool_args = {"level": spool, "val_fraction": val_fraction, "vocab_size": vocab_size, "eos_id": eos_id}
-        data = prepare(inputs, directory, tokenizer=tok, val=val, options=options, **spool_args)
-        if ids and tok is None and eos_id is None:
-            from dlnlp.progress import warn
+    dist = distributed.context(device)
+    if not dist.is_main:  # rank 0 prepares the run; this process reads what it spooled
+        path = dist.broadcast_object(None)
+        if path is None:
+            raise DlnlpError("rank 0 could not prepare the run (its error says why)")
+        data = load(path, vocab=tok)
+        if data.codec is None:
+            from dlnlp.tokenization.text_codec import load_codec
 
-            warn("--ids without --tokenizer or --eos-id: lines are joined with nothing between them; give the "
-                 "tokenizer that wrote the ids (or --eos-id) so the model sees where lines end")
-        data.codec.save(directory)  # the vocabulary or tokenizer beside the weights
-        run = LMRun(output, data, data.codec.level, tok)
-        config = make_config(run)
-        config["spool"] = _spool_record(inputs, val, options, tok is not None, spool_args, directory)
-        write_config(directory, config)
+            data.codec = load_codec(path, read_config(path), data.vocab_size)
+        run = LMRun(distributed.FollowerOutput(path, out), data, data.level, tok)
+        make_config(run)  # the model's settings that come from the data (vocabulary size)
         yield run
-        _finish_data(output.path, keep_data, config["spool"], quiet=_quiet(config))
+        dist.barrier()  # rank 0 removes the spooled data only once every process is done with it
+        return
+    sources = [*(inputs or []), val, tok.path if tok is not None else None]
+    announced = False
+    try:
+        with RunOutput(out, force=force, inputs=sources) as output:
+            directory = output.path
+            spool = "ids" if ids else ("char" if tok is None else "tokenizer")
+            spool_args = {"level": spool, "val_fraction": val_fraction, "vocab_size": vocab_size, "eos_id": eos_id}
+            data = prepare(inputs, directory, tokenizer=tok, val=val, options=options, **spool_args)
+            if ids and tok is None and eos_id is None:
+                from dlnlp.progress import warn
+
+                warn("--ids without --tokenizer or --eos-id: lines are joined with nothing between them; give the "
+                     "tokenizer that wrote the ids (or --eos-id) so the model sees where lines end")
+            data.codec.save(directory)  # the vocabulary or tokenizer beside the weights
+            run = LMRun(output, data, data.codec.level, tok)
+            config = make_config(run)
+            config["spool"] = _spool_record(inputs, val, options, tok is not None, spool_args, directory)
+            write_config(directory, config)
+            dist.broadcast_object(str(directory))
+            announced = True
+            yield run
+            dist.barrier()
+            _finish_data(output.path, keep_data, config["spool"], quiet=_quiet(config))
+    finally:
+        if not announced:  # the other processes wait for the run: tell them it failed
+            dist.broadcast_object(None)
 
 
 @contextmanager
@@ -108,17 +137,20 @@ def resumed_lm_run(out: str | Path, kind: str, stops: dict[str, Any], *, quiet: 
     """(output, config.json, train config, data) of the run in ``out``, locked while the ``with`` block
     runs; ``stops`` override its limits; ``load_data(directory)`` re-opens the spooled data, which
     ``prepare`` (the one the run started with) spools again first when the run removed it. When the
-    ``with`` block ends without an exception, ``out/data`` is removed unless ``keep_data``."""
-    with RunOutput(out, resume=True) as output:
+    ``with`` block ends without an exception, ``out/data`` is removed unless ``keep_data``. Under
+    torchrun rank 0 locks the run (and spools again) and the others read it once it has."""
+    dist = distributed.context(device)
+    with _resume_output(out, dist) as output:
         config = read_config(output.path, kind)
         meta = read_checkpoint_meta(output.path)
         overrides = {k: v for k, v in stops.items() if v is not None}
         train_config = TrainConfig.from_dict(meta["config"]).replace(quiet=quiet, device=device, compile=compile,
                                                                      **overrides)
         checked(train_config)
-        respooled = not (output.path / DATA_DIR / META_NAME).is_file()
+        respooled = dist.is_main and not (output.path / DATA_DIR / META_NAME).is_file()
         if respooled:
             respool(output.path, config.get("spool"), prepare, quiet=quiet)
+        dist.barrier()  # the other processes read the data once rank 0 has spooled it again
         try:
             yield output, config, train_config, load_data(output.path)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM (TrainingInterrupted): the checkpoint moved on
@@ -127,7 +159,8 @@ def resumed_lm_run(out: str | Path, kind: str, stops: dict[str, Any], *, quiet: 
             if respooled:  # a failed resume leaves the directory as it found it
                 shutil.rmtree(output.path / DATA_DIR, ignore_errors=True)
             raise
-        if config.get("spool") is not None:
+        dist.barrier()
+        if dist.is_main and config.get("spool") is not None:
             _finish_data(output.path, keep_data, config["spool"], quiet=quiet)
 
 
@@ -209,6 +242,25 @@ def respool(directory: Path, record: dict[str, Any] | None, prepare: Callable[..
         shutil.rmtree(data_dir, ignore_errors=True)
         raise InputError(f"{describe_inputs(record['inputs'])}: not the corpus this run started on (its tokens "
                          "differ); --resume needs the same text, or start a new run")
+
+
+@contextmanager
+def _resume_output(out: str | Path, dist: distributed.DistContext) -> Iterator[Any]:
+    """The run to resume, locked (rank 0), or read once rank 0 has locked it (the other processes)."""
+    if not dist.is_main:
+        if not dist.broadcast_object(None):
+            raise DlnlpError("rank 0 could not open the run to resume (its error says why)")
+        yield distributed.FollowerOutput(out, out)
+        return
+    announced = False
+    try:
+        with RunOutput(out, resume=True) as output:
+            dist.broadcast_object(True)
+            announced = True
+            yield output
+    finally:
+        if not announced:
+            dist.broadcast_object(False)
 
 
 @dataclass(frozen=True)
@@ -304,7 +356,7 @@ def start_lm_training(
 
     with new_lm_run(inputs, out, make_run_config, tokenizer=tokenizer, ids=ids, vocab_size=vocab_size,
                     val=val, val_fraction=val_fraction, options=options, force=force, eos_id=eos_id,
-                    keep_data=keep_data) as run:
+                    device=train_config.device, keep_data=keep_data) as run:
         seed_everything(train_config.seed)
         return _fit(recipe, model_config, train_config, run.data, run.output,
                     {name: shape[name] for name in recipe.shape}, resume=False)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import IO
+from typing import IO, Any
 
 from dlnlp.errors import InputError, OptionError, UsageError
 from dlnlp.tokenization.tokenizer import Tokenizer
@@ -178,6 +178,32 @@ def encode_chunks(tokenizer: Tokenizer, chunks: Iterable[list[str]], out: IO[byt
     def finish(future: Future, chunk: list[str]) -> None:
         ids, tokens = future.result()
         out.write(render(ids, tokens).encode("utf-8"))
+        stats.add(len(chunk), sum(map(len, ids)), sum(map(len, chunk)), on_chunk)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dlnlp-encode") as pool:
+        pending: tuple[Future, list[str]] | None = None
+        for chunk in chunks:
+            future = pool.submit(encode, chunk)
+            if pending is not None:
+                finish(*pending)
+            pending = (future, chunk)
+        if pending is not None:
+            finish(*pending)
+    return stats
+
+
+def encode_to_shards(tokenizer: Tokenizer, chunks: Iterable[list[str]], writer: Any, *,
+                     on_chunk: Callable[[int, int], None] | None = None, add_bos: bool = False,
+                     add_eos: bool = False) -> CodecStats:
+    """Encode chunks of lines into a :class:`~dlnlp.io.shards.ShardWriter` (``--format bin``): each line's
+    ids are one document, exactly the ids ``--format ids`` prints for it. One chunk is encoded while
+    the one before is written, as :func:`encode_chunks` does."""
+    encode = _framed(_encoder(tokenizer, "ids"), tokenizer, add_bos, add_eos)
+    stats = CodecStats()
+
+    def finish(future: Future, chunk: list[str]) -> None:
+        ids = future.result()[0]
+        writer.write(ids)
         stats.add(len(chunk), sum(map(len, ids)), sum(map(len, chunk)), on_chunk)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dlnlp-encode") as pool:

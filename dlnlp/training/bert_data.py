@@ -50,8 +50,9 @@ import torch
 
 from dlnlp.errors import InputError, OptionError, UsageError
 from dlnlp.io.corpus import CorpusOptions, describe_inputs, iter_line_blocks
+from dlnlp.io.shards import INDEX_NAME, TokenShards, file_sha256, shard_directory
 from dlnlp.models.bert import IGNORE_INDEX, SPECIAL_TOKENS
-from dlnlp.training.data import DATA_DIR, META_NAME, TokenWriter, dtype_for, open_tokens
+from dlnlp.training.data import DATA_DIR, META_NAME, TokenWriter, dtype_for, open_tokens, shard_stream
 
 NEXT_SENTENCE = ("nsp", "sop", "none")
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -221,8 +222,12 @@ def prepare_bert_data(inputs: Sequence[str] | None, out_dir: str | Path, *, toke
     data_dir = Path(out_dir) / DATA_DIR
     if data_dir.exists():  # never delete what a caller did not make here
         raise InputError(f"{data_dir}: already exists; spool into a new run directory")
+    shards = shard_directory(inputs)
     data_dir.mkdir(parents=True)
-    counts = [spool_sentences(inputs, tokenizer, data_dir, 0, doc_per_line=doc_per_line, options=options)]
+    if shards is not None:  # ids read in place; only the sentence and document offsets are written
+        counts = [_shard_sentences(shards, tokenizer, data_dir)]
+    else:
+        counts = [spool_sentences(inputs, tokenizer, data_dir, 0, doc_per_line=doc_per_line, options=options)]
     if val is not None:
         counts.append(spool_sentences([str(val)], tokenizer, data_dir, 1, doc_per_line=doc_per_line,
                                       options=options))
@@ -237,6 +242,8 @@ def prepare_bert_data(inputs: Sequence[str] | None, out_dir: str | Path, *, toke
             "shards": counts, "doc_per_line": doc_per_line, "source": describe_inputs(inputs),
             "val_source": str(val) if val is not None else None,
             "val_fraction": val_fraction if val is None else None}
+    if shards is not None:
+        meta["token_shards"] = {"directory": str(shards.resolve()), "index_sha256": file_sha256(shards / INDEX_NAME)}
     (data_dir / META_NAME).write_text(json.dumps(meta, indent=1) + "\n")
     data = load_bert_data(out_dir, vocab=tokenizer)
     data.codec = TokenizerCodec(tokenizer)
@@ -246,6 +253,29 @@ def prepare_bert_data(inputs: Sequence[str] | None, out_dir: str | Path, *, toke
     if data.val is not None and len(data.val) < 1:
         raise InputError("the validation text has no sentence (give more text, --val FILE or --val-fraction 0)")
     return data
+
+
+def _shard_sentences(directory: Path, tokenizer: Any, data_dir: Path) -> dict[str, Any]:
+    """A token shard directory (``tokenize encode --format bin`` of one sentence a line, blank lines
+    between documents) as shard 0: its lines are the sentences, written here as offsets only."""
+    shards = TokenShards(directory)
+    expected = (shards.index.get("tokenizer") or {}).get("sha256")
+    if expected and file_sha256(tokenizer.path) != expected:
+        raise InputError(f"--tokenizer {tokenizer.path} is not the tokenizer that wrote {directory}")
+    if shards.index.get("add_eos") or shards.index.get("add_bos"):
+        raise InputError(f"{directory}: the lines were encoded with --add-eos/--add-bos; BERT adds its own [CLS] "
+                         "and [SEP] (encode without them)")
+    ends = shards.document_ends()
+    lengths = np.diff(ends, prepend=0)
+    kept = lengths > 0  # a blank line has no token: it ends a document
+    sentence_ends = ends[kept]
+    before_blank = np.cumsum(kept)[~kept]  # sentences kept before each blank line
+    documents = np.unique(before_blank[(before_blank > 0) & (before_blank < len(sentence_ends))])
+    if len(sentence_ends):
+        documents = np.append(documents, len(sentence_ends))
+    sentence_ends.astype("<i8").tofile(data_dir / "sentences0.bin")
+    documents.astype("<i8").tofile(data_dir / "documents0.bin")
+    return {"tokens": len(shards), "sentences": len(sentence_ends), "documents": len(documents)}
 
 
 def load_bert_data(out_dir: str | Path, vocab: Any = None) -> BertData:
@@ -265,7 +295,9 @@ def load_bert_data(out_dir: str | Path, vocab: Any = None) -> BertData:
         if entry is None:
             return None
         shard, first, stop = (int(x) for x in entry)
-        return SentenceCorpus(open_tokens(data_dir / f"tokens{shard}.bin", meta["dtype"]),
+        tokens = shard_stream(meta["token_shards"], meta_path) if shard == 0 and meta.get("token_shards") else \
+            open_tokens(data_dir / f"tokens{shard}.bin", meta["dtype"])
+        return SentenceCorpus(tokens,
                               open_tokens(data_dir / f"sentences{shard}.bin", np.int64),
                               open_tokens(data_dir / f"documents{shard}.bin", np.int64), first, stop)
 
@@ -439,6 +471,11 @@ class PretrainingBatches:
 
     ``iter_eval`` reads epoch 0's sequences in corpus order with masks from ``seed`` alone: the same
     batches on every call and every run.
+
+    Split over ``world`` processes (:meth:`shard`, under torchrun) a step reads ``batch_size x world``
+    sequences of the epoch's order, process ``rank`` its ``rank``-th ``batch_size`` of them, masked
+    from (seed, epoch, batch, rank); an epoch drops the last sequences that do not fill a global
+    batch. Validation batches go round-robin.
     """
 
     stateful = False
@@ -466,6 +503,7 @@ class PretrainingBatches:
         self._never = np.array(sorted(never), dtype=np.int64)
         self.epoch = 0
         self.position = 0
+        self.rank, self.world = 0, 1
         self._plan: tuple[int, Pairs, np.ndarray] | None = None
         if not len(self.plan(0)[0]):
             raise InputError("the text makes no training sequence (too few sentences)")
@@ -481,7 +519,20 @@ class PretrainingBatches:
 
     @property
     def batches_per_epoch(self) -> int:
+        if self.world > 1:  # whole global batches only: every process takes as many steps
+            return max(1, len(self.plan(self.epoch)[0]) // (self.batch_size * self.world))
         return max(1, math.ceil(len(self.plan(self.epoch)[0]) / self.batch_size))
+
+    def shard(self, rank: int, world: int) -> PretrainingBatches:
+        """Process ``rank``'s part of each global batch of ``world`` (see the class docstring)."""
+        import copy
+
+        shard = copy.copy(self)
+        shard.rank, shard.world = rank, world
+        if len(shard.plan(0)[0]) < self.batch_size * world:
+            raise InputError(f"the text makes {len(shard.plan(0)[0])} sequences, fewer than a global batch of "
+                             f"{self.batch_size} x {world} processes (lower --batch-size)")
+        return shard
 
     @property
     def epochs_done(self) -> float:
@@ -489,11 +540,13 @@ class PretrainingBatches:
 
     def next_batch(self) -> tuple[dict[str, torch.Tensor], bool]:
         pairs, order = self.plan(self.epoch)
-        chosen = order[self.position * self.batch_size:(self.position + 1) * self.batch_size]
-        batch = self.make_batch(pairs, chosen, np.random.default_rng([self.seed, _MASK_STREAM, self.epoch,
-                                                                     self.position]))
+        first = (self.position * self.world + self.rank) * self.batch_size
+        chosen = order[first:first + self.batch_size]
+        draw = [self.seed, _MASK_STREAM, self.epoch, self.position] + ([self.rank] if self.world > 1 else [])
+        batch = self.make_batch(pairs, chosen, np.random.default_rng(draw))
         self.position += 1
-        if self.position * self.batch_size >= len(pairs):
+        if self.position * self.batch_size * self.world >= len(pairs) or (
+                self.world > 1 and self.position >= self.batches_per_epoch):
             self.epoch += 1
             self.position = 0
         return batch, False
@@ -501,6 +554,8 @@ class PretrainingBatches:
     def iter_eval(self) -> Iterator[dict[str, torch.Tensor]]:
         pairs, _ = self.plan(0)
         for i, start in enumerate(range(0, len(pairs), self.batch_size)):
+            if i % self.world != self.rank:
+                continue
             chosen = np.arange(start, min(start + self.batch_size, len(pairs)))
             yield self.make_batch(pairs, chosen, np.random.default_rng([self.seed, _EVAL_STREAM, i]))
 

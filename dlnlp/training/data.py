@@ -44,14 +44,12 @@ import torch
 
 from dlnlp.errors import InputError, OptionError
 from dlnlp.io.corpus import CorpusOptions, describe_inputs, iter_line_blocks
+from dlnlp.io.shards import TokenShards, TokenStream, dtype_for, file_sha256, shard_directory
 from dlnlp.tokenization.ids import MAX_VOCAB_SIZE  # piped ids: the vocabulary is the largest id + 1
 
 DATA_DIR = "data"
 META_NAME = "meta.json"
-
-
-def dtype_for(vocab_size: int) -> np.dtype:
-    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
+SHARDS = "<shards>"  # a split's "file" when the run reads a token shard directory (meta.json's "shards")
 
 
 def open_tokens(path: str | Path, dtype: str | np.dtype, start: int = 0, stop: int | None = None) -> np.ndarray:
@@ -256,11 +254,19 @@ def prepare_lm_data(
     data_dir = Path(out_dir) / DATA_DIR
     if data_dir.exists():  # never delete what a caller did not make here (runs spool into a fresh directory)
         raise InputError(f"{data_dir}: already exists; spool into a new run directory")
+    shards = shard_directory(inputs)
     data_dir.mkdir(parents=True)
-    sources: list[Sequence[str] | None] = [inputs] + ([[str(val)]] if val is not None else [])
-    if level not in _SPOOLERS:
-        raise ValueError(f"unknown level {level!r}")
-    codec, dtype, outputs = _SPOOLERS[level](sources, data_dir, options, tokenizer, vocab_size, eos_id)
+    extra: dict[str, Any] = {}
+    if shards is not None:  # read in place: nothing to spool but --val
+        codec, dtype, train_path, train_count, extra = _open_shards(shards, tokenizer, eos_id)
+        outputs = [(train_path, train_count)]
+        if val is not None:
+            outputs += _spool_val_for_shards(val, data_dir, options, codec, dtype)
+    else:
+        sources: list[Sequence[str] | None] = [inputs] + ([[str(val)]] if val is not None else [])
+        if level not in _SPOOLERS:
+            raise ValueError(f"unknown level {level!r}")
+        codec, dtype, outputs = _SPOOLERS[level](sources, data_dir, options, tokenizer, vocab_size, eos_id)
     size = codec.vocab_size
     vocab = getattr(codec, "vocab", None) or getattr(codec, "tokenizer", None)
     (train_path, train_count) = outputs[0]
@@ -274,7 +280,7 @@ def prepare_lm_data(
         split = {"train": [train_path.name, 0, train_count], "val": None}
     meta = {"dtype": dtype.name, "vocab_size": int(size), "level": codec.level, "split": split,
             "source": describe_inputs(inputs), "val_source": str(val) if val is not None else None,
-            "val_fraction": val_fraction if val is None else None}
+            "val_fraction": val_fraction if val is None else None, **extra}
     (data_dir / META_NAME).write_text(json.dumps(meta, indent=1) + "\n")
     data = load_lm_data(out_dir, vocab=vocab)
     data.codec = codec
@@ -285,6 +291,61 @@ def prepare_lm_data(
         raise InputError(f"{where}: the validation text has {len(data.val)} tokens; need at least 2 "
                          "(give more text, --val FILE or --val-fraction 0)")
     return data
+
+
+def _open_shards(directory: Path, tokenizer: Any, eos_id: int | None):
+    """A token shard directory as the training stream (read in place, not copied): its codec (the
+    tokenizer stored beside the shards: the model reads text; ids without one), and meta.json's
+    ``"shards"`` entry, which names the directory and its index's checksum."""
+    from dlnlp.tokenization.text_codec import IdsCodec, TokenizerCodec
+
+    shards = TokenShards(directory)
+    stored = shards.tokenizer_path()
+    if tokenizer is not None:
+        given = file_sha256(tokenizer.path)
+        expected = (shards.index.get("tokenizer") or {}).get("sha256")
+        if expected and given != expected:
+            raise InputError(f"--tokenizer {tokenizer.path} is not the tokenizer that wrote {directory} "
+                             f"(its index names {shards.index['tokenizer'].get('source')}); leave --tokenizer out")
+    elif stored is not None:
+        from dlnlp.tokenization import load_tokenizer
+
+        tokenizer = load_tokenizer(stored)
+    eos = eos_id if eos_id is not None else shards.index.get("eos_id")
+    if tokenizer is not None:
+        if tokenizer.vocab_size != shards.vocab_size:
+            raise InputError(f"{directory}: the ids are of a vocabulary of {shards.vocab_size}, the tokenizer's "
+                             f"has {tokenizer.vocab_size}")
+        codec = TokenizerCodec(tokenizer, eos)
+    else:
+        codec = IdsCodec(shards.vocab_size, eos)
+    if not shards.index.get("add_eos") and eos is not None:
+        from dlnlp.progress import warn
+
+        warn(f"{directory}: the lines were encoded without an end-of-text id (tokenize encode --add-eos), so "
+             "the model does not see where one ends")
+    extra = {"shards": {"directory": str(directory.resolve()), "index_sha256": file_sha256(directory / "index.json")}}
+    return codec, shards.dtype, Path(SHARDS), len(shards), extra
+
+
+def _spool_val_for_shards(val: str | Path, data_dir: Path, options: CorpusOptions, codec: Any, dtype: np.dtype):
+    """``--val`` beside a shard directory: another shard directory (read in place is not needed: it is
+    small) or a text file, encoded with the shards' tokenizer into ``tokens1.bin``."""
+    out = data_dir / "tokens1.bin"
+    with TokenWriter(out, dtype) as writer:
+        if shard_directory([str(val)]) is not None:
+            stream = TokenShards(val).stream()
+            for start in range(0, len(stream), 1 << 22):
+                writer.write(stream.read(start, start + (1 << 22)))
+        elif getattr(codec, "tokenizer", None) is None:  # ids without their tokenizer
+            raise InputError(f"--val {val}: a text file needs the tokenizer, and the shards have none; give a "
+                             "shard directory")
+        else:
+            from dlnlp.tokenization.codec import rechunk
+
+            for lines in rechunk(iter_line_blocks([str(val)], options)):
+                writer.write(codec.encode_batch(lines))
+    return [(out, writer.count)]
 
 
 def load_lm_data(out_dir: str | Path, vocab: Any = None) -> LMData:
@@ -308,18 +369,36 @@ def load_lm_data(out_dir: str | Path, vocab: Any = None) -> LMData:
         if not isinstance(entry, list) or len(entry) != 3:
             raise InputError(f"{meta_path}: a split must be [file, start, stop], got {entry!r}")
         name, start, stop = entry
+        if name == SHARDS:
+            return shard_stream(meta.get("shards"), meta_path).view(start, stop)
         if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
             raise InputError(f"{meta_path}: token file name {name!r} leaves {data_dir}; the run directory is "
                              "damaged or not from dlnlp")
-        return open_tokens(data_dir / name, meta["dtype"], start, stop)
+        return TokenStream([data_dir / name], meta["dtype"]).view(start, stop)
 
     return LMData(train=view(meta["split"].get("train")), val=view(meta["split"].get("val")),
                   vocab_size=meta["vocab_size"], level=meta["level"], vocab=vocab, meta=meta)
 
 
+def shard_stream(info: dict[str, Any], meta_path: Path) -> TokenStream:
+    """The stream of the shard directory a run reads in place (meta.json's ``{"directory",
+    "index_sha256"}``); refused when it changed since."""
+    info = info or {}
+    directory = Path(info.get("directory", ""))
+    if not (directory / "index.json").is_file():
+        raise InputError(f"{meta_path}: the run reads the token shards in {directory}, which are gone")
+    if info.get("index_sha256") and file_sha256(directory / "index.json") != info["index_sha256"]:
+        raise InputError(f"{directory}: the token shards changed since the run started (index.json differs)")
+    return TokenShards(directory).stream()
+
+
 # -- batching -------------------------------------------------------------------------------------
 
-def _gather(tokens: np.ndarray, index: np.ndarray) -> torch.Tensor:
+def _windows(tokens: Any, starts: np.ndarray, length: int) -> torch.Tensor:
+    """Rows ``tokens[s:s + length]`` for each offset ``s``, as an int64 tensor."""
+    if hasattr(tokens, "windows"):
+        return torch.from_numpy(tokens.windows(starts, length))
+    index = np.asarray(starts, dtype=np.int64)[:, None] + np.arange(length, dtype=np.int64)
     return torch.from_numpy(np.asarray(tokens[index], dtype=np.int64))
 
 
@@ -330,23 +409,32 @@ class StreamBatches:
     ``b * L``, and its targets are its inputs shifted by one. The last window of an epoch may be
     shorter than ``T`` so every stream is read to its end. ``reset`` is true on the first window of
     each epoch: the recurrent state starts from zero there.
+
+    Split over ``world`` processes (:meth:`shard`, under torchrun) the text is cut into ``B x world``
+    streams and process ``rank`` reads streams ``rank * B`` to ``(rank + 1) * B - 1``: together they
+    read what one process with ``B x world`` streams reads.
     """
 
     stateful = True
 
-    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, *, clamp: bool = False):
+    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, *, clamp: bool = False,
+                 rank: int = 0, world: int = 1):
         if batch_size < 1 or seq_len < 1:
             raise ValueError("batch size and sequence length must be >= 1")
         n = len(tokens)
+        self._args = (batch_size, clamp)
+        total = batch_size * world
         if clamp:  # evaluation of a short text: fewer streams rather than an error
-            batch_size = max(1, min(batch_size, (n - 1) // max(1, min(seq_len, 64))))
-        if (n - 1) // batch_size < 1:
-            raise InputError(f"{n} tokens are too few for {batch_size} streams (lower --batch-size)")
+            total = max(1, min(total, (n - 1) // max(1, min(seq_len, 64))))
+        if (n - 1) // total < 1:
+            raise InputError(f"{n} tokens are too few for {total} streams (lower --batch-size)")
         self.tokens = tokens
-        self.batch_size = batch_size
         self.seq_len = seq_len
-        self.stream_len = (n - 1) // batch_size
-        self.offsets = (np.arange(batch_size, dtype=np.int64) * self.stream_len)[:, None]
+        self.stream_len = (n - 1) // total
+        # this process's streams (all of them without distribution; a validation split may leave one none)
+        mine = np.array_split(np.arange(total, dtype=np.int64), world)[rank]
+        self.batch_size = len(mine)
+        self.offsets = (mine * self.stream_len)[:, None]
         self.batches_per_epoch = math.ceil(self.stream_len / seq_len)
         self.epoch = 0
         self.position = 0
@@ -354,7 +442,7 @@ class StreamBatches:
     def window(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         start = i * self.seq_len
         length = min(self.seq_len, self.stream_len - start)
-        chunk = _gather(self.tokens, self.offsets + np.arange(start, start + length + 1))
+        chunk = _windows(self.tokens, self.offsets[:, 0] + start, length + 1)
         return chunk[:, :-1], chunk[:, 1:]
 
     def next_batch(self) -> tuple[tuple[torch.Tensor, torch.Tensor], bool]:
@@ -367,8 +455,15 @@ class StreamBatches:
         return batch, reset
 
     def iter_eval(self) -> Iterator[tuple[tuple[torch.Tensor, torch.Tensor], bool]]:
+        if not self.batch_size:
+            return
         for i in range(self.batches_per_epoch):
             yield self.window(i), i == 0
+
+    def shard(self, rank: int, world: int) -> StreamBatches:
+        """Process ``rank``'s streams of ``world`` (see the class docstring)."""
+        batch_size, clamp = self._args
+        return StreamBatches(self.tokens, batch_size, self.seq_len, clamp=clamp, rank=rank, world=world)
 
     @property
     def epochs_done(self) -> float:
@@ -391,41 +486,57 @@ class RandomWindows:
     An "epoch" is ``n / (B * T)`` batches (as many tokens as the stream holds). Draws come from
     its own ``torch.Generator`` seeded with ``seed``, saved in the checkpoint for exact resume.
     ``iter_eval`` reads the stream once in consecutive non-overlapping windows instead.
+
+    Split over ``world`` processes (:meth:`shard`, under torchrun) every process draws the offsets
+    of the whole global batch (``B x world`` windows) from the same generator and reads rows
+    ``rank * B`` to ``(rank + 1) * B - 1``: no window is read twice, and together the processes
+    train on exactly the batches of one process with ``B x world``. Validation batches go round-robin.
     """
 
     stateful = False
 
-    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, *, seed: int = 0):
+    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, *, seed: int = 0, rank: int = 0,
+                 world: int = 1):
         n = len(tokens)
         if n < 2:
             raise InputError(f"{n} tokens are too few to train on")
         self.tokens = tokens
         self.batch_size = batch_size
         self.seq_len = min(seq_len, n - 1)
+        self.seed, self.rank, self.world = seed, rank, world
         self.generator = torch.Generator().manual_seed(seed)
-        self.batches_per_epoch = max(1, (n - 1) // (batch_size * self.seq_len))
+        self.batches_per_epoch = max(1, (n - 1) // (batch_size * world * self.seq_len))
         self.count = 0
-        self._arange = np.arange(self.seq_len + 1, dtype=np.int64)
 
     def next_batch(self) -> tuple[tuple[torch.Tensor, torch.Tensor], bool]:
         high = len(self.tokens) - self.seq_len
-        starts = torch.randint(0, high, (self.batch_size,), generator=self.generator).numpy()
-        chunk = _gather(self.tokens, starts[:, None] + self._arange)
+        starts = torch.randint(0, high, (self.batch_size * self.world,), generator=self.generator).numpy()
+        starts = starts[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+        chunk = _windows(self.tokens, starts, self.seq_len + 1)
         self.count += 1
         return (chunk[:, :-1], chunk[:, 1:]), False
 
     def iter_eval(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n, t = len(self.tokens), self.seq_len
         starts = np.arange(0, n - 1, t, dtype=np.int64)
+        batch = 0
         for i in range(0, len(starts), self.batch_size):
             group = starts[i:i + self.batch_size]
             full = group[group + t <= n - 1]
             if len(full):
-                chunk = _gather(self.tokens, full[:, None] + self._arange)
-                yield chunk[:, :-1], chunk[:, 1:]
+                if batch % self.world == self.rank:
+                    chunk = _windows(self.tokens, full, t + 1)
+                    yield chunk[:, :-1], chunk[:, 1:]
+                batch += 1
             for s in group[group + t > n - 1]:  # the short tail window
-                chunk = _gather(self.tokens, np.arange(s, n))[None]
-                yield chunk[:, :-1], chunk[:, 1:]
+                if batch % self.world == self.rank:
+                    chunk = _windows(self.tokens, np.array([s]), n - s)
+                    yield chunk[:, :-1], chunk[:, 1:]
+                batch += 1
+
+    def shard(self, rank: int, world: int) -> RandomWindows:
+        """Process ``rank``'s rows of each global batch of ``world`` (see the class docstring)."""
+        return RandomWindows(self.tokens, self.batch_size, self.seq_len, seed=self.seed, rank=rank, world=world)
 
     @property
     def epoch(self) -> int:

@@ -20,6 +20,7 @@ from dlnlp.io.modeldir import METRICS_NAME, WEIGHTS_NAME, MetricsLog, save_weigh
 from dlnlp.kernels.device import autocast, resolve_device, resolve_precision, seed_everything
 from dlnlp.progress import Progress, log
 from dlnlp.training import checkpoint as ckpt
+from dlnlp.training import distributed
 from dlnlp.training.config import TrainConfig
 from dlnlp.training.schedule import decay_progress, lr_factor
 
@@ -109,6 +110,10 @@ class IterableSource:
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
         self._iterator = None
 
+    def shard(self, rank: int, world: int) -> IterableSource:
+        """Under torchrun: batches ``rank``, ``rank + world``, ... (the same count in every process)."""
+        return IterableSource(distributed.Strided(self.iterable, rank, world))
+
 
 def _as_source(data: Any) -> Any:
     return data if hasattr(data, "next_batch") else IterableSource(data)
@@ -189,7 +194,7 @@ def default_loss_fn(model: nn.Module, batch: Batch, state: State) -> tuple[torch
     A non-stateful model may return the loss tensor, a dict with ``"loss"`` or an object with ``.loss``
     (HF style). A dict batch is passed as keyword arguments.
     """
-    stateful = getattr(getattr(model, "_orig_mod", model), "stateful", False)
+    stateful = getattr(unwrap_model(model), "stateful", False)
     if isinstance(batch, dict):
         args, kwargs = (), dict(batch)
     elif torch.is_tensor(batch):
@@ -205,6 +210,17 @@ def default_loss_fn(model: nn.Module, batch: Batch, state: State) -> tuple[torch
     elif not torch.is_tensor(out) and hasattr(out, "loss"):
         out = out.loss
     return out, None
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The model itself inside DistributedDataParallel (``.module``) and torch.compile (``._orig_mod``)."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)
+        if inner is None and isinstance(model, nn.parallel.DistributedDataParallel):
+            inner = model.module
+        if inner is None:
+            return model
+        model = inner
 
 
 ParamGroups = Sequence[Mapping[str, Any]]
@@ -359,12 +375,14 @@ class Trainer:
                  param_groups: ParamGroups | None = None, aux_modules: Mapping[str, nn.Module] | None = None):
         config.validate()
         self.config = config
-        self.device = resolve_device(config.device)
+        # Under torchrun: this process's rank and device (see training/distributed.py); else a no-op.
+        self.dist = distributed.context(config.device)
+        self.device = self.dist.device or resolve_device(config.device)
         self.dtype = resolve_precision(config.precision, self.device)
         self.model = model.to(self.device)
         self.aux = _prepare_aux(aux_modules or {}, self.model, self.device)
-        self.train_data = _as_source(train_data)
-        self.val_data = val_data
+        self.train_data = self.dist.shard(_as_source(train_data))
+        self.val_data = self.dist.shard_eval(val_data)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.loss_fn = loss_fn or default_loss_fn
         self.val_fn = val_fn
@@ -397,6 +415,18 @@ class Trainer:
         self.defer_counts = self.device.type == "cuda"
         self._pending_tokens: torch.Tensor | None = None
         self._late_tokens = 0
+        if self.dist.enabled:
+            batch = getattr(self.train_data, "batch_size", None)
+            per = f"--batch-size {batch} per process, global batch {batch * self.dist.world_size * config.grad_accum}" \
+                if batch else f"global batch: {self.dist.world_size * config.grad_accum} batches"
+            log(f"data parallel over {self.dist.world_size} processes ({self.dist.backend}, {self.device.type}): "
+                f"{per}{f' (x --grad-accum {config.grad_accum})' if config.grad_accum > 1 and batch else ''} "
+                "per step", quiet=config.quiet)
+
+    @property
+    def _writes(self) -> bool:
+        """Whether this process writes the run's files (rank 0 alone, under torchrun)."""
+        return self.out_dir is not None and self.dist.is_main
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -424,15 +454,15 @@ class Trainer:
         if self.resume:
             self._load_checkpoint()
         else:
-            seed_everything(cfg.seed)
-        if self.out_dir is not None:
+            seed_everything(cfg.seed + self.dist.rank)  # each process its own dropout (rank 0: the seed)
+        if self._writes:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             if self.resume:
                 _truncate_metrics(self.out_dir / METRICS_NAME, self.step)
-        metrics = MetricsLog(self.out_dir, append=self.resume) if self.out_dir is not None else None
+        metrics = MetricsLog(self.out_dir, append=self.resume) if self._writes else None
         if cfg.ema_decay and self.averaged is None:
             self.averaged = [p.detach().clone() for p in self.model.parameters()]
-        train_model = torch.compile(self.model) if cfg.compile else self.model
+        train_model = self.dist.wrap(torch.compile(self.model) if cfg.compile else self.model)
         total_steps = self.total_steps()
         self.model.train()
         for module in self.aux.values():
@@ -454,13 +484,14 @@ class Trainer:
                 if self.step:  # resumed: the bar starts where the run was
                     progress.update(self.elapsed_before if by_time else self.step, rate=0)
                 while True:
-                    reason = self._stop_reason(total_steps)
+                    reason = self.dist.agree(self._stop_reason(total_steps))
                     if reason:
                         stopped_by = reason
                         break
                     self._set_lr(total_steps)
                     step_tokens = 0
-                    for _ in range(cfg.grad_accum):
+                    for micro in range(cfg.grad_accum):
+                        self.dist.set_grad_sync(train_model, micro == cfg.grad_accum - 1)  # DDP's no_sync
                         batch, reset = self.train_data.next_batch()
                         if reset:
                             self.state = None
@@ -479,6 +510,7 @@ class Trainer:
                     self.scaler.update()
                     self.optimizer.zero_grad(set_to_none=True)
                     self.step += 1
+                    step_tokens = self.dist.sum(step_tokens)  # every process's tokens
                     if self.averaged is not None:
                         self._update_average()
                     if torch.is_tensor(step_tokens) and self.defer_counts:
@@ -505,7 +537,7 @@ class Trainer:
                             log_tokens += self._late_tokens
                             progress.update(0, rate=self._late_tokens)
                             self._late_tokens = 0
-                        mean = (running / max(running_n, 1)).item()
+                        mean = self.dist.mean(running / max(running_n, 1)).item()
                         self._check_finite(mean, "training")
                         self.last_train_loss = mean
                         rate = log_tokens / max(now - log_time, 1e-9)
@@ -519,9 +551,10 @@ class Trainer:
                         log_tokens, log_time = 0, now
                     if self.on_step is not None:
                         self.on_step(self)
-                    if self.stop_requested:
-                        continue
-                    if cfg.eval_interval and self.step % cfg.eval_interval == 0 and self._stop_reason(total_steps) is None:
+                    stopping = self.dist.agree(self._stop_reason(total_steps))
+                    if stopping is not None and stopping not in ("max_steps", "epochs", "max_time"):
+                        continue  # a requested stop (Ctrl-C, SIGTERM, a hook): straight to the final save
+                    if cfg.eval_interval and self.step % cfg.eval_interval == 0 and stopping is None:
                         self._validate(metrics, cfg.eval_batches, progress)
                         if cfg.checkpoint_interval is None:
                             self._save(running, running_n)
@@ -534,7 +567,7 @@ class Trainer:
                 raise TrainingInterrupted()
             self._flush_tokens()
             if running_n:
-                self.last_train_loss = (running / running_n).item()
+                self.last_train_loss = self.dist.mean(running / running_n).item()
                 self._check_finite(self.last_train_loss, "training")
             self._validate(metrics, None, None)
             self._save(running, running_n)
@@ -552,9 +585,12 @@ class Trainer:
         """Mean loss per target token over the validation data (all of it unless ``max_batches``, or
         the batches read until ``time.perf_counter()`` passes ``deadline``)."""
         if self.val_fn is not None:
-            return self.val_fn(self.model)
-        return evaluate_loss(self.model, self.val_data, self.device, self.dtype, self.loss_fn, max_batches,
-                             deadline=deadline, ignore_index=self.config.ignore_index)
+            return self.dist.average_metrics(self.val_fn(self.model))
+        if max_batches and self.dist.enabled:  # --eval-batches counts the batches of all the processes
+            max_batches = -(-max_batches // self.dist.world_size)
+        return self.dist.reduce_eval(evaluate_loss(
+            self.model, self.val_data, self.device, self.dtype, self.loss_fn, max_batches, deadline=deadline,
+            ignore_index=self.config.ignore_index, allow_empty=self.dist.enabled))
 
     @property
     def current_lr(self) -> float:
@@ -645,7 +681,7 @@ class Trainer:
                 value < self.best_value if self.config.best_mode == "min" else value > self.best_value)
             if improved:
                 self.best_value = value
-                if self.out_dir is not None:
+                if self._writes:
                     save_weights(self.model.state_dict(), self.out_dir / WEIGHTS_NAME)
         if metrics:
             metrics.write(step=self.step, val_loss=val_loss, val_ppl=math.exp(min(val_loss, 700)),
@@ -708,18 +744,26 @@ class Trainer:
         }
         if not self._best_is_val_loss():  # else best_val_loss is the best value (the format as before)
             meta["best_value"] = self.best_value
-        ckpt.save_checkpoint(self.out_dir, model_state, meta, tensors)
-        if self.val_data is None and self.val_fn is None:
-            with self.averaged_weights():
-                save_weights(self.model.state_dict(), self.out_dir / WEIGHTS_NAME)
+        # Under torchrun: the world size, and the RNG and recurrent states of the other processes.
+        rank_meta, rank_tensors = self.dist.gather_states(rng_meta, rng_tensors, structure, state_tensors)
+        meta.update(rank_meta)
+        tensors.update(rank_tensors)
+        if self.dist.is_main:
+            ckpt.save_checkpoint(self.out_dir, model_state, meta, tensors)
+            if self.val_data is None and self.val_fn is None:
+                with self.averaged_weights():
+                    save_weights(self.model.state_dict(), self.out_dir / WEIGHTS_NAME)
         self._good_checkpoint_step = self.step
         if self.on_save is not None:
             self.out_dir = Path(self.on_save())
+        self.dist.barrier()  # the checkpoint is whole before any process goes on
 
     def _load_checkpoint(self) -> None:
         if self.out_dir is None:
             raise DlnlpError("resume needs an output directory")
         model_state, meta, tensors = ckpt.load_checkpoint(self.out_dir, device=self.device)
+        self.dist.check_resume(meta, self.out_dir)
+        meta, tensors = self.dist.own_state(meta, tensors)  # this process's RNG and recurrent state
         self.model.load_state_dict(model_state)
         self.optimizer.load_state_dict(ckpt.unflatten_optimizer(meta["optimizer"], tensors))
         if meta.get("scaler") and self.scaler.is_enabled():
@@ -787,7 +831,8 @@ def _truncate_metrics(path: Path, step: int) -> None:
 @torch.no_grad()
 def evaluate_loss(model: nn.Module, data: Any, device: torch.device, dtype: torch.dtype | None = None,
                   loss_fn: LossFn | None = None, max_batches: int | None = None, *,
-                  deadline: float | None = None, ignore_index: int | None = -100) -> dict[str, Any]:
+                  deadline: float | None = None, ignore_index: int | None = -100,
+                  allow_empty: bool = False) -> dict[str, Any]:
     """Token-weighted mean loss over ``data`` (``iter_eval()`` or a re-iterable of batches).
 
     Each batch's loss (a mean over its targets) is weighted by its number of targets, integer targets
@@ -797,7 +842,8 @@ def evaluate_loss(model: nn.Module, data: Any, device: torch.device, dtype: torc
     Recurrent state is carried from batch to batch (the data is read as continuous streams) and
     reset when a batch says so. With ``deadline`` (a ``time.perf_counter()`` value) it stops after
     the batch during which the deadline passes. Returns ``{"val_loss", "val_tokens", "val_batches"}``,
-    and ``"cut_short": True`` when the deadline stopped it before the end of the data.
+    and ``"cut_short": True`` when the deadline stopped it before the end of the data. ``allow_empty``
+    (one process's share under torchrun, summed by the caller) returns zero counts for no data.
     """
     loss_fn = loss_fn or default_loss_fn
     was_training = model.training
@@ -837,6 +883,8 @@ def evaluate_loss(model: nn.Module, data: Any, device: torch.device, dtype: torc
     finally:
         model.train(was_training)
     count = int(count)
+    if count == 0 and allow_empty:
+        return {"val_loss": 0.0, "val_tokens": 0, "val_batches": read, **({"cut_short": True} if cut else {})}
     if count == 0:
         raise DlnlpError("the validation data is empty" if read == 0 else
                          f"every target of the validation data equals the ignore index {ignore_index}")

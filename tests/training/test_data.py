@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from dlnlp.errors import InputError
+from dlnlp.io.shards import TokenStream
 from dlnlp.tokenization.char import CharVocab
 from dlnlp.training.data import RandomWindows, StreamBatches, load_lm_data, prepare_lm_data
 
@@ -68,7 +69,7 @@ def test_char_spooling_round_trips_and_splits_last_ten_percent(tmp_path):
     data = prepare_lm_data([str(corpus)], tmp_path / "run", level="char")
     vocab = data.vocab
     assert isinstance(vocab, CharVocab) and data.vocab_size == len(set(text)) + 1
-    assert data.train.dtype == np.uint16 and isinstance(data.train.base, np.memmap)
+    assert data.train.dtype == np.uint16 and isinstance(data.train, TokenStream)  # read from disk, not loaded
     assert len(data.train) == int(len(text) * 0.9)
     assert vocab.decode(data.train.tolist()) + vocab.decode(data.val.tolist()) == text
     again = load_lm_data(tmp_path / "run")
