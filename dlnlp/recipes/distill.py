@@ -192,8 +192,9 @@ def _distill_classifier(teacher_path: str | Path, train: Any, out: str | Path, s
     device = resolve_device(config.device)
     dtype = resolve_precision(config.precision, device)
     out = Path(out)
-    if spec.generations > 1:
-        check_can_write(out, force, directory=True)
+    inputs = [*(train if isinstance(train, (list, tuple)) else []), *([val] if val is not None else []),
+              *spec.unlabeled, teacher_path]
+    check_can_write(out, force, directory=True, inputs=inputs)  # before any work; RunOutput checks again
     seed_everything(config.seed)
     teacher, info = load_teacher(teacher_path, device)
     task = info["config"]["task"]
@@ -240,7 +241,8 @@ def _distill_classifier(teacher_path: str | Path, train: Any, out: str | Path, s
                               f"{teacher.head.config.input_dim}")
         meta = {"teacher": info["path"], "student": student_spec, "generation": generation,
                 "loss": asdict(spec.loss), "transfer": sizes, "augment": spec.augment,
-                "augment_factor": spec.augment_factor, "pos_lexicon": spec.pos_lexicon, "unlabeled": spec.unlabeled}
+                "augment_factor": spec.augment_factor, "pos_lexicon": spec.pos_lexicon, "unlabeled": spec.unlabeled,
+                "inputs": [str(p) for p in inputs]}
         report = _train_student(student, fspec, spec, config, transfer, gold, cached, val_items, labels, target,
                                 meta, force=force or generation > 1 and spec.generations > 1, device=device,
                                 dtype=dtype)
@@ -271,7 +273,7 @@ def _train_student(student: FineTuned, fspec: FinetuneSpec, spec: DistillSpec, c
                    dtype: torch.dtype | None) -> dict[str, Any]:
     task = fspec.task
     loss = spec.loss
-    with RunOutput(target, force=force) as output:
+    with RunOutput(target, force=force, inputs=meta.get("inputs")) as output:
         for name, content in codec_files(student).items():
             (output.path / name).write_bytes(content)
         write_config(output.path, finetuned_config(student, strategy="full", top=0, max_len=fspec.max_len,
