@@ -278,3 +278,28 @@ def test_lm_distillation_trains_a_gpt_student(tmp_path):
     assert summary["parameters"] < summary["teacher_parameters"] and summary["val_loss"] is not None
     result = run_main("generate", tmp_path / "student", "--prompt", "the ", "--max-new-tokens", "5", "--seed", "0")
     assert result.returncode == 0, result.stderr
+
+
+def test_an_hf_sequence_classification_checkpoint_is_a_teacher(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from dlnlp.models.bert_hf import export_hf_bert
+
+    hf = tmp_path / "hf"
+    export_hf_bert(make_tiny_bert_dir(tmp_path / "bert", max_len=32), hf)
+    state = load_file(str(hf / "model.safetensors"))
+    state = {(k if k.startswith("bert.") else "bert." + k): v for k, v in state.items() if not k.startswith("cls.")}
+    torch.manual_seed(0)
+    state["classifier.weight"], state["classifier.bias"] = torch.randn(2, 32), torch.randn(2)
+    save_file(state, str(hf / "model.safetensors"))
+    config = json.loads((hf / "config.json").read_text())
+    config.update(architectures=["BertForSequenceClassification"], id2label={"0": "neg", "1": "pos"})
+    (hf / "config.json").write_text(json.dumps(config))
+    model, info = load_teacher(hf)
+    assert model.labels == ["neg", "pos"] and model.config.pool == "pooler"
+    batch = collate(encode_examples(model.backbone, [Example("a good film", None)], "classify", None, 32).rows,
+                    None, model.backbone.pad_id, True)
+    with torch.no_grad():
+        hidden = model.backbone(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
+        pooled = model.backbone.pooler(hidden.last_hidden_state)
+        torch.testing.assert_close(model.eval()(**batch), pooled @ state["classifier.weight"].T + state["classifier.bias"])
