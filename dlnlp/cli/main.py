@@ -34,6 +34,7 @@ COMMAND_MODULES = [
     ("finetune", "dlnlp.cli.finetune"),
     ("predict", "dlnlp.cli.predict"),
     ("evaluate", "dlnlp.cli.evaluate"),
+    ("distill", "dlnlp.cli.distill"),
     ("data", "dlnlp.cli.data"),
 ]
 

@@ -33,6 +33,7 @@ FAMILY_MODULES = {
     "vectors": "dlnlp.models.vectors",
     "bert": "dlnlp.models.bert",
     "elmo": "dlnlp.models.elmo",
+    "bilstm": "dlnlp.models.bilstm",
 }
 
 __all__ = ["FAMILY_MODULES", "Family", "LoadedModel", "get_family", "kinds", "load_model", "register"]

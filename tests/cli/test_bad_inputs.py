@@ -177,6 +177,7 @@ GLOVE = ["--dim", "8", "--epochs", "1", "--min-count", "1", "--window", "3", "--
          "-q"]
 PPMI = ["--dim", "4", "--min-count", "1", "--window", "2", "-q"]
 FINETUNE = ["--max-steps", "1", "--batch-size", "4", "--device", "cpu", "-q"]
+DISTILL = [*FINETUNE, "--student", "bert:layers=1"]
 ELMO = ["--dim", "4", "--hidden", "8", "--layers", "1", "--filters", "1:2,2:2", "--char-dim", "2", "--highway", "0",
         "--max-chars", "8", "--seq-len", "8", "--batch-size", "2", "--max-steps", "1", "--eval-interval", "0",
         "--min-count", "1", "--device", "cpu", "-q"]
@@ -385,6 +386,8 @@ MODEL_COMMANDS = {
     "finetune": (lambda a, m, o: ["finetune", m, a["lab"], *FINETUNE, "--out", o / "ft"], "bert"),
     "predict": (lambda a, m, o: ["predict", m, a["val"], "--device", "cpu"], "ft"),
     "evaluate": (lambda a, m, o: ["evaluate", m, a["lab"], "--device", "cpu"], "ft"),
+    "distill": (lambda a, m, o: ["distill", m, a["lab"], *DISTILL, "--cache-dir", o / "cache", "--out", o / "st"],
+                "ft"),
 }
 # The same artifact of another family, for "wrong-kind".
 OTHER_KIND = {"tok": "arpa", "ngram": "rnn", "arpa": "tok", "rnn": "ngram", "gpt": "rnn", "hf": "rnn",
@@ -470,6 +473,7 @@ OUTPUT_COMMANDS = {
     "bert-pretrain": (lambda a, i, o: ["bert", "pretrain", i, *BERT, "-t", a["wp"], "--out", o], "corpus"),
     "bert-export": (lambda a, i, o: ["bert", "export", i, o], "bert"),
     "finetune": (lambda a, i, o: ["finetune", a["bert"], i, *FINETUNE, "--out", o], "lab"),
+    "distill": (lambda a, i, o: ["distill", a["ft"], i, *DISTILL, "--out", o], "lab"),
     "elmo-train": (lambda a, i, o: ["elmo", "train", i, *ELMO, "--val", a["val"], "--out", o], "corpus"),
     "elmo-embed": (lambda a, i, o: ["elmo", "embed", a["elmo"], i, "-o", o, "--device", "cpu"], "corpus"),
 }

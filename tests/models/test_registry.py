@@ -69,7 +69,13 @@ def _elmo(directory):
     save_elmo(BiLM(config), directory, ["<unk>", "</s>", "to", "be", "or"])
 
 
-MAKERS = {"bert": _bert, "elmo": _elmo, "gpt": _gpt, "rnn_lm": _rnn, "ngram": _ngram, "word2vec": _word2vec, "vectors": _vectors}
+def _bilstm(directory):
+    from dlnlp.models.bilstm import BiLSTM, BiLSTMConfig, save_bilstm
+
+    save_bilstm(BiLSTM(BiLSTMConfig(vocab_size=12, embed=4, hidden=4)), directory, level="ids")
+
+
+MAKERS = {"bert": _bert, "bilstm": _bilstm, "elmo": _elmo, "gpt": _gpt, "rnn_lm": _rnn, "ngram": _ngram, "word2vec": _word2vec, "vectors": _vectors}
 
 
 def test_every_known_kind_has_a_tiny_model_here():
@@ -112,7 +118,7 @@ def test_unknown_kind_is_one_line_naming_found_and_supported(tmp_path):
         load_model(tmp_path / "m")
     message = str(info.value)
     assert "\n" not in message and "kind 'bert9'" in message and str(tmp_path / "m" / "config.json") in message
-    assert "supported: bert, elmo, gpt, ngram, rnn_lm, vectors, word2vec" in message
+    assert "supported: bert, bilstm, elmo, gpt, ngram, rnn_lm, vectors, word2vec" in message
 
 
 def test_unknown_format_version_is_one_line_naming_found_and_supported(tmp_path):
