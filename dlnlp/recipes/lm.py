@@ -187,7 +187,10 @@ def _spool_record(inputs: Sequence[str] | None, val: str | Path | None, options:
                   tokenizer: bool, spool_args: dict[str, Any], directory: Path) -> dict[str, Any]:
     """What --resume needs to spool the same tokens again: the inputs (absolute, globs expanded; None
     for standard input, which cannot be read twice), the reading options and the tokens' digests."""
-    resolved = resolve_inputs(inputs)
+    from dlnlp.io.shards import shard_directory
+
+    shards = shard_directory(inputs)  # read in place: the directory is the input
+    resolved = [str(shards)] if shards is not None else resolve_inputs(inputs)
     readable = STDIN not in resolved
     options = options or CorpusOptions()
     return {

@@ -129,6 +129,7 @@ def test_gpt_trains_from_a_shard_directory_on_the_stream_text_gives(corpus, toke
         "--device",
         "cpu",
         "--quiet",
+        "--keep-data",  # the spooled streams are compared below
     ]
     code, _, err = run_main("gpt", "train", shards, "--out", tmp_path / "from-bin", *common)
     assert code == 0, err
@@ -206,6 +207,7 @@ def test_bert_pretrains_from_shards_on_the_sentences_text_gives(corpus, tmp_path
         "--device",
         "cpu",
         "--quiet",
+        "--keep-data",  # the spooled sentences are compared below
     ]
     for name, source in (("from-bin", shards), ("from-text", corpus)):
         code, _, err = run_main("bert", "pretrain", source, "--out", tmp_path / name, *common)
