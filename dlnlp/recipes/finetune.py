@@ -467,10 +467,9 @@ def _param_groups(trained: torch.nn.Module, model: FineTuned, spec: FinetuneSpec
 
 def zero_shot_model(backbone_path: str | Path, pattern: str, verbalizer: str, device: Any = "cpu",
                     max_len: int = 128) -> tuple[FineTuned, dict[str, Any]]:
-    """A cloze classifier straight from a pretrained MLM (no training): the labels are the verbalizer's,
-    in its order; returns the model (eval mode) and a config like a fine-tuned directory's."""
+    """A cloze classifier straight from a pretrained MLM (no training): the labels are the verbalizer's; returns the model (eval mode) and a config like a fine-tuned directory's."""
     backbone = load_backbone(backbone_path, "cpu", keep_mlm_head=True)
-    labels = list(parse_verbalizer(verbalizer))
+    labels = LabelMap(parse_verbalizer(verbalizer)).to_list()  # in the order dlnlp gives labels ids
     head = HeadConfig(task="classify", num_labels=len(labels), dim=backbone.dim,
                       **cloze_fields(backbone, pattern, verbalizer, labels))
     checked(head)
