@@ -25,7 +25,8 @@ def register(app: typer.Typer) -> None:
 
 
 def evaluate(
-    model_dir: Annotated[Path, typer.Argument(help="A directory written by dlnlp finetune.", show_default=False)],
+    model_dir: Annotated[Path, typer.Argument(help="A directory written by dlnlp finetune (with --pattern: a "
+                                              "pretrained MLM backbone).", show_default=False)],
     data: Annotated[list[str], typer.Argument(help="Labeled data in the training data's format.", show_default=False)],
     text_field: TextField = None,
     text_pair_field: PairField = None,
@@ -34,6 +35,13 @@ def evaluate(
                                                         "(default: the training's).", rich_help_panel=INPUT)] = None,
     tag_column: Annotated[Optional[int], typer.Option("--tag-column", help="CoNLL column of the gold tags "
                                                       "(default: the training's).", rich_help_panel=INPUT)] = None,
+    pattern: Annotated[Optional[str], typer.Option("--pattern", help="Zero-shot: MODEL_DIR is a pretrained MLM "
+                                                   "backbone scored by this cloze pattern (\"{text} It was "
+                                                   "[MASK].\"), no training.", rich_help_panel=INPUT)] = None,
+    verbalizer: Annotated[Optional[str], typer.Option("--verbalizer", help="Zero-shot: each label's word at [MASK] "
+                                                      "(1=great,0=terrible).", rich_help_panel=INPUT)] = None,
+    max_len: Annotated[int, typer.Option("--max-len", help="Zero-shot: tokens per example.",
+                                         rich_help_panel=INPUT)] = 128,
     encoding_errors: EncodingErrors = "strict",
     batch_size: InferenceBatchSize = 64,
     device: Device = "auto",
@@ -43,13 +51,16 @@ def evaluate(
     per type with token accuracy (tag); MSE and Pearson's r (regress).
 
     Example: dlnlp evaluate mr-model dev.tsv
+
+    Example: dlnlp evaluate bert30 dev.tsv --pattern "{text} It was [MASK]." --verbalizer 1=great,0=terrible
     """
     from dlnlp.evaluation.classification import confusion_table
     from dlnlp.recipes.finetune import evaluate as run
 
     result = run(model_dir, data, device=device, batch_size=batch_size, options=corpus_options(None, encoding_errors),
                  text_field=text_field, pair_field=text_pair_field, label_field=label_field,
-                 token_column=token_column, tag_column=tag_column)
+                 token_column=token_column, tag_column=tag_column, pattern=pattern, verbalizer=verbalizer,
+                 max_len=max_len)
     if json:
         print_json(result)
         return

@@ -28,6 +28,7 @@ from dlnlp.cli.options import (
 )
 
 TASK = "Task options"
+PROMPT = "Prompt options"
 
 Task = Annotated[str, typer.Option("--task", help="classify (a label per text), pair (a label per text pair), tag "
                                    "(a tag per word, CoNLL columns) or regress (a number per text, MSE).",
@@ -55,8 +56,10 @@ def finetune(
     out: OutDir = ...,
     task: Task = "classify",
     strategy: Annotated[str, typer.Option("--strategy", help="features (backbone frozen, its features computed "
-                                          "once), full (every weight trains) or top (the top --top layers and the "
-                                          "head).", rich_help_panel=TASK)] = "full",
+                                          "once), full (every weight trains), top (the top --top layers and the "
+                                          "head), or on a frozen backbone prompt (soft prompt vectors), deep-prompt "
+                                          "(prefix keys/values in every layer) or input-prompt (prompt vectors "
+                                          "computed from the input).", rich_help_panel=TASK)] = "full",
     top: Annotated[int, typer.Option("--top", help="Layers that train with --strategy top.",
                                      rich_help_panel=TASK)] = 0,
     layer: Annotated[str, typer.Option("--layer", help="Hidden state the head reads: last, -2, or N (0 = "
@@ -79,6 +82,26 @@ def finetune(
                                                 "(when --warmup is 0).", rich_help_panel=TASK)] = 0.1,
     patience: Annotated[int, typer.Option("--patience", help="Early stopping: stop after this many validations "
                                           "without improvement (0: off).", rich_help_panel=TASK)] = 0,
+    prompt_length: Annotated[int, typer.Option("--prompt-length", help="Prompt vectors (prompt, input-prompt) or "
+                                               "prefix positions per layer (deep-prompt).",
+                                               rich_help_panel=PROMPT)] = 20,
+    prompt_init: Annotated[str, typer.Option("--prompt-init", help="random, vocab (sampled vocabulary embeddings) "
+                                             "or a text whose token embeddings start the prompt (\"Classify the "
+                                             "sentiment:\").", rich_help_panel=PROMPT)] = "random",
+    prefix_projection: Annotated[int, typer.Option("--prefix-projection", help="deep-prompt: reparameterize the "
+                                                   "prefixes by an MLP of this width while training (0: off; "
+                                                   "folded away when saving).", rich_help_panel=PROMPT)] = 0,
+    prompt_hidden: Annotated[int, typer.Option("--prompt-hidden", help="input-prompt: width of the network "
+                                               "mapping the pooled input to the prompt.",
+                                               rich_help_panel=PROMPT)] = 64,
+    pattern: Annotated[Optional[str], typer.Option("--pattern", help="A cloze pattern for an MLM backbone, "
+                                                   "e.g. \"{text} It was [MASK].\" (with --verbalizer).",
+                                                   rich_help_panel=PROMPT)] = None,
+    verbalizer: Annotated[Optional[str], typer.Option("--verbalizer", help="Each label's word at [MASK]: "
+                                                      "positive=great,negative=terrible.",
+                                                      rich_help_panel=PROMPT)] = None,
+    train_limit: Annotated[int, typer.Option("--train-limit", help="Few-shot: train on this many examples drawn "
+                                             "with --seed (0: all).", rich_help_panel=TASK)] = 0,
     init: Annotated[str, typer.Option("--init", help="pretrained, or random (the backbone's architecture trained "
                                       "from scratch, a baseline).", rich_help_panel=TASK)] = "pretrained",
     text_field: TextField = None,
@@ -100,6 +123,10 @@ def finetune(
     trained part only and names its backbone by path and content hash.
 
     Example: dlnlp finetune minilm train.tsv --val dev.tsv --task classify --epochs 2 --out mr-model
+
+    Example: dlnlp finetune minilm train.tsv --val dev.tsv --strategy deep-prompt --prompt-length 20 --lr 3e-2 --out mr-deep
+
+    Example: dlnlp finetune bert30 train.tsv --val dev.tsv --pattern "{text} It was [MASK]." --verbalizer 1=great,0=terrible --train-limit 32 --out mr-pet
     """
     from dlnlp.errors import check_int
     from dlnlp.recipes.finetune import FinetuneSpec
@@ -109,7 +136,9 @@ def finetune(
     spec = FinetuneSpec(task=task, strategy=strategy, top=top, layer=layer, layers=layers, pool=pool, dropout=dropout,
                         max_len=max_len, layer_lr_decay=layer_lr_decay, head_lr=head_lr, warmup_ratio=warmup_ratio,
                         patience=patience, text_field=text_field, pair_field=text_pair_field,
-                        label_field=label_field, token_column=token_column, tag_column=tag_column, init=init)
+                        label_field=label_field, token_column=token_column, tag_column=tag_column, init=init,
+                        prompt_length=prompt_length, prompt_init=prompt_init, prefix_projection=prefix_projection,
+                        prompt_hidden=prompt_hidden, pattern=pattern, verbalizer=verbalizer, train_limit=train_limit)
     config = training.train_config(device=device, precision=precision, seed=seed, quiet=quiet)
     config.extra["batch_size"] = training.batch_size
     summary = run(backbone, train, out, spec, config, val=training.val, force=force, resume=training.resume,

@@ -85,6 +85,9 @@ def generate(
                                                 "many new tokens.", rich_help_panel=DECODE)] = 0,
     no_repeat_ngram: Annotated[int, typer.Option("--no-repeat-ngram", help="Never repeat an n-gram of this size "
                                                  "(0: off).", rich_help_panel=DECODE)] = 0,
+    soft_prompt: Annotated[Optional[Path], typer.Option("--soft-prompt", help="A directory written by dlnlp gpt "
+                                                        "prompt-tune for this model: its vectors are read before "
+                                                        "every prompt.", rich_help_panel=DECODE)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts decoded together.",
                                             rich_help_panel=COMMON)] = 16,
     seed: Seed = 0,
@@ -97,6 +100,8 @@ def generate(
     """Generate text from a trained model: greedy, sampling or beam search.
 
     Example: dlnlp generate shakes-gpt --prompt "ROMEO:" --strategy beam --num-beams 4 --max-new-tokens 40
+
+    Example: dlnlp generate brown-gpt --soft-prompt mr-prompt --prompt "the film" --strategy beam
 
     Example: printf 'def main\\nimport os\\n' | dlnlp generate run --strategy sample --top-p 0.9 --json
 
@@ -120,7 +125,12 @@ def generate(
         from dlnlp.io.atomic import check_can_write
 
         check_can_write(output, force, inputs=[model_dir], directory=False)
-    generator = TextGenerator.load(model_dir, device)
+    vectors = None
+    if soft_prompt is not None:
+        from dlnlp.recipes.prompt_tune import load_soft_prompt
+
+        vectors, _ = load_soft_prompt(soft_prompt, model_dir)
+    generator = TextGenerator.load(model_dir, device, soft_prompt=vectors)
     texts = _read_prompts(prompt)
     with _open_output(output, force) as sink:
         count = _write_results(generator, texts, config, sink, seed=seed, batch_size=batch_size, json=json,

@@ -166,3 +166,40 @@ def export_hf(
     from dlnlp.progress import warn
 
     run_conversion(export_hf_gpt2, model_dir, hf_dir, force=force, json=json, warn=warn)
+
+
+@app.command("prompt-tune")
+@training_options(batch_size=16, lr=3e-2, weight_decay=0.0, schedule="linear", warmup=0, max_steps=500, clip=1.0,
+                  eval_interval=0)
+def prompt_tune(
+    model_dir: Annotated[Path, typer.Argument(help="A dlnlp GPT model directory (stays frozen).", show_default=False)],
+    inputs: Annotated[list[str], typer.Argument(help="The target corpus: text files, one sentence or document per "
+                                                "line.", show_default=False)],
+    out: OutDir = ...,
+    prompt_length: Annotated[int, typer.Option("--prompt-length", help="Soft-prompt vectors (they take that many "
+                                               "of the block's positions).", rich_help_panel=MODEL)] = 20,
+    prompt_init: Annotated[str, typer.Option("--prompt-init", help="random, vocab or a text whose token embeddings "
+                                             "start the prompt.", rich_help_panel=MODEL)] = "random",
+    training: TrainingOptions = None,
+    device: Device = "auto",
+    precision: Precision = "auto",
+    seed: Seed = 0,
+    force: Force = False,
+    quiet: Quiet = False,
+    json: Json = False,
+    encoding_errors: EncodingErrors = "strict",
+) -> None:
+    """Learn a soft prompt for a frozen GPT on a target corpus (its LM loss); the output holds the prompt
+    only (kilobytes) and names the model by path and content hash. Decode with it through
+    dlnlp generate MODEL --soft-prompt OUT.
+
+    Example: dlnlp gpt prompt-tune brown-gpt mr-positive.txt --val mr-positive-dev.txt --prompt-length 20 --out mr-prompt
+    """
+    from dlnlp.recipes.prompt_tune import prompt_tune as run
+
+    config = training.train_config(device=device, precision=precision, seed=seed, quiet=quiet)
+    result = run(model_dir, inputs, out, config, length=prompt_length, init=prompt_init, val=training.val,
+                 batch_size=training.batch_size, options=corpus_options(None, encoding_errors), force=force,
+                 resume=training.resume)
+    if json:
+        print_json(result)

@@ -75,30 +75,61 @@ class GPTNextToken:
     so a batch decodes in lock step. When a sequence would pass the block size, the model is run
     again on the last ``block_size`` tokens at each step (a sliding window, as nanoGPT's generate
     does): absolute learned positions do not allow shifting a cache.
+
+    ``soft_prompt`` ``[K, D]``: vectors read before every prompt (a soft prompt, :mod:`dlnlp.transfer.lm_prompt`),
+    at positions 0..K-1 with the text after them, as given in ``inputs_embeds``; the KV cache holds
+    them from the first step, so greedy search, sampling and beam search all see them.
     """
 
-    def __init__(self, model: Any, pad_id: int = 0) -> None:
+    def __init__(self, model: Any, pad_id: int = 0, soft_prompt: torch.Tensor | None = None) -> None:
         self.model = model.eval()
         self.vocab_size = model.config.vocab_size
-        self.block_size = model.config.block_size
         self.pad_id = pad_id
         self.device = next(model.parameters()).device
+        self.soft_prompt: torch.Tensor | None = None
+        self.block_size = model.config.block_size
+        if soft_prompt is not None:
+            self.set_soft_prompt(soft_prompt)
+
+    def set_soft_prompt(self, vectors: torch.Tensor) -> None:
+        """Decode after ``vectors`` ``[K, D]`` from now on (the text's room shrinks by K positions)."""
+        c = self.model.config
+        if vectors.dim() != 2 or vectors.shape[1] != c.n_embd or not 0 < vectors.shape[0] < c.block_size:
+            raise ValueError(f"a soft prompt for this model is [K, {c.n_embd}] with 0 < K < {c.block_size}, "
+                             f"got {list(vectors.shape)}")
+        self.soft_prompt = vectors.to(self.device, next(self.model.parameters()).dtype)
+        self.block_size = c.block_size - vectors.shape[0]  # positions left for the text
+
+    @property
+    def soft_length(self) -> int:
+        return 0 if self.soft_prompt is None else self.soft_prompt.shape[0]
 
     def row_bytes(self, prompt_length: int, max_new_tokens: int) -> int:
         """Bytes of decoding state per row: the KV cache of every layer (twice: beam search reorders
         into a spare buffer), and the ids and mask of the sequence so far."""
         c = self.model.config
-        capacity = min(prompt_length + max_new_tokens, self.block_size)
+        capacity = min(prompt_length + max_new_tokens, self.block_size) + self.soft_length
         element = next(self.model.parameters()).element_size()
         return 2 * 2 * c.n_layer * c.n_embd * capacity * element + (prompt_length + max_new_tokens) * 9
 
     def _encode(self, ids: torch.Tensor, mask: torch.Tensor | None, capacity: int) -> tuple[torch.Tensor, GPTState]:
-        cache = self.model.new_cache(capacity)
+        k = self.soft_length
+        cache = self.model.new_cache(capacity + k)
+        embeds = None
+        if k:
+            # the soft prompt first, then the (left-padded) ids; the mask and positions cover both
+            rows = ids.shape[0]
+            embeds = torch.cat([self.soft_prompt.unsqueeze(0).expand(rows, -1, -1),
+                                self.model.token_embedding()(ids)], dim=1)
+            if mask is not None:
+                mask = torch.cat([mask.new_ones(rows, k), mask], dim=1)
+        length = ids.shape[1] + k
         if mask is None:
-            positions = torch.arange(ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
+            positions = torch.arange(length, device=ids.device).expand(ids.shape[0], -1)
         else:
             positions = (mask.long().cumsum(1) - 1).clamp(min=0)
-        logits, _ = self.model(ids, cache=cache, key_padding_mask=mask, position_ids=positions, last_only=True)
+        logits, _ = self.model(None if k else ids, cache=cache, key_padding_mask=mask, position_ids=positions,
+                               last_only=True, inputs_embeds=embeds)
         return logits[:, -1].float(), GPTState(cache, ids, mask, positions[:, -1] + 1, ids.shape[1])
 
     @torch.no_grad()
@@ -116,7 +147,8 @@ class GPTNextToken:
         tokens = tokens.to(self.device).view(-1, 1)
         ids = torch.cat([state.ids, tokens], dim=1)
         mask = None if state.mask is None else torch.cat([state.mask, torch.ones_like(tokens, dtype=torch.bool)], 1)
-        if int(state.positions.max()) >= self.block_size or len(state.cache) >= self.block_size:
+        k = self.soft_length
+        if int(state.positions.max()) >= self.block_size + k or len(state.cache) >= self.block_size + k:
             window = ids[:, -self.block_size:]
             window_mask = mask[:, -self.block_size:] if mask is not None else None
             if window_mask is not None and bool(window_mask.all()):
@@ -136,8 +168,8 @@ class GPTNextToken:
         # (same ids, same padding), only the generated positions need moving.
         n = state.prompt_length
         same_prompt = n > 0 and ids.shape[0] == state.ids.shape[0] and torch.equal(ids[:, :n], state.ids[:, :n]) \
-            and (mask is None or torch.equal(mask[:, :n], state.mask[:, :n]))
-        state.cache.reorder(index, keep_prefix=n if same_prompt else 0)
+            and (mask is None or torch.equal(mask[:, :n + self.soft_length], state.mask[:, :n + self.soft_length]))
+        state.cache.reorder(index, keep_prefix=n + self.soft_length if same_prompt else 0)
         return GPTState(state.cache, ids, mask, state.positions[index], state.prompt_length)
 
 

@@ -30,14 +30,24 @@ class TextGenerator:
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike, device: str = "auto", *,
-             kind: str | tuple[str, ...] | None = None) -> TextGenerator:
-        """Load any decodable model directory (``kind`` restricts the kinds accepted)."""
+             kind: str | tuple[str, ...] | None = None, soft_prompt: Any = None) -> TextGenerator:
+        """Load any decodable model directory (``kind`` restricts the kinds accepted); ``soft_prompt``
+        (``[K, D]`` vectors) is read before every prompt, by models whose adapter takes one."""
+        from dlnlp.errors import InputError
         from dlnlp.kernels.device import resolve_device
         from dlnlp.models.registry import load_model
 
         dev = resolve_device(device)
         loaded = load_model(model_dir, dev, kind=kind)
-        return cls(loaded.next_token(), loaded.codec, dev)
+        lm = loaded.next_token()
+        if soft_prompt is not None:
+            if not hasattr(lm, "set_soft_prompt"):
+                raise InputError(f"{model_dir}: a {loaded.family.kind!r} model does not read soft prompts (a GPT does)")
+            try:
+                lm.set_soft_prompt(soft_prompt)
+            except ValueError as exc:
+                raise InputError(f"--soft-prompt: {exc}") from None
+        return cls(lm, loaded.codec, dev)
 
     def encode(self, texts: Sequence[str], where: str = "prompt") -> list[list[int]]:
         """Prompt ids of each text (an empty text starts from end-of-text, as the codec decides)."""

@@ -13,6 +13,12 @@ False for padding (the convention of HF ``attention_mask``, the opposite of ``nn
 
 The same module does bidirectional (BERT) and causal (GPT) self-attention, and cross-attention
 (``memory=`` gives the keys and values, as in an encoder-decoder).
+
+Prefix key/values (prefix tuning, Li & Liang 2021; P-tuning v2, Liu et al. 2022): ``prefix=(K_p, V_p)``,
+each ``[B or 1, H, P, d_head]``, are keys and values every query attends to before the sequence's own:
+Attention(Q, [K_p; K], [V_p; V]). They have no position and are never masked (``key_padding_mask``
+covers the sequence's own keys only). With a KV cache they are written into it at its first call and
+held there like any cached position, so decoding steps never copy them again.
 """
 
 from __future__ import annotations
@@ -192,12 +198,14 @@ class MultiHeadAttention(nn.Module):
         cache_capacity: int = 0,
         memory: torch.Tensor | None = None,
         attn_mask: torch.Tensor | None = None,
+        prefix: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Attend from ``x`` ``[B, T, dim]``; returns ``[B, T, dim]``.
 
         ``key_padding_mask`` ``[B, S]`` covers all keys (cached ones included). ``memory`` ``[B, S, dim]``
         supplies keys/values for cross-attention. ``attn_mask`` (bool keep or additive float,
-        broadcastable to ``[B, H, T, S]``) is used as given, overriding ``causal``/``key_padding_mask``.
+        broadcastable to ``[B, H, T, S]``) is used as given, overriding ``causal``/``key_padding_mask``
+        (its ``S`` then counts the prefix). ``prefix``: see the module docstring.
         """
         b, t, _ = x.shape
         if self.cross_attention:
@@ -209,8 +217,19 @@ class MultiHeadAttention(nn.Module):
         else:
             # One view + permute for q, k and v together: [B, T, 3, H, D] -> 3 x [B, H, T, D].
             q, k, v = self.qkv(x).view(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+            prefix_length = 0
+            if prefix is not None:
+                pk, pv = (p.to(k.dtype).expand(b, -1, -1, -1) for p in prefix)
+                prefix_length = pk.shape[2]
+                if cache is None:
+                    k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
+                elif cache.length == 0:
+                    cache.append(pk, pv, cache_capacity + prefix_length)  # held from now on
             if cache is not None:
-                k, v = cache.append(k, v, cache_capacity)
+                k, v = cache.append(k, v, cache_capacity + prefix_length)
+            if prefix_length and key_padding_mask is not None:
+                keep = key_padding_mask.new_ones(key_padding_mask.shape[0], prefix_length)
+                key_padding_mask = torch.cat([keep, key_padding_mask], dim=1)
         s = k.shape[2]
         dropout_p = self.dropout if self.training else 0.0
         if attn_mask is None and key_padding_mask is None and causal and s == t and 1 < t <= CPU_MASKED_CAUSAL_MAX \

@@ -98,15 +98,18 @@ class TransformerBlock(nn.Module):
         attn_mask: torch.Tensor | None = None,
         memory: torch.Tensor | None = None,
         memory_padding_mask: torch.Tensor | None = None,
+        prefix: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
+        """``prefix``: this layer's prefix keys and values (see :mod:`dlnlp.kernels.attention`)."""
         if self.norm_first:
             x = x + self.dropout(self.attn(self.ln_1(x), causal=causal, key_padding_mask=key_padding_mask,
-                                           cache=cache, cache_capacity=cache_capacity, attn_mask=attn_mask))
+                                           cache=cache, cache_capacity=cache_capacity, attn_mask=attn_mask,
+                                           prefix=prefix))
             if self.cross is not None:
                 x = x + self.dropout(self.cross(self.ln_cross(x), memory=memory, key_padding_mask=memory_padding_mask))
             return x + self.mlp(self.ln_2(x))
         x = self.ln_1(x + self.dropout(self.attn(x, causal=causal, key_padding_mask=key_padding_mask, cache=cache,
-                                                 cache_capacity=cache_capacity, attn_mask=attn_mask)))
+                                                 cache_capacity=cache_capacity, attn_mask=attn_mask, prefix=prefix)))
         if self.cross is not None:
             x = self.ln_cross(x + self.dropout(self.cross(x, memory=memory, key_padding_mask=memory_padding_mask)))
         return self.ln_2(x + self.mlp(x))

@@ -23,6 +23,7 @@ checkpoints onto this module; the names in comments on the layers are HF's.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -156,6 +157,14 @@ class Bert(TiedWeights, nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def token_embedding(self) -> nn.Embedding:
+        """The input token embedding (HF's ``get_input_embeddings``): what soft prompts live beside."""
+        return self.tok_emb
+
+    @property
+    def has_mlm_head(self) -> bool:
+        return bool(self.config.mlm_head)
+
     # --- the encoder ---------------------------------------------------------------------------
     def features(
         self,
@@ -163,6 +172,9 @@ class Bert(TiedWeights, nn.Module):
         token_type_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         layers: Layers = "all",
+        *,
+        inputs_embeds: torch.Tensor | None = None,
+        prefix: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> Features:
         """``input_ids`` ``[B, T]`` -> hidden states ``[B, T, dim]`` (:class:`~dlnlp.models.features.Features`).
 
@@ -171,12 +183,18 @@ class Bert(TiedWeights, nn.Module):
         ``last_hidden_state``. ``attention_mask`` ``[B, T]`` is 1 for real tokens and 0 for padding
         (HF's convention): padding is never attended to, so the real tokens' states do not depend on it.
         ``token_type_ids`` default to segment 0.
+
+        ``inputs_embeds`` ``[B, T, dim]`` replaces ``tok_emb(input_ids)`` (soft prompts: vectors that are
+        no token; positions and segments are added to them as to tokens). ``prefix``: one
+        ``(keys, values)`` pair per layer, each ``[B or 1, heads, P, dim / heads]``, attended to by every
+        position before the sequence's own keys (prefix tuning; :mod:`dlnlp.kernels.attention`).
         """
-        b, t = input_ids.shape
+        embedded = self.tok_emb(input_ids) if inputs_embeds is None else inputs_embeds
+        b, t = embedded.shape[:2]
         if t > self.config.max_len:
             raise ValueError(f"sequence of {t} tokens exceeds the model's maximum length {self.config.max_len}")
-        positions = torch.arange(t, device=input_ids.device)
-        x = self.tok_emb(input_ids) + self.pos_emb(positions)
+        positions = torch.arange(t, device=embedded.device)
+        x = embedded + self.pos_emb(positions)
         x = x + (self.type_emb(token_type_ids) if token_type_ids is not None else self.type_emb.weight[0])
         x = self.drop(self.emb_ln(x))
         key_padding_mask = None
@@ -185,8 +203,8 @@ class Bert(TiedWeights, nn.Module):
             key_padding_mask = attention_mask.bool()
         keep = layer_indices(layers, self.config.n_layer + 1)
         hidden = [x] if keep else None  # collected only when asked (pretraining collects nothing)
-        for block in self.blocks:
-            x = block(x, key_padding_mask=key_padding_mask)
+        for i, block in enumerate(self.blocks):
+            x = block(x, key_padding_mask=key_padding_mask, prefix=prefix[i] if prefix is not None else None)
             if hidden is not None:
                 hidden.append(x)
         if hidden is None:

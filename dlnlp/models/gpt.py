@@ -13,6 +13,7 @@ time. The blocks, attention, KV cache and position encodings are the shared ones
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,10 @@ class GPT(TiedWeights, nn.Module):
             n -= self.wpe.weight.numel()
         return n
 
+    def token_embedding(self) -> nn.Embedding:
+        """The input token embedding (HF's ``get_input_embeddings``): what soft prompts live beside."""
+        return self.wte
+
     def new_cache(self, capacity: int = 0) -> KVCache:
         """An empty KV cache for incremental decoding (``capacity`` positions preallocated)."""
         return KVCache(self.config.n_layer, capacity=capacity)
@@ -110,6 +115,8 @@ class GPT(TiedWeights, nn.Module):
         key_padding_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         layers: Layers = "all",
+        inputs_embeds: torch.Tensor | None = None,
+        prefix: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> Features:
         """``idx`` ``[B, T]`` -> hidden states ``[B, T, n_embd]`` (:class:`~dlnlp.models.features.Features`).
 
@@ -117,21 +124,30 @@ class GPT(TiedWeights, nn.Module):
         after dropout), ``hidden_states[l]`` the output of block ``l``, and the last one, like
         ``last_hidden_state``, is ``LN_f(h_L)``, the input of the LM head (the raw ``h_L`` is not
         kept). ``cache``, ``key_padding_mask`` and ``position_ids`` as in :meth:`forward`.
+
+        ``inputs_embeds`` ``[B, T, n_embd]`` replaces ``wte(idx)`` (soft prompts; positions are added as to
+        tokens). ``prefix``: one ``(keys, values)`` pair per layer, each ``[B or 1, heads, P, head_dim]``,
+        seen by every position and positionless (prefix tuning); a cache holds them after its first
+        call, and the positions of tokens do not count them.
         """
-        b, t = idx.shape
+        embedded = self.wte(idx) if inputs_embeds is None else inputs_embeds
+        b, t = embedded.shape[:2]
         past = len(cache) if cache is not None else 0
+        if prefix is not None and past:
+            past -= prefix[0][0].shape[2]  # the cache holds the prefix before the tokens
         if position_ids is None:
             if past + t > self.config.block_size:
                 raise ValueError(f"sequence of {past + t} tokens exceeds the block size {self.config.block_size}")
-            position_ids = torch.arange(past, past + t, device=idx.device)
+            position_ids = torch.arange(past, past + t, device=embedded.device)
         keep = layer_indices(layers, self.config.n_layer + 1)
-        x = self.drop(self.wte(idx) + self.wpe(position_ids))
+        x = self.drop(embedded + self.wpe(position_ids))
         # collected only when asked, so the LM's own path (layers=None) does no extra work per step
         hidden = [x] if keep else None
         capacity = cache.capacity if cache is not None else 0
         for i, block in enumerate(self.h):
             x = block(x, causal=True, key_padding_mask=key_padding_mask,
-                      cache=cache.layers[i] if cache is not None else None, cache_capacity=capacity)
+                      cache=cache.layers[i] if cache is not None else None, cache_capacity=capacity,
+                      prefix=prefix[i] if prefix is not None else None)
             if hidden is not None and i < len(self.h) - 1:
                 hidden.append(x)
         x = self.ln_f(x)
@@ -149,16 +165,19 @@ class GPT(TiedWeights, nn.Module):
         key_padding_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         last_only: bool = False,
+        inputs_embeds: torch.Tensor | None = None,
+        prefix: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``idx`` ``[B, T]`` token ids -> logits ``[B, T, V]`` (``[B, 1, V]`` with ``last_only``) and the
         mean cross-entropy against ``targets`` (ignore index -100) when given.
 
         With ``cache`` the ``T`` tokens follow the cached positions; ``key_padding_mask`` ``[B, past + T]``
         (True = real token) and ``position_ids`` ``[B, T]`` serve left-padded batches of prompts.
-        The logits are ``lm_head`` of :meth:`features`' ``last_hidden_state``.
+        The logits are ``lm_head`` of :meth:`features`' ``last_hidden_state``; ``inputs_embeds`` and
+        ``prefix`` as there (``idx`` may then be None).
         """
         x = self.features(idx, cache=cache, key_padding_mask=key_padding_mask, position_ids=position_ids,
-                          layers=None).last_hidden_state
+                          layers=None, inputs_embeds=inputs_embeds, prefix=prefix).last_hidden_state
         if last_only and targets is None:
             x = x[:, -1:]  # LayerNorm is per position: the same values as normalizing the last one alone
         logits = self.lm_head(x)

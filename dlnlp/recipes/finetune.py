@@ -34,7 +34,7 @@ from dlnlp.errors import InputError, OptionError, UsageError, check_int, checked
 from dlnlp.evaluation.classification import classification_scores, regression_scores, span_scores
 from dlnlp.io.corpus import CorpusOptions
 from dlnlp.io.labeled import LabelMap, read_conll, read_labeled
-from dlnlp.io.modeldir import RunOutput, read_config, write_config
+from dlnlp.io.modeldir import WEIGHTS_NAME, RunOutput, load_weights, read_config, save_weights, write_config
 from dlnlp.kernels.device import resolve_device, resolve_precision, seed_everything
 from dlnlp.progress import log
 from dlnlp.training.checkpoint import read_checkpoint_meta
@@ -44,6 +44,7 @@ from dlnlp.transfer.backbone import load_backbone
 from dlnlp.transfer.data import Encoded, LengthBuckets, collate, encode_examples, encode_sentences
 from dlnlp.transfer.model import (
     POOLS,
+    PROMPT_STRATEGIES,
     STRATEGIES,
     TASKS,
     CachedHead,
@@ -53,6 +54,15 @@ from dlnlp.transfer.model import (
     loss_for,
 )
 from dlnlp.transfer.predict import cached_batch, compute_features, logits_in_order
+from dlnlp.transfer.prompt import (
+    PromptConfig,
+    build_prompt,
+    check_mlm_backbone,
+    fold_state,
+    mask_id,
+    parse_verbalizer,
+    verbalizer_ids,
+)
 from dlnlp.transfer.saved import KIND, codec_files, finetuned_config, load_finetuned
 
 LAYER_COMBINES = {"last4-mean": "mean", "last4-concat": "concat", "mix": "mix"}
@@ -81,6 +91,13 @@ class FinetuneSpec:
     tag_column: int = -1
     init: str = "pretrained"           # random: the backbone's architecture from scratch
     eval_batch_size: int = 64
+    prompt_length: int = 20            # --strategy prompt / deep-prompt / input-prompt
+    prompt_init: str = "random"        # random | vocab | a text
+    prefix_projection: int = 0         # deep-prompt: the reparameterizing MLP's width (0: none)
+    prompt_hidden: int = 64            # input-prompt: the prompt network's width
+    pattern: str | None = None         # a cloze pattern: "{text} It was [MASK]."
+    verbalizer: str | None = None      # "positive=great,negative=terrible"
+    train_limit: int = 0               # few-shot: this many training examples, drawn with the seed (0: all)
 
     def validate(self) -> FinetuneSpec:
         if self.task not in TASKS:
@@ -105,7 +122,31 @@ class FinetuneSpec:
             raise UsageError(f"--init must be pretrained or random, got {self.init!r}")
         if self.init == "random" and self.strategy != "full":
             raise OptionError("--init random trains the backbone from scratch: it needs --strategy full")
+        check_int("--train-limit", self.train_limit, 0, 1 << 40)
+        if (self.pattern is None) != (self.verbalizer is None):
+            raise OptionError("--pattern and --verbalizer go together (a cloze pattern and each label's word)")
+        if self.pattern is not None:
+            if self.task != "classify":
+                raise OptionError(f"--pattern scores labels by words at [MASK]: it needs --task classify, got {self.task}")
+            if self.strategy == "features":
+                raise OptionError("--pattern with --strategy features would train nothing (the cloze head has no "
+                                  "weights): use dlnlp evaluate for zero-shot, or --strategy full/top/prompt")
+        if self.strategy in PROMPT_STRATEGIES and self.task == "tag" and self.strategy == "input-prompt":
+            raise OptionError("--strategy input-prompt pools the whole input: it serves classify, pair and regress")
         return self
+
+    def prompt_config(self, backbone: Any) -> PromptConfig | None:
+        """The prompt of a prompt strategy, shaped for ``backbone`` (None for other strategies)."""
+        if self.strategy not in PROMPT_STRATEGIES:
+            return None
+        model_config = getattr(backbone.model, "config", None)
+        layers = backbone.num_hidden - 1
+        heads = int(getattr(model_config, "n_head", 0) or 0)
+        config = PromptConfig(strategy=self.strategy, length=self.prompt_length, init=self.prompt_init,
+                              projection=self.prefix_projection, hidden=self.prompt_hidden, dim=backbone.dim,
+                              layers=layers, heads=heads)
+        checked(config)
+        return config
 
     def layer_choice(self, num_hidden: int) -> tuple[list[int], str]:
         """(hidden-state indices, combination) of ``--layer`` / ``--layers``."""
@@ -200,23 +241,61 @@ def finetune(backbone_path: str | Path, train: Sequence[str] | Any, out: str | P
     sources = [*(train if isinstance(train, (list, tuple)) else []), val if isinstance(val, (str, Path)) else None]
     with RunOutput(out, force=force, inputs=[s for s in sources if s is not None] + [backbone_path]) as output:
         seed_everything(config.seed)
-        backbone = load_backbone(backbone_path, "cpu", init=spec.init)
+        backbone = load_backbone(backbone_path, "cpu", init=spec.init, keep_mlm_head=spec.pattern is not None)
         layers, combine = spec.layer_choice(backbone.num_hidden)
         pool = spec.pool
         if pool == "auto":
             pool = ("pooler" if spec.strategy != "features" and backbone.has_pooler and layers == [-1]
                     else "mean" if backbone.segments else "last")
         head = HeadConfig(task=spec.task, num_labels=len(label_map) if label_map else 1, dim=backbone.dim,
-                          layers=layers, combine=combine, pool=pool, dropout=spec.dropout)
+                          layers=layers, combine=combine, pool=pool, dropout=spec.dropout,
+                          **cloze_fields(backbone, spec.pattern, spec.verbalizer, label_map.to_list() if label_map
+                                         else []))
         checked(head)
-        model = FineTuned(backbone, head, label_map.to_list() if label_map else [])
+        prompt_config = spec.prompt_config(backbone)
+        prompt = new_prompt(backbone, prompt_config, config.seed) if prompt_config is not None else None
+        model = FineTuned(backbone, head, label_map.to_list() if label_map else [], prompt=prompt)
         apply_strategy(model, spec.strategy, spec.top)
+        train_items = few_shot(train_items, spec.train_limit, config.seed)
         extra = {"spec": vars(spec).copy()}
+        if prompt_config is not None:
+            extra["prompt"] = prompt_config.to_dict()
         for name, content in codec_files(model).items():
             (output.path / name).write_bytes(content)
         write_config(output.path, finetuned_config(model, strategy=spec.strategy, top=spec.top, max_len=spec.max_len,
                                                    **extra))
         return _train(model, spec, config, train_items, val_items, label_map, output, resume=False)
+
+
+def cloze_fields(backbone: Any, pattern: str | None, verbalizer: str | None, labels: list[str]) -> dict[str, Any]:
+    """HeadConfig fields of a cloze pattern (none without one); refuses a backbone without an MLM head."""
+    if pattern is None:
+        return {}
+    check_mlm_backbone(backbone)
+    words = parse_verbalizer(verbalizer or "")
+    return {"pattern": pattern, "verbalizer": verbalizer_ids(backbone, words, labels or list(words)),
+            "mask_id": mask_id(backbone)}
+
+
+def new_prompt(backbone: Any, prompt_config: PromptConfig, seed: int) -> torch.nn.Module:
+    """A prompt module for ``backbone``, initialized with ``seed`` (text inits read by its tokenizer)."""
+    tokenizer = backbone.tokenizer
+    tokenize = tokenizer.encode if tokenizer is not None else (lambda text: backbone.codec.encode(text, "text"))
+    specials = [backbone.cls_id, backbone.sep_id, backbone.pad_id]
+    if tokenizer is not None:
+        specials += [tokenizer.token_to_id(t) for t in ("[UNK]", "[MASK]")]
+    return build_prompt(prompt_config, backbone.model.token_embedding(), tokenize=tokenize, specials=specials,
+                        seed=seed)
+
+
+def few_shot(items: list[Any], limit: int, seed: int) -> list[Any]:
+    """``limit`` items drawn with ``seed`` (in their file order), or all of them (``limit`` 0 or too large)."""
+    if not limit or limit >= len(items):
+        return items
+    import random
+
+    keep = sorted(random.Random(seed).sample(range(len(items)), limit))
+    return [items[i] for i in keep]
 
 
 def _resume(out: str | Path, config: TrainConfig, train: Any, val: Any, options: CorpusOptions | None
@@ -238,9 +317,15 @@ def _resume(out: str | Path, config: TrainConfig, train: Any, val: Any, options:
         seed_everything(train_config.seed)
         # the architecture and frozen weights as at the start; the trainer then loads the checkpoint
         info = saved["backbone"]
-        backbone = load_backbone(info["source"]["path"], "cpu", init=info["source"].get("init", "pretrained"))
-        model = FineTuned(backbone, HeadConfig.from_dict(saved["head"]), labels)
+        head = HeadConfig.from_dict(saved["head"])
+        backbone = load_backbone(info["source"]["path"], "cpu", init=info["source"].get("init", "pretrained"),
+                                 keep_mlm_head=head.verbalizer is not None)
+        prompt = None
+        if saved.get("prompt"):
+            prompt = new_prompt(backbone, PromptConfig.from_dict(saved["prompt"]), train_config.seed)
+        model = FineTuned(backbone, head, labels, prompt=prompt)
         apply_strategy(model, spec.strategy, spec.top)
+        train_items = few_shot(train_items, spec.train_limit, train_config.seed)
         return _train(model, spec, train_config, train_items, val_items, label_map, output, resume=True)
 
 
@@ -338,6 +423,14 @@ def _train(model: FineTuned, spec: FinetuneSpec, config: TrainConfig, train_item
                       val_fn=val_fn if val_data is not None else None, resume=resume, on_step=on_step,
                       on_save=output.commit, param_groups=groups)
     result = trainer.fit()
+    if model.prompt is not None and (output.path / WEIGHTS_NAME).is_file():
+        # a deep prompt's reparameterizing MLP served training only: keep the prefix it computes
+        state = load_weights(output.path)
+        module = type(model.prompt)(model.prompt.config)
+        module.load_state_dict({k[len("prompt."):]: v for k, v in state.items() if k.startswith("prompt.")})
+        folded = fold_state(state, module)
+        if folded is not state:
+            save_weights(folded, output.path / WEIGHTS_NAME)
     train_seconds = max(result.elapsed - timer.seconds, 1e-9)
     examples = min(result.steps * _batch_size(config), int(result.epochs * len(train_data)) or result.steps)
     summary = {
@@ -348,6 +441,7 @@ def _train(model: FineTuned, spec: FinetuneSpec, config: TrainConfig, train_item
         "total_seconds": round(time.perf_counter() - started, 3),
         "train_examples_per_s": round(examples / train_seconds, 2),
         "trainable_parameters": sum(p.numel() for p in trained.parameters() if p.requires_grad),
+        "train_examples": len(train_data),
         "labels": labels,
     }
     log(f"fine-tuned {summary['trainable_parameters']:,} parameters in {summary['total_seconds']:.1f} s; best "
@@ -371,15 +465,36 @@ def _param_groups(trained: torch.nn.Module, model: FineTuned, spec: FinetuneSpec
     return groups or None
 
 
+def zero_shot_model(backbone_path: str | Path, pattern: str, verbalizer: str, device: Any = "cpu",
+                    max_len: int = 128) -> tuple[FineTuned, dict[str, Any]]:
+    """A cloze classifier straight from a pretrained MLM (no training): the labels are the verbalizer's; returns the model (eval mode) and a config like a fine-tuned directory's."""
+    backbone = load_backbone(backbone_path, "cpu", keep_mlm_head=True)
+    labels = LabelMap(parse_verbalizer(verbalizer)).to_list()  # in the order dlnlp gives labels ids
+    head = HeadConfig(task="classify", num_labels=len(labels), dim=backbone.dim,
+                      **cloze_fields(backbone, pattern, verbalizer, labels))
+    checked(head)
+    model = FineTuned(backbone, head, labels)
+    apply_strategy(model, "features")
+    spec = FinetuneSpec(pattern=pattern, verbalizer=verbalizer, max_len=max_len, strategy="full")
+    return model.to(device).eval(), {"task": "classify", "max_len": max_len, "spec": vars(spec).copy()}
+
+
 def evaluate(directory: str | Path, data: Sequence[str] | Any, *, device: str = "auto", batch_size: int = 64,
              options: CorpusOptions | None = None, text_field: str | None = None, pair_field: str | None = None,
-             label_field: str | None = None, token_column: int | None = None, tag_column: int | None = None
-             ) -> dict[str, Any]:
+             label_field: str | None = None, token_column: int | None = None, tag_column: int | None = None,
+             pattern: str | None = None, verbalizer: str | None = None, max_len: int = 128) -> dict[str, Any]:
     """Scores of a fine-tuned directory on labeled data: accuracy, macro-F1 and the confusion matrix;
-    conlleval span precision/recall/F1 per type and token accuracy for ``tag``; MSE for ``regress``."""
+    conlleval span precision/recall/F1 per type and token accuracy for ``tag``; MSE for ``regress``.
+
+    With ``pattern`` and ``verbalizer``, ``directory`` is a pretrained MLM backbone scored zero-shot."""
     check_int("--batch-size", batch_size, 1, 1 << 20)
     dev = resolve_device(device)
-    model, config = load_finetuned(directory, dev)
+    if (pattern is None) != (verbalizer is None):
+        raise OptionError("--pattern and --verbalizer go together (a cloze pattern and each label's word)")
+    if pattern is not None:
+        model, config = zero_shot_model(directory, pattern, verbalizer, dev, max_len)
+    else:
+        model, config = load_finetuned(directory, dev)
     saved = FinetuneSpec(**config.get("spec", {}))
     spec = FinetuneSpec(task=config["task"], max_len=int(config.get("max_len", 128)),
                         text_field=text_field if text_field is not None else saved.text_field,

@@ -84,12 +84,15 @@ class Backbone(nn.Module):
     """
 
     def __init__(self, model: nn.Module, codec: Any, config: dict[str, Any], source: dict[str, Any],
-                 codec_files: dict[str, bytes]) -> None:
+                 codec_files: dict[str, bytes], *, keep_mlm_head: bool = False) -> None:
         super().__init__()
         if not hasattr(model, "features"):
             raise ModelDirError(f"{source.get('path')}: a {config.get('kind')!r} model has no hidden states to "
                                 "fine-tune (backbones: models with features(), such as bert, gpt, rnn_lm)")
-        if hasattr(model, "drop_pretraining_heads"):
+        # cloze patterns (dlnlp.transfer.prompt) read the pretrained masked-LM head: kept for them only
+        self.template: tuple[list[int], list[int]] | None = None  # token ids around the text (a cloze pattern)
+        self.reserved = 0  # positions taken by soft-prompt vectors, left out of the text's room
+        if hasattr(model, "drop_pretraining_heads") and not keep_mlm_head:
             model.drop_pretraining_heads()
             if hasattr(model, "config") and hasattr(model.config, "to_dict"):
                 config = {**config, "model": model.config.to_dict()}
@@ -134,12 +137,56 @@ class Backbone(nn.Module):
         """BERT's pretrained pooler ``tanh(W h[CLS] + b)`` on ``[B, T, D]`` (what HF's classifiers read)."""
         return self.model.pool(hidden)
 
+    @property
+    def prompt_position(self) -> int:
+        """Where soft-prompt vectors go: after ``[CLS]`` for an encoder that reads segments (so ``[CLS]``
+        keeps position 0, where its pooler and ``--pool cls`` read it), else first (a left-to-right
+        model's tokens then all see them)."""
+        return 1 if self.segments else 0
+
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None, layers: Layers = "all") -> Features:
+                attention_mask: torch.Tensor | None = None, layers: Layers = "all",
+                prompt: nn.Module | None = None) -> Features:
+        """Hidden states of the text's positions. ``prompt`` (:mod:`dlnlp.transfer.prompt`) gives vectors
+        inserted at :attr:`prompt_position` (attended to, given positions and segment 0 like tokens,
+        and dropped from the returned states, so pooling and word positions see the text only) and/or
+        prefix keys/values for every layer."""
+        if prompt is None:
+            if self.segments:
+                return self.model.features(input_ids, token_type_ids, attention_mask, layers=layers)
+            # right padding: a left-to-right model's real tokens never see it
+            return self.model.features(input_ids, layers=layers)
+        if not hasattr(self.model, "token_embedding"):
+            raise ModelDirError(f"{self.source.get('path')}: prompts need a transformer backbone (bert, gpt); a "
+                                f"{self.config.get('kind')!r} model has no input embeddings to extend")
+        embedding = self.model.token_embedding()
+        vectors, prefix = prompt(input_ids, attention_mask, embedding)
+        extra: dict[str, Any] = {"prefix": prefix} if prefix is not None else {}
+        k = 0
+        if vectors is not None:
+            b, at, k = input_ids.shape[0], self.prompt_position, vectors.shape[1]
+            tokens = embedding(input_ids)
+            vectors = vectors.to(tokens.dtype).expand(b, -1, -1)
+            extra["inputs_embeds"] = torch.cat([tokens[:, :at], vectors, tokens[:, at:]], dim=1)
+            if token_type_ids is not None:
+                token_type_ids = torch.cat([token_type_ids[:, :at], token_type_ids.new_zeros(b, k),
+                                            token_type_ids[:, at:]], dim=1)
+            if attention_mask is not None:
+                attention_mask = torch.cat([attention_mask[:, :at], attention_mask.new_ones(b, k),
+                                            attention_mask[:, at:]], dim=1)
         if self.segments:
-            return self.model.features(input_ids, token_type_ids, attention_mask, layers=layers)
-        # right padding: a left-to-right model's real tokens never see it
-        return self.model.features(input_ids, layers=layers)
+            feats = self.model.features(input_ids, token_type_ids, attention_mask, layers=layers, **extra)
+        else:
+            feats = self.model.features(input_ids, layers=layers, **extra)
+        if not k:
+            return feats
+        at = self.prompt_position
+
+        def text(h: torch.Tensor) -> torch.Tensor:
+            return torch.cat([h[:, :at], h[:, at + k:]], dim=1)
+
+        hidden = tuple(text(h) for h in feats.hidden_states) if feats.hidden_states is not None else None
+        return Features(text(feats.last_hidden_state), hidden)
 
     # --- text -> ids ----------------------------------------------------------------------------
     def _ids(self, texts: Sequence[str]) -> list[list[int]]:
@@ -151,16 +198,19 @@ class Backbone(nn.Module):
                max_len: int | None = None) -> list[EncodedText]:
         """Each text (and its pair) as model input, cut to ``max_len`` tokens in all (the longer of the
         two texts loses tokens first, as HF's ``truncation=True``)."""
-        limit = min(max_len or self.max_len, self.max_len)
+        limit = min(max_len or self.max_len, self.max_len - self.reserved)
         first = self._ids(texts)
         second = self._ids(pairs) if pairs is not None else None
+        before, after = self.template or ([], [])
+        if self.template is not None and pairs is not None:
+            raise InputError("a cloze pattern places one text ({text}): it does not read text pairs")
         out = []
         for i, a in enumerate(first):
             b = second[i] if second is not None else None
             if self.segments:
-                room = limit - (3 if b is not None else 2)
-                a, b = _truncate_pair(a, b, room)
-                ids = [self.cls_id, *a, self.sep_id]
+                room = limit - (3 if b is not None else 2) - len(before) - len(after)
+                a, b = _truncate_pair(a, b, room)  # the text is cut, never the pattern around it
+                ids = [self.cls_id, *before, *a, *after, self.sep_id]
                 types = [0] * len(ids)
                 if b is not None:
                     ids += [*b, self.sep_id]
@@ -168,9 +218,9 @@ class Backbone(nn.Module):
                 out.append(EncodedText(ids, types))
             else:
                 join = [] if b is None else ([self.codec.eos_id] if self.codec.eos_id is not None else [])
-                room = limit - len(join)
+                room = limit - len(join) - len(before) - len(after)
                 a, b = _truncate_pair(a, b, room)
-                ids = [*a, *join, *(b or [])]
+                ids = [*before, *a, *after, *join, *(b or [])]
                 if not ids:
                     ids = [self.pad_id]
                 out.append(EncodedText(ids))
@@ -180,7 +230,7 @@ class Backbone(nn.Module):
         """Each pre-tokenized sentence as ids with its words' first sub-token positions (the label of a
         word sits there, Devlin et al. 2019, section 5.3); a word that encodes to nothing gets the
         unknown token, so every word keeps a position."""
-        limit = min(max_len or self.max_len, self.max_len)
+        limit = min(max_len or self.max_len, self.max_len - self.reserved)
         flat = [w if i == 0 or self.segments else " " + w for s in sentences for i, w in enumerate(s)]
         pieces = self._ids(flat) if flat else []
         unk = getattr(self.tokenizer, "unk_id", None)
@@ -268,11 +318,13 @@ def _codec_files(codec: Any) -> dict[str, bytes]:
         return {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
 
 
-def load_backbone(path: str | Path, device: str | torch.device = "cpu", *, init: str = "pretrained") -> Backbone:
+def load_backbone(path: str | Path, device: str | torch.device = "cpu", *, init: str = "pretrained",
+                  keep_mlm_head: bool = False) -> Backbone:
     """The backbone in a dlnlp model directory or an HF checkpoint directory (converted on the fly).
 
     ``init="random"``: the same architecture with fresh weights (the family's own initialization),
-    for a from-scratch baseline; the tokenizer is still the directory's.
+    for a from-scratch baseline; the tokenizer is still the directory's. ``keep_mlm_head``: keep the
+    pretrained masked-LM head (cloze patterns read it); other pretraining heads are dropped.
     """
     directory = Path(path)
     if init not in ("pretrained", "random"):
@@ -300,13 +352,13 @@ def load_backbone(path: str | Path, device: str | torch.device = "cpu", *, init:
         family = loaded.family
         model = family.build(family.config_class.from_dict(loaded.config["model"])).to(device)
         source = {**source, "init": "random"}
-    return Backbone(model, loaded.codec, loaded.config, source, files)
+    return Backbone(model, loaded.codec, loaded.config, source, files, keep_mlm_head=keep_mlm_head)
 
 
 def rebuild_backbone(config: dict[str, Any], codec: Any, source: dict[str, Any],
-                     codec_files: dict[str, bytes]) -> Backbone:
+                     codec_files: dict[str, bytes], *, keep_mlm_head: bool = False) -> Backbone:
     """A backbone of the architecture in ``config`` (a saved backbone config.json) with fresh weights,
     to load saved weights into."""
     family = get_family(config["kind"])
     model = family.build(family.config_class.from_dict(config["model"]))
-    return Backbone(model, codec, config, source, codec_files)
+    return Backbone(model, codec, config, source, codec_files, keep_mlm_head=keep_mlm_head)

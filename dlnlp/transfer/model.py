@@ -13,7 +13,10 @@ combination (the two commute for every pooling but ``max``); this lets frozen fe
 one vector per layer and example.
 
 Strategies (:func:`apply_strategy`) decide which weights train: ``features`` (the backbone frozen),
-``top`` (the top N layers, plus what sits above them such as the pooler) and ``full``. The state
+``top`` (the top N layers, plus what sits above them such as the pooler) and ``full``; ``prompt``,
+``deep-prompt`` and ``input-prompt`` train a prompt module (:mod:`dlnlp.transfer.prompt`) and the head
+on a frozen backbone. With a cloze pattern (``HeadConfig.verbalizer``) the head is :class:`ClozeHead`,
+the backbone's own masked-LM head read at ``[MASK]``. The state
 dict of a model whose backbone is partly frozen holds only what trains (:meth:`FineTuned.state_dict`):
 a head-only directory is kilobytes and names its backbone by path and content hash instead.
 """
@@ -36,7 +39,8 @@ from dlnlp.transfer.backbone import Backbone
 TASKS = ("classify", "pair", "tag", "regress")
 POOLS = ("auto", "pooler", "cls", "mean", "max", "last")
 COMBINES = ("single", "mean", "concat", "mix")
-STRATEGIES = ("features", "full", "top")
+STRATEGIES = ("features", "full", "top", "prompt", "deep-prompt", "input-prompt")
+PROMPT_STRATEGIES = STRATEGIES[3:]
 IGNORE_INDEX = -100
 _POOLING = {"cls": "first", "mean": "mean", "max": "max", "last": "last"}  # --pool -> kernels.pooling
 
@@ -52,6 +56,9 @@ class HeadConfig(DictConfig):
     combine: str = "single"
     pool: str = "mean"
     dropout: float = 0.1
+    pattern: str | None = None            # a cloze pattern ("{text} It was [MASK].")
+    verbalizer: list[int] | None = None   # with a pattern: each label's word, as a token id
+    mask_id: int | None = None
 
     def validate(self) -> HeadConfig:
         if self.task not in TASKS:
@@ -100,6 +107,23 @@ class TaskHead(nn.Module):
         return self.classifier(self.dropout(self.combine(x)))
 
 
+class ClozeHead(nn.Module):
+    """PET's scoring (Schick & Schütze 2021): the logit of label c is the masked-LM logit of its
+    verbalizer word v_c at the ``[MASK]`` position, ``s_c = MLM(h_mask)[v_c]``; no parameters of its own."""
+
+    def __init__(self, config: HeadConfig) -> None:
+        super().__init__()
+        self.config = config.validate()
+        if not config.verbalizer or config.mask_id is None:
+            raise ValueError("a cloze head needs verbalizer token ids and the [MASK] id")
+        self.register_buffer("words", torch.tensor(config.verbalizer, dtype=torch.long), persistent=False)
+
+    def forward(self, hidden: torch.Tensor, input_ids: torch.Tensor, mlm: Any) -> torch.Tensor:
+        position = (input_ids == self.config.mask_id).int().argmax(1)
+        at_mask = hidden[torch.arange(hidden.shape[0], device=hidden.device), position]
+        return mlm(at_mask)[:, self.words]
+
+
 class FineTuned(nn.Module):
     """``model(input_ids, token_type_ids, attention_mask, word_index)`` -> logits ``[B, C]`` (``[B, W, C]``
     for ``tag``, one row per word; ``[B, 1]`` for ``regress``).
@@ -107,11 +131,20 @@ class FineTuned(nn.Module):
     ``labels`` (the saved label names, in id order) and ``head.config`` say what the logits mean.
     """
 
-    def __init__(self, backbone: Backbone, config: HeadConfig, labels: list[str] | None = None) -> None:
+    def __init__(self, backbone: Backbone, config: HeadConfig, labels: list[str] | None = None,
+                 prompt: nn.Module | None = None) -> None:
         super().__init__()
         self.backbone = backbone
-        self.head = TaskHead(config)
+        self.cloze = config.verbalizer is not None
+        self.head = ClozeHead(config) if self.cloze else TaskHead(config)
+        self.prompt = prompt  # a dlnlp.transfer.prompt module, or None
         self.labels = list(labels or [])
+        if prompt is not None and getattr(prompt.config, "inserts_vectors", False):
+            backbone.reserved = prompt.config.length  # the text's room shrinks by the prompt's vectors
+        if config.pattern is not None:
+            from dlnlp.transfer.prompt import pattern_template
+
+            backbone.template = pattern_template(backbone, config.pattern)
         n = backbone.num_hidden
         for i in config.layers:
             if not -n <= i < n:
@@ -133,7 +166,8 @@ class FineTuned(nn.Module):
         (tag: one per word and layer)."""
         c = self.config
         top_only = self.layer_index == [self.backbone.num_hidden - 1]
-        feats = self.backbone(input_ids, token_type_ids, attention_mask, layers=None if top_only else self.layer_index)
+        feats = self.backbone(input_ids, token_type_ids, attention_mask, layers=None if top_only else self.layer_index,
+                              prompt=self.prompt)
         hidden = (feats.last_hidden_state,) if top_only else feats.hidden_states
         if c.task == "tag":
             if word_index is None:
@@ -147,6 +181,10 @@ class FineTuned(nn.Module):
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, word_index: torch.Tensor | None = None,
                 **ignored: Any) -> torch.Tensor:
+        if self.cloze:
+            hidden = self.backbone(input_ids, token_type_ids, attention_mask, layers=None,
+                                   prompt=self.prompt).last_hidden_state
+            return self.head(hidden, input_ids, self.backbone.model.mlm_logits)
         return self.head(self.layer_inputs(input_ids, token_type_ids, attention_mask, word_index))
 
     # --- what is saved: the trained part ---------------------------------------------------------
@@ -193,6 +231,11 @@ def apply_strategy(model: FineTuned, strategy: str, top: int = 0) -> None:
         backbone.requires_grad_(True)
         return
     backbone.requires_grad_(False)
+    if strategy in PROMPT_STRATEGIES:
+        if model.prompt is None:
+            raise UsageError(f"--strategy {strategy} needs a prompt module (dlnlp.transfer.prompt.build_prompt)")
+        model.prompt.requires_grad_(True)
+        return
     if strategy == "features":
         return
     layers = backbone.num_hidden - 1

@@ -8,7 +8,8 @@
       tokenizer.json     (or the backbone's vocabulary) when the whole model is saved
       metrics.jsonl, checkpoint/
 
-With ``saved: "trained"`` (the backbone wholly or partly frozen: ``--strategy features`` or ``top``)
+With ``saved: "trained"`` (the backbone wholly or partly frozen: ``--strategy features``, ``top`` or a prompt
+strategy, whose config.json adds ``"prompt"``: :class:`dlnlp.transfer.prompt.PromptConfig`)
 the frozen weights are read from ``source.path``, whose content hash must still be ``source.sha256``:
 a head trained on one backbone refuses another.
 """
@@ -57,6 +58,19 @@ def check_backbone_source(source: dict[str, Any], where: Path) -> Path:
     return path
 
 
+def _saved_prompt(config: dict[str, Any], state: dict[str, Any], backbone: Backbone) -> Any:
+    """The prompt module of a prompt strategy's directory (a deep prompt's MLP is folded in ``state``)."""
+    if not config.get("prompt"):
+        return None
+    from dlnlp.transfer.prompt import PromptConfig, build_prompt
+
+    prompt_config = PromptConfig.from_dict(config["prompt"])
+    prompt_config.init = "random"  # the saved weights replace the start
+    if "prompt.prefix" in state:
+        prompt_config.projection = 0  # folded when saved
+    return build_prompt(prompt_config, backbone.model.token_embedding())
+
+
 def load_finetuned(directory: str | Path, device: str | torch.device = "cpu") -> tuple[FineTuned, dict[str, Any]]:
     """A fine-tuned model directory: the model in eval mode on ``device`` and its config.json."""
     directory = Path(directory)
@@ -76,13 +90,14 @@ def load_finetuned(directory: str | Path, device: str | torch.device = "cpu") ->
         codec = family.codec(directory, backbone_config, skeleton) if family.codec is not None else None
         files = {p.name: p.read_bytes() for p in directory.iterdir()
                  if p.is_file() and p.name.startswith(("tokenizer.", "vocab."))}
-        backbone: Backbone = rebuild_backbone(backbone_config, codec, info["source"], files)
+        backbone: Backbone = rebuild_backbone(backbone_config, codec, info["source"], files,
+                                              keep_mlm_head=head.verbalizer is not None)
     else:
         path = check_backbone_source(info["source"], directory)
-        backbone = load_backbone(path)
-    model = FineTuned(backbone, head, config.get("labels"))
-    apply_strategy(model, config.get("strategy", "full"), int(config.get("top") or 0))
+        backbone = load_backbone(path, keep_mlm_head=head.verbalizer is not None)
     state = load_weights(directory)
+    model = FineTuned(backbone, head, config.get("labels"), prompt=_saved_prompt(config, state, backbone))
+    apply_strategy(model, config.get("strategy", "full"), int(config.get("top") or 0))
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
