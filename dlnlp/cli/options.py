@@ -51,6 +51,23 @@ Seed = Annotated[int, typer.Option("--seed", help="Random seed: same seed, devic
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object of final results on stdout.",
                                     rich_help_panel=COMMON)]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output on stderr.", rich_help_panel=COMMON)]
+
+
+def _apply_threads(value: Optional[int]) -> Optional[int]:
+    # Click calls this while parsing, given or not, so the threads are set before the command imports
+    # torch (OpenMP reads its environment once, when torch loads it); see dlnlp.threads.
+    from dlnlp.threads import configure_threads
+
+    configure_threads(value)
+    return value
+
+
+Threads = Annotated[
+    Optional[int],
+    typer.Option("--threads", min=1, callback=_apply_threads, rich_help_panel=COMMON,
+                 help="CPU threads for Torch (default: DLNLP_THREADS, else OMP_NUM_THREADS, else the physical "
+                      "cores); interop threads stay at 1-2."),
+]
 Workers = Annotated[int, typer.Option("--workers", help="Worker threads/processes (0: all cores).",
                                       rich_help_panel=COMMON)]
 

@@ -26,6 +26,7 @@ from dlnlp.cli.options import (
     Seed,
     Temperature,
     TextField,
+    Threads,
     TopK,
     TopP,
     TrainingOptions,
@@ -89,6 +90,7 @@ def train(
     momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum.", rich_help_panel=TRAINING)] = 0.9,
     training: TrainingOptions = None,
     device: Device = "auto",
+    threads: Threads = None,
     precision: Precision = "auto",
     seed: Seed = 0,
     force: Force = False,
@@ -135,6 +137,7 @@ def sample(
     top_p: TopP = None,
     seed: Seed = 0,
     device: Device = "auto",
+    threads: Threads = None,
 ) -> None:
     """Generate text from a trained model, streamed to stdout as it is generated.
 
@@ -168,6 +171,7 @@ def evaluate(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Parallel streams the text is cut into.",
                                             rich_help_panel=COMMON)] = 32,
     device: Device = "auto",
+    threads: Threads = None,
     precision: Precision = "fp32",
     json: Json = False,
     text_field: TextField = None,

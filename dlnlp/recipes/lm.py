@@ -24,7 +24,8 @@ from dlnlp.errors import InputError, OptionError, checked
 from dlnlp.io.corpus import CorpusOptions, describe_inputs, iter_lines
 from dlnlp.io.modeldir import RunOutput, make_config, read_config, write_config
 from dlnlp.kernels.device import seed_everything
-from dlnlp.progress import log
+from dlnlp.progress import log, run_started
+from dlnlp.threads import current_threads
 from dlnlp.tokenization.text_codec import TextCodec
 from dlnlp.training.checkpoint import read_checkpoint_meta
 from dlnlp.training.config import TrainConfig
@@ -178,6 +179,7 @@ def start_lm_training(
     path on that tokenizer's ids; ``ids`` reads ``dlnlp tokenize encode`` output (with ``tokenizer``,
     the tokenizer's ids; each line ended by ``eos_id``, by default the tokenizer's end-of-text).
     """
+    started = run_started()  # --max-time counts the command's setup too
     checked(train_config)
     for name in recipe.shape:
         if shape[name] < 1:
@@ -201,29 +203,30 @@ def start_lm_training(
                     val=val, val_fraction=val_fraction, options=options, force=force, eos_id=eos_id) as run:
         seed_everything(train_config.seed)
         return _fit(recipe, model_config, train_config, run.data, run.output,
-                    {name: shape[name] for name in recipe.shape}, resume=False)
+                    {name: shape[name] for name in recipe.shape}, resume=False, started=started)
 
 
 def resume_lm_training(recipe: LMRecipe, out: str | Path, stops: dict[str, Any], *, quiet: bool = False,
                        device: str = "auto", compile: bool = False) -> dict[str, Any]:
     """Continue the run in ``out`` from its checkpoint; ``stops`` (max_steps/epochs/max_time) override."""
+    started = run_started()
     with resumed_lm_run(out, recipe.kind, stops, quiet=quiet, device=device, compile=compile) as (
             output, config, train_config, data):
         model_config = recipe.config_class.from_dict(config["model"])
         shape = {name: int(config[name]) for name in recipe.shape}
         recipe.check_memory(model_config, train_config, shape, len(data.train))
-        return _fit(recipe, model_config, train_config, data, output, shape, resume=True)
+        return _fit(recipe, model_config, train_config, data, output, shape, resume=True, started=started)
 
 
 def _fit(recipe: LMRecipe, model_config: Any, train_config: TrainConfig, data: LMData, output: RunOutput,
-         shape: dict[str, int], *, resume: bool) -> dict[str, Any]:
+         shape: dict[str, int], *, resume: bool, started: float | None = None) -> dict[str, Any]:
     model = recipe.build(model_config)
     train = recipe.batches(data.train, model_config, shape, train_config.seed, False)
     val = recipe.batches(data.val, model_config, shape, train_config.seed, True) if data.val is not None else None
     if not resume:
         log(recipe.describe(model, data, train), quiet=train_config.quiet)
     result = Trainer(model, train_config, train, val, out_dir=output.path, loss_fn=recipe.loss_fn, resume=resume,
-                     on_save=output.commit).fit()
+                     on_save=output.commit, started=started).fit()
     return run_summary(result, output.target, parameter_count(model), train_config.quiet)
 
 
@@ -235,15 +238,18 @@ def run_summary(result: TrainResult, directory: Path, parameters: int, quiet: bo
         "stopped_by": result.stopped_by, "train_loss": result.last_train_loss, "val_loss": result.final_val_loss,
         "best_val_loss": result.best_val_loss, "parameters": parameters,
         "val_full": result.final_val_full,  # False: the final validation was cut short by --max-time
+        "threads": current_threads(),
     }
     if result.final_val_loss is not None:
         summary["val_perplexity"] = math.exp(min(result.final_val_loss, 700))
         part = "" if result.final_val_full is not False else " on part of the held-out text (--max-time)"
-        log(f"stopped by {result.stopped_by} after {result.steps} steps ({result.elapsed:.0f} s): validation "
+        log(f"stopped by {result.stopped_by} after {result.steps} steps ({result.elapsed:.0f} s, "
+            f"{summary['threads']} threads): validation "
             f"loss {result.final_val_loss:.4f}{part} (best {result.best_val_loss:.4f}); saved {directory}",
             quiet=quiet)
     else:
-        log(f"stopped by {result.stopped_by} after {result.steps} steps: training loss "
+        log(f"stopped by {result.stopped_by} after {result.steps} steps ({result.elapsed:.0f} s, "
+            f"{summary['threads']} threads): training loss "
             f"{result.last_train_loss:.4f}; saved {directory}", quiet=quiet)
     return summary
 
