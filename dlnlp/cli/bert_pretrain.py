@@ -25,6 +25,7 @@ from dlnlp.cli.options import (
     Threads,
     TrainingOptions,
     corpus_options,
+    given_options,
     print_json,
     training_options,
 )
@@ -40,6 +41,7 @@ DocPerLine = Annotated[bool, typer.Option("--doc-per-line", help="Each line is a
 @training_options(batch_size=32, lr=5e-4, weight_decay=0.01, schedule="linear", warmup=200, eval_interval=250,
                   eval_batches=20)
 def pretrain(
+    ctx: typer.Context,
     inputs: Inputs = None,
     out: OutDir = ...,
     tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", "-t", help="A WordPiece tokenizer with [PAD] "
@@ -82,7 +84,8 @@ def pretrain(
     from dlnlp.recipes.bert import PretrainSettings, resume_bert_pretraining, start_bert_pretraining
 
     if training.resume:
-        result = resume_bert_pretraining(out, training.stops(), quiet=quiet, device=device, compile=training.compile)
+        result = resume_bert_pretraining(out, training.stops(), quiet=quiet, device=device, compile=training.compile,
+                                         given=given_options(ctx), inputs=inputs)
     else:
         model_args = {"n_layer": layers, "n_head": heads, "dim": dim, "intermediate": intermediate,
                       "max_len": max_len, "dropout": dropout, "attn_dropout": dropout}

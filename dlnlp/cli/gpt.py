@@ -28,6 +28,7 @@ from dlnlp.cli.options import (
     Threads,
     TrainingOptions,
     corpus_options,
+    given_options,
     print_json,
     run_conversion,
     training_options,
@@ -43,6 +44,7 @@ MODEL = "Model options"
 @training_options(batch_size=12, lr=1e-3, weight_decay=0.1, beta2=0.99, schedule="cosine", warmup=100, min_lr_ratio=0.1,
                   eval_interval=250, eval_batches=20)
 def train(
+    ctx: typer.Context,
     inputs: Inputs = None,
     out: OutDir = ...,
     layers: Annotated[int, typer.Option("--layers", help="Transformer blocks.", rich_help_panel=MODEL)] = 4,
@@ -88,7 +90,8 @@ def train(
     from dlnlp.recipes.gpt import resume_gpt_training, start_gpt_training
 
     if training.resume:
-        result = resume_gpt_training(out, training.stops(), quiet=quiet, device=device, compile=training.compile)
+        result = resume_gpt_training(out, training.stops(), quiet=quiet, device=device, compile=training.compile,
+                                     given=given_options(ctx), inputs=inputs)
     else:
         model_args = {"n_layer": layers, "n_head": heads, "n_embd": dim, "block_size": block_size,
                       "dropout": dropout, "position": position, "bias": bias, "tie_weights": tie_weights,

@@ -17,6 +17,7 @@ import typer
 
 if TYPE_CHECKING:  # not at import time: `dlnlp --help` and pipelines start without torch
     from dlnlp.recipes.vectors import Counting
+    from dlnlp.settings import GivenOption
     from dlnlp.training.config import TrainConfig
 
 COMMON = "Common options"
@@ -312,6 +313,26 @@ def training_options(**defaults: Any) -> Callable[[Callable[..., Any]], Callable
         return run
 
     return decorate
+
+
+def given_options(ctx: typer.Context) -> dict[str, "GivenOption"]:
+    """The options of the running command (``ctx``) that were given on the command line or by an
+    environment variable (Click's parameter source), not left at their defaults: what ``--resume`` and
+    ``--init-from`` check against the saved run."""
+    from dlnlp.settings import GivenOption
+
+    given = {}
+    for param in ctx.command.params:
+        # (by name: Typer vendors Click in recent versions, the real one in older ones)
+        if getattr(param, "param_type_name", None) != "option" or param.name not in ctx.params:
+            continue
+        source = ctx.get_parameter_source(param.name)
+        if getattr(source, "name", None) not in ("COMMANDLINE", "ENVIRONMENT"):
+            continue
+        flag = max(param.opts, key=len)  # --tokenizer rather than -t
+        off = max(param.secondary_opts, key=len) if param.secondary_opts else None
+        given[param.name] = GivenOption(param.name, ctx.params[param.name], flag, off)
+    return given
 
 
 def corpus_options(text_field: str | None = None, encoding_errors: str = "strict", label_field: str | None = None):

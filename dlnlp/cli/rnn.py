@@ -31,6 +31,7 @@ from dlnlp.cli.options import (
     TopP,
     TrainingOptions,
     corpus_options,
+    given_options,
     print_json,
     training_options,
 )
@@ -66,6 +67,7 @@ TokenizerOpt = Annotated[Optional[str], typer.Option("--tokenizer", "-t", help="
 @app.command()
 @training_options(lr=2e-3, clip=5.0, eval_interval=500)
 def train(
+    ctx: typer.Context,
     inputs: Inputs = None,
     out: OutDir = ...,
     cell: Cell = "lstm",
@@ -108,7 +110,8 @@ def train(
     from dlnlp.recipes.rnn import resume_rnn_training, start_rnn_training
 
     if training.resume:
-        result = resume_rnn_training(out, training.stops(), quiet=quiet, device=device, compile=training.compile)
+        result = resume_rnn_training(out, training.stops(), quiet=quiet, device=device, compile=training.compile,
+                                     given=given_options(ctx), inputs=inputs)
     else:
         model_config = RNNLMConfig(vocab_size=1, cell=cell, embed=embed, hidden=hidden, layers=layers,
                                    dropout=dropout, embed_dropout=embed_dropout, tie_weights=tie_weights,

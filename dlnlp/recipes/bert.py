@@ -113,14 +113,25 @@ def start_bert_pretraining(
                     started=started)
 
 
+def _resume_view(config: dict[str, Any]) -> dict[str, Any]:
+    """The model and pretraining options of a BERT run (config.json), by CLI parameter name, for --resume."""
+    model, pretrain = config.get("model", {}), config.get("pretrain", {})
+    return {"layers": model.get("n_layer"), "heads": model.get("n_head"), "dim": model.get("dim"),
+            "intermediate": model.get("intermediate"), "max_len": model.get("max_len"),
+            "dropout": model.get("dropout"), **pretrain}
+
+
 def resume_bert_pretraining(out: str | Path, stops: dict[str, Any], *, quiet: bool = False, device: str = "auto",
-                            compile: bool = False) -> dict[str, Any]:
-    """Continue the run in ``out`` from its checkpoint; ``stops`` (max_steps/epochs/max_time) override."""
+                            compile: bool = False, given: dict[str, Any] | None = None,
+                            inputs: Sequence[str] | None = None) -> dict[str, Any]:
+    """Continue the run in ``out`` from its checkpoint; ``stops`` (max_steps/epochs/max_time) override;
+    ``given`` options and a corpus given again (``inputs``) must be the run's (``--resume`` refuses a change)."""
     from dlnlp.tokenization import load_tokenizer
 
     started = run_started()
     with resumed_lm_run(out, KIND, stops, quiet=quiet, device=device, compile=compile,
-                        load_data=load_bert_data) as (output, config, train_config, data):
+                        load_data=load_bert_data, given=given, inputs=inputs, view=_resume_view) as (
+            output, config, train_config, data):
         model_config = BertConfig.from_dict(config["model"])
         settings = PretrainSettings.from_dict(config.get("pretrain", {}))
         check_bert_memory(model_config, train_config, settings.batch_size)

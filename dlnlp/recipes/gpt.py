@@ -83,9 +83,12 @@ def start_gpt_training(
 
 
 def resume_gpt_training(out: str | Path, stops: dict[str, Any], *, quiet: bool = False, device: str = "auto",
-                        compile: bool = False) -> dict[str, Any]:
-    """Continue the run in ``out`` from its checkpoint; ``stops`` (max_steps/epochs/max_time) override."""
-    return resume_lm_training(GPT_RECIPE, out, stops, quiet=quiet, device=device, compile=compile)
+                        compile: bool = False, given: dict[str, Any] | None = None,
+                        inputs: Sequence[str] | None = None) -> dict[str, Any]:
+    """Continue the run in ``out`` from its checkpoint; ``stops`` (max_steps/epochs/max_time) override;
+    ``given`` options and a corpus given again (``inputs``) must be the run's (``--resume`` refuses a change)."""
+    return resume_lm_training(GPT_RECIPE, out, stops, quiet=quiet, device=device, compile=compile, given=given,
+                              inputs=inputs)
 
 
 def check_gpt_memory(config: GPTConfig, train_config: TrainConfig, batch_size: int | None = None,
@@ -100,6 +103,15 @@ def check_gpt_memory(config: GPTConfig, train_config: TrainConfig, batch_size: i
                              layers=config.n_layer, positions=config.block_size, mlp_dim=config.mlp_dim,
                              tied=config.tie_weights, learned_positions=config.position == "learned",
                              batch=batch_size, seq=seq)
+
+
+def _resume_view(config: dict[str, Any]) -> dict[str, Any]:
+    """The model options of a GPT run (config.json), by CLI parameter name, for --resume and --init-from."""
+    model = config.get("model", {})
+    view = {option.lstrip("-").replace("-", "_"): model.get(key) for key, option in _OPTION_NAMES.items()}
+    view.update({name: model.get(name) for name in ("dropout", "position", "bias", "activation", "tie_weights")})
+    view.update({"char": config.get("level") == "char", "vocab_size": model.get("vocab_size")})
+    return view
 
 
 def _check_block_size(config: GPTConfig, data: LMData) -> None:
@@ -155,5 +167,5 @@ def evaluate_gpt_dir(model_dir: str | Path, inputs: Sequence[str] | None, *, bat
 GPT_RECIPE = LMRecipe(
     kind=KIND, format_version=FORMAT_VERSION, config_class=GPTConfig, build=GPT, shape=("batch_size",),
     batches=_windows, check_memory=_check_memory, describe=_describe,
-    loss_fn=gpt_loss, check_data=_check_block_size,
+    loss_fn=gpt_loss, check_data=_check_block_size, resume_view=_resume_view,
 )

@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 
 from dlnlp.errors import InputError, OptionError, checked
-from dlnlp.io.corpus import CorpusOptions, describe_inputs, iter_lines
+from dlnlp.io.corpus import CorpusOptions, corpus_differences, describe_inputs, fingerprint_inputs, iter_lines
 from dlnlp.io.modeldir import RunOutput, make_config, read_config, write_config
 from dlnlp.kernels.device import seed_everything
 from dlnlp.progress import log, run_started
+from dlnlp.settings import GivenOption
 from dlnlp.threads import current_threads
 from dlnlp.tokenization.text_codec import TextCodec
 from dlnlp.training.checkpoint import read_checkpoint_meta
@@ -87,18 +88,108 @@ def new_lm_run(
                  "tokenizer that wrote the ids (or --eos-id) so the model sees where lines end")
         data.codec.save(directory)  # the vocabulary or tokenizer beside the weights
         run = LMRun(output, data, data.codec.level, tok)
-        write_config(directory, make_config(run))
+        config = make_config(run)
+        # what --resume compares a corpus given again with (io.corpus.corpus_differences)
+        config["corpus"] = corpus_record(inputs, val, options)
+        write_config(directory, config)
         yield run
+
+
+def corpus_record(inputs: Sequence[str] | None, val: str | Path | None,
+                  options: CorpusOptions | None) -> dict[str, Any]:
+    """The identity of a run's corpus, kept in config.json: the inputs' and ``val``'s paths, sizes and
+    hashes (:func:`~dlnlp.io.corpus.fingerprint_inputs`) and how they were read."""
+    options = options or CorpusOptions()
+    return {"inputs": fingerprint_inputs(inputs), "val": fingerprint_inputs([str(val)]) if val is not None else None,
+            "text_field": options.text_field, "encoding_errors": options.encoding_errors}
+
+
+# Options a resumed run may take anew: how long and where it runs, how often it validates and logs,
+# and what it prints. Every other option given with --resume must equal the run's (check_resume_options).
+RESUMABLE_OPTIONS = frozenset({
+    "max_steps", "max_time", "epochs", "eval_interval", "eval_batches", "log_interval", "device", "threads",
+    "precision", "compile", "quiet", "json", "resume", "out", "force", "debug",
+})
+
+
+def training_view(config: dict[str, Any]) -> dict[str, Any]:
+    """The shared training options' values of a run (config.json), by option name, for
+    :func:`check_resume_options`."""
+    train = config.get("train", {})
+    data = config.get("data") or {}
+    corpus = config.get("corpus") or {}
+    view = {"lr": train.get("lr"), "weight_decay": train.get("weight_decay"), "ema": train.get("ema_decay"),
+            "schedule": train.get("schedule"), "warmup": train.get("warmup_steps"),
+            "min_lr_ratio": train.get("min_lr_ratio"), "clip": train.get("clip") or 0.0,
+            "grad_accum": train.get("grad_accum"), "seed": train.get("seed"), "optimizer": train.get("optimizer"),
+            "momentum": train.get("momentum"), "val_fraction": data.get("val_fraction"),
+            "text_field": corpus.get("text_field"), "encoding_errors": corpus.get("encoding_errors"),
+            "eos_id": config.get("eos_id")}
+    if train.get("betas"):
+        view["beta2"] = train["betas"][1]
+    if "batch_size" in config:
+        view["batch_size"] = config["batch_size"]
+    return view
+
+
+def check_resume_options(directory: Path, view: dict[str, Any], given: dict[str, GivenOption],
+                         inputs: Sequence[str] | None, corpus: dict[str, Any] | None) -> None:
+    """Refuse options given with ``--resume`` that differ from the run's (``view``, by option name),
+    and a corpus or ``--val`` file that is not the run's; the message names the option. Options in
+    :data:`RESUMABLE_OPTIONS` may change."""
+    def refuse(what: str, option: str) -> None:
+        raise OptionError(f"{what}; --resume continues the run in {directory} as it was started: leave {option} "
+                          "out, or start a new run (--force to replace it)")
+
+    for name, option in given.items():
+        if name in RESUMABLE_OPTIONS or name == "val":
+            continue
+        if name == "tokenizer":
+            level = view.get("level")
+            if option.value == "char" and level != "char" or option.value != "char" and level == "char":
+                refuse(f"{option.show()} differs from the run's text level ({level})", option.typed)
+            continue
+        if name == "ids":
+            continue  # the spooled ids are reused; the corpus itself is compared below
+        if name not in view:
+            refuse(f"{option.typed} cannot be checked against the run", option.typed)
+        saved = view[name]
+        same = (option.value == saved if not isinstance(saved, float) or not isinstance(option.value, (int, float))
+                else math.isclose(option.value, saved, rel_tol=1e-9, abs_tol=0.0))
+        if not same:
+            refuse(f"{option.show()} differs from the run's {option.show(saved, saved=True)}", option.typed)
+    recorded = corpus or {}
+    if inputs:
+        if "inputs" not in recorded:
+            refuse("the run did not record its corpus, so a corpus given with --resume cannot be checked", "the corpus")
+        reason = corpus_differences(inputs, recorded["inputs"])
+        if reason:
+            refuse(reason, "the corpus")
+    if "val" in given and given["val"].value is not None:
+        if not recorded.get("val"):
+            refuse("--val differs from the run's (it held out part of its corpus)", "--val")
+        reason = corpus_differences([str(given["val"].value)], recorded["val"])
+        if reason:
+            refuse(f"--val: {reason}", "--val")
 
 
 @contextmanager
 def resumed_lm_run(out: str | Path, kind: str, stops: dict[str, Any], *, quiet: bool = False, device: str = "auto",
                    compile: bool = False, load_data: Callable[[Path], Any] = load_lm_data,
+                   given: dict[str, GivenOption] | None = None, inputs: Sequence[str] | None = None,
+                   view: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
                    ) -> Iterator[tuple[RunOutput, dict[str, Any], TrainConfig, LMData]]:
     """(output, config.json, train config, data) of the run in ``out``, locked while the ``with`` block
-    runs; ``stops`` override its limits; ``load_data(directory)`` re-opens the spooled data."""
+    runs; ``stops`` override its limits; ``load_data(directory)`` re-opens the spooled data.
+
+    ``given`` (the options typed on the command line) and ``inputs`` (a corpus given again) are
+    checked against the run first (:func:`check_resume_options`, with ``view(config)`` the family's
+    option values on top of :func:`training_view`)."""
     with RunOutput(out, resume=True) as output:
         config = read_config(output.path, kind)
+        if given or inputs:
+            values = {**training_view(config), "level": config.get("level"), **(view(config) if view else {})}
+            check_resume_options(output.target, values, given or {}, inputs, config.get("corpus"))
         meta = read_checkpoint_meta(output.path)
         overrides = {k: v for k, v in stops.items() if v is not None}
         train_config = TrainConfig.from_dict(meta["config"]).replace(quiet=quiet, device=device, compile=compile,
@@ -125,6 +216,8 @@ class LMRecipe:
     - ``check_data(config, data)``: refuse a configuration the spooled data cannot serve (optional).
     - ``describe(model, data, train_batches)``: the first log line of a new run.
     - ``loss_fn``: the trainer's loss function, when ``model(*batch)`` does not return the loss.
+    - ``resume_view(config)``: the model options' values in a run's config.json, by the CLI option's
+      parameter name (``{"layers": config["model"]["n_layer"], ...}``), checked by ``--resume``.
     """
 
     kind: str
@@ -137,6 +230,7 @@ class LMRecipe:
     describe: Callable[[Any, LMData, Any], str]
     loss_fn: Callable[..., Any] | None = None
     check_data: Callable[[Any, LMData], None] | None = None
+    resume_view: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
 def check_transformer_memory(train_config: TrainConfig, task: str, *, vocab: int, dim: int, layers: int,
@@ -207,10 +301,15 @@ def start_lm_training(
 
 
 def resume_lm_training(recipe: LMRecipe, out: str | Path, stops: dict[str, Any], *, quiet: bool = False,
-                       device: str = "auto", compile: bool = False) -> dict[str, Any]:
-    """Continue the run in ``out`` from its checkpoint; ``stops`` (max_steps/epochs/max_time) override."""
+                       device: str = "auto", compile: bool = False, given: dict[str, GivenOption] | None = None,
+                       inputs: Sequence[str] | None = None) -> dict[str, Any]:
+    """Continue the run in ``out`` from its checkpoint; ``stops`` (max_steps/epochs/max_time) override.
+
+    ``given`` options (by parameter name) and a corpus given again (``inputs``) must be the run's,
+    except :data:`RESUMABLE_OPTIONS`; the recipe's ``resume_view`` names its model options' values."""
     started = run_started()
-    with resumed_lm_run(out, recipe.kind, stops, quiet=quiet, device=device, compile=compile) as (
+    with resumed_lm_run(out, recipe.kind, stops, quiet=quiet, device=device, compile=compile, given=given,
+                        inputs=inputs, view=recipe.resume_view) as (
             output, config, train_config, data):
         model_config = recipe.config_class.from_dict(config["model"])
         shape = {name: int(config[name]) for name in recipe.shape}

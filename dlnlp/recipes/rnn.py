@@ -43,9 +43,23 @@ def start_rnn_training(
 
 
 def resume_rnn_training(out: str | Path, stops: dict[str, Any], *, quiet: bool = False, device: str = "auto",
-                        compile: bool = False) -> dict[str, Any]:
-    """Continue the run in ``out`` from its checkpoint; ``stops`` (max_steps/epochs/max_time) override."""
-    return resume_lm_training(RNN_RECIPE, out, stops, quiet=quiet, device=device, compile=compile)
+                        compile: bool = False, given: dict[str, Any] | None = None,
+                        inputs: Sequence[str] | None = None) -> dict[str, Any]:
+    """Continue the run in ``out`` from its checkpoint; ``stops`` (max_steps/epochs/max_time) override;
+    ``given`` options and a corpus given again (``inputs``) must be the run's (``--resume`` refuses a change)."""
+    return resume_lm_training(RNN_RECIPE, out, stops, quiet=quiet, device=device, compile=compile, given=given,
+                              inputs=inputs)
+
+
+# The model options of `rnn train`, named as RNNLMConfig's fields.
+_MODEL_OPTIONS = ("cell", "embed", "hidden", "layers", "dropout", "embed_dropout", "tie_weights", "forget_bias",
+                  "context", "direct", "vocab_size")
+
+
+def _resume_view(config: dict[str, Any]) -> dict[str, Any]:
+    """The model options of an RNN run (config.json), by CLI parameter name, for --resume and --init-from."""
+    model = config.get("model", {})
+    return {**{name: model.get(name) for name in _MODEL_OPTIONS}, "seq_len": config.get("seq_len")}
 
 
 def check_rnn_memory(config: RNNLMConfig, train_config: TrainConfig, batch_size: int | None = None,
@@ -118,5 +132,5 @@ def evaluate_model_dir(model_dir: str | Path, inputs: Sequence[str] | None, *, b
 
 RNN_RECIPE = LMRecipe(
     kind=KIND, format_version=1, config_class=RNNLMConfig, build=build_model, shape=("seq_len", "batch_size"),
-    batches=_streams, check_memory=_check_memory, describe=_describe,
+    batches=_streams, check_memory=_check_memory, describe=_describe, resume_view=_resume_view,
 )
