@@ -26,6 +26,7 @@ from dlnlp.recipes.lm import (
     resume_lm_training,
     start_lm_training,
 )
+from dlnlp.tokenization.text_codec import CharCodec
 from dlnlp.training.config import TrainConfig
 from dlnlp.training.data import LMData, RandomWindows
 
@@ -110,7 +111,9 @@ def _resume_view(config: dict[str, Any]) -> dict[str, Any]:
     model = config.get("model", {})
     view = {option.lstrip("-").replace("-", "_"): model.get(key) for key, option in _OPTION_NAMES.items()}
     view.update({name: model.get(name) for name in ("dropout", "position", "bias", "activation", "tie_weights")})
-    view.update({"char": config.get("level") == "char", "vocab_size": model.get("vocab_size")})
+    char = config.get("level") == CharCodec.level
+    view.update({"char": char, "vocab_size": model.get("vocab_size"),
+                 "tokenizer": lambda given: not char})  # a tokenizer's text level: the file is checked by the data
     return view
 
 

@@ -21,6 +21,7 @@ from dlnlp.recipes.lm import (
     resume_lm_training,
     start_lm_training,
 )
+from dlnlp.tokenization.text_codec import CharCodec
 from dlnlp.training.config import TrainConfig
 from dlnlp.training.data import LMData, StreamBatches
 from dlnlp.training.trainer import evaluate_loss
@@ -59,7 +60,9 @@ _MODEL_OPTIONS = ("cell", "embed", "hidden", "layers", "dropout", "embed_dropout
 def _resume_view(config: dict[str, Any]) -> dict[str, Any]:
     """The model options of an RNN run (config.json), by CLI parameter name, for --resume and --init-from."""
     model = config.get("model", {})
-    return {**{name: model.get(name) for name in _MODEL_OPTIONS}, "seq_len": config.get("seq_len")}
+    char = config.get("level") == CharCodec.level
+    return {**{name: model.get(name) for name in _MODEL_OPTIONS}, "seq_len": config.get("seq_len"),
+            "tokenizer": lambda given: (given == "char") == char}  # --tokenizer char or a file: the text level
 
 
 def check_rnn_memory(config: RNNLMConfig, train_config: TrainConfig, batch_size: int | None = None,
