@@ -18,6 +18,7 @@ from dlnlp.cli.options import (
     Ids,
     IdsEos,
     IdsVocabSize,
+    InitFrom,
     Inputs,
     Json,
     OutDir,
@@ -67,6 +68,7 @@ def train(
     char: Annotated[bool, typer.Option("--char", help="Character level (the default without --tokenizer).",
                                        rich_help_panel=INPUT)] = False,
     ids: Ids = False,
+    init_from: InitFrom = None,
     vocab_size: IdsVocabSize = None,
     eos_id: IdsEos = None,
     training: TrainingOptions = None,
@@ -86,6 +88,8 @@ def train(
     --batch-size 12 --max-steps 2000 --lr 1e-3 --out shakes-gpt
 
     Example: dlnlp tokenize encode corpus.txt -t tok.json | dlnlp gpt train - --ids -t tok.json --out gpt
+
+    Example: dlnlp gpt import ./gpt2-hf --out gpt2 && dlnlp gpt train poems.txt --init-from gpt2 --lr 1e-4 --out poems
     """
     from dlnlp.recipes.gpt import resume_gpt_training, start_gpt_training
 
@@ -101,7 +105,7 @@ def train(
                                     tokenizer=tokenizer, char=char, ids=ids, vocab_size=vocab_size, val=training.val,
                                     val_fraction=training.val_fraction,
                                     options=corpus_options(text_field, encoding_errors), force=force,
-                                    eos_id=eos_id)
+                                    eos_id=eos_id, init_from=init_from, given=given_options(ctx))
     if json:
         print_json(result)
 

@@ -111,6 +111,12 @@ MaxTime = Annotated[
     typer.Option("--max-time", help="Wall-clock budget in seconds: stop cleanly, validate and save when it runs out.",
                  rich_help_panel=TRAINING),
 ]
+InitFrom = Annotated[
+    Optional[Path],
+    typer.Option("--init-from", help="Start from this model's weights, shape and tokenizer (a run of this command "
+                 "or an imported checkpoint) with a new optimizer and schedule: fine-tuning.",
+                 rich_help_panel=TRAINING, show_default=False),
+]
 Validation = Annotated[Optional[Path], typer.Option("--val", help="Validation file.", rich_help_panel=TRAINING)]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint in --out.",
                                       rich_help_panel=TRAINING)]

@@ -17,6 +17,7 @@ from dlnlp.cli.options import (
     Ids,
     IdsEos,
     IdsVocabSize,
+    InitFrom,
     Inputs,
     Json,
     OutDir,
@@ -85,6 +86,7 @@ def train(
     direct: Direct = False,
     tokenizer: TokenizerOpt = None,
     ids: Ids = False,
+    init_from: InitFrom = None,
     vocab_size: IdsVocabSize = None,
     eos_id: IdsEos = None,
     seq_len: SeqLen = 128,
@@ -122,6 +124,7 @@ def train(
             inputs, out, model_config, config, seq_len=seq_len, batch_size=training.batch_size,
             tokenizer=tokenizer, ids=ids, eos_id=eos_id, vocab_size=vocab_size, val=training.val,
             val_fraction=training.val_fraction, options=corpus_options(text_field, encoding_errors), force=force,
+            init_from=init_from, given=given_options(ctx),
         )
     if json:
         print_json(result)

@@ -63,8 +63,13 @@ def start_gpt_training(
     batch_size: int = 12, tokenizer: str | None = None, char: bool = False, ids: bool = False,
     vocab_size: int | None = None, val: str | Path | None = None, val_fraction: float = 0.1,
     options: CorpusOptions | None = None, force: bool = False, eos_id: int | None = None,
+    init_from: str | Path | None = None, given: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Spool the corpus to ``out/data``, write config.json and the vocabulary, train, return a summary.
+
+    ``init_from`` fine-tunes a GPT model directory (a run or ``gpt import``): its weights, shape and
+    tokenizer, a new optimizer and schedule; options in ``given`` (typed on the command line) that
+    contradict its shape are refused, naming the option.
 
     ``model_args`` are :class:`~dlnlp.models.gpt.GPTConfig` fields (``vocab_size`` comes from the data).
     The text level is one of ``tokenizer`` (a tokenizer file), ``char`` and ``ids``; with none given it
@@ -80,7 +85,7 @@ def start_gpt_training(
     return start_lm_training(GPT_RECIPE, inputs, out, GPTConfig(vocab_size=vocab_size or 1, **model_args),
                              train_config, {"batch_size": batch_size}, tokenizer=None if char else tokenizer,
                              ids=ids, vocab_size=vocab_size, val=val, val_fraction=val_fraction, options=options,
-                             force=force, eos_id=eos_id)
+                             force=force, eos_id=eos_id, init_from=init_from, given=given)
 
 
 def resume_gpt_training(out: str | Path, stops: dict[str, Any], *, quiet: bool = False, device: str = "auto",

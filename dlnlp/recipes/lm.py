@@ -27,7 +27,7 @@ from dlnlp.kernels.device import seed_everything
 from dlnlp.progress import log, run_started
 from dlnlp.settings import GivenOption
 from dlnlp.threads import current_threads
-from dlnlp.tokenization.text_codec import TextCodec
+from dlnlp.tokenization.text_codec import CharCodec, IdsCodec, TextCodec
 from dlnlp.training.checkpoint import read_checkpoint_meta
 from dlnlp.training.config import TrainConfig
 from dlnlp.training.data import LMData, load_lm_data, prepare_lm_data
@@ -53,7 +53,7 @@ def new_lm_run(
     inputs: Sequence[str] | None, out: str | Path, make_config: Callable[[LMRun], dict[str, Any]], *,
     tokenizer: str | None = None, ids: bool = False, vocab_size: int | None = None, val: str | Path | None = None,
     val_fraction: float = 0.1, options: CorpusOptions | None = None, force: bool = False, eos_id: int | None = None,
-    prepare: Callable[..., Any] = prepare_lm_data,
+    prepare: Callable[..., Any] = prepare_lm_data, codec: TextCodec | None = None,
 ) -> Iterator[LMRun]:
     """Open ``out`` as a :class:`RunOutput`, spool the corpus, store the vocabulary/tokenizer and
     ``make_config(run)`` as config.json, and yield the run; train inside the ``with`` block.
@@ -62,7 +62,8 @@ def new_lm_run(
     each line ended by ``eos_id`` (default: the tokenizer's end-of-text). ``ids`` with a tokenizer
     records it: the model then reads text, as if it had been trained on the text. ``prepare`` spools
     the corpus (:func:`~dlnlp.training.data.prepare_lm_data`'s arguments; its result has ``codec``):
-    another layout plugs in here, such as BERT's sentence shards.
+    another layout plugs in here, such as BERT's sentence shards. ``codec`` (a model's, for
+    ``--init-from``) keeps that model's tokenizer or character vocabulary instead of ``tokenizer``.
     """
     if val is not None and not Path(val).is_file():
         raise InputError(f"{val}: no such validation file")
@@ -70,8 +71,11 @@ def new_lm_run(
         raise OptionError("--tokenizer char cannot be used with --ids (give the tokenizer that wrote the ids)")
     if eos_id is not None and not ids:
         raise OptionError("--eos-id needs --ids (text is ended by its tokenizer's end-of-text)")
-    tok = None
-    if tokenizer not in (None, "char"):
+    tok = fixed = None
+    if codec is not None:  # a tokenizer codec has .tokenizer, a character codec .vocab
+        tok = getattr(codec, "tokenizer", None)
+        fixed = getattr(codec, "vocab", None)
+    elif tokenizer not in (None, "char"):
         from dlnlp.tokenization import load_tokenizer
 
         tok = load_tokenizer(tokenizer)
@@ -79,7 +83,8 @@ def new_lm_run(
     with RunOutput(out, force=force, inputs=sources) as output:
         directory = output.path
         spool = "ids" if ids else ("char" if tok is None else "tokenizer")
-        data = prepare(inputs, directory, level=spool, tokenizer=tok, val=val, val_fraction=val_fraction,
+        data = prepare(inputs, directory, level=spool, tokenizer=tok if tok is not None else fixed, val=val,
+                       val_fraction=val_fraction,
                        options=options, vocab_size=vocab_size, eos_id=eos_id)
         if ids and tok is None and eos_id is None:
             from dlnlp.progress import warn
@@ -263,7 +268,8 @@ def start_lm_training(
     recipe: LMRecipe, inputs: Sequence[str] | None, out: str | Path, model_config: Any, train_config: TrainConfig,
     shape: dict[str, int], *, tokenizer: str | None = None, ids: bool = False, vocab_size: int | None = None,
     val: str | Path | None = None, val_fraction: float = 0.1, options: CorpusOptions | None = None,
-    force: bool = False, eos_id: int | None = None,
+    force: bool = False, eos_id: int | None = None, init_from: str | Path | None = None,
+    given: dict[str, GivenOption] | None = None,
 ) -> dict[str, Any]:
     """Train a new model of ``recipe``'s family on ``inputs`` into ``out``; returns the run summary.
 
@@ -271,32 +277,52 @@ def start_lm_training(
     batch-shape settings (``recipe.shape``). ``tokenizer`` None (or "char") trains on characters, a
     path on that tokenizer's ids; ``ids`` reads ``dlnlp tokenize encode`` output (with ``tokenizer``,
     the tokenizer's ids; each line ended by ``eos_id``, by default the tokenizer's end-of-text).
+
+    ``init_from`` (a model directory of the family: a dlnlp run or an imported checkpoint) starts
+    from its weights, shape and tokenizer or vocabulary, with a new optimizer and schedule
+    (fine-tuning); model-shape options among ``given`` (those typed on the command line) must agree
+    with it, the others (dropout) apply.
     """
     started = run_started()  # --max-time counts the command's setup too
+    init = None
+    if init_from is not None:
+        init = init_model(recipe, init_from, model_config, given or {}, ids=ids)
+        model_config = init.config
+        if init.codec.level == IdsCodec.level:
+            vocab_size, eos_id = init.codec.vocab_size, init.codec.eos_id
     checked(train_config)
     for name in recipe.shape:
         if shape[name] < 1:
             raise OptionError(f"--{name.replace('_', '-')} must be >= 1, got {shape[name]}")
     # Before reading the corpus: the parameters alone (the vocabulary is not known yet).
-    model_config.vocab_size = vocab_size or 1
+    if init is None:
+        model_config.vocab_size = vocab_size or 1
     checked(model_config)
     recipe.check_memory(model_config, train_config, None, None)
 
     def make_run_config(run: LMRun) -> dict[str, Any]:
+        if init is not None and run.data.vocab_size != init.config.vocab_size:
+            raise InputError(f"--init-from {init_from}: its vocabulary has {init.config.vocab_size} entries, its "
+                             f"tokenizer {run.data.vocab_size}; the model cannot read this corpus")
         model_config.vocab_size = run.data.vocab_size
         checked(model_config)
         if recipe.check_data is not None:
             recipe.check_data(model_config, run.data)
         recipe.check_memory(model_config, train_config, shape, len(run.data.train))
+        extra = {"init_from": str(init_from)} if init_from is not None else {}
         return make_config(recipe.kind, recipe.format_version, model=model_config.to_dict(), level=run.level,
                            eos_id=run.data.codec.eos_id, **{name: shape[name] for name in recipe.shape},
-                           train=train_config.to_dict(), data=run.data.meta)
+                           train=train_config.to_dict(), data=run.data.meta, **extra)
 
     with new_lm_run(inputs, out, make_run_config, tokenizer=tokenizer, ids=ids, vocab_size=vocab_size,
-                    val=val, val_fraction=val_fraction, options=options, force=force, eos_id=eos_id) as run:
+                    val=val, val_fraction=val_fraction, options=options, force=force, eos_id=eos_id,
+                    codec=init.codec if init is not None and init.codec.level != IdsCodec.level else None) as run:
         seed_everything(train_config.seed)
+        if init is not None:
+            log(f"starting from the weights of {init_from}", quiet=train_config.quiet)
         return _fit(recipe, model_config, train_config, run.data, run.output,
-                    {name: shape[name] for name in recipe.shape}, resume=False, started=started)
+                    {name: shape[name] for name in recipe.shape}, resume=False, started=started,
+                    init_state=init.state if init is not None else None)
 
 
 def resume_lm_training(recipe: LMRecipe, out: str | Path, stops: dict[str, Any], *, quiet: bool = False,
@@ -317,8 +343,11 @@ def resume_lm_training(recipe: LMRecipe, out: str | Path, stops: dict[str, Any],
 
 
 def _fit(recipe: LMRecipe, model_config: Any, train_config: TrainConfig, data: LMData, output: RunOutput,
-         shape: dict[str, int], *, resume: bool, started: float | None = None) -> dict[str, Any]:
+         shape: dict[str, int], *, resume: bool, started: float | None = None,
+         init_state: dict[str, Any] | None = None) -> dict[str, Any]:
     model = recipe.build(model_config)
+    if init_state is not None:
+        model.load_state_dict(init_state)
     train = recipe.batches(data.train, model_config, shape, train_config.seed, False)
     val = recipe.batches(data.val, model_config, shape, train_config.seed, True) if data.val is not None else None
     if not resume:
@@ -350,6 +379,54 @@ def run_summary(result: TrainResult, directory: Path, parameters: int, quiet: bo
             f"{summary['threads']} threads): training loss "
             f"{result.last_train_loss:.4f}; saved {directory}", quiet=quiet)
     return summary
+
+
+# Options --init-from takes anew (regularization and batch shape); every other model option comes with
+# the model and may only be given with its value.
+INIT_NEW_OPTIONS = frozenset({"dropout", "embed_dropout", "forget_bias", "seq_len", "batch_size"})
+# How text becomes ids comes with the model too.
+INIT_TEXT_OPTIONS = ("tokenizer", "char", "vocab_size", "eos_id")
+
+
+@dataclass
+class InitModel:
+    """A model to fine-tune (``--init-from``): its config (with the new dropout), weights and codec."""
+
+    config: Any
+    state: dict[str, Any]
+    codec: TextCodec
+
+
+def init_model(recipe: LMRecipe, directory: str | Path, model_config: Any, given: dict[str, GivenOption], *,
+               ids: bool = False) -> InitModel:
+    """Load ``directory`` (a model of ``recipe``'s family) to start training from; refuse, naming the
+    option, model options in ``given`` that contradict it and text options (it brings its own)."""
+    from dlnlp.models.registry import load_model
+
+    loaded = load_model(directory, "cpu", kind=recipe.kind)
+    config = recipe.config_class.from_dict(loaded.config["model"])
+    level = loaded.codec.level
+    if ids and level == CharCodec.level:
+        raise OptionError(f"--ids cannot be used with --init-from {directory}: it is a character model")
+    if level == IdsCodec.level and not ids:
+        raise OptionError(f"--init-from {directory} reads ids (it has no tokenizer): give --ids and ids from the "
+                          "tokenizer that made them")
+    view = recipe.resume_view(loaded.config) if recipe.resume_view else {}
+    for name, option in given.items():
+        agrees = name in view and not callable(view[name]) and option.value == view[name]
+        if name in INIT_TEXT_OPTIONS and not agrees:
+            raise OptionError(f"{option.typed} cannot be used with --init-from: the model {directory} reads text "
+                              f"with its own {level} vocabulary")
+        if name in INIT_NEW_OPTIONS or name not in view or callable(view[name]):
+            continue
+        if option.value != view[name]:
+            raise OptionError(f"{option.show()} contradicts the --init-from model {directory} "
+                              f"({option.show(view[name], saved=True)}); leave {option.typed} out: its shape comes "
+                              "with the model")
+    for name in INIT_NEW_OPTIONS:
+        if name in given and hasattr(config, name):
+            setattr(config, name, getattr(model_config, name))
+    return InitModel(config, loaded.model.state_dict(), loaded.codec)
 
 
 @dataclass

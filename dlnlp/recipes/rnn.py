@@ -32,15 +32,17 @@ def start_rnn_training(
     seq_len: int = 128, batch_size: int = 32, tokenizer: str | None = None, ids: bool = False,
     vocab_size: int | None = None, val: str | Path | None = None, val_fraction: float = 0.1,
     options: CorpusOptions | None = None, force: bool = False, eos_id: int | None = None,
+    init_from: str | Path | None = None, given: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Spool the corpus into ``out/data``, write ``config.json`` and the vocabulary, then train.
 
     ``ids`` with a ``tokenizer`` reads that tokenizer's ids and records it; each line of ids ends with
-    ``eos_id`` (default: the tokenizer's end-of-text)."""
+    ``eos_id`` (default: the tokenizer's end-of-text). ``init_from`` fine-tunes an RNN model directory
+    (its weights, shape and vocabulary; see :func:`~dlnlp.recipes.lm.start_lm_training`)."""
     return start_lm_training(RNN_RECIPE, inputs, out, model_config, train_config,
                              {"seq_len": seq_len, "batch_size": batch_size}, tokenizer=tokenizer, ids=ids,
                              vocab_size=vocab_size, val=val, val_fraction=val_fraction, options=options, force=force,
-                             eos_id=eos_id)
+                             eos_id=eos_id, init_from=init_from, given=given)
 
 
 def resume_rnn_training(out: str | Path, stops: dict[str, Any], *, quiet: bool = False, device: str = "auto",
