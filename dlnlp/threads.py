@@ -1,33 +1,26 @@
 """How many CPU threads Torch computes with: ``--threads N``, ``DLNLP_THREADS``, or a default that does
 not oversubscribe the machine. Decided once per process, before Torch starts working.
 
-The default is the number of physical cores this process may run on (hyperthreads share a core's
-arithmetic units, so a second thread per core mostly adds synchronization), or ``OMP_NUM_THREADS``
-when it is set, as every OpenMP program reads it. Inter-op threads (parallel *independent* ops, which
-the small eager models here hardly have) are kept at 1-2.
-
-OpenMP worker threads spin while they wait for the next parallel region. On a machine whose cores are
-busy with another process, spinning threads take turns with the process that holds the core, and
-each small op of a training step waits for its slowest thread: the issue behind this module measured
-a GPT training 3-5x slower at two threads than at one under such load. Before Torch is imported this
-module therefore bounds the spinning (``GOMP_SPINCOUNT``, read by the GNU OpenMP runtime Torch ships
-with, and ``KMP_BLOCKTIME`` for Intel's), unless the user set those variables or ``OMP_WAIT_POLICY``;
-``bench/threads.py`` measures the effect. Both are read when the runtime loads, so a process that
-imported Torch before calling :func:`configure_threads` keeps its runtime's settings.
+The default is ``OMP_NUM_THREADS`` when it is set, as every OpenMP program reads it, else the physical
+cores this process may run on less one (at least one): hyperthreads share a core's arithmetic units,
+and one core is left to whatever else runs. Torch splits each op evenly over its threads and waits
+for the slowest, so a thread that shares its core with another busy process slows every op down:
+``bench/threads.py`` measured the README's GPT on 2 cores with one other CPU-bound process at about
+8.4k tokens/s with one thread and 2.3-3.6k with two (OpenMP's spin-waiting bounded by
+``GOMP_SPINCOUNT`` or made passive by ``OMP_WAIT_POLICY=PASSIVE`` did not change that), while on an
+idle machine two threads gave 14-18k and one 11.5k. Leaving a core keeps training fast when the
+machine is shared, at some cost when it is not (``--threads`` takes it back). Inter-op threads
+(parallel *independent* ops, which the small eager models here hardly have) are kept at 1-2.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from pathlib import Path
 
 ENV = "DLNLP_THREADS"
 MAX_INTEROP_THREADS = 2
-# Spin iterations before a waiting OpenMP thread sleeps (libgomp's default is 300,000, about a
-# millisecond here, which is longer than most ops of a small model's step); see bench/threads.py.
-SPIN_COUNT = "10000"
 
 
 def _affinity() -> list[int]:
@@ -65,7 +58,7 @@ def _positive_int(text: str, where: str) -> int:
 
 
 def default_threads() -> int:
-    """``OMP_NUM_THREADS`` when set (its first entry), else the physical cores."""
+    """``OMP_NUM_THREADS`` when set (its first entry), else the physical cores less one (at least one)."""
     omp = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
     if omp:
         try:
@@ -73,7 +66,7 @@ def default_threads() -> int:
                 return int(omp)
         except ValueError:
             pass  # an invalid value: OpenMP ignores it too
-    return physical_cores()
+    return max(1, physical_cores() - 1)
 
 
 def resolve_threads(threads: int | None = None) -> int:
@@ -86,20 +79,10 @@ def resolve_threads(threads: int | None = None) -> int:
     return default_threads()
 
 
-def _bound_spinning() -> None:
-    if "torch" in sys.modules:  # the OpenMP runtime has read its environment already
-        return
-    if any(name in os.environ for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")):
-        return  # the user chose
-    os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
-    os.environ.setdefault("KMP_BLOCKTIME", "0")
-
-
 def configure_threads(threads: int | None = None) -> int:
-    """Set Torch's intra-op threads to :func:`resolve_threads` (``threads``), inter-op threads to at most
-    2, and bound OpenMP spinning when Torch is not imported yet; returns the intra-op count."""
+    """Set Torch's intra-op threads to :func:`resolve_threads` (``threads``) and its inter-op threads to
+    at most 2; returns the intra-op count."""
     count = resolve_threads(threads)
-    _bound_spinning()
     import torch
 
     torch.set_num_threads(count)

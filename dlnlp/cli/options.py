@@ -55,8 +55,8 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output o
 
 
 def _apply_threads(value: Optional[int]) -> Optional[int]:
-    # Click calls this while parsing, given or not, so the threads are set before the command imports
-    # torch (OpenMP reads its environment once, when torch loads it); see dlnlp.threads.
+    # Click calls this while parsing, given or not, so the threads are set once, before the command's
+    # torch work; see dlnlp.threads.
     from dlnlp.threads import configure_threads
 
     configure_threads(value)
@@ -67,7 +67,8 @@ Threads = Annotated[
     Optional[int],
     typer.Option("--threads", min=1, callback=_apply_threads, rich_help_panel=COMMON,
                  help="CPU threads for Torch (default: DLNLP_THREADS, else OMP_NUM_THREADS, else the physical "
-                      "cores); interop threads stay at 1-2."),
+                      "cores less one, which keeps its speed when another process is busy); interop threads "
+                      "stay at 1-2."),
 ]
 Workers = Annotated[int, typer.Option("--workers", help="Worker threads/processes (0: all cores).",
                                       rich_help_panel=COMMON)]
