@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 LOG_INTERVAL_S = 5.0
+BAR_WIDTH = 12
 
 _run_started: float | None = None
 
@@ -96,6 +97,7 @@ class Progress:
         self._last_log = self._start
         self._bar = None
         self._task = None
+        self._width = 80
         self._interactive = not quiet and hasattr(self.stream, "isatty") and self.stream.isatty()
 
     def __enter__(self) -> Progress:
@@ -105,15 +107,17 @@ class Progress:
             from rich.progress import Progress as RichProgress
             from rich.table import Column
 
-            # The position and the times never wrap nor shrink; the metrics give way first (cut
-            # with an ellipsis), so elapsed and ETA stay readable in 80 columns.
+            # The position and the times keep their width; the metrics give way (cut with an
+            # ellipsis, see _bar_fields), so elapsed and ETA stay readable in 80 columns.
             fixed = {"no_wrap": True}
+            console = Console(file=self.stream)
+            self._width = console.width
             self._bar = RichProgress(
-                TextColumn("{task.description}", table_column=Column(**fixed)), BarColumn(bar_width=12),
+                TextColumn("{task.description}", table_column=Column(**fixed)), BarColumn(bar_width=BAR_WIDTH),
                 TextColumn("{task.fields[position]}", table_column=Column(**fixed)),
                 TextColumn("{task.fields[timing]}", table_column=Column(**fixed)),
-                TextColumn("{task.fields[info]}", table_column=Column(no_wrap=True, overflow="ellipsis")),
-                console=Console(file=self.stream), transient=False,
+                TextColumn("{task.fields[info]}", table_column=Column(**fixed)),
+                console=console, transient=False,
             )
             self._bar.start()
             self._task = self._bar.add_task(self.description, total=1.0 if self.total or self.budget else None,
@@ -169,7 +173,12 @@ class Progress:
                                                                else "")
 
     def _bar_fields(self) -> dict[str, Any]:
-        return {"position": self._position(), "timing": self._timing(), "info": self._info()}
+        position, timing, info = self._position(), self._timing(), self._info()
+        # what is left of the line after the other columns and the spaces between the five
+        room = self._width - len(self.description) - BAR_WIDTH - len(position) - len(timing) - 5
+        if len(info) > room:
+            info = info[:max(room - 1, 0)] + "…" if room > 0 else ""
+        return {"position": position, "timing": timing, "info": info}
 
     def update(self, advance: float = 1, *, rate: float | None = None, **fields: Any) -> None:
         self.completed += advance
