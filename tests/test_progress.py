@@ -11,7 +11,7 @@ def test_plain_log_lines_when_not_a_terminal(monkeypatch):
             bar.update(1, rate=100, loss=1.5)
     lines = stream.getvalue().splitlines()
     assert len(lines) == 5  # one per update plus the final line
-    assert lines[-1].startswith("dlnlp: training: 4/4 step (100%)")
+    assert lines[-1].startswith("dlnlp: training: step 4/4 (100%)")
     assert "loss=1.5" in lines[-1] and "tok/s" in lines[-1]
 
 

@@ -23,8 +23,10 @@ from dlnlp.cli.options import (
     Seed,
     Streaming,
     TextField,
+    Threads,
     TrainingOptions,
     corpus_options,
+    given_options,
     print_json,
     training_options,
 )
@@ -40,6 +42,7 @@ DocPerLine = Annotated[bool, typer.Option("--doc-per-line", help="Each line is a
 @training_options(batch_size=32, lr=5e-4, weight_decay=0.01, schedule="linear", warmup=200, eval_interval=250,
                   eval_batches=20)
 def pretrain(
+    ctx: typer.Context,
     inputs: Inputs = None,
     out: OutDir = ...,
     tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", "-t", help="A WordPiece tokenizer with [PAD] "
@@ -65,6 +68,7 @@ def pretrain(
     doc_per_line: DocPerLine = False,
     training: TrainingOptions = None,
     device: Device = "auto",
+    threads: Threads = None,
     precision: Precision = "auto",
     seed: Seed = 0,
     force: Force = False,
@@ -83,7 +87,7 @@ def pretrain(
 
     if training.resume:
         result = resume_bert_pretraining(out, training.stops(), quiet=quiet, device=device, compile=training.compile,
-                                         keep_data=training.keep_data)
+                                         keep_data=training.keep_data, given=given_options(ctx), inputs=inputs)
     else:
         model_args = {"n_layer": layers, "n_head": heads, "dim": dim, "intermediate": intermediate,
                       "max_len": max_len, "dropout": dropout, "attn_dropout": dropout}
@@ -111,6 +115,7 @@ def evaluate(
     seed: Annotated[int, typer.Option("--seed", help="Masking seed: the same seed gives the same numbers.",
                                       rich_help_panel=COMMON)] = 0,
     device: Device = "auto",
+    threads: Threads = None,
     json: Json = False,
     text_field: TextField = None,
     encoding_errors: EncodingErrors = "strict",

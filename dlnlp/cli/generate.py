@@ -25,6 +25,7 @@ from dlnlp.cli.options import (
     Quiet,
     Seed,
     Temperature,
+    Threads,
     TopK,
     TopP,
 )
@@ -92,6 +93,7 @@ def generate(
                                             rich_help_panel=COMMON)] = 16,
     seed: Seed = 0,
     device: Device = "auto",
+    threads: Threads = None,
     json: Json = False,
     output: OutFile = None,
     force: Force = False,

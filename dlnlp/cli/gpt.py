@@ -18,6 +18,7 @@ from dlnlp.cli.options import (
     Ids,
     IdsEos,
     IdsVocabSize,
+    InitFrom,
     Inputs,
     Json,
     OutDir,
@@ -26,8 +27,10 @@ from dlnlp.cli.options import (
     Seed,
     Streaming,
     TextField,
+    Threads,
     TrainingOptions,
     corpus_options,
+    given_options,
     print_json,
     run_conversion,
     training_options,
@@ -43,6 +46,7 @@ MODEL = "Model options"
 @training_options(batch_size=12, lr=1e-3, weight_decay=0.1, beta2=0.99, schedule="cosine", warmup=100, min_lr_ratio=0.1,
                   eval_interval=250, eval_batches=20)
 def train(
+    ctx: typer.Context,
     inputs: Inputs = None,
     out: OutDir = ...,
     layers: Annotated[int, typer.Option("--layers", help="Transformer blocks.", rich_help_panel=MODEL)] = 4,
@@ -65,10 +69,12 @@ def train(
     char: Annotated[bool, typer.Option("--char", help="Character level (the default without --tokenizer).",
                                        rich_help_panel=INPUT)] = False,
     ids: Ids = False,
+    init_from: InitFrom = None,
     vocab_size: IdsVocabSize = None,
     eos_id: IdsEos = None,
     training: TrainingOptions = None,
     device: Device = "auto",
+    threads: Threads = None,
     precision: Precision = "auto",
     seed: Seed = 0,
     force: Force = False,
@@ -84,12 +90,14 @@ def train(
     --batch-size 12 --max-steps 2000 --lr 1e-3 --out shakes-gpt
 
     Example: dlnlp tokenize encode corpus.txt -t tok.json | dlnlp gpt train - --ids -t tok.json --out gpt
+
+    Example: dlnlp gpt import ./gpt2-hf --out gpt2 && dlnlp gpt train poems.txt --init-from gpt2 --lr 1e-4 --out poems
     """
     from dlnlp.recipes.gpt import resume_gpt_training, start_gpt_training
 
     if training.resume:
         result = resume_gpt_training(out, training.stops(), quiet=quiet, device=device, compile=training.compile,
-                                     keep_data=training.keep_data)
+                                     keep_data=training.keep_data, given=given_options(ctx), inputs=inputs)
     else:
         model_args = {"n_layer": layers, "n_head": heads, "n_embd": dim, "block_size": block_size,
                       "dropout": dropout, "position": position, "bias": bias, "tie_weights": tie_weights,
@@ -99,7 +107,8 @@ def train(
                                     tokenizer=tokenizer, char=char, ids=ids, vocab_size=vocab_size, val=training.val,
                                     val_fraction=training.val_fraction,
                                     options=corpus_options(text_field, encoding_errors, streaming=streaming),
-                                    force=force, eos_id=eos_id, keep_data=training.keep_data)
+                                    force=force, eos_id=eos_id, keep_data=training.keep_data, init_from=init_from,
+                                    given=given_options(ctx))
     if json:
         print_json(result)
 
@@ -113,6 +122,7 @@ def evaluate(
     block_size: Annotated[Optional[int], typer.Option("--block-size", help="Window length (default: the model's).",
                                                       rich_help_panel=COMMON)] = None,
     device: Device = "auto",
+    threads: Threads = None,
     json: Json = False,
     text_field: TextField = None,
     encoding_errors: EncodingErrors = "strict",

@@ -152,6 +152,10 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the CLI and maps failures to exit codes 1 (failure), 2 (usage), 130 (interrupt)."""
+    from dlnlp.progress import mark_run_start
+
+    # --max-time budgets count from here, or from the process's start when this is the process's command
+    mark_run_start(process=argv is None)
     args = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_requested(args)
     if debug:
@@ -200,4 +204,6 @@ def main(argv: list[str] | None = None) -> None:
             print(f"dlnlp: error: internal error: {type(exc).__name__}: {detail} (run with --debug for a traceback)",
                   file=sys.stderr)
             code = 1
+    finally:
+        mark_run_start(clear=True)  # library calls after this command in the same process count from their own start
     sys.exit(code)

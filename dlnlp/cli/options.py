@@ -17,6 +17,7 @@ import typer
 
 if TYPE_CHECKING:  # not at import time: `dlnlp --help` and pipelines start without torch
     from dlnlp.recipes.vectors import Counting
+    from dlnlp.settings import GivenOption
     from dlnlp.training.config import TrainConfig
 
 COMMON = "Common options"
@@ -51,6 +52,24 @@ Seed = Annotated[int, typer.Option("--seed", help="Random seed: same seed, devic
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object of final results on stdout.",
                                     rich_help_panel=COMMON)]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output on stderr.", rich_help_panel=COMMON)]
+
+
+def _apply_threads(value: Optional[int]) -> Optional[int]:
+    # Click calls this while parsing, given or not, so the threads are set once, before the command's
+    # torch work; see dlnlp.threads.
+    from dlnlp.threads import configure_threads
+
+    configure_threads(value)
+    return value
+
+
+Threads = Annotated[
+    Optional[int],
+    typer.Option("--threads", min=1, callback=_apply_threads, rich_help_panel=COMMON,
+                 help="CPU threads for Torch (default: DLNLP_THREADS, else OMP_NUM_THREADS, else the physical "
+                      "cores less one, which keeps its speed when another process is busy); interop threads "
+                      "stay at 1-2."),
+]
 Workers = Annotated[int, typer.Option("--workers", help="Worker threads/processes (0: all cores).",
                                       rich_help_panel=COMMON)]
 
@@ -98,6 +117,12 @@ MaxTime = Annotated[
     Optional[float],
     typer.Option("--max-time", help="Wall-clock budget in seconds: stop cleanly, validate and save when it runs out.",
                  rich_help_panel=TRAINING),
+]
+InitFrom = Annotated[
+    Optional[Path],
+    typer.Option("--init-from", help="Start from this model's weights, shape and tokenizer (a run of this command "
+                 "or an imported checkpoint) with a new optimizer and schedule: fine-tuning.",
+                 rich_help_panel=TRAINING, show_default=False),
 ]
 Validation = Annotated[Optional[Path], typer.Option("--val", help="Validation file.", rich_help_panel=TRAINING)]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint in --out.",
@@ -306,6 +331,26 @@ def training_options(**defaults: Any) -> Callable[[Callable[..., Any]], Callable
         return run
 
     return decorate
+
+
+def given_options(ctx: typer.Context) -> dict[str, "GivenOption"]:
+    """The options of the running command (``ctx``) that were given on the command line or by an
+    environment variable (Click's parameter source), not left at their defaults: what ``--resume`` and
+    ``--init-from`` check against the saved run."""
+    from dlnlp.settings import GivenOption
+
+    given = {}
+    for param in ctx.command.params:
+        # (by name: Typer vendors Click in recent versions, the real one in older ones)
+        if getattr(param, "param_type_name", None) != "option" or param.name not in ctx.params:
+            continue
+        source = ctx.get_parameter_source(param.name)
+        if getattr(source, "name", None) not in ("COMMANDLINE", "ENVIRONMENT"):
+            continue
+        flag = max(param.opts, key=len)  # --tokenizer rather than -t
+        off = max(param.secondary_opts, key=len) if param.secondary_opts else None
+        given[param.name] = GivenOption(param.name, ctx.params[param.name], flag, off)
+    return given
 
 
 def corpus_options(text_field: str | None = None, encoding_errors: str = "strict", label_field: str | None = None,

@@ -17,6 +17,7 @@ from dlnlp.cli.options import (
     Ids,
     IdsEos,
     IdsVocabSize,
+    InitFrom,
     Inputs,
     Json,
     OutDir,
@@ -27,10 +28,12 @@ from dlnlp.cli.options import (
     Streaming,
     Temperature,
     TextField,
+    Threads,
     TopK,
     TopP,
     TrainingOptions,
     corpus_options,
+    given_options,
     print_json,
     training_options,
 )
@@ -66,6 +69,7 @@ TokenizerOpt = Annotated[Optional[str], typer.Option("--tokenizer", "-t", help="
 @app.command()
 @training_options(lr=2e-3, clip=5.0, eval_interval=500)
 def train(
+    ctx: typer.Context,
     inputs: Inputs = None,
     out: OutDir = ...,
     cell: Cell = "lstm",
@@ -83,6 +87,7 @@ def train(
     direct: Direct = False,
     tokenizer: TokenizerOpt = None,
     ids: Ids = False,
+    init_from: InitFrom = None,
     vocab_size: IdsVocabSize = None,
     eos_id: IdsEos = None,
     seq_len: SeqLen = 128,
@@ -90,6 +95,7 @@ def train(
     momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum.", rich_help_panel=TRAINING)] = 0.9,
     training: TrainingOptions = None,
     device: Device = "auto",
+    threads: Threads = None,
     precision: Precision = "auto",
     seed: Seed = 0,
     force: Force = False,
@@ -109,7 +115,7 @@ def train(
 
     if training.resume:
         result = resume_rnn_training(out, training.stops(), quiet=quiet, device=device, compile=training.compile,
-                                     keep_data=training.keep_data)
+                                     keep_data=training.keep_data, given=given_options(ctx), inputs=inputs)
     else:
         model_config = RNNLMConfig(vocab_size=1, cell=cell, embed=embed, hidden=hidden, layers=layers,
                                    dropout=dropout, embed_dropout=embed_dropout, tie_weights=tie_weights,
@@ -121,7 +127,7 @@ def train(
             tokenizer=tokenizer, ids=ids, eos_id=eos_id, vocab_size=vocab_size, val=training.val,
             val_fraction=training.val_fraction,
             options=corpus_options(text_field, encoding_errors, streaming=streaming), force=force,
-            keep_data=training.keep_data,
+            keep_data=training.keep_data, init_from=init_from, given=given_options(ctx),
         )
     if json:
         print_json(result)
@@ -140,6 +146,7 @@ def sample(
     top_p: TopP = None,
     seed: Seed = 0,
     device: Device = "auto",
+    threads: Threads = None,
 ) -> None:
     """Generate text from a trained model, streamed to stdout as it is generated.
 
@@ -173,6 +180,7 @@ def evaluate(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Parallel streams the text is cut into.",
                                             rich_help_panel=COMMON)] = 32,
     device: Device = "auto",
+    threads: Threads = None,
     precision: Precision = "fp32",
     json: Json = False,
     text_field: TextField = None,

@@ -12,6 +12,7 @@ from dlnlp.cli.options import (
     Force,
     Inputs,
     Json,
+    MaxTime,
     MaxVocab,
     MinCount,
     Quiet,
@@ -55,6 +56,7 @@ def train(
                                          "output vectors (NS only).", rich_help_panel=TRAINING)] = "input",
     kernel: Annotated[str, typer.Option("--kernel", help="auto (compiled loop on CPU, batched Torch on CUDA), "
                                         "native or torch.", rich_help_panel=TRAINING)] = "auto",
+    max_time: MaxTime = None,
     workers: Workers = 0,
     device: Device = "auto",
     seed: Seed = 0,
@@ -81,6 +83,7 @@ def train(
                             max_vocab=max_vocab, sample=sample, dim=dim, epochs=epochs, lr=lr, min_lr=min_lr,
                             workers=workers, batch_size=batch_size, seed=seed)
     result = train_word2vec(inputs, out, config, fmt=fmt, vectors=vectors, kernel=kernel, device=device,
-                            options=corpus_options(text_field, encoding_errors), force=force, quiet=quiet)
+                            options=corpus_options(text_field, encoding_errors), force=force, quiet=quiet,
+                            max_time=max_time)
     if json_:
         print_json(result)

@@ -43,7 +43,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from dlnlp.errors import InputError, UsageError
 
@@ -577,3 +577,55 @@ def describe_inputs(inputs: Sequence[str] | None) -> str:
     specs = list(inputs) if inputs else [STDIN]
     names = ["<stdin>" if s == STDIN else s for s in specs]
     return names[0] if len(names) == 1 else f"{names[0]} (+{len(names) - 1} more)"
+
+
+# Files up to this size are hashed whole; larger ones by FINGERPRINT_SAMPLES evenly spaced blocks of
+# FINGERPRINT_BLOCK bytes (with their size, enough to tell an edited or replaced corpus apart
+# without reading gigabytes at each start).
+FINGERPRINT_WHOLE = 64 << 20
+FINGERPRINT_BLOCK = 1 << 20
+FINGERPRINT_SAMPLES = 16
+
+
+def _file_digest(path: str, size: int) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        if size <= FINGERPRINT_WHOLE:
+            for block in iter(lambda: handle.read(FINGERPRINT_BLOCK), b""):
+                digest.update(block)
+        else:
+            step = (size - FINGERPRINT_BLOCK) // (FINGERPRINT_SAMPLES - 1)
+            for i in range(FINGERPRINT_SAMPLES):
+                handle.seek(i * step)
+                digest.update(handle.read(FINGERPRINT_BLOCK))
+    return digest.hexdigest()
+
+
+def fingerprint_inputs(inputs: Sequence[str] | None) -> list[dict[str, Any]]:
+    """What identifies a corpus (a run records it, ``--resume`` compares it): per input its absolute
+    path, size and SHA-256 (sampled above 64 MiB); stdin and built-in corpora by name only."""
+    records: list[dict[str, Any]] = []
+    for spec in resolve_inputs(inputs):
+        if spec == STDIN or spec.startswith(BUILTIN_PREFIX):
+            records.append({"path": "<stdin>" if spec == STDIN else spec})
+            continue
+        size = os.path.getsize(spec)
+        records.append({"path": str(Path(spec).resolve()), "size": size, "sha256": _file_digest(spec, size)})
+    return records
+
+
+def corpus_differences(inputs: Sequence[str] | None, recorded: list[dict[str, Any]]) -> str | None:
+    """Why ``inputs`` are not the ``recorded`` corpus (:func:`fingerprint_inputs`), or None when they are
+    (stdin matches stdin: it cannot be compared)."""
+    given = fingerprint_inputs(inputs)
+    paths = [record["path"] for record in given]
+    saved = [record.get("path") for record in recorded]
+    if paths != saved:
+        return f"the corpus {describe_inputs(paths)} is not the run's ({describe_inputs(saved)})"
+    for now, then in zip(given, recorded, strict=True):
+        if "size" in now and (now["size"], now["sha256"]) != (then.get("size"), then.get("sha256")):
+            return f"{now['path']} changed since the run started ({then.get('size')} bytes then, {now['size']} now)" \
+                if now["size"] != then.get("size") else f"{now['path']} changed since the run started (its content)"
+    return None

@@ -256,6 +256,8 @@ class GloVe:
             r, c, lx, w = rows_np[order], cols_np[order], log_x[order], weight[order]
             del order
             remaining = None if max_time is None else max_time - (time.perf_counter() - start)
+            if remaining is not None and remaining <= 0 and history:  # the budget is spent between iterations
+                break
             if backend == "native":
                 total, done = self._epoch_native(r, c, lx, w, threads, epoch, callback, remaining)
             else:

@@ -28,7 +28,7 @@ from dlnlp.kernels.device import resolve_device, seed_everything
 from dlnlp.kernels.memory import check_width
 from dlnlp.models.bert import IGNORE_INDEX, KIND, Bert, BertConfig, bert_config_dict
 from dlnlp.models.registry import load_model
-from dlnlp.progress import log
+from dlnlp.progress import log, run_started
 from dlnlp.recipes.lm import (
     check_transformer_memory,
     new_lm_run,
@@ -86,6 +86,7 @@ def start_bert_pretraining(
     ``model_args`` are :class:`~dlnlp.models.bert.BertConfig` fields (the vocabulary, padding id and
     heads come from the tokenizer and ``settings``); ``tokenizer`` a WordPiece tokenizer file.
     """
+    started = run_started()  # --max-time counts the command's setup too
     if tokenizer is None:
         raise OptionError("--tokenizer is required: a WordPiece tokenizer (dlnlp tokenize train --model wordpiece)")
     settings.validate()
@@ -110,20 +111,34 @@ def start_bert_pretraining(
                     options=options, force=force, prepare=prepare, load=load_bert_data,
                     device=train_config.device, keep_data=keep_data) as run:
         seed_everything(train_config.seed)
-        return _fit(model_config, train_config, settings, run.data, run.output, run.tokenizer, resume=False)
+        return _fit(model_config, train_config, settings, run.data, run.output, run.tokenizer, resume=False,
+                    started=started)
+
+
+def _resume_view(config: dict[str, Any]) -> dict[str, Any]:
+    """The model and pretraining options of a BERT run (config.json), by CLI parameter name, for --resume."""
+    model, pretrain = config.get("model", {}), config.get("pretrain", {})
+    return {"layers": model.get("n_layer"), "heads": model.get("n_head"), "dim": model.get("dim"),
+            "intermediate": model.get("intermediate"), "max_len": model.get("max_len"),
+            "dropout": model.get("dropout"), **pretrain}
 
 
 def resume_bert_pretraining(out: str | Path, stops: dict[str, Any], *, quiet: bool = False, device: str = "auto",
-                            compile: bool = False, keep_data: bool = False) -> dict[str, Any]:
-    """Continue the run in ``out`` from its checkpoint; ``stops`` (max_steps/epochs/max_time) override."""
+                            compile: bool = False, keep_data: bool = False, given: dict[str, Any] | None = None,
+                            inputs: Sequence[str] | None = None) -> dict[str, Any]:
+    """Continue the run in ``out`` from its checkpoint; ``stops`` (max_steps/epochs/max_time) override;
+    ``given`` options and a corpus given again (``inputs``) must be the run's (``--resume`` refuses a change)."""
     from dlnlp.tokenization import load_tokenizer
 
+    started = run_started()
     with resumed_lm_run(out, KIND, stops, quiet=quiet, device=device, compile=compile, load_data=load_bert_data,
-                        prepare=_bert_prepare(out), keep_data=keep_data) as (output, config, train_config, data):
+                        prepare=_bert_prepare(out), keep_data=keep_data, given=given, inputs=inputs,
+                        view=_resume_view) as (output, config, train_config, data):
         model_config = BertConfig.from_dict(config["model"])
         settings = PretrainSettings.from_dict(config.get("pretrain", {}))
         check_bert_memory(model_config, train_config, settings.batch_size)
-        return _fit(model_config, train_config, settings, data, output, load_tokenizer(output.path), resume=True)
+        return _fit(model_config, train_config, settings, data, output, load_tokenizer(output.path), resume=True,
+                    started=started)
 
 
 def _bert_prepare(out: str | Path) -> Callable[..., Any]:
@@ -153,7 +168,7 @@ def pretraining_batches(corpus: Any, data: BertData, config: BertConfig, setting
 
 
 def _fit(model_config: BertConfig, train_config: TrainConfig, settings: PretrainSettings, data: BertData,
-         output: Any, tokenizer: Any, *, resume: bool) -> dict[str, Any]:
+         output: Any, tokenizer: Any, *, resume: bool, started: float | None = None) -> dict[str, Any]:
     train = pretraining_batches(data.train, data, model_config, settings, tokenizer, train_config.seed)
     val = pretraining_batches(data.val, data, model_config, settings, tokenizer, EVAL_SEED) \
         if data.val is not None else None
@@ -167,7 +182,7 @@ def _fit(model_config: BertConfig, train_config: TrainConfig, settings: Pretrain
             f"{settings.mlm_prob:.0%}{' whole words' if settings.whole_word_mask else ''}, next sentence "
             f"{settings.next_sentence}", quiet=train_config.quiet)
     result = Trainer(model, train_config, train, val, out_dir=output.path, resume=resume,
-                     on_save=output.commit).fit()
+                     on_save=output.commit, started=started).fit()
     return run_summary(result, output.target, parameter_count(model), train_config.quiet)
 
 

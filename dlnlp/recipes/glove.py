@@ -15,7 +15,7 @@ from dlnlp.kernels.device import resolve_device, seed_everything
 from dlnlp.kernels.memory import check_fits, check_width, vector_tables_needs
 from dlnlp.models.glove import GloVe, GloVeConfig, check_options
 from dlnlp.progress import Progress, log
-from dlnlp.recipes.vectors import Counting, count_cooccurrences, prepare_output
+from dlnlp.recipes.vectors import Counting, count_cooccurrences, prepare_output, time_left
 
 BACKENDS = ("auto", "native", "torch")
 
@@ -59,8 +59,10 @@ def train_glove(
             def epoch_done(record: dict) -> None:  # glove.c prints its cost per iteration as it goes
                 log(f"iter {record['epoch']:03d}: cost {record['cost']:.6f}", quiet=quiet)
 
+            # --max-time counts from the command's start: the counting before and the writing after too
+            left = time_left(max_time, len(vocab), config.dim, fmt)
             history = model.fit(matrix.rows, matrix.cols, matrix.values, backend=chosen, threads=workers,
-                                callback=lambda r: bar.update(r["entries"]), max_time=max_time,
+                                callback=lambda r: bar.update(r["entries"]), max_time=left,
                                 on_epoch=epoch_done)
     finally:
         matrix.close()

@@ -26,6 +26,7 @@ from dlnlp.recipes.lm import (
     resume_lm_training,
     start_lm_training,
 )
+from dlnlp.tokenization.text_codec import CharCodec
 from dlnlp.training.config import TrainConfig
 from dlnlp.training.data import LMData, RandomWindows
 
@@ -62,8 +63,13 @@ def start_gpt_training(
     batch_size: int = 12, tokenizer: str | None = None, char: bool = False, ids: bool = False,
     vocab_size: int | None = None, val: str | Path | None = None, val_fraction: float = 0.1,
     options: CorpusOptions | None = None, force: bool = False, eos_id: int | None = None, keep_data: bool = False,
+    init_from: str | Path | None = None, given: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Spool the corpus to ``out/data``, write config.json and the vocabulary, train, return a summary.
+
+    ``init_from`` fine-tunes a GPT model directory (a run or ``gpt import``): its weights, shape and
+    tokenizer, a new optimizer and schedule; options in ``given`` (typed on the command line) that
+    contradict its shape are refused, naming the option.
 
     ``model_args`` are :class:`~dlnlp.models.gpt.GPTConfig` fields (``vocab_size`` comes from the data).
     The text level is one of ``tokenizer`` (a tokenizer file), ``char`` and ``ids``; with none given it
@@ -79,14 +85,16 @@ def start_gpt_training(
     return start_lm_training(GPT_RECIPE, inputs, out, GPTConfig(vocab_size=vocab_size or 1, **model_args),
                              train_config, {"batch_size": batch_size}, tokenizer=None if char else tokenizer,
                              ids=ids, vocab_size=vocab_size, val=val, val_fraction=val_fraction, options=options,
-                             force=force, eos_id=eos_id, keep_data=keep_data)
+                             force=force, eos_id=eos_id, keep_data=keep_data, init_from=init_from, given=given)
 
 
 def resume_gpt_training(out: str | Path, stops: dict[str, Any], *, quiet: bool = False, device: str = "auto",
-                        compile: bool = False, keep_data: bool = False) -> dict[str, Any]:
-    """Continue the run in ``out`` from its checkpoint; ``stops`` (max_steps/epochs/max_time) override."""
-    return resume_lm_training(GPT_RECIPE, out, stops, quiet=quiet, device=device, compile=compile,
-                              keep_data=keep_data)
+                        compile: bool = False, keep_data: bool = False, given: dict[str, Any] | None = None,
+                        inputs: Sequence[str] | None = None) -> dict[str, Any]:
+    """Continue the run in ``out`` from its checkpoint; ``stops`` (max_steps/epochs/max_time) override;
+    ``given`` options and a corpus given again (``inputs``) must be the run's (``--resume`` refuses a change)."""
+    return resume_lm_training(GPT_RECIPE, out, stops, quiet=quiet, device=device, compile=compile, given=given,
+                              inputs=inputs, keep_data=keep_data)
 
 
 def check_gpt_memory(config: GPTConfig, train_config: TrainConfig, batch_size: int | None = None,
@@ -101,6 +109,17 @@ def check_gpt_memory(config: GPTConfig, train_config: TrainConfig, batch_size: i
                              layers=config.n_layer, positions=config.block_size, mlp_dim=config.mlp_dim,
                              tied=config.tie_weights, learned_positions=config.position == "learned",
                              batch=batch_size, seq=seq)
+
+
+def _resume_view(config: dict[str, Any]) -> dict[str, Any]:
+    """The model options of a GPT run (config.json), by CLI parameter name, for --resume and --init-from."""
+    model = config.get("model", {})
+    view = {option.lstrip("-").replace("-", "_"): model.get(key) for key, option in _OPTION_NAMES.items()}
+    view.update({name: model.get(name) for name in ("dropout", "position", "bias", "activation", "tie_weights")})
+    char = config.get("level") == CharCodec.level
+    view.update({"char": char, "vocab_size": model.get("vocab_size"),
+                 "tokenizer": lambda given: not char})  # a tokenizer's text level: the file is checked by the data
+    return view
 
 
 def _check_block_size(config: GPTConfig, data: LMData) -> None:
@@ -156,5 +175,5 @@ def evaluate_gpt_dir(model_dir: str | Path, inputs: Sequence[str] | None, *, bat
 GPT_RECIPE = LMRecipe(
     kind=KIND, format_version=FORMAT_VERSION, config_class=GPTConfig, build=GPT, shape=("batch_size",),
     batches=_windows, check_memory=_check_memory, describe=_describe,
-    loss_fn=gpt_loss, check_data=_check_block_size,
+    loss_fn=gpt_loss, check_data=_check_block_size, resume_view=_resume_view,
 )

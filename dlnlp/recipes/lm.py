@@ -27,11 +27,21 @@ from typing import Any
 import numpy as np
 
 from dlnlp.errors import DlnlpError, InputError, OptionError, checked
-from dlnlp.io.corpus import STDIN, CorpusOptions, describe_inputs, iter_lines, resolve_inputs
+from dlnlp.io.corpus import (
+    STDIN,
+    CorpusOptions,
+    corpus_differences,
+    describe_inputs,
+    fingerprint_inputs,
+    iter_lines,
+    resolve_inputs,
+)
 from dlnlp.io.modeldir import RunOutput, make_config, read_config, write_config
 from dlnlp.kernels.device import seed_everything
-from dlnlp.progress import log
-from dlnlp.tokenization.text_codec import TextCodec
+from dlnlp.progress import log, run_started
+from dlnlp.settings import GivenOption
+from dlnlp.threads import current_threads
+from dlnlp.tokenization.text_codec import CharCodec, IdsCodec, TextCodec
 from dlnlp.training import distributed
 from dlnlp.training.checkpoint import read_checkpoint_meta
 from dlnlp.training.config import TrainConfig
@@ -59,7 +69,7 @@ def new_lm_run(
     tokenizer: str | None = None, ids: bool = False, vocab_size: int | None = None, val: str | Path | None = None,
     val_fraction: float = 0.1, options: CorpusOptions | None = None, force: bool = False, eos_id: int | None = None,
     prepare: Callable[..., Any] = prepare_lm_data, load: Callable[..., Any] = load_lm_data, device: str = "auto",
-    keep_data: bool = False,
+    keep_data: bool = False, codec: TextCodec | None = None,
 ) -> Iterator[LMRun]:
     """Open ``out`` as a :class:`RunOutput`, spool the corpus, store the vocabulary/tokenizer and
     ``make_config(run)`` as config.json, and yield the run; train inside the ``with`` block.
@@ -68,8 +78,9 @@ def new_lm_run(
     each line ended by ``eos_id`` (default: the tokenizer's end-of-text). ``ids`` with a tokenizer
     records it: the model then reads text, as if it had been trained on the text. ``prepare`` spools
     the corpus (:func:`~dlnlp.training.data.prepare_lm_data`'s arguments; its result has ``codec``):
-    another layout plugs in here, such as BERT's sentence shards. When the ``with`` block ends without
-    an exception, ``out/data`` is removed unless ``keep_data``.
+    another layout plugs in here, such as BERT's sentence shards. ``codec`` (a model's, for
+    ``--init-from``) keeps that model's tokenizer or character vocabulary instead of ``tokenizer``.
+    When the ``with`` block ends without an exception, ``out/data`` is removed unless ``keep_data``.
 
     Under torchrun (``device`` picks the backend) rank 0 alone does all of this; the other processes
     wait for it, then ``load`` the spooled data from its staging directory (``load_lm_data``'s
@@ -81,8 +92,11 @@ def new_lm_run(
         raise OptionError("--tokenizer char cannot be used with --ids (give the tokenizer that wrote the ids)")
     if eos_id is not None and not ids:
         raise OptionError("--eos-id needs --ids (text is ended by its tokenizer's end-of-text)")
-    tok = None
-    if tokenizer not in (None, "char"):
+    tok = fixed = None
+    if codec is not None:  # a tokenizer codec has .tokenizer, a character codec .vocab
+        tok = getattr(codec, "tokenizer", None)
+        fixed = getattr(codec, "vocab", None)
+    elif tokenizer not in (None, "char"):
         from dlnlp.tokenization import load_tokenizer
 
         tok = load_tokenizer(tokenizer)
@@ -108,7 +122,8 @@ def new_lm_run(
             directory = output.path
             spool = "ids" if ids else ("char" if tok is None else "tokenizer")
             spool_args = {"level": spool, "val_fraction": val_fraction, "vocab_size": vocab_size, "eos_id": eos_id}
-            data = prepare(inputs, directory, tokenizer=tok, val=val, options=options, **spool_args)
+            data = prepare(inputs, directory, tokenizer=tok if tok is not None else fixed, val=val, options=options,
+                           **spool_args)
             if ids and tok is None and eos_id is None:
                 from dlnlp.progress import warn
 
@@ -118,6 +133,8 @@ def new_lm_run(
             run = LMRun(output, data, data.codec.level, tok)
             config = make_config(run)
             config["spool"] = _spool_record(inputs, val, options, tok is not None, spool_args, directory)
+            # what --resume compares a corpus given again with (io.corpus.corpus_differences)
+            config["corpus"] = corpus_record(inputs, val, options)
             write_config(directory, config)
             dist.broadcast_object(str(directory))
             announced = True
@@ -129,19 +146,105 @@ def new_lm_run(
             dist.broadcast_object(None)
 
 
+def corpus_record(inputs: Sequence[str] | None, val: str | Path | None,
+                  options: CorpusOptions | None) -> dict[str, Any]:
+    """The identity of a run's corpus, kept in config.json: the inputs' and ``val``'s paths, sizes and
+    hashes (:func:`~dlnlp.io.corpus.fingerprint_inputs`) and how they were read."""
+    options = options or CorpusOptions()
+    return {"inputs": fingerprint_inputs(inputs), "val": fingerprint_inputs([str(val)]) if val is not None else None,
+            "text_field": options.text_field, "encoding_errors": options.encoding_errors}
+
+
+# Options a resumed run may take anew: how long and where it runs, how often it validates and logs,
+# and what it prints. Every other option given with --resume must equal the run's (check_resume_options).
+RESUMABLE_OPTIONS = frozenset({
+    "max_steps", "max_time", "epochs", "eval_interval", "eval_batches", "log_interval", "device", "threads",
+    "precision", "compile", "quiet", "json", "resume", "out", "force", "debug",
+})
+
+
+def training_view(config: dict[str, Any]) -> dict[str, Any]:
+    """The shared training options' values of a run (config.json), by option name, for
+    :func:`check_resume_options`."""
+    train = config.get("train", {})
+    data = config.get("data") or {}
+    corpus = config.get("corpus") or {}
+    view = {"lr": train.get("lr"), "weight_decay": train.get("weight_decay"), "ema": train.get("ema_decay"),
+            "schedule": train.get("schedule"), "warmup": train.get("warmup_steps"),
+            "min_lr_ratio": train.get("min_lr_ratio"), "clip": train.get("clip") or 0.0,
+            "grad_accum": train.get("grad_accum"), "seed": train.get("seed"), "optimizer": train.get("optimizer"),
+            "momentum": train.get("momentum"), "val_fraction": data.get("val_fraction"),
+            "text_field": corpus.get("text_field"), "encoding_errors": corpus.get("encoding_errors"),
+            "eos_id": config.get("eos_id")}
+    if train.get("betas"):
+        view["beta2"] = train["betas"][1]
+    if "batch_size" in config:
+        view["batch_size"] = config["batch_size"]
+    return view
+
+
+def check_resume_options(directory: Path, view: dict[str, Any], given: dict[str, GivenOption],
+                         inputs: Sequence[str] | None, corpus: dict[str, Any] | None) -> None:
+    """Refuse options given with ``--resume`` that differ from the run's (``view``, by option name; a
+    callable value tests the given one), and a corpus or ``--val`` file that is not the run's; the message names the option. Options in
+    :data:`RESUMABLE_OPTIONS` may change."""
+    def refuse(what: str, option: str) -> None:
+        raise OptionError(f"{what}; --resume continues the run in {directory} as it was started: leave {option} "
+                          "out, or start a new run (--force to replace it)")
+
+    for name, option in given.items():
+        if name in RESUMABLE_OPTIONS or name == "val":
+            continue
+        if name == "ids":
+            continue  # the spooled ids are reused; the corpus itself is compared below
+        if name not in view:
+            refuse(f"{option.typed} cannot be checked against the run", option.typed)
+        saved = view[name]
+        if callable(saved):  # a family's own test (a tokenizer given again against the run's text level)
+            if not saved(option.value):
+                refuse(f"{option.show()} differs from the run's text level ({view.get('level')})", option.typed)
+            continue
+        same = (option.value == saved if not isinstance(saved, float) or not isinstance(option.value, (int, float))
+                else math.isclose(option.value, saved, rel_tol=1e-9, abs_tol=0.0))
+        if not same:
+            refuse(f"{option.show()} differs from the run's {option.show(saved, saved=True)}", option.typed)
+    recorded = corpus or {}
+    if inputs:
+        if "inputs" not in recorded:
+            refuse("the run did not record its corpus, so a corpus given with --resume cannot be checked", "the corpus")
+        reason = corpus_differences(inputs, recorded["inputs"])
+        if reason:
+            refuse(reason, "the corpus")
+    if "val" in given and given["val"].value is not None:
+        if not recorded.get("val"):
+            refuse("--val differs from the run's (it held out part of its corpus)", "--val")
+        reason = corpus_differences([str(given["val"].value)], recorded["val"])
+        if reason:
+            refuse(f"--val: {reason}", "--val")
+
+
 @contextmanager
 def resumed_lm_run(out: str | Path, kind: str, stops: dict[str, Any], *, quiet: bool = False, device: str = "auto",
                    compile: bool = False, load_data: Callable[[Path], Any] = load_lm_data,
                    prepare: Callable[..., Any] = prepare_lm_data, keep_data: bool = False,
+                   given: dict[str, GivenOption] | None = None, inputs: Sequence[str] | None = None,
+                   view: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
                    ) -> Iterator[tuple[RunOutput, dict[str, Any], TrainConfig, LMData]]:
     """(output, config.json, train config, data) of the run in ``out``, locked while the ``with`` block
     runs; ``stops`` override its limits; ``load_data(directory)`` re-opens the spooled data, which
     ``prepare`` (the one the run started with) spools again first when the run removed it. When the
     ``with`` block ends without an exception, ``out/data`` is removed unless ``keep_data``. Under
-    torchrun rank 0 locks the run (and spools again) and the others read it once it has."""
+    torchrun rank 0 locks the run (and spools again) and the others read it once it has.
+
+    ``given`` (the options typed on the command line) and ``inputs`` (a corpus given again) are
+    checked against the run first (:func:`check_resume_options`, with ``view(config)`` the family's
+    option values on top of :func:`training_view`)."""
     dist = distributed.context(device)
     with _resume_output(out, dist) as output:
         config = read_config(output.path, kind)
+        if given or inputs:
+            values = {**training_view(config), "level": config.get("level"), **(view(config) if view else {})}
+            check_resume_options(output.target, values, given or {}, inputs, config.get("corpus"))
         meta = read_checkpoint_meta(output.path)
         overrides = {k: v for k, v in stops.items() if v is not None}
         train_config = TrainConfig.from_dict(meta["config"]).replace(quiet=quiet, device=device, compile=compile,
@@ -284,6 +387,8 @@ class LMRecipe:
     - ``check_data(config, data)``: refuse a configuration the spooled data cannot serve (optional).
     - ``describe(model, data, train_batches)``: the first log line of a new run.
     - ``loss_fn``: the trainer's loss function, when ``model(*batch)`` does not return the loss.
+    - ``resume_view(config)``: the model options' values in a run's config.json, by the CLI option's
+      parameter name (``{"layers": config["model"]["n_layer"], ...}``), checked by ``--resume``.
     """
 
     kind: str
@@ -296,6 +401,7 @@ class LMRecipe:
     describe: Callable[[Any, LMData, Any], str]
     loss_fn: Callable[..., Any] | None = None
     check_data: Callable[[Any, LMData], None] | None = None
+    resume_view: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
 def check_transformer_memory(train_config: TrainConfig, task: str, *, vocab: int, dim: int, layers: int,
@@ -329,7 +435,8 @@ def start_lm_training(
     recipe: LMRecipe, inputs: Sequence[str] | None, out: str | Path, model_config: Any, train_config: TrainConfig,
     shape: dict[str, int], *, tokenizer: str | None = None, ids: bool = False, vocab_size: int | None = None,
     val: str | Path | None = None, val_fraction: float = 0.1, options: CorpusOptions | None = None,
-    force: bool = False, eos_id: int | None = None, keep_data: bool = False,
+    force: bool = False, eos_id: int | None = None, keep_data: bool = False, init_from: str | Path | None = None,
+    given: dict[str, GivenOption] | None = None,
 ) -> dict[str, Any]:
     """Train a new model of ``recipe``'s family on ``inputs`` into ``out``; returns the run summary.
 
@@ -337,55 +444,85 @@ def start_lm_training(
     batch-shape settings (``recipe.shape``). ``tokenizer`` None (or "char") trains on characters, a
     path on that tokenizer's ids; ``ids`` reads ``dlnlp tokenize encode`` output (with ``tokenizer``,
     the tokenizer's ids; each line ended by ``eos_id``, by default the tokenizer's end-of-text).
+
+    ``init_from`` (a model directory of the family: a dlnlp run or an imported checkpoint) starts
+    from its weights, shape and tokenizer or vocabulary, with a new optimizer and schedule
+    (fine-tuning); model-shape options among ``given`` (those typed on the command line) must agree
+    with it, the others (dropout) apply.
     """
+    started = run_started()  # --max-time counts the command's setup too
+    init = None
+    if init_from is not None:
+        init = init_model(recipe, init_from, model_config, given or {}, ids=ids)
+        model_config = init.config
+        if init.codec.level == IdsCodec.level:
+            vocab_size, eos_id = init.codec.vocab_size, init.codec.eos_id
     checked(train_config)
     for name in recipe.shape:
         if shape[name] < 1:
             raise OptionError(f"--{name.replace('_', '-')} must be >= 1, got {shape[name]}")
     # Before reading the corpus: the parameters alone (the vocabulary is not known yet).
-    model_config.vocab_size = vocab_size or 1
+    if init is None:
+        model_config.vocab_size = vocab_size or 1
     checked(model_config)
     recipe.check_memory(model_config, train_config, None, None)
 
     def make_run_config(run: LMRun) -> dict[str, Any]:
+        if init is not None and run.data.vocab_size != init.config.vocab_size:
+            raise InputError(f"--init-from {init_from}: its vocabulary has {init.config.vocab_size} entries, its "
+                             f"tokenizer {run.data.vocab_size}; the model cannot read this corpus")
         model_config.vocab_size = run.data.vocab_size
         checked(model_config)
         if recipe.check_data is not None:
             recipe.check_data(model_config, run.data)
         recipe.check_memory(model_config, train_config, shape, len(run.data.train))
+        extra = {"init_from": str(init_from)} if init_from is not None else {}
         return make_config(recipe.kind, recipe.format_version, model=model_config.to_dict(), level=run.level,
                            eos_id=run.data.codec.eos_id, **{name: shape[name] for name in recipe.shape},
-                           train=train_config.to_dict(), data=run.data.meta)
+                           train=train_config.to_dict(), data=run.data.meta, **extra)
 
     with new_lm_run(inputs, out, make_run_config, tokenizer=tokenizer, ids=ids, vocab_size=vocab_size,
                     val=val, val_fraction=val_fraction, options=options, force=force, eos_id=eos_id,
-                    device=train_config.device, keep_data=keep_data) as run:
+                    device=train_config.device, keep_data=keep_data,
+                    codec=init.codec if init is not None and init.codec.level != IdsCodec.level else None) as run:
         seed_everything(train_config.seed)
+        if init is not None:
+            log(f"starting from the weights of {init_from}", quiet=train_config.quiet)
         return _fit(recipe, model_config, train_config, run.data, run.output,
-                    {name: shape[name] for name in recipe.shape}, resume=False)
+                    {name: shape[name] for name in recipe.shape}, resume=False, started=started,
+                    init_state=init.state if init is not None else None)
 
 
 def resume_lm_training(recipe: LMRecipe, out: str | Path, stops: dict[str, Any], *, quiet: bool = False,
-                       device: str = "auto", compile: bool = False, keep_data: bool = False) -> dict[str, Any]:
-    """Continue the run in ``out`` from its checkpoint; ``stops`` (max_steps/epochs/max_time) override."""
-    with resumed_lm_run(out, recipe.kind, stops, quiet=quiet, device=device, compile=compile,
-                        keep_data=keep_data) as (
+                       device: str = "auto", compile: bool = False, keep_data: bool = False,
+                       given: dict[str, GivenOption] | None = None,
+                       inputs: Sequence[str] | None = None) -> dict[str, Any]:
+    """Continue the run in ``out`` from its checkpoint; ``stops`` (max_steps/epochs/max_time) override.
+
+    ``given`` options (by parameter name) and a corpus given again (``inputs``) must be the run's,
+    except :data:`RESUMABLE_OPTIONS`; the recipe's ``resume_view`` names its model options' values."""
+    started = run_started()
+    with resumed_lm_run(out, recipe.kind, stops, quiet=quiet, device=device, compile=compile, given=given,
+                        inputs=inputs, view=recipe.resume_view, keep_data=keep_data) as (
             output, config, train_config, data):
         model_config = recipe.config_class.from_dict(config["model"])
         shape = {name: int(config[name]) for name in recipe.shape}
         recipe.check_memory(model_config, train_config, shape, len(data.train))
-        return _fit(recipe, model_config, train_config, data, output, shape, resume=True)
+        return _fit(recipe, model_config, train_config, data, output, shape, resume=True, started=started)
 
 
 def _fit(recipe: LMRecipe, model_config: Any, train_config: TrainConfig, data: LMData, output: RunOutput,
-         shape: dict[str, int], *, resume: bool) -> dict[str, Any]:
+         shape: dict[str, int], *, resume: bool, started: float | None = None,
+         init_state: dict[str, Any] | None = None) -> dict[str, Any]:
     model = recipe.build(model_config)
+    if init_state is not None:
+        model.load_state_dict(init_state)
     train = recipe.batches(data.train, model_config, shape, train_config.seed, False)
     val = recipe.batches(data.val, model_config, shape, train_config.seed, True) if data.val is not None else None
     if not resume:
         log(recipe.describe(model, data, train), quiet=train_config.quiet)
     result = Trainer(model, train_config, train, val, out_dir=output.path, loss_fn=recipe.loss_fn, resume=resume,
-                     on_save=output.commit).fit()
+                     on_save=output.commit, started=started).fit()
     return run_summary(result, output.target, parameter_count(model), train_config.quiet)
 
 
@@ -397,17 +534,68 @@ def run_summary(result: TrainResult, directory: Path, parameters: int, quiet: bo
         "stopped_by": result.stopped_by, "train_loss": result.last_train_loss, "val_loss": result.final_val_loss,
         "best_val_loss": result.best_val_loss, "parameters": parameters,
         "val_full": result.final_val_full,  # False: the final validation was cut short by --max-time
+        "threads": current_threads(),
     }
     if result.final_val_loss is not None:
         summary["val_perplexity"] = math.exp(min(result.final_val_loss, 700))
         part = "" if result.final_val_full is not False else " on part of the held-out text (--max-time)"
-        log(f"stopped by {result.stopped_by} after {result.steps} steps ({result.elapsed:.0f} s): validation "
+        log(f"stopped by {result.stopped_by} after {result.steps} steps ({result.elapsed:.0f} s, "
+            f"{summary['threads']} threads): validation "
             f"loss {result.final_val_loss:.4f}{part} (best {result.best_val_loss:.4f}); saved {directory}",
             quiet=quiet)
     else:
-        log(f"stopped by {result.stopped_by} after {result.steps} steps: training loss "
+        log(f"stopped by {result.stopped_by} after {result.steps} steps ({result.elapsed:.0f} s, "
+            f"{summary['threads']} threads): training loss "
             f"{result.last_train_loss:.4f}; saved {directory}", quiet=quiet)
     return summary
+
+
+# Options --init-from takes anew (regularization and batch shape); every other model option comes with
+# the model and may only be given with its value.
+INIT_NEW_OPTIONS = frozenset({"dropout", "embed_dropout", "forget_bias", "seq_len", "batch_size"})
+# How text becomes ids comes with the model too.
+INIT_TEXT_OPTIONS = ("tokenizer", "char", "vocab_size", "eos_id")
+
+
+@dataclass
+class InitModel:
+    """A model to fine-tune (``--init-from``): its config (with the new dropout), weights and codec."""
+
+    config: Any
+    state: dict[str, Any]
+    codec: TextCodec
+
+
+def init_model(recipe: LMRecipe, directory: str | Path, model_config: Any, given: dict[str, GivenOption], *,
+               ids: bool = False) -> InitModel:
+    """Load ``directory`` (a model of ``recipe``'s family) to start training from; refuse, naming the
+    option, model options in ``given`` that contradict it and text options (it brings its own)."""
+    from dlnlp.models.registry import load_model
+
+    loaded = load_model(directory, "cpu", kind=recipe.kind)
+    config = recipe.config_class.from_dict(loaded.config["model"])
+    level = loaded.codec.level
+    if ids and level == CharCodec.level:
+        raise OptionError(f"--ids cannot be used with --init-from {directory}: it is a character model")
+    if level == IdsCodec.level and not ids:
+        raise OptionError(f"--init-from {directory} reads ids (it has no tokenizer): give --ids and ids from the "
+                          "tokenizer that made them")
+    view = recipe.resume_view(loaded.config) if recipe.resume_view else {}
+    for name, option in given.items():
+        agrees = name in view and not callable(view[name]) and option.value == view[name]
+        if name in INIT_TEXT_OPTIONS and not agrees:
+            raise OptionError(f"{option.typed} cannot be used with --init-from: the model {directory} reads text "
+                              f"with its own {level} vocabulary")
+        if name in INIT_NEW_OPTIONS or name not in view or callable(view[name]):
+            continue
+        if option.value != view[name]:
+            raise OptionError(f"{option.show()} contradicts the --init-from model {directory} "
+                              f"({option.show(view[name], saved=True)}); leave {option.typed} out: its shape comes "
+                              "with the model")
+    for name in INIT_NEW_OPTIONS:
+        if name in given and hasattr(config, name):
+            setattr(config, name, getattr(model_config, name))
+    return InitModel(config, loaded.model.state_dict(), loaded.codec)
 
 
 @dataclass

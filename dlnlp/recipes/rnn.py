@@ -21,6 +21,7 @@ from dlnlp.recipes.lm import (
     resume_lm_training,
     start_lm_training,
 )
+from dlnlp.tokenization.text_codec import CharCodec
 from dlnlp.training.config import TrainConfig
 from dlnlp.training.data import LMData, StreamBatches
 from dlnlp.training.trainer import evaluate_loss
@@ -31,22 +32,39 @@ def start_rnn_training(
     seq_len: int = 128, batch_size: int = 32, tokenizer: str | None = None, ids: bool = False,
     vocab_size: int | None = None, val: str | Path | None = None, val_fraction: float = 0.1,
     options: CorpusOptions | None = None, force: bool = False, eos_id: int | None = None, keep_data: bool = False,
+    init_from: str | Path | None = None, given: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Spool the corpus into ``out/data``, write ``config.json`` and the vocabulary, then train.
 
     ``ids`` with a ``tokenizer`` reads that tokenizer's ids and records it; each line of ids ends with
-    ``eos_id`` (default: the tokenizer's end-of-text)."""
+    ``eos_id`` (default: the tokenizer's end-of-text). ``init_from`` fine-tunes an RNN model directory
+    (its weights, shape and vocabulary; see :func:`~dlnlp.recipes.lm.start_lm_training`)."""
     return start_lm_training(RNN_RECIPE, inputs, out, model_config, train_config,
                              {"seq_len": seq_len, "batch_size": batch_size}, tokenizer=tokenizer, ids=ids,
                              vocab_size=vocab_size, val=val, val_fraction=val_fraction, options=options, force=force,
-                             eos_id=eos_id, keep_data=keep_data)
+                             eos_id=eos_id, keep_data=keep_data, init_from=init_from, given=given)
 
 
 def resume_rnn_training(out: str | Path, stops: dict[str, Any], *, quiet: bool = False, device: str = "auto",
-                        compile: bool = False, keep_data: bool = False) -> dict[str, Any]:
-    """Continue the run in ``out`` from its checkpoint; ``stops`` (max_steps/epochs/max_time) override."""
-    return resume_lm_training(RNN_RECIPE, out, stops, quiet=quiet, device=device, compile=compile,
-                              keep_data=keep_data)
+                        compile: bool = False, keep_data: bool = False, given: dict[str, Any] | None = None,
+                        inputs: Sequence[str] | None = None) -> dict[str, Any]:
+    """Continue the run in ``out`` from its checkpoint; ``stops`` (max_steps/epochs/max_time) override;
+    ``given`` options and a corpus given again (``inputs``) must be the run's (``--resume`` refuses a change)."""
+    return resume_lm_training(RNN_RECIPE, out, stops, quiet=quiet, device=device, compile=compile, given=given,
+                              inputs=inputs, keep_data=keep_data)
+
+
+# The model options of `rnn train`, named as RNNLMConfig's fields.
+_MODEL_OPTIONS = ("cell", "embed", "hidden", "layers", "dropout", "embed_dropout", "tie_weights", "forget_bias",
+                  "context", "direct", "vocab_size")
+
+
+def _resume_view(config: dict[str, Any]) -> dict[str, Any]:
+    """The model options of an RNN run (config.json), by CLI parameter name, for --resume and --init-from."""
+    model = config.get("model", {})
+    char = config.get("level") == CharCodec.level
+    return {**{name: model.get(name) for name in _MODEL_OPTIONS}, "seq_len": config.get("seq_len"),
+            "tokenizer": lambda given: (given == "char") == char}  # --tokenizer char or a file: the text level
 
 
 def check_rnn_memory(config: RNNLMConfig, train_config: TrainConfig, batch_size: int | None = None,
@@ -119,5 +137,5 @@ def evaluate_model_dir(model_dir: str | Path, inputs: Sequence[str] | None, *, b
 
 RNN_RECIPE = LMRecipe(
     kind=KIND, format_version=1, config_class=RNNLMConfig, build=build_model, shape=("seq_len", "batch_size"),
-    batches=_streams, check_memory=_check_memory, describe=_describe,
+    batches=_streams, check_memory=_check_memory, describe=_describe, resume_view=_resume_view,
 )

@@ -68,3 +68,25 @@ def count_cooccurrences(inputs: Sequence[str] | None, counting: Counting, option
         matrix.close()
         raise DlnlpError("no co-occurrences: every line has fewer than two in-vocabulary words")
     return vocab, matrix, stats
+
+
+def write_seconds(words: int, dim: int, fmt: str) -> float:
+    """A generous estimate of the time writing ``words`` vectors of ``dim`` takes in ``fmt`` (text formats
+    print about two million numbers a second; binary ones write at disk speed), which ``--max-time``
+    keeps for the writing after training."""
+    numbers = words * dim
+    if fmt in ("word2vec-text", "glove"):
+        return 0.5 + numbers / 2e6
+    return 0.5 + numbers * 4 / 100e6
+
+
+def time_left(max_time: float | None, words: int, dim: int, fmt: str) -> float | None:
+    """The training time left of a ``--max-time`` budget (counted from the command's start) once the
+    vectors' writing is kept aside; None without a budget, at least a millisecond."""
+    if max_time is None:
+        return None
+    import time
+
+    from dlnlp.progress import run_started
+
+    return max(max_time - (time.perf_counter() - run_started()) - write_seconds(words, dim, fmt), 1e-3)

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dlnlp.errors import DlnlpError, UsageError
+from dlnlp.errors import DlnlpError, OptionError, UsageError
 from dlnlp.io.corpus import CorpusOptions, describe_inputs, iter_token_lines
 from dlnlp.io.vectors import save_vectors
 from dlnlp.kernels.memory import check_fits, check_width, vector_tables_needs
 from dlnlp.models.vocab import count_and_encode
 from dlnlp.models.word2vec import Word2Vec, Word2VecConfig
 from dlnlp.progress import Progress, log
-from dlnlp.recipes.vectors import prepare_output
+from dlnlp.recipes.vectors import prepare_output, time_left
 
 WHICH_VECTORS = ("input", "average")
 
@@ -22,15 +23,20 @@ WHICH_VECTORS = ("input", "average")
 def train_word2vec(
     inputs: Sequence[str] | None, out: str | Path, config: Word2VecConfig | None = None, *, fmt: str = "auto",
     vectors: str = "input", kernel: str = "auto", device: str = "auto", options: CorpusOptions | None = None,
-    force: bool = False, quiet: bool = False,
+    force: bool = False, quiet: bool = False, max_time: float | None = None,
 ) -> dict[str, Any]:
     """Train word2vec on ``inputs`` and write ``vectors`` (input, or the input/output average) to ``out``.
+
+    ``max_time`` (seconds, counted from the command's start) stops training early enough to write the
+    vectors within it (the learning rate then stops short of ``min_lr``: word2vec.c's decay is by words).
 
     Ctrl-C keeps what was trained so far: the vectors are written, then KeyboardInterrupt goes on.
     """
     started = time.perf_counter()
     config = config or Word2VecConfig()
     config.validate()
+    if max_time is not None and not max_time > 0:
+        raise OptionError(f"--max-time must be > 0 seconds, got {max_time}")
     check_width("--dim", config.dim)
     if vectors not in WHICH_VECTORS:
         raise UsageError(f"--vectors {vectors}: expected input or average")
@@ -54,12 +60,21 @@ def train_word2vec(
         def report(done: int, _total: int) -> None:
             bar.update(done - bar.completed)
 
+        stop = threading.Event()
+        left = time_left(max_time, len(vocab), config.dim, fmt)
+        timer = threading.Timer(left, stop.set) if left is not None else None
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
         try:
-            stats = model.train(corpus, line_ends, device=device, kernel=kernel, on_progress=report)
+            stats = model.train(corpus, line_ends, device=device, kernel=kernel, on_progress=report, stop=stop)
         except KeyboardInterrupt:
             log(f"interrupted: writing the vectors trained so far to {out}")
             _write(model, out, fmt, vectors, force, inputs, interrupted=True)
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
         report(stats["words_trained"], total)
     _write(model, out, fmt, vectors, force, inputs)
     wall = time.perf_counter() - started

@@ -20,12 +20,13 @@ class TrainConfig(DictConfig):
 
     Stopping: at least one of ``max_steps`` (optimizer steps), ``epochs`` (passes over the training
     batches, may be fractional) and ``max_time`` (wall-clock seconds, evaluation included) must be
-    set; training stops at the first one reached, then validates and saves. With ``max_time`` every
-    validation is bounded too: one during training may run until the time is up, the final one for
-    the time left or 10% of ``max_time`` (at least 5 s), whichever is more; a validation cut short
-    covers the batches it read and is logged with ``full: false`` (the trainer module's
-    ``VALIDATION_TIME_SHARE`` and ``VALIDATION_MIN_SECONDS``). A run so ends within about
-    ``max_time`` + max(10% of it, 5 s) + one training step, one validation batch and the saving.
+    set; training stops at the first one reached, then validates and saves. ``max_time`` is a
+    wall-clock budget that holds the final validation and save: training stops when the time left is
+    what they are estimated to take (measured on the validations and saves so far, before any from
+    the step time and the model's size; at most a quarter of the budget), and every validation stops
+    at its deadline (one during training leaves that reserve, the final one the save's time), then
+    covers the batches it read and is logged with ``full: false``. A run started by a recipe counts
+    its setup (spooling the corpus) in the budget too (``Trainer(started=...)``).
 
     Schedules: the learning rate rises linearly from ``lr / warmup_steps`` to ``lr`` over
     ``warmup_steps`` steps, then follows ``schedule`` down to ``lr * min_lr_ratio``: ``constant``,

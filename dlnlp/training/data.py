@@ -126,10 +126,15 @@ def _codepoints(text: str) -> np.ndarray:
 
 def _spool_chars(sources: list[Sequence[str] | None], data_dir: Path, options: CorpusOptions, tokenizer: Any,
                  vocab_size: int | None, eos_id: int | None = None):
-    """Two passes over spooled code points: collect the character set, then map to ids (a CharCodec)."""
+    """Two passes over spooled code points: collect the character set, then map to ids (a CharCodec).
+
+    ``tokenizer`` a CharVocab (a model fine-tuned from a character model) keeps that vocabulary:
+    characters outside it become its unknown id 0."""
     from dlnlp.tokenization.char import CharVocab
     from dlnlp.tokenization.text_codec import CharCodec
 
+    if tokenizer is not None:
+        return _spool_fixed_chars(sources, data_dir, options, tokenizer)
     raw_paths, seen = [], np.zeros(0, dtype=np.uint32)
     for i, inputs in enumerate(sources):
         raw = data_dir / f"codepoints{i}.tmp"
@@ -151,6 +156,27 @@ def _spool_chars(sources: list[Sequence[str] | None], data_dir: Path, options: C
                 writer.write(np.searchsorted(seen, cps[start:start + (1 << 22)]) + 1)
         del cps
         raw.unlink()
+        outputs.append((out, writer.count))
+    return CharCodec(vocab), dtype, outputs
+
+
+def _spool_fixed_chars(sources: list[Sequence[str] | None], data_dir: Path, options: CorpusOptions, vocab: Any):
+    from dlnlp.tokenization.text_codec import CharCodec
+
+    points = np.array([ord(c) for c in vocab.chars], dtype=np.uint32)
+    order = np.argsort(points)
+    known = points[order]
+    dtype = dtype_for(vocab.vocab_size)
+    outputs = []
+    for i, inputs in enumerate(sources):
+        out = data_dir / f"tokens{i}.bin"
+        with TokenWriter(out, dtype) as writer:
+            for text in _text_chunks(inputs, options):
+                cps = _codepoints(text)
+                at = np.minimum(np.searchsorted(known, cps), len(known) - 1)
+                ids = np.where(known[at] == cps, order[at] + 1, 0)  # CharVocab: id = 1 + index, 0 unknown
+                vocab.unknown_count += int((ids == 0).sum())
+                writer.write(ids)
         outputs.append((out, writer.count))
     return CharCodec(vocab), dtype, outputs
 

@@ -28,12 +28,17 @@ Batch = Any
 State = Any
 LossFn = Callable[[nn.Module, Batch, State], tuple[torch.Tensor, State]]
 
-# With --max-time, a validation during training may run until the time is up, and the one after
-# training for the time left or this share of --max-time (at least VALIDATION_MIN_SECONDS); then it
-# stops after the batch in progress, and its loss covers the batches read (``full: false`` in
-# metrics.jsonl).
-VALIDATION_TIME_SHARE = 0.1
-VALIDATION_MIN_SECONDS = 5.0
+# --max-time is a wall-clock budget that the final validation and save fit in: training stops when
+# the time left is what they are estimated to take (from the validations and saves measured so far;
+# before any, from the training step time and the model's size), but the reserve is at most this
+# share of the budget. A validation stops after the batch in progress when its deadline passes (its
+# loss then covers the batches read: ``full: false`` in metrics.jsonl).
+RESERVE_MAX_SHARE = 0.25
+# Before a validation was measured, a validation batch is taken to cost this share of a training
+# step (forward only, no backward pass nor optimizer update); before a save was measured, the
+# checkpoint (weights, two optimizer moments, and the best weights) is written at SAVE_BYTES_PER_S.
+EVAL_STEP_SHARE = 0.5
+SAVE_BYTES_PER_S = 100e6
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -372,8 +377,12 @@ class Trainer:
                  out_dir: str | Path | None = None, loss_fn: LossFn | None = None,
                  val_fn: Callable[[nn.Module], dict[str, float]] | None = None, resume: bool = False,
                  on_step: Callable[[Trainer], None] | None = None, on_save: Callable[[], Path] | None = None,
-                 param_groups: ParamGroups | None = None, aux_modules: Mapping[str, nn.Module] | None = None):
+                 param_groups: ParamGroups | None = None, aux_modules: Mapping[str, nn.Module] | None = None,
+                 started: float | None = None):
         config.validate()
+        # When the run began (a time.perf_counter() value): --max-time counts from it, so the
+        # recipe's setup (spooling the corpus, building the model) is inside the budget.
+        self.started = started
         self.config = config
         # Under torchrun: this process's rank and device (see training/distributed.py); else a no-op.
         self.dist = distributed.context(config.device)
@@ -427,6 +436,11 @@ class Trainer:
     def _writes(self) -> bool:
         """Whether this process writes the run's files (rank 0 alone, under torchrun)."""
         return self.out_dir is not None and self.dist.is_main
+        # Measured costs that size the --max-time reserve (seconds): a training step (moving
+        # average), a validation batch, a checkpoint save.
+        self._step_seconds: float | None = None
+        self._val_batch_seconds: float | None = None
+        self._save_seconds: float | None = None
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -437,6 +451,32 @@ class Trainer:
     @property
     def elapsed(self) -> float:
         return self.elapsed_before + (time.perf_counter() - self._start if self._start else 0.0)
+
+    def budget_used(self) -> float:
+        """Seconds of ``--max-time`` used: the training time so far plus this process's setup before it."""
+        setup = self._start - self.started if self.started is not None and self._start else 0.0
+        return self.elapsed + max(setup, 0.0)
+
+    def reserve_seconds(self) -> float:
+        """The time kept for the final validation and save (and one more step) out of ``--max-time``."""
+        limit = self.config.max_time
+        if limit is None:
+            return 0.0
+        step = self._step_seconds or 0.0
+        if self.val_data is None and self.val_fn is None:
+            validation = 0.0
+        else:
+            batches = _batch_count(self.val_data)
+            per_batch = self._val_batch_seconds
+            if per_batch is None:
+                per_batch = EVAL_STEP_SHARE * step / self.config.grad_accum
+            validation = per_batch * (batches if batches is not None else 100)
+        save = self._save_seconds
+        if save is None:
+            size = sum(p.numel() * p.element_size() for p in self.model.parameters())
+            save = 4 * size / SAVE_BYTES_PER_S + 0.1
+        # a fifth more than measured: validation batches and disks vary
+        return min(1.2 * (validation + save) + step, RESERVE_MAX_SHARE * limit)
 
     def total_steps(self) -> int | None:
         """Optimizer steps the run will take when ``max_steps`` or ``epochs`` fix it (else None)."""
@@ -469,25 +509,25 @@ class Trainer:
             module.eval()
         handlers = self._install_signal_handlers()
         stopped_by = "max_steps"
-        by_time = total_steps is None and cfg.max_time is not None
-        progress = Progress("training", total=cfg.max_time if by_time else total_steps,
-                            unit="s" if by_time else "step", rate_unit="tok", quiet=cfg.quiet)
+        self._start = time.perf_counter()
+        budget = cfg.max_time - self.budget_used() if cfg.max_time is not None else None
+        progress = Progress("training", total=total_steps, unit="step", rate_unit="tok", quiet=cfg.quiet,
+                            budget=budget)
         running = torch.zeros((), device=self.device)
         running_n = 0
         log_tokens, log_time = 0, time.perf_counter()
         check_every_step = self.device.type != "cuda"  # .item() is free off-GPU; on CUDA it syncs
         # On CUDA the target counts stay on the device until the next log line (no sync per step).
-        self._start = time.perf_counter()
-        last_tick = self._start
         try:
             with progress:
                 if self.step:  # resumed: the bar starts where the run was
-                    progress.update(self.elapsed_before if by_time else self.step, rate=0)
+                    progress.update(self.step, rate=0)
                 while True:
                     reason = self.dist.agree(self._stop_reason(total_steps))
                     if reason:
                         stopped_by = reason
                         break
+                    step_began = time.perf_counter()
                     self._set_lr(total_steps)
                     step_tokens = 0
                     for micro in range(cfg.grad_accum):
@@ -526,11 +566,9 @@ class Trainer:
                     if check_every_step:
                         self._check_finite(loss.detach().float().item(), "training")
                     now = time.perf_counter()
-                    if by_time:
-                        progress.update(now - last_tick, rate=step_tokens)
-                    else:
-                        progress.update(1, rate=step_tokens)
-                    last_tick = now
+                    took = now - step_began
+                    self._step_seconds = took if self._step_seconds is None else 0.8 * self._step_seconds + 0.2 * took
+                    progress.update(1, rate=step_tokens)
                     if self.step % cfg.log_interval == 0:
                         self._flush_tokens()
                         if self._late_tokens:
@@ -609,7 +647,7 @@ class Trainer:
             return "epochs"
         if cfg.epochs is not None and self.train_data.epochs_done >= cfg.epochs:
             return "epochs"
-        if cfg.max_time is not None and self.elapsed >= cfg.max_time:
+        if cfg.max_time is not None and self.budget_used() + self.reserve_seconds() >= cfg.max_time:
             return "max_time"
         return None
 
@@ -665,7 +703,10 @@ class Trainer:
         if self.val_data is None and self.val_fn is None:
             return
         with self.averaged_weights():
+            began = time.perf_counter()
             result = dict(self.evaluate(max_batches, deadline=self._validation_deadline()))
+            if result.get("val_batches"):
+                self._val_batch_seconds = (time.perf_counter() - began) / int(result["val_batches"])
             cut = bool(result.pop("cut_short", False))
             full = max_batches is None and not cut
             self.last_val_full = full
@@ -703,16 +744,19 @@ class Trainer:
     def _validation_deadline(self) -> float | None:
         """When a validation must stop (``time.perf_counter()`` value), None without --max-time.
 
-        One during training (no stop reason yet) may use the time left; the final one (training has
-        stopped) gets the time left or its own share of --max-time, whichever is more.
+        One during training (no stop reason yet) leaves the reserve for the final validation and
+        save; the final one (training has stopped) leaves the time the save takes. Either reads at
+        least one batch.
         """
         limit = self.config.max_time
         if limit is None:
             return None
-        left = limit - self.elapsed
-        if self._stop_reason(self.total_steps()) is not None:
-            left = max(left, VALIDATION_TIME_SHARE * limit, VALIDATION_MIN_SECONDS)
-        return time.perf_counter() + left
+        left = limit - self.budget_used()
+        if self._stop_reason(self.total_steps()) is None:
+            left -= self.reserve_seconds()
+        else:
+            left -= self._save_seconds if self._save_seconds is not None else 0.0
+        return time.perf_counter() + max(left, 0.0)
 
     def _log_cut_validation(self, result: dict[str, Any]) -> None:
         tokens = getattr(self.val_data, "tokens", None)
@@ -726,6 +770,7 @@ class Trainer:
             return
         if running_n:
             self._check_finite((running / running_n).item(), "training")
+        began = time.perf_counter()
         self._flush_tokens()
         model_state = self.model.state_dict()
         optim_meta, tensors = ckpt.flatten_optimizer(self.optimizer.state_dict())
@@ -756,6 +801,7 @@ class Trainer:
         self._good_checkpoint_step = self.step
         if self.on_save is not None:
             self.out_dir = Path(self.on_save())
+        self._save_seconds = time.perf_counter() - began
         self.dist.barrier()  # the checkpoint is whole before any process goes on
 
     def _load_checkpoint(self) -> None:
@@ -807,6 +853,17 @@ class Trainer:
     def _restore_signal_handlers(previous: dict[int, Any]) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _batch_count(data: Any) -> int | None:
+    """Batches a validation source holds, when it says (``batches_per_epoch`` or ``len``)."""
+    count = getattr(data, "batches_per_epoch", None)
+    if isinstance(count, int):
+        return count
+    try:
+        return len(data)
+    except TypeError:
+        return None
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

@@ -126,6 +126,13 @@ def test_the_commands(corpus, tmp_path):
                                     "--json", "--device", "cpu")
     assert code == 0, stderr
     assert json.loads(stdout)["steps"] == 5
+    # --resume refuses a model option or a corpus that is not the run's, naming it (issue 20)
+    for changed, message in ((["--dim", "32"], "--dim 32 differs from the run's --dim 16"),
+                             (["--next-sentence", "nsp"], "--next-sentence nsp differs from the run's --next-sentence sop"),
+                             ([str(corpus / "valid.txt")], "valid.txt is not the run's")):
+        code, _, stderr = run_main("bert", "pretrain", *changed, "--out", out, "--resume", "--max-steps", "6",
+                                   "--quiet", "--device", "cpu")
+        assert code == 1 and message in stderr, stderr
     code, stdout, _ = run_main("bert", "eval", out, corpus / "valid.txt", "--device", "cpu")
     assert code == 0 and "sop accuracy" in stdout
     code, stdout, _ = run_main("bert", "eval", out, corpus / "valid.txt", "--device", "cpu", "--json")
