@@ -605,14 +605,25 @@ def _file_digest(path: str, size: int) -> str:
 
 def fingerprint_inputs(inputs: Sequence[str] | None) -> list[dict[str, Any]]:
     """What identifies a corpus (a run records it, ``--resume`` compares it): per input its absolute
-    path, size and SHA-256 (sampled above 64 MiB); stdin and built-in corpora by name only."""
+    path, size and SHA-256 (sampled above 64 MiB); a directory (token shards, a saved dataset) by its
+    index file; stdin, built-in and hf: corpora by name only."""
     records: list[dict[str, Any]] = []
-    for spec in resolve_inputs(inputs):
-        if spec == STDIN or spec.startswith(BUILTIN_PREFIX):
-            records.append({"path": "<stdin>" if spec == STDIN else spec})
+    for spec in [str(spec) for spec in inputs or [STDIN]]:
+        if os.path.isdir(spec):  # a token shard directory or a saved dataset: its index names its content
+            record: dict[str, Any] = {"path": str(Path(spec).resolve())}
+            index = next((Path(spec) / name for name in ("index.json", "state.json", "dataset_dict.json")
+                          if (Path(spec) / name).is_file()), None)
+            if index is not None:
+                size = index.stat().st_size
+                record.update(size=size, sha256=_file_digest(str(index), size))
+            records.append(record)
             continue
-        size = os.path.getsize(spec)
-        records.append({"path": str(Path(spec).resolve()), "size": size, "sha256": _file_digest(spec, size)})
+        for path in resolve_inputs([spec]):
+            if path == STDIN or path.startswith(BUILTIN_PREFIX) or path.startswith(HF_PREFIX):
+                records.append({"path": "<stdin>" if path == STDIN else path})
+                continue
+            size = os.path.getsize(path)
+            records.append({"path": str(Path(path).resolve()), "size": size, "sha256": _file_digest(path, size)})
     return records
 
 

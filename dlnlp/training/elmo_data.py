@@ -218,8 +218,11 @@ class ElmoStreams:
         *,
         clamp: bool = False,
     ):
+        # the backward direction reads the stream reversed: a copy in memory (a token stream on disk is
+        # read forward only)
+        reverse = (tokens.read() if hasattr(tokens, "read") else np.asarray(tokens))[::-1]
         self.forward = StreamBatches(tokens, batch_size, seq_len, clamp=clamp)
-        self.backward = StreamBatches(tokens[::-1], batch_size, seq_len, clamp=clamp)
+        self.backward = StreamBatches(np.ascontiguousarray(reverse), batch_size, seq_len, clamp=clamp)
         self.type_out = torch.from_numpy(np.asarray(type_out, dtype=np.int64))
         self.type_chars = np.asarray(type_chars)
         self.batch_size = self.forward.batch_size

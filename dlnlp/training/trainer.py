@@ -431,16 +431,16 @@ class Trainer:
             log(f"data parallel over {self.dist.world_size} processes ({self.dist.backend}, {self.device.type}): "
                 f"{per}{f' (x --grad-accum {config.grad_accum})' if config.grad_accum > 1 and batch else ''} "
                 "per step", quiet=config.quiet)
-
-    @property
-    def _writes(self) -> bool:
-        """Whether this process writes the run's files (rank 0 alone, under torchrun)."""
-        return self.out_dir is not None and self.dist.is_main
         # Measured costs that size the --max-time reserve (seconds): a training step (moving
         # average), a validation batch, a checkpoint save.
         self._step_seconds: float | None = None
         self._val_batch_seconds: float | None = None
         self._save_seconds: float | None = None
+
+    @property
+    def _writes(self) -> bool:
+        """Whether this process writes the run's files (rank 0 alone, under torchrun)."""
+        return self.out_dir is not None and self.dist.is_main
 
     # -- public API -------------------------------------------------------------------------------
 
