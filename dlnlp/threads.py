@@ -2,14 +2,14 @@
 not oversubscribe the machine. Decided once per process, before Torch starts working.
 
 The default is ``OMP_NUM_THREADS`` when it is set, as every OpenMP program reads it, else the physical
-cores this process may run on less one (at least one): hyperthreads share a core's arithmetic units,
-and one core is left to whatever else runs. Torch splits each op evenly over its threads and waits
-for the slowest, so a thread that shares its core with another busy process slows every op down:
-``bench/threads.py`` measured the README's GPT on 2 cores with one other CPU-bound process at about
-8.4k tokens/s with one thread and 2.3-3.6k with two (OpenMP's spin-waiting bounded by
-``GOMP_SPINCOUNT`` or made passive by ``OMP_WAIT_POLICY=PASSIVE`` did not change that), while on an
-idle machine two threads gave 14-18k and one 11.5k. Leaving a core keeps training fast when the
-machine is shared, at some cost when it is not (``--threads`` takes it back). Inter-op threads
+cores this process may run on (hyperthreads share a core's arithmetic units) less the CPU-bound
+processes running when the command starts (``/proc/stat``'s ``procs_running``, the least of a few
+samples, so a passing process is not counted), at least one. Torch splits each op evenly over its
+threads and waits for the slowest, so a thread that shares its core with another busy process slows
+every op down: ``bench/threads.py`` measured the README's GPT on 2 cores with one other CPU-bound
+process at about 11k tokens/s with one thread and 0.2-3.6k with two (OpenMP's spin-waiting bounded
+by ``GOMP_SPINCOUNT`` or made passive by ``OMP_WAIT_POLICY=PASSIVE`` did not change that), while on
+an idle machine two threads gave about 1.6x one. ``--threads`` overrides the choice. Inter-op threads
 (parallel *independent* ops, which the small eager models here hardly have) are kept at 1-2.
 """
 
@@ -58,7 +58,8 @@ def _positive_int(text: str, where: str) -> int:
 
 
 def default_threads() -> int:
-    """``OMP_NUM_THREADS`` when set (its first entry), else the physical cores less one (at least one)."""
+    """``OMP_NUM_THREADS`` when set (its first entry), else the physical cores less the other busy
+    processes (:func:`busy_elsewhere`), at least one."""
     omp = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
     if omp:
         try:
@@ -66,7 +67,27 @@ def default_threads() -> int:
                 return int(omp)
         except ValueError:
             pass  # an invalid value: OpenMP ignores it too
-    return max(1, physical_cores() - 1)
+    return max(1, physical_cores() - busy_elsewhere())
+
+
+def busy_elsewhere(samples: int = 3, interval: float = 0.005) -> int:
+    """Other processes' runnable threads now: ``procs_running`` of ``/proc/stat`` (which counts this
+    one) less one, the least of ``samples`` readings ``interval`` seconds apart; 0 where unknown."""
+    import time
+
+    seen = []
+    for i in range(samples):
+        try:
+            with open("/proc/stat", encoding="ascii") as handle:
+                running = next((int(line.split()[1]) for line in handle if line.startswith("procs_running")), None)
+        except (OSError, ValueError):
+            return 0
+        if running is None:
+            return 0
+        seen.append(running - 1)
+        if i + 1 < samples:
+            time.sleep(interval)
+    return max(0, min(seen))
 
 
 def resolve_threads(threads: int | None = None) -> int:

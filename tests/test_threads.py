@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from dlnlp import threads
@@ -13,7 +15,10 @@ def test_precedence_explicit_then_environment_then_openmp_then_cores(monkeypatch
     monkeypatch.delenv("DLNLP_THREADS", raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(threads, "physical_cores", lambda: 8)
-    assert threads.resolve_threads() == 7  # one core left to whatever else runs
+    monkeypatch.setattr(threads, "busy_elsewhere", lambda: 0)
+    assert threads.resolve_threads() == 8
+    monkeypatch.setattr(threads, "busy_elsewhere", lambda: 3)
+    assert threads.resolve_threads() == 5  # the cores other busy processes leave
     monkeypatch.setattr(threads, "physical_cores", lambda: 1)
     assert threads.resolve_threads() == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "3,2")
@@ -46,3 +51,20 @@ def test_configure_sets_torch(monkeypatch):
         assert threads.configure_threads(1) == 1 and threads.current_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_busy_elsewhere_counts_a_cpu_bound_process():
+    import subprocess
+    import sys
+    import time
+
+    if not os.path.exists("/proc/stat"):
+        pytest.skip("needs Linux /proc/stat")
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        # the spinner is runnable in every sample (other processes may add to it)
+        assert threads.busy_elsewhere(samples=5, interval=0.01) >= 1
+    finally:
+        spinner.kill()
+        spinner.wait()

@@ -67,7 +67,8 @@ Threads = Annotated[
     Optional[int],
     typer.Option("--threads", min=1, callback=_apply_threads, rich_help_panel=COMMON,
                  help="CPU threads for Torch (default: DLNLP_THREADS, else OMP_NUM_THREADS, else the physical "
-                      "cores less one, which keeps its speed when another process is busy); interop threads "
+                      "cores less the processes busy when it starts, which keeps its speed on a shared machine); "
+                      "interop threads "
                       "stay at 1-2."),
 ]
 Workers = Annotated[int, typer.Option("--workers", help="Worker threads/processes (0: all cores).",
