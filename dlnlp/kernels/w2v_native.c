@@ -112,12 +112,16 @@ static inline void train_target(const Params *p, const float *exp_table, const f
                                 const float *restrict h, float *restrict work, int32_t w, float alpha,
                                 uint64_t *state, double *loss, int64_t *count) {
     const int n = p->dim;
+    /* the loss is summed in registers and added once per call: a memory update per pair cost a
+       third of the loop's speed */
+    float acc = 0.f;
+    int counted = 0;
     if (p->hs) {
         const int64_t off = p->code_offsets[w];
         for (int b = 0; b < p->code_lens[w]; b++) {
             float *restrict v = p->syn1 + (int64_t)p->points[off + b] * n;
             float f = dotf(h, v, n);
-            if (loss) { *loss += logistic_loss(loss_table, f, 1.f - (float)p->codes[off + b]); (*count)++; }
+            if (loss) { acc += logistic_loss(loss_table, f, 1.f - (float)p->codes[off + b]); counted++; }
             if (!(f > -MAX_EXP && f < MAX_EXP)) {  /* outside the table (NaN included): skipped */
                 if (f != f) { diverged(p); return; }
                 continue;
@@ -139,7 +143,7 @@ static inline void train_target(const Params *p, const float *exp_table, const f
             }
             float *restrict v = p->syn1neg + (int64_t)target * n;
             float f = dotf(h, v, n);
-            if (loss) { *loss += logistic_loss(loss_table, f, label); (*count)++; }
+            if (loss) { acc += logistic_loss(loss_table, f, label); counted++; }
             float g;
             if (f > -MAX_EXP && f < MAX_EXP) g = (label - table_sigmoid(exp_table, f)) * alpha;
             else if (f >= MAX_EXP) g = (label - 1.f) * alpha;
@@ -148,6 +152,7 @@ static inline void train_target(const Params *p, const float *exp_table, const f
             update_pair(g, v, work, h, n);
         }
     }
+    if (loss) { *loss += acc; *count += counted; }
 }
 
 static void *run_thread(void *arg) {
