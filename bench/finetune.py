@@ -232,7 +232,7 @@ def bench_mr_features(args, tmp: Path) -> dict:
     texts, labels = _mr("train", args.limit)
     train = _limited_file(tmp, "train.tsv", ["text\tlabel"] + [f"{t}\t{y}" for t, y in zip(texts, labels, strict=True)])
     dev = str(SHARED / "corpora" / "mr" / "dev.tsv")
-    epochs, lr = args.epochs or 10, args.lr or 1e-3
+    epochs, lr = args.epochs or 40, args.lr or 3e-3
     rows = {}
     for name, extra in (("mean-last", {"pool": "mean"}), ("mean-last4", {"pool": "mean", "layers": "last4-mean"}),
                         ("cls", {"pool": "cls"})):
