@@ -9,26 +9,14 @@ import pytest
 
 from tests.conftest import run_main
 
-VOCAB = 24
-EOS = 3
-
-
-def _word_tokenizer(path):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    vocab = {f"w{i}": i for i in range(VOCAB)}
-    vocab["<|endoftext|>"] = EOS
-    del vocab[f"w{EOS}"]
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="w0"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.save(str(path))
-
 
 @pytest.fixture(scope="module")
 def gpt2(tmp_path_factory):
     """A tiny randomly initialized HF GPT-2 with a word-level tokenizer, imported into dlnlp."""
     transformers = pytest.importorskip("transformers")
     import torch
+
+    from tests.models.test_gpt_hf import EOS, VOCAB, _word_tokenizer
 
     root = tmp_path_factory.mktemp("init")
     torch.manual_seed(0)
