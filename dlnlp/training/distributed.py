@@ -133,10 +133,7 @@ class DistContext:
         agreed = int(flag.item())
         if agreed == 0:
             return None
-        if (
-            reason
-            and (STOP_REASONS.index(reason) + 1 if reason in STOP_REASONS else len(STOP_REASONS)) == agreed
-        ):
+        if reason and code == agreed:
             return reason  # this process's own (another request than those named keeps its name)
         return STOP_REASONS[agreed - 1]
 
