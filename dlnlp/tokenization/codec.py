@@ -180,15 +180,7 @@ def encode_chunks(tokenizer: Tokenizer, chunks: Iterable[list[str]], out: IO[byt
         out.write(render(ids, tokens).encode("utf-8"))
         stats.add(len(chunk), sum(map(len, ids)), sum(map(len, chunk)), on_chunk)
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dlnlp-encode") as pool:
-        pending: tuple[Future, list[str]] | None = None
-        for chunk in chunks:
-            future = pool.submit(encode, chunk)
-            if pending is not None:
-                finish(*pending)
-            pending = (future, chunk)
-        if pending is not None:
-            finish(*pending)
+    _pipelined(chunks, encode, finish)
     return stats
 
 
@@ -206,6 +198,13 @@ def encode_to_shards(tokenizer: Tokenizer, chunks: Iterable[list[str]], writer: 
         writer.write(ids)
         stats.add(len(chunk), sum(map(len, ids)), sum(map(len, chunk)), on_chunk)
 
+    _pipelined(chunks, encode, finish)
+    return stats
+
+
+def _pipelined(chunks: Iterable[list[str]], encode: Callable[[list[str]], Any],
+               finish: Callable[[Future, list[str]], None]) -> None:
+    """``encode`` each chunk on a worker thread while the one before it is ``finish``ed (written)."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dlnlp-encode") as pool:
         pending: tuple[Future, list[str]] | None = None
         for chunk in chunks:
@@ -215,7 +214,6 @@ def encode_to_shards(tokenizer: Tokenizer, chunks: Iterable[list[str]], writer: 
             pending = (future, chunk)
         if pending is not None:
             finish(*pending)
-    return stats
 
 
 def _parse_ids(chunk: list[str], first_line: int, where: str) -> list[list[int]]:
