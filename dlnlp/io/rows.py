@@ -35,13 +35,15 @@ NPY_HEADER_BYTES = 128  # magic (6) + version (2) + length (2) + the dict, padde
 SAFETENSORS_HEADER_BYTES = 256  # the JSON header after the 8-byte length; rows start 8-byte aligned
 
 
-def row_format(path: str | os.PathLike, fmt: str = "auto") -> str:
-    """``fmt``, or with ``auto`` the format of ``path``'s suffix (``.npy``, ``.safetensors``, else text)."""
+def row_format(path: str | os.PathLike, fmt: str = "auto", formats: tuple[str, ...] = ROW_FORMATS,
+               fallback: str = "text") -> str:
+    """``fmt`` (one of ``formats``), or with ``auto`` the format of ``path``'s suffix (``.npy``,
+    ``.safetensors``, else ``fallback``)."""
     if fmt == "auto":
         suffix = Path(str(path)).suffix.lower()
-        return {".npy": "npy", ".safetensors": "safetensors"}.get(suffix, "text")
-    if fmt not in ROW_FORMATS:
-        raise UsageError(f"--format must be auto, {', '.join(ROW_FORMATS)}, got {fmt!r}")
+        return {".npy": "npy", ".safetensors": "safetensors"}.get(suffix, fallback)
+    if fmt not in formats:
+        raise UsageError(f"--format must be auto, {', '.join(formats)}, got {fmt!r}")
     return fmt
 
 

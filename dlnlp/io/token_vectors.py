@@ -30,7 +30,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from dlnlp.errors import OptionError, UsageError
+from dlnlp.errors import OptionError
 from dlnlp.io.atomic import atomic_open, check_can_write, is_stream
 
 TOKEN_FORMATS = ("safetensors", "npy", "jsonl")
@@ -39,12 +39,9 @@ NPY_HEADER_BYTES = 128
 
 def token_format(path: str | os.PathLike, fmt: str = "auto") -> str:
     """``fmt``, or with ``auto`` the format of ``path``'s suffix (``.safetensors``, ``.npy``, else jsonl)."""
-    if fmt == "auto":
-        suffix = Path(str(path)).suffix.lower()
-        return {".npy": "npy", ".safetensors": "safetensors"}.get(suffix, "jsonl")
-    if fmt not in TOKEN_FORMATS:
-        raise UsageError(f"--format must be auto, {', '.join(TOKEN_FORMATS)}, got {fmt!r}")
-    return fmt
+    from dlnlp.io.rows import row_format
+
+    return row_format(path, fmt, TOKEN_FORMATS, fallback="jsonl")
 
 
 def offsets_path(path: str | os.PathLike) -> Path:
