@@ -181,16 +181,15 @@ def section_lm(args, work) -> dict:
         teacher = str(work / "lm-teacher")
         start_gpt_training([corpus], teacher, {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64,
                                                "dropout": 0.0}, config(), batch_size=12, char=True, force=True)
-    runs = {}
-    for name, alpha in (("distilled", args.lm_alpha), ("data_only", 0.0)):
-        spec = DistillSpec(student="gpt:layers=2", task="lm", alpha=alpha, temperature=1.0, top_k=args.top_k)
-        runs[name] = distill_lm(teacher, [corpus], work / f"lm-{name}", spec, config(), force=True)
+    specs = {name: DistillSpec(student="gpt:layers=2", task="lm", alpha=alpha, temperature=1.0, top_k=args.top_k)
+             for name, alpha in (("distilled", args.lm_alpha), ("data_only", 0.0))}
+    runs = {name: distill_lm(teacher, [corpus], work / f"lm-{name}", spec, config(), force=True)
+            for name, spec in specs.items()}
     d, o = runs["distilled"], runs["data_only"]
     # the teacher's forward pass makes a distillation step slower: the data-only student also gets the
     # distilled one's wall time, as more steps of the same schedule
     same_time = max(steps, round(steps * d["elapsed_s"] / max(o["elapsed_s"], 1e-9)))
-    spec = DistillSpec(student="gpt:layers=2", task="lm", alpha=0.0, temperature=1.0, top_k=args.top_k)
-    runs["data_only_same_time"] = distill_lm(teacher, [corpus], work / "lm-data_only_same_time", spec,
+    runs["data_only_same_time"] = distill_lm(teacher, [corpus], work / "lm-data_only_same_time", specs["data_only"],
                                              config().replace(max_steps=same_time, eval_interval=same_time),
                                              force=True)
     t = runs["data_only_same_time"]

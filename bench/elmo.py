@@ -473,6 +473,7 @@ def mr(args: argparse.Namespace) -> dict:
     import numpy as np
     import torch
 
+    from dlnlp.kernels.pooling import pool
     from dlnlp.recipes.elmo import load_encoder
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -529,11 +530,10 @@ def mr(args: argparse.Namespace) -> dict:
             means, maxes = [], []
             for i in range(0, len(texts), 64):
                 chars, mask = encoder.batch(texts[i : i + 64])
-                stacked = torch.stack(encoder(chars, mask).hidden_states, 2)  # [B, T, L+1, D]
-                words = encoder.words_mask(mask)[..., None, None]
-                means.append((stacked * words).sum(1) / words.sum(1).clamp_min(1))
-                top = stacked.masked_fill(~words, float("-inf")).amax(1)
-                maxes.append(top.masked_fill(top.isinf(), 0.0))  # a sentence without words
+                stacked = torch.cat(encoder(chars, mask).hidden_states, -1)  # [B, T, (L+1) * D]
+                words = encoder.words_mask(mask)
+                means.append(pool(stacked, words, "mean").unflatten(-1, (encoder.num_hidden, -1)))
+                maxes.append(pool(stacked, words, "max").unflatten(-1, (encoder.num_hidden, -1)))
             pooled_layers[split] = {"mean": torch.cat(means), "max": torch.cat(maxes)}
 
     results = {}
