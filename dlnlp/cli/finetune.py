@@ -70,6 +70,12 @@ def finetune(
     pool: Annotated[str, typer.Option("--pool", help="auto (BERT's pooler when fine-tuning a BERT that has one, as "
                                       "HF's classifiers; else mean, or last for left-to-right LMs), pooler, cls, "
                                       "mean, max or last.", rich_help_panel=TASK)] = "auto",
+    head_fit: Annotated[str, typer.Option("--head-fit", help="With --strategy features: logreg (logistic regression "
+                                          "on standardized features by full-batch L-BFGS, the L2 strength chosen on "
+                                          "a held-out tenth of train; --lr/--epochs unused), sgd (dropout + linear "
+                                          "trained by the optimizer, --lr/--epochs), or auto: logreg for classify and "
+                                          "pair, sgd for tag, regress and --layers mix.",
+                                          rich_help_panel=TASK)] = "auto",
     dropout: Annotated[float, typer.Option("--dropout", help="Dropout before the head's linear layer.",
                                            rich_help_panel=TASK)] = 0.1,
     max_len: Annotated[int, typer.Option("--max-len", help="Tokens per example, special tokens included (longer "
@@ -124,6 +130,8 @@ def finetune(
 
     Example: dlnlp finetune minilm train.tsv --val dev.tsv --task classify --epochs 2 --out mr-model
 
+    Example: dlnlp finetune minilm train.tsv --val dev.tsv --strategy features --layers last4-mean --out mr-probe
+
     Example: dlnlp finetune minilm train.tsv --val dev.tsv --strategy deep-prompt --prompt-length 20 --lr 3e-2 --out mr-deep
 
     Example: dlnlp finetune bert30 train.tsv --val dev.tsv --pattern "{text} It was [MASK]." --verbalizer 1=great,0=terrible --train-limit 32 --out mr-pet
@@ -138,7 +146,8 @@ def finetune(
                         patience=patience, text_field=text_field, pair_field=text_pair_field,
                         label_field=label_field, token_column=token_column, tag_column=tag_column, init=init,
                         prompt_length=prompt_length, prompt_init=prompt_init, prefix_projection=prefix_projection,
-                        prompt_hidden=prompt_hidden, pattern=pattern, verbalizer=verbalizer, train_limit=train_limit)
+                        prompt_hidden=prompt_hidden, pattern=pattern, verbalizer=verbalizer, train_limit=train_limit,
+                        head_fit=head_fit)
     config = training.train_config(device=device, precision=precision, seed=seed, quiet=quiet)
     config.extra["batch_size"] = training.batch_size
     summary = run(backbone, train, out, spec, config, val=training.val, force=force, resume=training.resume,

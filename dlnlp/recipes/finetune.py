@@ -12,8 +12,12 @@ choose what trains (``--strategy``), and run the shared trainer with
 * layer-wise learning-rate decay (``lr * decay ** (L - l)`` for layer ``l``; Howard & Ruder 2018,
   Clark et al. 2020) and a separate head rate, through the trainer's parameter groups;
 * length-bucketed batches (:class:`~dlnlp.transfer.data.LengthBuckets`);
-* for ``--strategy features`` the frozen backbone run once over train and validation data and the
-  head trained on the cached vectors (:func:`~dlnlp.transfer.predict.compute_features`);
+* for ``--strategy features`` the frozen backbone run once over train and validation data
+  (:func:`~dlnlp.transfer.predict.compute_features`) and the head fit on the cached vectors: by default
+  (``--head-fit logreg``, classify and pair) a logistic regression, standardized features and full-batch
+  L-BFGS with the L2 strength chosen on a held-out tenth (:mod:`dlnlp.transfer.logreg`, SentEval's probe),
+  no trainer involved; with ``--head-fit sgd`` (and for tag, regress and ``--layers mix``, whose learned
+  layer weights are no plain logistic regression) dropout + linear trained by the trainer below;
 * validation each epoch (or every ``--eval-interval`` steps) by accuracy (``tag``: conlleval span F1;
   ``regress``: MSE), the best weights kept in ``model.safetensors``, optional early stopping after
   ``patience`` validations without improvement; ``--resume`` continues the same run.
@@ -66,6 +70,7 @@ from dlnlp.transfer.prompt import (
 from dlnlp.transfer.saved import KIND, codec_files, finetuned_config, load_finetuned
 
 LAYER_COMBINES = {"last4-mean": "mean", "last4-concat": "concat", "mix": "mix"}
+HEAD_FITS = ("auto", "logreg", "sgd")
 
 
 @dataclass
@@ -98,6 +103,7 @@ class FinetuneSpec:
     pattern: str | None = None         # a cloze pattern: "{text} It was [MASK]."
     verbalizer: str | None = None      # "positive=great,negative=terrible"
     train_limit: int = 0               # few-shot: this many training examples, drawn with the seed (0: all)
+    head_fit: str = "auto"             # --strategy features: logreg | sgd | auto (logreg where it applies)
 
     def validate(self) -> FinetuneSpec:
         if self.task not in TASKS:
@@ -133,7 +139,30 @@ class FinetuneSpec:
                                   "weights): use dlnlp evaluate for zero-shot, or --strategy full/top/prompt")
         if self.strategy in PROMPT_STRATEGIES and self.task == "tag" and self.strategy == "input-prompt":
             raise OptionError("--strategy input-prompt pools the whole input: it serves classify, pair and regress")
+        if self.head_fit not in HEAD_FITS:
+            raise UsageError(f"--head-fit must be one of {', '.join(HEAD_FITS)}, got {self.head_fit!r}")
+        if self.head_fit == "logreg":
+            if self.strategy != "features":
+                raise OptionError("--head-fit logreg fits the head on frozen features: it needs --strategy features, "
+                                  f"got {self.strategy}")
+            if self.task not in ("classify", "pair"):
+                raise OptionError(f"--head-fit logreg is a classifier of one vector per example: it serves --task "
+                                  f"classify and pair, got {self.task} (use --head-fit sgd)")
+            if self.layers == "mix":
+                raise OptionError("--head-fit logreg fits a linear map of fixed features; --layers mix learns its "
+                                  "layer weights with the head: use --head-fit sgd, or --layers last4-mean/last4-concat")
+        elif self.head_fit == "sgd" and self.strategy != "features":
+            raise OptionError(f"--head-fit chooses how the head is fit on frozen features: it needs --strategy "
+                              f"features, got {self.strategy}")
         return self
+
+    def resolved_head_fit(self) -> str:
+        """``--head-fit auto``: logreg for --strategy features on classify and pair (but not --layers mix),
+        else sgd (the trainer)."""
+        if self.head_fit != "auto":
+            return self.head_fit
+        logreg = self.strategy == "features" and self.task in ("classify", "pair") and self.layers != "mix"
+        return "logreg" if logreg else "sgd"
 
     def prompt_config(self, backbone: Any) -> PromptConfig | None:
         """The prompt of a prompt strategy, shaped for ``backbone`` (None for other strategies)."""
@@ -257,6 +286,7 @@ def finetune(backbone_path: str | Path, train: Sequence[str] | Any, out: str | P
         model = FineTuned(backbone, head, label_map.to_list() if label_map else [], prompt=prompt)
         apply_strategy(model, spec.strategy, spec.top)
         train_items = few_shot(train_items, spec.train_limit, config.seed)
+        spec.head_fit = spec.resolved_head_fit()  # saved resolved: a resumed run fits as this one did
         extra = {"spec": vars(spec).copy()}
         if prompt_config is not None:
             extra["prompt"] = prompt_config.to_dict()
@@ -300,9 +330,12 @@ def few_shot(items: list[Any], limit: int, seed: int) -> list[Any]:
 
 def _resume(out: str | Path, config: TrainConfig, train: Any, val: Any, options: CorpusOptions | None
             ) -> dict[str, Any]:
+    if (Path(out) / "config.json").is_file() and read_config(out, KIND).get("spec", {}).get("head_fit") == "logreg":
+        raise OptionError(f"{out}: a --head-fit logreg head is fit in one go, there is nothing to resume "
+                          "(run again with --force)")
     with RunOutput(out, resume=True) as output:
         saved = read_config(output.path, KIND)
-        spec = FinetuneSpec(**saved.get("spec", {}))
+        spec = FinetuneSpec(**{"head_fit": "sgd", **saved.get("spec", {})})  # before --head-fit: the trainer
         meta = read_checkpoint_meta(output.path)
         stops = {k: v for k, v in (("max_steps", config.max_steps), ("epochs", config.epochs),
                                    ("max_time", config.max_time)) if v is not None}
@@ -352,6 +385,10 @@ def _train(model: FineTuned, spec: FinetuneSpec, config: TrainConfig, train_item
         extract_seconds = time.perf_counter() - t0
         log(f"frozen features of {len(train_data):,} training and {len(val_data) if val_data else 0:,} validation "
             f"examples computed in {extract_seconds:.1f} s", quiet=config.quiet)
+        if spec.resolved_head_fit() == "logreg":
+            return _fit_logreg_head(model, spec, config, train_x, train_data.labels, val_x,
+                                    val_data.labels if val_data is not None else None, output, started,
+                                    extract_seconds)
         trained: torch.nn.Module = CachedHead(model.head)
         lengths = [x.shape[0] for x in train_x] if task == "tag" else [1] * len(train_data)
         source = LengthBuckets(lengths, _batch_size(config), lambda idx: cached_batch(train_x, train_data.labels, idx,
@@ -434,7 +471,8 @@ def _train(model: FineTuned, spec: FinetuneSpec, config: TrainConfig, train_item
     train_seconds = max(result.elapsed - timer.seconds, 1e-9)
     examples = min(result.steps * _batch_size(config), int(result.epochs * len(train_data)) or result.steps)
     summary = {
-        "out": str(output.target), "task": task, "strategy": spec.strategy, "steps": result.steps,
+        "out": str(output.target), "task": task, "strategy": spec.strategy,
+        **({"head_fit": "sgd"} if cached else {}), "steps": result.steps,
         "epochs": round(result.epochs, 4), "stopped_by": result.stopped_by,
         "best": {config.best_metric: result.best_value} if result.best_value is not None else None,
         "train_seconds": round(train_seconds, 3), "feature_seconds": round(extract_seconds, 3),
@@ -446,6 +484,52 @@ def _train(model: FineTuned, spec: FinetuneSpec, config: TrainConfig, train_item
     }
     log(f"fine-tuned {summary['trainable_parameters']:,} parameters in {summary['total_seconds']:.1f} s; best "
         f"{summary['best']}", quiet=config.quiet)
+    return summary
+
+
+def _fit_logreg_head(model: FineTuned, spec: FinetuneSpec, config: TrainConfig, train_x: torch.Tensor,
+                     train_y: Sequence[int], val_x: torch.Tensor | None, val_y: Sequence[int] | None,
+                     output: RunOutput, started: float, extract_seconds: float) -> dict[str, Any]:
+    """``--head-fit logreg``: the head's linear layer becomes a logistic regression fit on the cached
+    features (:func:`~dlnlp.transfer.logreg.fit_logistic`; dropout has no say at inference), saved as
+    the trainer saves a head; ``metrics.jsonl`` gets one line with the L2 search and the validation scores."""
+    from dlnlp.io.modeldir import MetricsLog
+    from dlnlp.transfer.logreg import fit_logistic
+
+    head, labels, task = model.head, model.labels, spec.task
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        fit = fit_logistic(head.combine(train_x), torch.as_tensor(list(train_y)), len(labels), seed=config.seed)
+        head.classifier.weight.copy_(fit.linear.weight)
+        head.classifier.bias.copy_(fit.linear.bias)
+    train_seconds = max(time.perf_counter() - t0, 1e-9)
+    record: dict[str, Any] = {"head_fit": "logreg", "l2": fit.l2, "held_out_accuracy": fit.held_out_accuracy,
+                              "held_out": {str(k): round(v, 4) for k, v in fit.held_out.items()},
+                              "train_seconds": round(train_seconds, 3)}
+    best = None
+    if val_x is not None and val_y is not None:
+        head.eval()
+        with torch.no_grad():
+            logits = list(head(val_x.to(head.classifier.weight.device)).float().cpu())
+        result = scores(task, labels, logits, val_y)
+        record["val_loss"] = _val_loss(task, logits, val_y)
+        record.update({k: result[k] for k in ("accuracy", "macro_f1") if k in result})
+        best = {"accuracy": result["accuracy"]}
+    save_weights({k: v.detach().contiguous() for k, v in model.state_dict().items()}, output.path / WEIGHTS_NAME)
+    with MetricsLog(output.path) as metrics:
+        metrics.write(**record)
+    output.commit()
+    summary = {
+        "out": str(output.target), "task": task, "strategy": spec.strategy, "head_fit": "logreg",
+        "l2": fit.l2, "held_out_accuracy": fit.held_out_accuracy, "steps": 0, "epochs": 0,
+        "stopped_by": "converged", "best": best, "train_seconds": round(train_seconds, 3),
+        "feature_seconds": round(extract_seconds, 3), "total_seconds": round(time.perf_counter() - started, 3),
+        "train_examples_per_s": round(len(train_y) / train_seconds, 2),
+        "trainable_parameters": sum(p.numel() for p in head.parameters()),
+        "train_examples": len(train_y), "labels": labels,
+    }
+    log(f"logistic regression head (L2 {fit.l2:g}, held-out accuracy {fit.held_out_accuracy:.4f}) fit in "
+        f"{train_seconds:.1f} s; validation {best}", quiet=config.quiet)
     return summary
 
 

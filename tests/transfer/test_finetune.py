@@ -10,15 +10,16 @@ import shutil
 import pytest
 import torch
 
-from dlnlp.errors import ModelDirError
+from dlnlp.errors import ModelDirError, OptionError
 from dlnlp.io.labeled import Example, LabelMap, Sentence
 from dlnlp.io.modeldir import load_weights
 from dlnlp.recipes.finetune import FinetuneSpec, finetune
 from dlnlp.training.config import TrainConfig
 from dlnlp.transfer.backbone import load_backbone
 from dlnlp.transfer.data import collate, encode_examples, encode_sentences
+from dlnlp.transfer.logreg import L2_GRID, fit_logistic
 from dlnlp.transfer.model import FineTuned, HeadConfig, apply_strategy
-from dlnlp.transfer.predict import logits_in_order
+from dlnlp.transfer.predict import compute_features, logits_in_order
 from dlnlp.transfer.saved import load_finetuned
 from tests.conftest import run_main
 from tests.models.test_bert import make_tiny_bert_dir
@@ -131,6 +132,62 @@ def test_features_strategy_keeps_the_backbone_bit_identical(tiny, data, tmp_path
     assert not torch.equal(saved["head.mix.weights"], torch.zeros(3))
 
 
+def test_a_logistic_regression_head_on_frozen_features(tiny, data, tmp_path):
+    before = load_weights(tiny)
+    out = tmp_path / "probe"
+    result = run_main("finetune", tiny, data / "train.tsv", "--val", data / "dev.tsv", "--out", out, "--strategy",
+                      "features", "--head-fit", "logreg", "--layers", "last4-concat", "--device", "cpu", "-q",
+                      "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["head_fit"] == "logreg" and summary["l2"] in L2_GRID
+    assert 0 <= summary["held_out_accuracy"] <= 1 and summary["best"]["accuracy"] >= 0.75
+    assert set(load_weights(out)) == {"head.classifier.weight", "head.classifier.bias"}
+    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["l2"] == summary["l2"] and record["accuracy"] == summary["best"]["accuracy"]
+    after = load_weights(tiny)
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the backbone stays frozen
+    scores = json.loads(run_main("evaluate", out, data / "dev.tsv", "--json", "--device", "cpu").stdout)
+    assert scores["accuracy"] == pytest.approx(summary["best"]["accuracy"])
+    texts = [line.split("\t")[0] for line in labeled_lines(4, seed=5)]
+    predicted = run_main("predict", out, "--device", "cpu", input="\n".join(texts) + "\n")
+    assert predicted.returncode == 0 and len(predicted.stdout.splitlines()) == 4
+    # the saved head is the fitted logistic regression of the cached features
+    model, config_json = load_finetuned(out)
+    assert config_json["spec"]["head_fit"] == "logreg"
+    backbone = model.backbone
+    encoded = encode_examples(backbone, [Example(t, None) for t in texts], "classify", None, 32)
+    features = compute_features(model, encoded)
+    fit = fit_logistic(model.head.combine(features_of(tiny, data, model)), train_labels(data), 2, l2=summary["l2"])
+    with torch.no_grad():
+        torch.testing.assert_close(model.head(features), fit.linear(model.head.combine(features)), atol=1e-3,
+                                   rtol=1e-3)
+
+
+def features_of(tiny, data, model):
+    from dlnlp.io.labeled import read_labeled
+
+    examples = list(read_labeled([str(data / "train.tsv")]))
+    return compute_features(model, encode_examples(model.backbone, examples, "classify", LabelMap(["0", "1"]), 128))
+
+
+def train_labels(data):
+    return [int(line.rsplit("\t", 1)[1]) for line in (data / "train.tsv").read_text().splitlines()[1:]]
+
+
+def test_the_default_head_fit_of_features(tiny, data, tmp_path):
+    train = [str(data / "train.tsv")]
+    logreg = finetune(tiny, train, tmp_path / "a", FinetuneSpec(strategy="features"), config())
+    assert logreg["head_fit"] == "logreg" and logreg["best"] is None
+    sgd = finetune(tiny, train, tmp_path / "b", FinetuneSpec(strategy="features", head_fit="sgd"), config(epochs=1))
+    assert sgd["head_fit"] == "sgd" and sgd["steps"] > 0
+    regress = FinetuneSpec(strategy="features", task="regress")
+    assert regress.resolved_head_fit() == "sgd" and FinetuneSpec(strategy="features", layers="mix"
+                                                                 ).resolved_head_fit() == "sgd"
+    with pytest.raises(OptionError, match="nothing to resume"):
+        finetune(tiny, train, tmp_path / "a", FinetuneSpec(), config(), resume=True)
+
+
 def test_top_strategy_trains_only_the_top_layers(tiny, data, tmp_path):
     finetune(tiny, [str(data / "train.tsv")], tmp_path / "out", FinetuneSpec(strategy="top", top=1), config(),
              val=data / "dev.tsv")
@@ -231,6 +288,11 @@ def test_tagging_commands(tiny, data, tmp_path):
     (["--layer", "7"], "--layer must be between"),
     (["--pool", "pooler", "--layers", "mix"], "--pool pooler reads the last layer only"),
     (["--init", "random", "--strategy", "features"], "--init random"),
+    (["--head-fit", "logreg"], "--head-fit logreg fits the head on frozen features"),
+    (["--head-fit", "sgd"], "needs --strategy features"),
+    (["--head-fit", "nope", "--strategy", "features"], "--head-fit must be one of"),
+    (["--head-fit", "logreg", "--strategy", "features", "--task", "regress"], "serves --task classify and pair"),
+    (["--head-fit", "logreg", "--strategy", "features", "--layers", "mix"], "--layers mix learns its layer weights"),
 ])
 def test_bad_options_are_one_line(tiny, data, tmp_path, args, message):
     result = run_main("finetune", tiny, data / "train.tsv", "--out", tmp_path / "o", "--device", "cpu", "-q", *args)
