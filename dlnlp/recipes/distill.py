@@ -24,8 +24,14 @@ generation's student is the next one's teacher; they are saved as ``OUT/gen1`` .
 
 Language models (``task="lm"``): a GPT student (``gpt:layers=L,dim=D``) on a dlnlp GPT or RNN teacher's
 codec, trained on random windows of the corpus with
-:func:`~dlnlp.transfer.distill.lm_distill_loss` (the teacher runs on each batch, under no_grad);
-saved as a GPT model directory (``dlnlp generate`` reads it).
+:func:`~dlnlp.transfer.distill.lm_distill_loss`. The teacher's next-token log-probabilities are
+computed once over the training stream and memory-mapped from the cache
+(:func:`~dlnlp.transfer.distill.lm_teacher_outputs`: a GPT teacher in half-overlapping windows of its
+block size, a recurrent one statefully; the whole distribution of a vocabulary of <= 256 tokens, else
+the top ``--top-k``, 64 by default); each batch gathers them at its input positions
+(:class:`CachedTeacherWindows`), so a distillation step costs about what a data-only step does.
+``teacher_cache=False`` (``--no-teacher-cache``) runs the teacher on each batch's window instead, under
+no_grad. Saved as a GPT model directory (``dlnlp generate`` reads it).
 """
 
 from __future__ import annotations
@@ -50,16 +56,24 @@ from dlnlp.kernels.device import resolve_device, resolve_precision, seed_everyth
 from dlnlp.progress import log
 from dlnlp.recipes.finetune import FinetuneSpec, best_metric, read_task_data, scores
 from dlnlp.training.config import TrainConfig
+from dlnlp.training.data import RandomWindows
 from dlnlp.training.trainer import Trainer
 from dlnlp.transfer.augment import OPERATIONS, Augmenter, read_pos_lexicon
+from dlnlp.transfer.backbone import content_hash
 from dlnlp.transfer.data import LengthBuckets, collate, encode_examples
 from dlnlp.transfer.distill import (
     DistillLoss,
+    LMTeacherOutputs,
     TeacherOutputs,
     build_student,
     default_cache_dir,
+    lm_cache_k,
+    lm_context,
     lm_distill_loss,
+    lm_logits,
+    lm_teacher_outputs,
     load_teacher,
+    stream_key,
     student_outputs,
     teacher_outputs,
     transfer_key,
@@ -89,6 +103,7 @@ class DistillSpec:
     cache_dir: str | None = None
     max_len: int | None = None         # default: the teacher's
     top_k: int | None = None           # lm: the teacher's k most likely tokens only
+    teacher_cache: bool = True         # lm: the teacher's outputs cached once over the corpus (else per batch)
     warmup_ratio: float = 0.1
     text_field: str | None = None
     pair_field: str | None = None
@@ -110,6 +125,9 @@ class DistillSpec:
             check_int("--top-k", self.top_k, 1, 1 << 30)
             if self.task != "lm":
                 raise OptionError("--top-k truncates a language model teacher's distribution: it needs --task lm")
+        if not self.teacher_cache and self.task != "lm":
+            raise OptionError("--no-teacher-cache applies to --task lm (a classifier's teacher outputs are always "
+                              "cached)")
         if not 0 <= self.warmup_ratio < 1:
             raise OptionError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.student is None and self.generations == 1:
@@ -382,9 +400,30 @@ def gpt_student_config(teacher_model: Any, spec: str) -> Any:
     return config
 
 
-def _lm_logits(model: Any, x: torch.Tensor) -> torch.Tensor:
-    out = model(x)
-    return out[0] if isinstance(out, tuple) else out
+class CachedTeacherWindows(RandomWindows):
+    """:class:`~dlnlp.training.data.RandomWindows` (the same offsets for the same seed) whose batches also
+    carry the cached teacher's scores at each input position: ``(x, teacher_logp, teacher_index, y)``,
+    ``teacher_logp[b, t]`` being the teacher's distribution of ``y[b, t]``'s position, the token after
+    stream position ``starts[b] + t`` (``teacher_index`` None when the cache holds the whole vocabulary)."""
+
+    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, teacher: LMTeacherOutputs, *,
+                 seed: int = 0, rank: int = 0, world: int = 1):
+        super().__init__(tokens, batch_size, seq_len, seed=seed, rank=rank, world=world)
+        if len(teacher.logp) != len(tokens):
+            raise ValueError(f"the teacher cache has {len(teacher.logp):,} positions, the stream {len(tokens):,}")
+        self.teacher = teacher
+
+    def next_batch(self) -> tuple[tuple[Any, ...], bool]:
+        starts = self.draw_starts()
+        positions = np.asarray(starts, dtype=np.int64)[:, None] + np.arange(self.seq_len + 1, dtype=np.int64)
+        chunk = torch.from_numpy(np.asarray(self.tokens[positions], dtype=np.int64))
+        logp, index = self.teacher.gather(positions[:, :-1])
+        self.count += 1
+        return (chunk[:, :-1], logp, index, chunk[:, 1:]), False
+
+    def shard(self, rank: int, world: int) -> CachedTeacherWindows:
+        return CachedTeacherWindows(self.tokens, self.batch_size, self.seq_len, self.teacher, seed=self.seed,
+                                    rank=rank, world=world)
 
 
 def distill_lm(teacher_path: str | Path, corpus: Sequence[str] | None, out: str | Path, spec: DistillSpec,
@@ -394,10 +433,11 @@ def distill_lm(teacher_path: str | Path, corpus: Sequence[str] | None, out: str 
     from dlnlp.io.corpus import iter_lines
     from dlnlp.models.gpt import GPT, evaluate_windows
     from dlnlp.models.registry import load_model
-    from dlnlp.training.data import RandomWindows
 
     started = time.perf_counter()
     device = resolve_device(config.device)
+    inputs = [*(corpus or []), *([str(val)] if val is not None else []), str(teacher_path)]
+    check_can_write(Path(out), force, directory=True, inputs=inputs)  # before any work; RunOutput checks again
     loaded = load_model(teacher_path, device)
     teacher, codec = loaded.model, loaded.codec
     if codec is None or not hasattr(teacher, "features"):
@@ -415,18 +455,38 @@ def distill_lm(teacher_path: str | Path, corpus: Sequence[str] | None, out: str 
     batch_size = int(config.extra.get("batch_size", 64))
     seed_everything(config.seed)
     student = GPT(student_config)
-    train = RandomWindows(ids, batch_size, block, seed=config.seed)
     teacher.eval().requires_grad_(False)
     alpha, temperature, top_k = spec.alpha, spec.temperature, spec.top_k
+    cache, teacher_seconds = None, None
+    if alpha > 0 and spec.teacher_cache:
+        t0 = time.perf_counter()
+        k = lm_cache_k(int(teacher.config.vocab_size), top_k)
+        dtype = resolve_precision(config.precision, device)
+        context, _ = lm_context(teacher, len(ids))
+        key = stream_key(content_hash(teacher_path), ids, f"lm;k={k};{context};dtype={dtype}")
+        cache_dir = Path(spec.cache_dir) if spec.cache_dir else default_cache_dir()
+        cache = lm_teacher_outputs(teacher, ids, cache_dir, key, k=k, batch_size=spec.eval_batch_size, dtype=dtype)
+        teacher_seconds = time.perf_counter() - t0
+        log(f"teacher outputs ({'all' if cache.index is None else f'top {cache.k}'} of "
+            f"{teacher.config.vocab_size:,} log-probs at {len(ids):,} positions, {cache.context}) "
+            f"{'read from' if cache.cached else 'computed into'} {cache.path} ({teacher_seconds:.1f} s)",
+            quiet=config.quiet)
+        train = CachedTeacherWindows(ids, batch_size, block, cache, seed=config.seed)
+    else:
+        train = RandomWindows(ids, batch_size, block, seed=config.seed)
 
     def loss_fn(net: torch.nn.Module, batch: Any, state: Any) -> tuple[torch.Tensor, Any]:
-        x, y = batch
+        x, *teacher_scores, y = batch
         logits, _ = net(x)
         if alpha == 0:  # data only: the teacher is not run
             return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), y.reshape(-1)), None
-        with torch.no_grad():
-            teacher_logits = _lm_logits(teacher, x)
-        return lm_distill_loss(logits, teacher_logits, y, temperature=temperature, alpha=alpha, top_k=top_k), None
+        if teacher_scores:  # gathered from the cache
+            teacher_logits, teacher_index = teacher_scores
+        else:
+            with torch.no_grad():
+                teacher_logits, teacher_index = lm_logits(teacher, x), None
+        return lm_distill_loss(logits, teacher_logits, y, temperature=temperature, alpha=alpha, top_k=top_k,
+                               teacher_index=teacher_index), None
 
     def val_fn(net: torch.nn.Module) -> dict[str, Any]:
         was = net.training
@@ -439,18 +499,24 @@ def distill_lm(teacher_path: str | Path, corpus: Sequence[str] | None, out: str 
     teacher_val = None
     if hasattr(teacher, "lm_head") and getattr(teacher.config, "block_size", 0) >= block:
         teacher_val = evaluate_windows(teacher, torch.from_numpy(np.asarray(val_ids)), block, batch_size, device)[0]
-    with RunOutput(out, force=force, inputs=[*(corpus or []), teacher_path]) as output:
+    teacher_cache = None if cache is None else {
+        "path": str(cache.path), "reused": cache.cached, "k": cache.k, "full": cache.index is None,
+        "context": cache.context}
+    with RunOutput(out, force=force, inputs=inputs) as output:
         codec.save(output.path)
         meta = {"teacher": str(Path(teacher_path).resolve()), "student": spec.student, "alpha": alpha,
-                "temperature": temperature, "top_k": top_k}
+                "temperature": temperature, "top_k": top_k, "teacher_cache": teacher_cache}
         write_config(output.path, make_config("gpt", 1, model=student_config.to_dict(), level=codec.level,
                                               eos_id=codec.eos_id, batch_size=batch_size, distill=meta,
                                               train=train_config.to_dict()))
         trainer = Trainer(student, train_config, train, out_dir=output.path, loss_fn=loss_fn, val_fn=val_fn,
-                          on_save=output.commit, aux_modules={"teacher": teacher})
+                          on_save=output.commit, aux_modules={"teacher": teacher} if cache is None else None,
+                          started=started)
         result = trainer.fit()
     return {"out": str(out), "steps": result.steps, "elapsed_s": round(result.elapsed, 2),
             "val_loss": result.final_val_loss, "best_val_loss": result.best_val_loss, "teacher_val_loss": teacher_val,
             "parameters": student.num_parameters(), "teacher_parameters": _parameters(teacher),
             "tokens": result.tokens, "alpha": alpha, "top_k": top_k,
+            "teacher_seconds": None if teacher_seconds is None else round(teacher_seconds, 3),
+            "teacher_cache": teacher_cache,
             "total_seconds": round(time.perf_counter() - started, 3)}

@@ -534,11 +534,15 @@ class RandomWindows:
         self.batches_per_epoch = max(1, (n - 1) // (batch_size * world * self.seq_len))
         self.count = 0
 
-    def next_batch(self) -> tuple[tuple[torch.Tensor, torch.Tensor], bool]:
+    def draw_starts(self) -> np.ndarray:
+        """The offsets of this process's next ``B`` windows (advances the generator): window ``b``'s
+        inputs are tokens ``starts[b] + t`` and its targets ``starts[b] + t + 1``, ``t < T``."""
         high = len(self.tokens) - self.seq_len
         starts = torch.randint(0, high, (self.batch_size * self.world,), generator=self.generator).numpy()
-        starts = starts[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
-        chunk = _windows(self.tokens, starts, self.seq_len + 1)
+        return starts[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+
+    def next_batch(self) -> tuple[tuple[torch.Tensor, torch.Tensor], bool]:
+        chunk = _windows(self.tokens, self.draw_starts(), self.seq_len + 1)
         self.count += 1
         return (chunk[:, :-1], chunk[:, 1:]), False
 

@@ -18,7 +18,11 @@ with the teacher's distribution optionally truncated to its ``k`` most likely to
 
 The teacher runs once over the transfer set: :func:`teacher_outputs` writes its logits and pooled
 vectors to ``.npy`` files named by a hash of the teacher's weights and the inputs, and maps them into
-memory (numpy memmap) for every epoch and every student that reads the same set.
+memory (numpy memmap) for every epoch and every student that reads the same set. A language model
+teacher runs once over the training token stream the same way (:func:`lm_teacher_outputs`: its
+next-token log-probabilities at every position, float16, the whole distribution for a vocabulary of
+<= 256 tokens and the top ``k`` with their ids otherwise), and a student batch gathers the rows at its
+positions.
 
 Students (:func:`build_student`), all :class:`~dlnlp.transfer.model.FineTuned` models, so a student's
 directory is a fine-tuned one that ``dlnlp predict`` and ``dlnlp evaluate`` read:
@@ -115,7 +119,8 @@ class DistillLoss:
 
 
 def lm_distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor, *,
-                    temperature: float = 1.0, alpha: float = 0.5, top_k: int | None = None) -> torch.Tensor:
+                    temperature: float = 1.0, alpha: float = 0.5, top_k: int | None = None,
+                    teacher_index: torch.Tensor | None = None) -> torch.Tensor:
     """Token-level distillation of a language model: per position ``alpha * T^2 * KL(p_t || q_s)`` plus
     ``(1 - alpha) * CE(q_s, next token)``, both averaged over positions.
 
@@ -123,16 +128,23 @@ def lm_distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
     over them, ``p_t,i = softmax_{j in topk}(t_j / T)_i`` (zero elsewhere); the student's stays a full
     softmax, so the term is ``sum_{i in topk} p_t,i (log p_t,i - log q_s,i)``. The teacher then needs
     ``k`` logits per position instead of the vocabulary (Sanh et al. and MiniLLM-style truncations).
+
+    ``teacher_index`` (same shape as ``teacher_logits``, ``[..., K]``) gives a sparse teacher: its
+    scores at those vocabulary ids only, e.g. the top ``K`` of a cache (:func:`lm_teacher_outputs`).
+    They are treated as the truncated distribution above (renormalized over the ``K`` ids, cut further
+    to ``top_k`` when that is smaller), so a cached top-``k`` gives the same loss as the full logits with
+    ``top_k=k``. Log-probabilities serve as well as logits: the softmax does not see a shift.
     """
     s = student_logits.float().flatten(0, -2)
     t = teacher_logits.float().flatten(0, -2)
     log_q = F.log_softmax(s / temperature, dim=-1)
+    index = None if teacher_index is None else teacher_index.flatten(0, -2).long()
     if top_k is not None and 0 < top_k < t.shape[-1]:
-        values, index = t.topk(top_k, dim=-1)
-        log_p = F.log_softmax(values / temperature, dim=-1)
+        t, column = t.topk(top_k, dim=-1)
+        index = column if index is None else index.gather(-1, column)
+    log_p = F.log_softmax(t / temperature, dim=-1)
+    if index is not None:
         log_q = log_q.gather(-1, index)
-    else:
-        log_p = F.log_softmax(t / temperature, dim=-1)
     kl = (log_p.exp() * (log_p - log_q)).sum(-1).mean()
     loss = alpha * temperature * temperature * kl
     if alpha < 1:
@@ -275,6 +287,207 @@ def teacher_outputs(teacher: FineTuned, data: Encoded, cache_dir: str | Path, ke
         for path in (tmp_logits, tmp_pooled):
             path.unlink(missing_ok=True)
     return TeacherOutputs(np.load(logits_path, mmap_mode="r"), np.load(pooled_path, mmap_mode="r"), logits_path, False)
+
+
+# --- a language model teacher's next-token distributions over a token stream ---------------------
+
+FULL_VOCAB = 256   # a vocabulary this small (a character model) is cached whole
+CACHE_TOP_K = 64   # else the teacher's k most likely tokens per position, when --top-k does not say
+MAX_CACHE_ELEMENTS = 1 << 25  # logits computed in one teacher pass while caching (128 MiB of float32)
+
+
+def lm_cache_k(vocab_size: int, top_k: int | None) -> int:
+    """The teacher log-probabilities a position keeps in the cache: all ``V`` of them when ``V <= 256``
+    (a character model: at most 512 bytes a position in float16; any ``--top-k`` then truncates when
+    the loss reads them), else the ``--top-k`` most likely (``CACHE_TOP_K`` = 64 when not given; they
+    are then also the loss's truncation) with their token ids."""
+    if vocab_size <= FULL_VOCAB:
+        return vocab_size
+    return min(top_k or CACHE_TOP_K, vocab_size)
+
+
+def stream_windows(n: int, block: int) -> list[tuple[int, int, int]]:
+    """``(start, keep_from, keep_to)``: windows of ``block`` tokens over a stream of ``n`` at stride
+    ``block // 2`` (the last one ends at ``n``), each keeping the positions ``[keep_from, keep_to)`` no
+    earlier window kept. The first keeps its whole window; every other keeps its second half, so each
+    position ``p`` it keeps sees ``p - start >= block // 2`` tokens before it, in a window of its own."""
+    if n <= block:
+        return [(0, 0, n)]
+    stride = max(1, block // 2)
+    starts = list(range(0, n - block + 1, stride))
+    if starts[-1] != n - block:
+        starts.append(n - block)
+    out, covered = [], 0
+    for start in starts:
+        out.append((start, covered, start + block))
+        covered = start + block
+    return out
+
+
+def stream_segments(n: int, segments: int, burn_in: int) -> list[tuple[int, int, int]]:
+    """``(start, keep_from, keep_to)`` for a recurrent teacher run as ``segments`` parallel streams: segment
+    ``j`` keeps ``[j * L, (j + 1) * L)`` (``L = ceil(n / segments)``) and starts reading ``burn_in`` tokens
+    earlier (from 0 for the first), so its state has seen at least ``burn_in`` tokens before any position
+    it keeps (all of them, with ``segments=1``: one stateful pass over the stream)."""
+    length = -(-n // max(1, segments))
+    return [(max(0, f - burn_in), f, min(f + length, n)) for f in range(0, n, length)]
+
+
+@dataclass
+class LMTeacherOutputs:
+    """A teacher's next-token log-probabilities at every position of a token stream (memory-mapped):
+    row ``p`` is ``log p_teacher(. | tokens[.. p])``, the distribution of token ``p + 1``. ``logp`` is
+    ``[n, k]`` float16; ``index`` ``[n, k]`` the token ids of its columns, None when ``k`` is the whole
+    vocabulary (column ``i`` is token ``i``)."""
+
+    logp: np.ndarray
+    index: np.ndarray | None
+    path: Path
+    cached: bool  # read from an earlier run's files
+    context: str  # how each position's context was read (see :func:`lm_teacher_outputs`)
+
+    @property
+    def k(self) -> int:
+        return int(self.logp.shape[1])
+
+    def gather(self, positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Rows at ``positions`` (any shape ``S``) as float32 ``[*S, k]`` and int64 ids (or None)."""
+        flat = np.asarray(positions, dtype=np.int64).reshape(-1)
+        shape = (*np.shape(positions), self.k)
+        values = torch.from_numpy(np.asarray(self.logp[flat], dtype=np.float32)).reshape(shape)
+        if self.index is None:
+            return values, None
+        return values, torch.from_numpy(np.asarray(self.index[flat], dtype=np.int64)).reshape(shape)
+
+
+def stream_key(identity: str, ids: np.ndarray, extra: str = "") -> str:
+    """A name for a teacher's outputs on a token stream: a hash of its identity, ``extra`` (how they were
+    computed) and the ids, as :func:`transfer_key` for a transfer set."""
+    digest = hashlib.sha256(identity.encode() + b"\0" + extra.encode() + b"\0")
+    digest.update(np.ascontiguousarray(ids, dtype=np.int64).tobytes())
+    return digest.hexdigest()[:32]
+
+
+def lm_context(teacher: torch.nn.Module, n: int, *, segments: int | None = None, burn_in: int = 512
+               ) -> tuple[str, list[tuple[int, int, int]]]:
+    """How :func:`lm_teacher_outputs` reads a stream of ``n`` tokens: a name (part of the cache key) and
+    the ``(start, keep_from, keep_to)`` windows (GPT) or segments (recurrent)."""
+    block = getattr(teacher.config, "block_size", None)
+    if not getattr(teacher, "stateful", False) and block:
+        return f"windows:block={block},stride={max(1, block // 2)}", stream_windows(n, block)
+    if segments is None:  # parallel streams of >= 8192 tokens each, at most 64
+        segments = max(1, min(64, n // 8192))
+    return f"stateful:segments={segments},burn_in={burn_in}", stream_segments(n, segments, burn_in)
+
+
+@torch.no_grad()
+def lm_teacher_outputs(teacher: torch.nn.Module, ids: np.ndarray, cache_dir: str | Path, key: str, *, k: int,
+                       batch_size: int = 64, dtype: torch.dtype | None = None, segments: int | None = None,
+                       burn_in: int = 512, chunk: int = 256) -> LMTeacherOutputs:
+    """A language model teacher's next-token log-probabilities over the stream ``ids``, computed once into
+    ``cache_dir/KEY.lm-logp.npy`` (and ``KEY.lm-index.npy`` for a top-``k``) and memory-mapped; a second
+    call with the same key reads the files. ``key`` should name the teacher, the ids, ``k`` and the
+    context (:func:`stream_key`, :func:`lm_context`).
+
+    The context each position sees (:func:`lm_context`):
+
+    * a GPT with block size ``B`` reads overlapping windows of ``B`` tokens at stride ``B // 2``
+      (:func:`stream_windows`), ``batch_size`` windows a forward pass, and keeps each window's second
+      half (all of the first): every cached position had at least ``B // 2`` tokens of context (the
+      first ``B // 2`` of the stream, all there is), at most ``B - 1``;
+    * a recurrent teacher (RNN/GRU/LSTM, the feed-forward n-gram LM) runs statefully over the stream,
+      ``chunk`` tokens at a time, as ``segments`` parallel streams each started ``burn_in`` tokens before
+      the part it keeps (:func:`stream_segments`; default one segment per 8,192 tokens, at most 64).
+
+    ``k`` < vocabulary: the top ``k`` log-probabilities, largest first, with their ids (int16/int32).
+    Stored as float16 log-probabilities (the full-softmax ones, so any temperature can be applied later).
+    """
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    n = len(ids)
+    context, windows = lm_context(teacher, n, segments=segments, burn_in=burn_in)
+    logp_path, index_path = cache_dir / f"{key}.lm-logp.npy", cache_dir / f"{key}.lm-index.npy"
+    vocab = int(teacher.config.vocab_size)
+    k = min(k, vocab)
+    sparse = k < vocab
+    if logp_path.is_file() and (index_path.is_file() or not sparse):
+        logp = np.load(logp_path, mmap_mode="r")
+        index = np.load(index_path, mmap_mode="r") if sparse else None
+        if logp.shape == (n, k) and (index is None or index.shape == (n, k)):
+            return LMTeacherOutputs(logp, index, logp_path, True, context)
+    teacher.eval()
+    device = next(teacher.parameters()).device
+    tokens = torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64))
+    tmp_logp = cache_dir / f".{key}.{os.getpid()}.lm-logp.npy"
+    tmp_index = cache_dir / f".{key}.{os.getpid()}.lm-index.npy"
+    index_dtype = np.int16 if vocab <= np.iinfo(np.int16).max + 1 else np.int32
+
+    def scores(logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        logp = F.log_softmax(logits.float(), dim=-1)
+        if not sparse:
+            return logp.to(torch.float16).cpu().numpy(), None
+        values, top = logp.topk(k, dim=-1)
+        return values.to(torch.float16).cpu().numpy(), top.cpu().numpy().astype(index_dtype)
+
+    try:
+        out_logp = np.lib.format.open_memmap(tmp_logp, mode="w+", dtype=np.float16, shape=(n, k))
+        out_index = (np.lib.format.open_memmap(tmp_index, mode="w+", dtype=index_dtype, shape=(n, k))
+                     if sparse else None)
+
+        def write(positions: np.ndarray, values: np.ndarray, top: np.ndarray | None) -> None:
+            out_logp[positions] = values
+            if out_index is not None:
+                out_index[positions] = top
+
+        if context.startswith("windows"):
+            # windows a pass: batch_size, fewer when their logits would pass MAX_CACHE_ELEMENTS floats
+            width = windows[0][2] - windows[0][0]
+            batch_size = max(1, min(batch_size, MAX_CACHE_ELEMENTS // (width * vocab)))
+            for i in range(0, len(windows), batch_size):
+                group = windows[i:i + batch_size]
+                x = torch.stack([tokens[start:end] for start, _, end in group]).to(device)  # all one length
+                with autocast(device, dtype):
+                    logits = lm_logits(teacher, x)
+                values, top = scores(logits)
+                for row, (start, keep_from, keep_to) in enumerate(group):
+                    cut = slice(keep_from - start, keep_to - start)
+                    write(np.arange(keep_from, keep_to), values[row, cut], None if top is None else top[row, cut])
+        else:
+            starts = np.array([w[0] for w in windows], dtype=np.int64)
+            keep_from = np.array([w[1] for w in windows], dtype=np.int64)
+            keep_to = np.array([w[2] for w in windows], dtype=np.int64)
+            width = int((keep_to - starts).max())
+            rows = torch.zeros(len(windows), width, dtype=torch.int64)  # zero-padded at the end (causal)
+            for row, (start, _, end) in enumerate(windows):
+                rows[row, :end - start] = tokens[start:end]
+            state = None
+            chunk = max(1, min(chunk, MAX_CACHE_ELEMENTS // (len(windows) * vocab)))
+            for c in range(0, width, chunk):
+                x = rows[:, c:c + chunk].to(device)
+                with autocast(device, dtype):
+                    logits, state = teacher(x, state=state)
+                values, top = scores(logits)
+                positions = starts[:, None] + np.arange(c, c + x.shape[1])[None, :]
+                keep = (positions >= keep_from[:, None]) & (positions < keep_to[:, None])
+                write(positions[keep], values[keep], None if top is None else top[keep])
+        out_logp.flush()
+        if out_index is not None:
+            out_index.flush()
+        out_logp = out_index = None  # unmapped before the renames
+        if sparse:
+            os.replace(tmp_index, index_path)
+        os.replace(tmp_logp, logp_path)
+    finally:
+        for path in (tmp_logp, tmp_index):
+            path.unlink(missing_ok=True)
+    return LMTeacherOutputs(np.load(logp_path, mmap_mode="r"),
+                            np.load(index_path, mmap_mode="r") if sparse else None, logp_path, False, context)
+
+
+def lm_logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A language model's logits ``[B, T, V]`` on ``x`` (a GPT's, or a recurrent one's from a zero state)."""
+    out = model(x)
+    return out[0] if isinstance(out, tuple) else out
 
 
 # --- students ------------------------------------------------------------------------------------

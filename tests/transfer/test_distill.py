@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,8 +23,11 @@ from dlnlp.transfer.distill import (
     hard_label_loss,
     layer_map,
     lm_distill_loss,
+    lm_teacher_outputs,
     load_teacher,
     soft_target_loss,
+    stream_segments,
+    stream_windows,
     teacher_outputs,
     transfer_key,
 )
@@ -255,6 +259,7 @@ def test_born_again_generations(teacher, data, tmp_path):
     (["--student", "bert:layers=1", "--augment", "swap"], "--augment takes"),
     (["--student", "bert:layers=1", "--augment", "pos"], "--pos-lexicon"),
     (["--student", "bilstm", "--hidden-weight", "1"], "--hidden-weight compares"),
+    (["--student", "bert:layers=1", "--no-teacher-cache"], "--no-teacher-cache applies to --task lm"),
 ])
 def test_bad_options_are_one_line(teacher, data, tmp_path, args, message):
     result = run_main("distill", teacher, data / "train.tsv", "--out", tmp_path / "x", "--device", "cpu", "--quiet",
@@ -272,10 +277,12 @@ def test_lm_distillation_trains_a_gpt_student(tmp_path):
     assert result.returncode == 0, result.stderr
     result = run_main("distill", tmp_path / "teacher", corpus, "--task", "lm", "--student", "gpt:layers=1",
                       "--top-k", "4", "--out", tmp_path / "student", "--max-steps", "10", "--batch-size", "8",
+                      "--cache-dir", tmp_path / "cache",
                       "--device", "cpu", "--quiet", "--json", "--lr", "3e-3")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["parameters"] < summary["teacher_parameters"] and summary["val_loss"] is not None
+    assert summary["teacher_cache"]["full"] and not summary["teacher_cache"]["reused"]  # a character model: all of it
     result = run_main("generate", tmp_path / "student", "--prompt", "the ", "--max-new-tokens", "5", "--seed", "0")
     assert result.returncode == 0, result.stderr
 
@@ -303,3 +310,159 @@ def test_an_hf_sequence_classification_checkpoint_is_a_teacher(tmp_path):
         hidden = model.backbone(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
         pooled = model.backbone.pooler(hidden.last_hidden_state)
         torch.testing.assert_close(model.eval()(**batch), pooled @ state["classifier.weight"].T + state["classifier.bias"])
+
+
+# --- language models: the teacher's distribution cached over the token stream -------------------
+
+def _tiny_gpt(vocab=11, block=16, seed=0):
+    from dlnlp.models.gpt import GPT, GPTConfig
+
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(vocab_size=vocab, n_layer=2, n_head=2, n_embd=16, block_size=block, dropout=0.0)).eval()
+
+
+@pytest.mark.parametrize(("n", "block"), [(200, 16), (33, 16), (16, 16), (7, 16), (101, 15), (50, 1), (64, 2)])
+def test_stream_windows_keep_every_position_once_with_half_a_block_before_it(n, block):
+    windows = stream_windows(n, block)
+    kept = [p for _, keep_from, keep_to in windows for p in range(keep_from, keep_to)]
+    assert kept == list(range(n))
+    for start, keep_from, keep_to in windows:
+        assert keep_to - start == min(block, n) and 0 <= start <= keep_from < keep_to <= n
+        assert start == 0 or keep_from - start >= block // 2
+
+
+def test_cached_gpt_teacher_equals_a_fresh_forward_on_its_window(tmp_path):
+    teacher = _tiny_gpt()
+    ids = np.random.default_rng(0).integers(0, 11, 300)
+    windows = stream_windows(len(ids), 16)
+    rng = np.random.default_rng(1)
+    for k in (11, 4):  # the whole distribution; the top 4 with their ids
+        out = lm_teacher_outputs(teacher, ids, tmp_path, f"gpt{k}", k=k, batch_size=3)
+        assert not out.cached and isinstance(out.logp, np.memmap) and out.logp.dtype == np.float16
+        assert (out.index is None) == (k == 11)
+        positions = rng.integers(0, len(ids), 40)
+        logp, index = out.gather(positions)
+        for row, p in enumerate(positions):
+            start = next(s for s, a, b in windows if a <= p < b)
+            with torch.no_grad():
+                fresh = torch.log_softmax(teacher(torch.from_numpy(ids[start:start + 16])[None])[0][0, p - start], -1)
+            if k == 11:
+                torch.testing.assert_close(logp[row], fresh, atol=2e-3, rtol=2e-3)
+            else:
+                values, top = fresh.topk(4)
+                torch.testing.assert_close(logp[row], values, atol=2e-3, rtol=2e-3)
+                assert torch.equal(index[row], top)
+
+
+@pytest.mark.parametrize("segments", [1, 3])
+def test_cached_recurrent_teacher_runs_statefully_over_the_stream(tmp_path, segments):
+    from dlnlp.models.rnn_lm import RNNLM, RNNLMConfig
+
+    torch.manual_seed(0)
+    teacher = RNNLM(RNNLMConfig(vocab_size=9, embed=8, hidden=12, layers=2)).eval()
+    ids = np.random.default_rng(0).integers(0, 9, 120)
+    out = lm_teacher_outputs(teacher, ids, tmp_path, "rnn", k=9, segments=segments, burn_in=7, chunk=16)
+    assert out.context == f"stateful:segments={segments},burn_in=7"
+    for start, keep_from, keep_to in stream_segments(len(ids), segments, 7):
+        assert keep_from - start == min(7, keep_from)
+        with torch.no_grad():  # one pass from the segment's start: its state carries over every position
+            fresh = torch.log_softmax(teacher(torch.from_numpy(ids[start:keep_to])[None])[0][0], -1)
+        torch.testing.assert_close(out.gather(np.arange(keep_from, keep_to))[0], fresh[keep_from - start:],
+                                   atol=2e-3, rtol=2e-3)
+
+
+def test_the_loss_on_a_cached_top_k_is_lm_distill_loss():
+    torch.manual_seed(0)
+    student, teacher, targets = torch.randn(3, 5, 20), 3 * torch.randn(3, 5, 20), torch.randint(0, 20, (3, 5))
+    logp = torch.log_softmax(teacher, -1)
+    values, index = logp.topk(8, dim=-1)
+    for temperature, alpha in ((1.0, 0.5), (2.0, 0.8)):
+        settings = dict(temperature=temperature, alpha=alpha)
+        reference = lm_distill_loss(student, teacher, targets, top_k=8, **settings)
+        torch.testing.assert_close(lm_distill_loss(student, values, targets, teacher_index=index, **settings),
+                                   reference)
+        # shuffled columns, and a --top-k below the cached k: the same truncation of the same teacher
+        order = torch.randperm(8)
+        torch.testing.assert_close(lm_distill_loss(student, values[..., order], targets, top_k=3,
+                                                   teacher_index=index[..., order], **settings),
+                                   lm_distill_loss(student, teacher, targets, top_k=3, **settings))
+        # the whole distribution as log-probabilities: the logits' loss, with and without a top-k
+        torch.testing.assert_close(lm_distill_loss(student, logp, targets, **settings),
+                                   lm_distill_loss(student, teacher, targets, **settings))
+        torch.testing.assert_close(lm_distill_loss(student, logp, targets, top_k=5, **settings),
+                                   lm_distill_loss(student, teacher, targets, top_k=5, **settings))
+
+
+def test_cached_batches_are_the_data_batches_with_the_teachers_rows(tmp_path):
+    from dlnlp.recipes.distill import CachedTeacherWindows
+    from dlnlp.training.data import RandomWindows
+
+    teacher = _tiny_gpt()
+    ids = np.random.default_rng(0).integers(0, 11, 300)
+    out = lm_teacher_outputs(teacher, ids, tmp_path, "k4", k=4)
+    cached, plain = CachedTeacherWindows(ids, 6, 10, out, seed=3), RandomWindows(ids, 6, 10, seed=3)
+    windows = stream_windows(len(ids), 16)
+    for _ in range(3):
+        (x, logp, index, y), _ = cached.next_batch()
+        (x0, y0), _ = plain.next_batch()
+        assert torch.equal(x, x0) and torch.equal(y, y0) and logp.shape == index.shape == (6, 10, 4)
+        # row (b, t) is the teacher's distribution of y[b, t]: x[b, t] read at its stream position
+        b, t = 2, 7
+        p = next(p for p in range(len(ids) - 10) if np.array_equal(ids[p:p + 11], torch.cat([x[b], y[b, -1:]])))
+        start = next(s for s, a, e in windows if a <= p + t < e)
+        with torch.no_grad():
+            fresh = torch.log_softmax(teacher(torch.from_numpy(ids[start:start + 16])[None])[0][0, p + t - start], -1)
+        torch.testing.assert_close(logp[b, t], fresh.topk(4).values, atol=2e-3, rtol=2e-3)
+
+
+@pytest.fixture(scope="module")
+def lm_teacher(tmp_path_factory):
+    from dlnlp.recipes.gpt import start_gpt_training
+
+    root = tmp_path_factory.mktemp("lm")
+    corpus = root / "corpus.txt"
+    corpus.write_text("the cat sat on the mat. the dog sat on the log.\n" * 40)
+    start_gpt_training([str(corpus)], root / "teacher", {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16,
+                                                         "dropout": 0.0},
+                       config(max_steps=5, epochs=None), batch_size=8, char=True)
+    return root / "teacher", corpus
+
+
+def test_the_lm_teacher_cache_is_reused_and_invalidated(lm_teacher, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from dlnlp.recipes.distill import distill_lm
+
+    teacher, corpus = lm_teacher
+    spec = DistillSpec(student="gpt:layers=1", task="lm", top_k=3, cache_dir=str(tmp_path / "cache"))
+
+    def run(name, teacher=teacher, corpus=corpus, spec=spec):
+        return distill_lm(teacher, [str(corpus)], tmp_path / name, spec, config(max_steps=3, epochs=None))
+
+    first = run("a")
+    cache = first["teacher_cache"]
+    assert not cache["reused"] and cache["full"] and first["teacher_seconds"] is not None
+    assert cache["context"] == "windows:block=16,stride=8"
+    stamp = Path(cache["path"]).stat().st_mtime_ns
+    second = run("b")
+    assert second["teacher_cache"]["reused"] and second["teacher_cache"]["path"] == cache["path"]
+    assert Path(cache["path"]).stat().st_mtime_ns == stamp  # read, not written again
+    # same steps, same seed: the student trained on the read cache is the one trained on the fresh cache
+    assert second["val_loss"] == pytest.approx(first["val_loss"], abs=1e-6)
+    # another corpus, another teacher: another cache
+    other = tmp_path / "other.txt"
+    other.write_text(corpus.read_text() + "a bird sat on the cat.\n")
+    assert not run("c", corpus=other)["teacher_cache"]["reused"]
+    changed = tmp_path / "teacher2"
+    shutil.copytree(teacher, changed)
+    weights = load_file(str(changed / "model.safetensors"))
+    name = next(iter(weights))
+    weights[name] = weights[name] + 0.01
+    save_file(weights, str(changed / "model.safetensors"))
+    moved = run("d", teacher=changed)["teacher_cache"]
+    assert not moved["reused"] and moved["path"] != cache["path"]
+    # the online teacher, on request
+    online = run("e", spec=DistillSpec(student="gpt:layers=1", task="lm", teacher_cache=False))
+    assert online["teacher_cache"] is None and online["teacher_seconds"] is None
