@@ -6,11 +6,14 @@ Sections (``--section``, all by default), one JSON object on stdout:
   (``../shared/corpora/mr``), one row per way of using it, each with trainable parameters, training
   examples used, train time, examples/s, dev accuracy and saved size (the output directory's
   ``model.safetensors``, ``config.json`` and tokenizer, checkpoints left out). Rows: feature extraction
-  (the best of mean-pooled last layer, mean of the last four, ``[CLS]``; head lr 1e-3, 10 epochs), full
-  fine-tuning (lr 5e-5, weight decay 0.01), top-2 layers (lr 1e-4), prompt tuning with 20 vectors
+  (the best of mean-pooled last layer, mean of the last four, ``[CLS]``; a logistic-regression head,
+  ``--head-fit logreg``), full fine-tuning (lr 5e-5, weight decay 0.01), top-2 layers (lr 1e-4), prompt
+  tuning with 20 vectors
   (random and text init), deep prompt tuning (20 prefix positions per layer), input-dependent prompt;
   the prompt rows at the issue's settings: 2 epochs, batch 32, max length 64, AdamW lr 3e-2, weight
   decay 0, 10% warmup then linear decay, clip 1.0, seed 0.
+  Two more rows run text-init and deep prompt tuning for ``--long-epochs`` (4), the "longer run"
+  the issue allows; ``--rows`` picks rows (``--rows features,long``).
 * ``cloze``: prompt engineering with a dlnlp-pretrained BERT that has an MLM head (``--small``, default
   ``/work/runs/bert30``; MiniLM has none): zero-shot (``dlnlp evaluate --pattern``), few-shot pattern
   fine-tuning on ``--few-shot`` examples (PET's lr 1e-5, 20 epochs), and the same BERT with a plain
@@ -84,33 +87,55 @@ def _dlnlp(backbone: str, train: str, dev: str, out: Path, *, epochs: float, lr:
 
 def bench_table(args, tmp: Path, peft: dict | None = None) -> dict:
     """With ``peft`` (the peft section's result from the same invocation), its dlnlp prompt and deep-prompt
-    runs are the table's rows: the same settings and data, so they are not trained twice."""
+    runs are the table's rows: the same settings and data, so they are not trained twice. ``--rows``
+    measures only the rows whose key contains one of its words (``features``, ``full``, ``top``, ``prompt``,
+    ``text``, ``deep``, ``input``, ``long``)."""
     train = _tsv(tmp / "train.tsv", *_mr("train", args.limit))
     dev = _tsv(tmp / "dev.tsv", *_mr("dev", args.dev_limit))
     b = args.backbone
     p = {k: PROMPT[k] for k in ("epochs", "lr", "weight_decay", "batch", "max_len")}
+    longer = {**p, "epochs": args.long_epochs}
+    reused = (peft or {}).get("results", {})
+    wanted = [w.strip() for w in args.rows.split(",")] if args.rows else None
+
+    def wanted_row(key: str) -> bool:
+        return wanted is None or any(w in key for w in wanted)
+
     rows: dict[str, dict] = {}
     features = {}
-    for name, extra in (("mean-last", {"pool": "mean"}), ("mean-last4", {"pool": "mean", "layers": "last4-mean"}),
-                        ("cls", {"pool": "cls"})):
-        features[name] = _dlnlp(b, train, dev, tmp / f"feat-{name}", epochs=10, lr=1e-3, weight_decay=0.01,
-                                strategy="features", **extra)
-    best = max(features, key=lambda k: features[k]["dev"])
-    rows[f"feature extraction ({best})"] = features[best]
-    rows["full fine-tuning"] = _dlnlp(b, train, dev, tmp / "full", epochs=2, lr=5e-5, weight_decay=0.01)
-    rows["top-2 layers"] = _dlnlp(b, train, dev, tmp / "top2", epochs=2, lr=1e-4, weight_decay=0.01, strategy="top",
-                                  top=2)
-    reused = (peft or {}).get("results", {})
-    rows["prompt tuning (random init)"] = (reused["prompt tuning"]["dlnlp"] if "prompt tuning" in reused else
-                                           _dlnlp(b, train, dev, tmp / "prompt", strategy="prompt", prompt_length=20,
-                                                  **p))
-    rows["prompt tuning (text init)"] = _dlnlp(b, train, dev, tmp / "prompt-text", strategy="prompt",
-                                               prompt_length=20, prompt_init=TEXT_INIT, **p)
-    rows["deep prompt tuning"] = (reused["prefix tuning"]["dlnlp"] if "prefix tuning" in reused else
-                                  _dlnlp(b, train, dev, tmp / "deep", strategy="deep-prompt", prompt_length=20, **p))
-    rows["input-dependent prompt"] = _dlnlp(b, train, dev, tmp / "input", strategy="input-prompt", prompt_length=20,
-                                            **p)
-    return {"backbone": b, "settings": PROMPT, "feature_variants": features, "rows": rows}
+    if wanted_row("features"):
+        # the head is the logistic regression of --head-fit logreg (SentEval's probe, the issue's references)
+        for name, extra in (("mean-last", {"pool": "mean"}), ("mean-last4", {"pool": "mean", "layers": "last4-mean"}),
+                            ("cls", {"pool": "cls"})):
+            features[name] = _dlnlp(b, train, dev, tmp / f"feat-{name}", epochs=1, lr=1e-3, weight_decay=0.0,
+                                    strategy="features", head_fit="logreg", **extra)
+        best = max(features, key=lambda k: features[k]["dev"])
+        rows[f"feature extraction ({best})"] = features[best]
+    plans = {
+        "full fine-tuning": lambda: _dlnlp(b, train, dev, tmp / "full", epochs=2, lr=5e-5, weight_decay=0.01),
+        "top-2 layers": lambda: _dlnlp(b, train, dev, tmp / "top2", epochs=2, lr=1e-4, weight_decay=0.01,
+                                       strategy="top", top=2),
+        "prompt tuning (random init)": lambda: (reused["prompt tuning"]["dlnlp"] if "prompt tuning" in reused else
+                                                _dlnlp(b, train, dev, tmp / "prompt", strategy="prompt",
+                                                       prompt_length=20, **p)),
+        "prompt tuning (text init)": lambda: _dlnlp(b, train, dev, tmp / "prompt-text", strategy="prompt",
+                                                    prompt_length=20, prompt_init=TEXT_INIT, **p),
+        "deep prompt tuning": lambda: (reused["prefix tuning"]["dlnlp"] if "prefix tuning" in reused else
+                                       _dlnlp(b, train, dev, tmp / "deep", strategy="deep-prompt", prompt_length=20,
+                                              **p)),
+        "input-dependent prompt": lambda: _dlnlp(b, train, dev, tmp / "input", strategy="input-prompt",
+                                                 prompt_length=20, **p),
+        # the issue allows prompt tuning "a longer run": the same settings for --long-epochs
+        "prompt tuning (text init), long": lambda: _dlnlp(b, train, dev, tmp / "prompt-text-long", strategy="prompt",
+                                                          prompt_length=20, prompt_init=TEXT_INIT, **longer),
+        "deep prompt tuning, long": lambda: _dlnlp(b, train, dev, tmp / "deep-long", strategy="deep-prompt",
+                                                   prompt_length=20, **longer),
+    }
+    for key, run in plans.items():
+        if wanted_row(key):
+            rows[key] = run()
+    return {"backbone": b, "settings": PROMPT, "long_epochs": args.long_epochs, "feature_variants": features,
+            "rows": rows}
 
 
 def bench_cloze(args, tmp: Path) -> dict:
@@ -268,6 +293,9 @@ def main() -> None:
     parser.add_argument("--gpt", default=None, help="gpt: a dlnlp GPT trained on brown (default: train one)")
     parser.add_argument("--gpt-steps", type=int, default=3000, help="gpt: training steps when --gpt is not given")
     parser.add_argument("--gpt-tune-steps", type=int, default=500, help="gpt: prompt-tuning / fine-tuning steps")
+    parser.add_argument("--rows", default=None, help="table: only the rows whose key contains one of these "
+                        "comma-separated words (features, full, top, prompt, text, deep, input, long)")
+    parser.add_argument("--long-epochs", type=float, default=4.0, help="table: epochs of the longer prompt runs")
     parser.add_argument("--work", default=None, help="keep the output directories here (default: temporary)")
     args = parser.parse_args()
     args.backbone = args.backbone or _minilm()
