@@ -219,6 +219,8 @@ def bench_peft(args, tmp: Path) -> dict:
     p = {k: PROMPT[k] for k in ("epochs", "lr", "weight_decay", "batch", "max_len")}
     out = {}
     for kind, strategy in (("prompt", "prompt"), ("prefix", "deep-prompt")):
+        if kind not in args.peft_kinds.split(","):
+            continue
         theirs = _peft_run(args.backbone, kind, texts, labels, dev_texts, dev_labels, tmp / f"peft-{kind}")
         ours = _dlnlp(args.backbone, train, dev, tmp / f"dlnlp-{kind}", strategy=strategy, prompt_length=20, **p)
         out[f"{kind} tuning"] = {"dlnlp": ours, "peft": theirs,
@@ -296,9 +298,12 @@ def main() -> None:
     parser.add_argument("--rows", default=None, help="table: only the rows whose key contains one of these "
                         "comma-separated words (features, full, top, prompt, text, deep, input, long)")
     parser.add_argument("--long-epochs", type=float, default=4.0, help="table: epochs of the longer prompt runs")
+    parser.add_argument("--peft-kinds", default="prompt,prefix", help="peft: which comparisons (prompt, prefix)")
+    parser.add_argument("--seed", type=int, default=0, help="the seed of every run (prompt init, batches, dropout)")
     parser.add_argument("--work", default=None, help="keep the output directories here (default: temporary)")
     args = parser.parse_args()
     args.backbone = args.backbone or _minilm()
+    PROMPT["seed"] = args.seed
     torch.set_num_threads(max(1, torch.get_num_threads()))
     sections = args.section or ["all"]
     names = ["peft", "table", "cloze", "gpt"] if "all" in sections else list(dict.fromkeys(sections))
