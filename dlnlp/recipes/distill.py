@@ -415,9 +415,8 @@ class CachedTeacherWindows(RandomWindows):
 
     def next_batch(self) -> tuple[tuple[Any, ...], bool]:
         starts = self.draw_starts()
-        positions = np.asarray(starts, dtype=np.int64)[:, None] + np.arange(self.seq_len + 1, dtype=np.int64)
-        chunk = torch.from_numpy(np.asarray(self.tokens[positions], dtype=np.int64))
-        logp, index = self.teacher.gather(positions[:, :-1])
+        chunk = self.windows(starts)
+        logp, index = self.teacher.gather(np.asarray(starts, dtype=np.int64)[:, None] + np.arange(self.seq_len))
         self.count += 1
         return (chunk[:, :-1], logp, index, chunk[:, 1:]), False
 

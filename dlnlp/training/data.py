@@ -541,8 +541,12 @@ class RandomWindows:
         starts = torch.randint(0, high, (self.batch_size * self.world,), generator=self.generator).numpy()
         return starts[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
 
+    def windows(self, starts: np.ndarray) -> torch.Tensor:
+        """``[B, T + 1]`` int64: the tokens of the windows at ``starts`` (inputs ``[:, :-1]``, targets ``[:, 1:]``)."""
+        return _windows(self.tokens, starts, self.seq_len + 1)
+
     def next_batch(self) -> tuple[tuple[torch.Tensor, torch.Tensor], bool]:
-        chunk = _windows(self.tokens, self.draw_starts(), self.seq_len + 1)
+        chunk = self.windows(self.draw_starts())
         self.count += 1
         return (chunk[:, :-1], chunk[:, 1:]), False
 

@@ -47,7 +47,7 @@ import json
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -248,45 +248,57 @@ def default_cache_dir() -> Path:
     return (Path(root).expanduser() if root else Path.home() / ".cache" / "dlnlp") / "teacher"
 
 
+def cached_arrays(cache_dir: str | Path, key: str, arrays: dict[str, tuple[Any, tuple[int, ...]]],
+                  fill: Callable[[dict[str, np.ndarray]], None]) -> tuple[dict[str, np.ndarray], bool]:
+    """Arrays ``cache_dir/KEY.NAME.npy`` (``NAME -> (dtype, shape)``), memory-mapped, and whether they were
+    read from an earlier run: read when every file exists with its shape, else created by ``fill`` (given
+    writable memmaps) under temporary names and renamed, the first name last, so a killed run leaves no
+    half-filled cache behind."""
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    paths = {name: cache_dir / f"{key}.{name}.npy" for name in arrays}
+    if all(path.is_file() for path in paths.values()):
+        loaded = {name: np.load(path, mmap_mode="r") for name, path in paths.items()}
+        if all(loaded[name].shape == tuple(shape) for name, (_, shape) in arrays.items()):
+            return loaded, True
+    temporary = {name: cache_dir / f".{key}.{os.getpid()}.{name}.npy" for name in arrays}
+    try:
+        out = {name: np.lib.format.open_memmap(temporary[name], mode="w+", dtype=dtype, shape=tuple(shape))
+               for name, (dtype, shape) in arrays.items()}
+        fill(out)
+        for array in out.values():
+            array.flush()
+        del out  # unmapped before the renames
+        for name in reversed(list(arrays)):
+            os.replace(temporary[name], paths[name])
+    finally:
+        for path in temporary.values():
+            path.unlink(missing_ok=True)
+    return {name: np.load(path, mmap_mode="r") for name, path in paths.items()}, False
+
+
 @torch.no_grad()
 def teacher_outputs(teacher: FineTuned, data: Encoded, cache_dir: str | Path, key: str, *, batch_size: int = 64,
                     dtype: torch.dtype | None = None) -> TeacherOutputs:
     """The teacher's outputs on ``data``, computed once into ``cache_dir/KEY.{logits,pooled}.npy`` and
-    memory-mapped; a second call with the same key reads the files."""
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    logits_path, pooled_path = cache_dir / f"{key}.logits.npy", cache_dir / f"{key}.pooled.npy"
-    if logits_path.is_file() and pooled_path.is_file():
-        logits = np.load(logits_path, mmap_mode="r")
-        pooled = np.load(pooled_path, mmap_mode="r")
-        if logits.shape[0] == len(data) == pooled.shape[0]:
-            return TeacherOutputs(logits, pooled, logits_path, True)
+    memory-mapped; a second call with the same key reads the files (:func:`cached_arrays`)."""
     teacher.eval()
     device = next(teacher.parameters()).device
     n, classes, dim = len(data), teacher.head.classifier.out_features, teacher.head.config.input_dim
-    # written under temporary names and renamed: a killed run leaves no half-filled cache behind
-    tmp_logits = cache_dir / f".{key}.{os.getpid()}.logits.npy"
-    tmp_pooled = cache_dir / f".{key}.{os.getpid()}.pooled.npy"
-    try:
-        out_logits = np.lib.format.open_memmap(tmp_logits, mode="w+", dtype=np.float32, shape=(n, classes))
-        out_pooled = np.lib.format.open_memmap(tmp_pooled, mode="w+", dtype=np.float32, shape=(n, dim))
+
+    def fill(out: dict[str, np.ndarray]) -> None:
         backbone = teacher.backbone
         for index in inference_batches(data.lengths(), batch_size):
             batch = collate([data.rows[i] for i in index], None, backbone.pad_id, backbone.segments)
             batch = {k: v.to(device) for k, v in batch.items()}
             with autocast(device, dtype):
                 logits, pooled = student_outputs(teacher, batch)
-            out_logits[index] = logits.float().cpu().numpy()
-            out_pooled[index] = pooled.float().cpu().numpy()
-        out_logits.flush()
-        out_pooled.flush()
-        del out_logits, out_pooled
-        os.replace(tmp_pooled, pooled_path)
-        os.replace(tmp_logits, logits_path)
-    finally:
-        for path in (tmp_logits, tmp_pooled):
-            path.unlink(missing_ok=True)
-    return TeacherOutputs(np.load(logits_path, mmap_mode="r"), np.load(pooled_path, mmap_mode="r"), logits_path, False)
+            out["logits"][index] = logits.float().cpu().numpy()
+            out["pooled"][index] = pooled.float().cpu().numpy()
+
+    arrays, cached = cached_arrays(cache_dir, key, {"logits": (np.float32, (n, classes)),
+                                                    "pooled": (np.float32, (n, dim))}, fill)
+    return TeacherOutputs(arrays["logits"], arrays["pooled"], Path(cache_dir) / f"{key}.logits.npy", cached)
 
 
 # --- a language model teacher's next-token distributions over a token stream ---------------------
@@ -402,25 +414,15 @@ def lm_teacher_outputs(teacher: torch.nn.Module, ids: np.ndarray, cache_dir: str
     ``k`` < vocabulary: the top ``k`` log-probabilities, largest first, with their ids (int16/int32).
     Stored as float16 log-probabilities (the full-softmax ones, so any temperature can be applied later).
     """
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
     n = len(ids)
     context, windows = lm_context(teacher, n, segments=segments, burn_in=burn_in)
-    logp_path, index_path = cache_dir / f"{key}.lm-logp.npy", cache_dir / f"{key}.lm-index.npy"
     vocab = int(teacher.config.vocab_size)
     k = min(k, vocab)
     sparse = k < vocab
-    if logp_path.is_file() and (index_path.is_file() or not sparse):
-        logp = np.load(logp_path, mmap_mode="r")
-        index = np.load(index_path, mmap_mode="r") if sparse else None
-        if logp.shape == (n, k) and (index is None or index.shape == (n, k)):
-            return LMTeacherOutputs(logp, index, logp_path, True, context)
+    index_dtype = np.int16 if vocab <= np.iinfo(np.int16).max + 1 else np.int32
     teacher.eval()
     device = next(teacher.parameters()).device
     tokens = torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64))
-    tmp_logp = cache_dir / f".{key}.{os.getpid()}.lm-logp.npy"
-    tmp_index = cache_dir / f".{key}.{os.getpid()}.lm-index.npy"
-    index_dtype = np.int16 if vocab <= np.iinfo(np.int16).max + 1 else np.int32
 
     def scores(logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         logp = F.log_softmax(logits.float(), dim=-1)
@@ -429,22 +431,18 @@ def lm_teacher_outputs(teacher: torch.nn.Module, ids: np.ndarray, cache_dir: str
         values, top = logp.topk(k, dim=-1)
         return values.to(torch.float16).cpu().numpy(), top.cpu().numpy().astype(index_dtype)
 
-    try:
-        out_logp = np.lib.format.open_memmap(tmp_logp, mode="w+", dtype=np.float16, shape=(n, k))
-        out_index = (np.lib.format.open_memmap(tmp_index, mode="w+", dtype=index_dtype, shape=(n, k))
-                     if sparse else None)
-
+    def fill(out: dict[str, np.ndarray]) -> None:
         def write(positions: np.ndarray, values: np.ndarray, top: np.ndarray | None) -> None:
-            out_logp[positions] = values
-            if out_index is not None:
-                out_index[positions] = top
+            out["lm-logp"][positions] = values
+            if top is not None:
+                out["lm-index"][positions] = top
 
         if context.startswith("windows"):
             # windows a pass: batch_size, fewer when their logits would pass MAX_CACHE_ELEMENTS floats
             width = windows[0][2] - windows[0][0]
-            batch_size = max(1, min(batch_size, MAX_CACHE_ELEMENTS // (width * vocab)))
-            for i in range(0, len(windows), batch_size):
-                group = windows[i:i + batch_size]
+            size = max(1, min(batch_size, MAX_CACHE_ELEMENTS // (width * vocab)))
+            for i in range(0, len(windows), size):
+                group = windows[i:i + size]
                 x = torch.stack([tokens[start:end] for start, _, end in group]).to(device)  # all one length
                 with autocast(device, dtype):
                     logits = lm_logits(teacher, x)
@@ -461,27 +459,22 @@ def lm_teacher_outputs(teacher: torch.nn.Module, ids: np.ndarray, cache_dir: str
             for row, (start, _, end) in enumerate(windows):
                 rows[row, :end - start] = tokens[start:end]
             state = None
-            chunk = max(1, min(chunk, MAX_CACHE_ELEMENTS // (len(windows) * vocab)))
-            for c in range(0, width, chunk):
-                x = rows[:, c:c + chunk].to(device)
+            step = max(1, min(chunk, MAX_CACHE_ELEMENTS // (len(windows) * vocab)))
+            for c in range(0, width, step):
+                x = rows[:, c:c + step].to(device)
                 with autocast(device, dtype):
                     logits, state = teacher(x, state=state)
                 values, top = scores(logits)
                 positions = starts[:, None] + np.arange(c, c + x.shape[1])[None, :]
                 keep = (positions >= keep_from[:, None]) & (positions < keep_to[:, None])
                 write(positions[keep], values[keep], None if top is None else top[keep])
-        out_logp.flush()
-        if out_index is not None:
-            out_index.flush()
-        out_logp = out_index = None  # unmapped before the renames
-        if sparse:
-            os.replace(tmp_index, index_path)
-        os.replace(tmp_logp, logp_path)
-    finally:
-        for path in (tmp_logp, tmp_index):
-            path.unlink(missing_ok=True)
-    return LMTeacherOutputs(np.load(logp_path, mmap_mode="r"),
-                            np.load(index_path, mmap_mode="r") if sparse else None, logp_path, False, context)
+
+    arrays = {"lm-logp": (np.float16, (n, k))}
+    if sparse:
+        arrays["lm-index"] = (index_dtype, (n, k))
+    out, cached = cached_arrays(cache_dir, key, arrays, fill)
+    return LMTeacherOutputs(out["lm-logp"], out.get("lm-index"), Path(cache_dir) / f"{key}.lm-logp.npy", cached,
+                            context)
 
 
 def lm_logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
