@@ -94,6 +94,10 @@ def finetune(
     prompt_init: Annotated[str, typer.Option("--prompt-init", help="random, vocab (sampled vocabulary embeddings) "
                                              "or a text whose token embeddings start the prompt (\"Classify the "
                                              "sentiment:\").", rich_help_panel=PROMPT)] = "random",
+    prompt_position: Annotated[str, typer.Option("--prompt-position", help="Encoders with [CLS]: first (the "
+                                                 "prompt before [CLS], its first vector's output read as [CLS]'s, "
+                                                 "as PEFT does) or after-cls ([CLS] keeps position 0).",
+                                                 rich_help_panel=PROMPT)] = "first",
     prefix_projection: Annotated[int, typer.Option("--prefix-projection", help="deep-prompt: reparameterize the "
                                                    "prefixes by an MLP of this width while training (0: off; "
                                                    "folded away when saving).", rich_help_panel=PROMPT)] = 0,
@@ -145,7 +149,8 @@ def finetune(
                         max_len=max_len, layer_lr_decay=layer_lr_decay, head_lr=head_lr, warmup_ratio=warmup_ratio,
                         patience=patience, text_field=text_field, pair_field=text_pair_field,
                         label_field=label_field, token_column=token_column, tag_column=tag_column, init=init,
-                        prompt_length=prompt_length, prompt_init=prompt_init, prefix_projection=prefix_projection,
+                        prompt_length=prompt_length, prompt_init=prompt_init,
+                        prompt_position=prompt_position, prefix_projection=prefix_projection,
                         prompt_hidden=prompt_hidden, pattern=pattern, verbalizer=verbalizer, train_limit=train_limit,
                         head_fit=head_fit)
     config = training.train_config(device=device, precision=precision, seed=seed, quiet=quiet)

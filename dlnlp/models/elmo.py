@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlnlp.errors import UsageError
+from dlnlp.errors import InputError, UsageError
 from dlnlp.kernels.memory import MAX_WIDTH
 from dlnlp.kernels.recurrent import LayerwiseStack
 from dlnlp.kernels.transformer import dropout_layer
@@ -392,17 +392,20 @@ class BiLM(nn.Module):
         return loss, (fwd_state, bwd_state)
 
     def features(
-        self, chars: torch.Tensor, lengths: torch.Tensor | None = None, layers: Layers = "all"
+        self, chars: torch.Tensor, lengths: torch.Tensor | None = None, layers: Layers = "all",
+        state: Any = None,
     ) -> Features:
-        """Hidden states of sentences ``chars [B, T, max_chars]`` (right-padded to ``lengths``), zero state.
+        """Hidden states of sentences ``chars [B, T, max_chars]`` (right-padded to ``lengths``), from zero
+        state or from ``state = (forward, backward)`` (each direction's state at its first word read).
 
         ``hidden_states[0]`` is ``[x; x]``, ``hidden_states[l]`` ``[f_l; b_l]`` (each ``[B, T, 2 dim]``);
         ``last_hidden_state`` the top layer's. The backward LM starts each row at its own last word.
         """
         keep = layer_indices(layers, self.num_hidden)
         x = self.encode_tokens(chars)
-        _, fwd, _ = self.direction(False, x)
-        _, bwd, _ = self.direction(True, x, lengths=lengths)
+        fwd_state, bwd_state = state if state is not None else (None, None)
+        _, fwd, _ = self.direction(False, x, fwd_state)
+        _, bwd, _ = self.direction(True, x, bwd_state, lengths=lengths)
         states = [torch.cat([x, x], -1), *(torch.cat([f, b], -1) for f, b in zip(fwd, bwd, strict=True))]
         return Features(states[-1], tuple(states[i] for i in keep), None)
 
@@ -425,6 +428,10 @@ class ElmoEncoder(nn.Module):
     whose positions are the words (the ``</s>`` around each sentence, which the biLM reads as the
     sentence's boundaries, are removed), ``[B, T, 2 dim]`` per hidden state, padding where ``mask`` is
     False. Mix the hidden states with :class:`dlnlp.kernels.pooling.ScalarMix` (Peters et al. eq. 1).
+
+    Each sentence is read from zero state unless :meth:`warm_up` set a start state: the biLM trained on
+    a stream whose state always carried over from the text before, so at a sentence's first words a
+    zero state is one it never saw (AllenNLP warms its ELMo's states up for the same reason).
     """
 
     def __init__(self, bilm: BiLM):
@@ -433,6 +440,49 @@ class ElmoEncoder(nn.Module):
         self.max_chars = bilm.config.max_chars
         self.num_hidden = bilm.num_hidden
         self.dim = 2 * bilm.config.dim
+        self.start_state: Any = None  # (forward, backward) states for one row, or None: zero
+
+    @torch.no_grad()
+    def warm_up(self, sentences: Sequence[Sequence[str]], streams: int = 32) -> None:
+        """Set the start state of every sentence read afterwards to each direction's mean state at a
+        sentence boundary of text read as training reads it: ``sentences`` cut into ``streams`` runs of
+        consecutive lines, each run ``s_1 </s> s_2 ... </s> s_k``, the forward LM reading it left to right
+        (ending after ``s_k``'s last word, where the next sentence's leading ``</s>`` follows) and the
+        backward LM right to left (ending after ``s_1``'s first word). The runs are read as one batch,
+        padded with ``</s>`` where each direction starts reading (a few boundaries before a long run).
+        The mean over runs is the same for every sentence, so vectors stay independent of batch and order."""
+        sentences = [list(words) for words in sentences if words]
+        if len(sentences) < streams:
+            raise InputError(f"warm_up needs at least {streams} non-empty sentences, got {len(sentences)}")
+        per_run = len(sentences) // streams
+        runs = [[w for i, words in enumerate(sentences[r * per_run:(r + 1) * per_run])
+                 for w in ((BOUNDARY, *words) if i else words)] for r in range(streams)]
+        width = max(len(run) for run in runs)
+        was = self.bilm.training
+        self.bilm.eval()
+        states = []
+        for backward in (False, True):
+            padded = [run + [BOUNDARY] * (width - len(run)) if backward else [BOUNDARY] * (width - len(run)) + run
+                      for run in runs]
+            chars = np.stack([encode_words(run, self.max_chars) for run in padded]).astype(np.int64)
+            x = self.bilm.encode_tokens(torch.from_numpy(chars).to(self.device))
+            states.append(self.bilm.direction(backward, x)[2])
+        self.bilm.train(was)
+
+        def mean(state: Any) -> Any:
+            if isinstance(state, torch.Tensor):
+                return state.mean(1, keepdim=True)
+            return tuple(mean(part) for part in state)
+
+        self.start_state = (mean(states[0]), mean(states[1]))
+
+    def _start_state(self, batch: int) -> Any:
+        def expand(state: Any) -> Any:
+            if isinstance(state, torch.Tensor):
+                return state.expand(-1, batch, -1).contiguous()
+            return tuple(expand(part) for part in state)
+
+        return None if self.start_state is None else expand(self.start_state)
 
     @property
     def device(self) -> torch.device:
@@ -451,7 +501,7 @@ class ElmoEncoder(nn.Module):
 
     def forward(self, chars: torch.Tensor, mask: torch.Tensor, layers: Layers = "all") -> Features:
         lengths = mask.sum(1) + 2
-        out = self.bilm.features(chars, lengths, layers)
+        out = self.bilm.features(chars, lengths, layers, state=self._start_state(chars.size(0)))
         trim = slice(1, chars.size(1) - 1)  # the leading and the last column (a </s> or padding)
         hidden = tuple(h[:, trim] for h in out.hidden_states)
         return Features(out.last_hidden_state[:, trim], hidden, None)

@@ -98,6 +98,7 @@ class FinetuneSpec:
     eval_batch_size: int = 64
     prompt_length: int = 20            # --strategy prompt / deep-prompt / input-prompt
     prompt_init: str = "random"        # random | vocab | a text
+    prompt_position: str = "first"     # first (before [CLS], PEFT's placement) | after-cls
     prefix_projection: int = 0         # deep-prompt: the reparameterizing MLP's width (0: none)
     prompt_hidden: int = 64            # input-prompt: the prompt network's width
     pattern: str | None = None         # a cloze pattern: "{text} It was [MASK]."
@@ -172,8 +173,8 @@ class FinetuneSpec:
         layers = backbone.num_hidden - 1
         heads = int(getattr(model_config, "n_head", 0) or 0)
         config = PromptConfig(strategy=self.strategy, length=self.prompt_length, init=self.prompt_init,
-                              projection=self.prefix_projection, hidden=self.prompt_hidden, dim=backbone.dim,
-                              layers=layers, heads=heads)
+                              position=self.prompt_position, projection=self.prefix_projection,
+                              hidden=self.prompt_hidden, dim=backbone.dim, layers=layers, heads=heads)
         checked(config)
         return config
 

@@ -137,20 +137,22 @@ class Backbone(nn.Module):
         """BERT's pretrained pooler ``tanh(W h[CLS] + b)`` on ``[B, T, D]`` (what HF's classifiers read)."""
         return self.model.pool(hidden)
 
-    @property
-    def prompt_position(self) -> int:
-        """Where soft-prompt vectors go: after ``[CLS]`` for an encoder that reads segments (so ``[CLS]``
-        keeps position 0, where its pooler and ``--pool cls`` read it), else first (a left-to-right
-        model's tokens then all see them)."""
-        return 1 if self.segments else 0
+    def prompt_position(self, prompt: nn.Module | None = None) -> int:
+        """Where soft-prompt vectors go: first for a left-to-right model (its tokens then all see them)
+        and for ``--prompt-position first``; after ``[CLS]`` for an encoder that reads segments under
+        ``after-cls`` (so ``[CLS]`` keeps position 0, where its pooler and ``--pool cls`` read it)."""
+        position = getattr(getattr(prompt, "config", None), "position", "after-cls")
+        return 1 if self.segments and position == "after-cls" else 0
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, layers: Layers = "all",
                 prompt: nn.Module | None = None) -> Features:
         """Hidden states of the text's positions. ``prompt`` (:mod:`dlnlp.transfer.prompt`) gives vectors
-        inserted at :attr:`prompt_position` (attended to, given positions and segment 0 like tokens,
+        inserted at :meth:`prompt_position` (attended to, given positions and segment 0 like tokens,
         and dropped from the returned states, so pooling and word positions see the text only) and/or
-        prefix keys/values for every layer."""
+        prefix keys/values for every layer. Placed first in an encoder, the first prompt vector's state
+        is returned in ``[CLS]``'s place (what a pooler or ``--pool cls`` reads: Lester et al.'s and
+        PEFT's classifier) and ``[CLS]``'s own state is dropped with the other prompt vectors'."""
         if prompt is None:
             if self.segments:
                 return self.model.features(input_ids, token_type_ids, attention_mask, layers=layers)
@@ -164,7 +166,7 @@ class Backbone(nn.Module):
         extra: dict[str, Any] = {"prefix": prefix} if prefix is not None else {}
         k = 0
         if vectors is not None:
-            b, at, k = input_ids.shape[0], self.prompt_position, vectors.shape[1]
+            b, at, k = input_ids.shape[0], self.prompt_position(prompt), vectors.shape[1]
             tokens = embedding(input_ids)
             vectors = vectors.to(tokens.dtype).expand(b, -1, -1)
             extra["inputs_embeds"] = torch.cat([tokens[:, :at], vectors, tokens[:, at:]], dim=1)
@@ -180,10 +182,12 @@ class Backbone(nn.Module):
             feats = self.model.features(input_ids, layers=layers, **extra)
         if not k:
             return feats
-        at = self.prompt_position
+        at = self.prompt_position(prompt)
+        # first in an encoder: keep vector 1 as [CLS]'s stand-in and skip vectors 2..K and [CLS]
+        keep = 1 if self.segments and at == 0 else at
 
         def text(h: torch.Tensor) -> torch.Tensor:
-            return torch.cat([h[:, :at], h[:, at + k:]], dim=1)
+            return torch.cat([h[:, :keep], h[:, keep + k:]], dim=1)
 
         hidden = tuple(text(h) for h in feats.hidden_states) if feats.hidden_states is not None else None
         return Features(text(feats.last_hidden_state), hidden)

@@ -40,6 +40,7 @@ from dlnlp.errors import InputError, ModelDirError, OptionError
 from dlnlp.settings import DictConfig
 
 PROMPT_STRATEGIES = ("prompt", "deep-prompt", "input-prompt")
+PROMPT_POSITIONS = ("first", "after-cls")
 MASK_TOKEN = "[MASK]"
 TEXT_SLOT = "{text}"
 
@@ -56,6 +57,9 @@ class PromptConfig(DictConfig):
     dim: int = 0              # the backbone's width
     layers: int = 0           # the backbone's layers (deep-prompt)
     heads: int = 0            # the backbone's attention heads (deep-prompt)
+    # first: before [CLS], the first vector's output standing in for [CLS]'s (PEFT's placement);
+    # after-cls: [CLS] keeps position 0. Directories saved before this field read after-cls.
+    position: str = "after-cls"
 
     def validate(self) -> PromptConfig:
         if self.strategy not in PROMPT_STRATEGIES:
@@ -63,6 +67,8 @@ class PromptConfig(DictConfig):
         low = 0 if self.strategy == "deep-prompt" else 1  # a deep prompt of length 0 is the plain model
         if isinstance(self.length, bool) or not isinstance(self.length, int) or self.length < low:
             raise OptionError(f"--prompt-length must be >= {low}, got {self.length}")
+        if self.position not in PROMPT_POSITIONS:
+            raise OptionError(f"--prompt-position must be one of {', '.join(PROMPT_POSITIONS)}, got {self.position!r}")
         if self.projection < 0 or self.hidden < 1:
             raise OptionError(f"--prefix-projection must be >= 0 and the prompt network's width >= 1, got "
                               f"{self.projection} and {self.hidden}")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from dlnlp.errors import InputError
 from dlnlp.models.elmo import (
     BOUNDARY,
     BOUNDARY_CHAR,
@@ -225,6 +226,41 @@ def test_encoder_returns_words_only_and_batches_like_single_sentences():
     # "bank" in two contexts gets two vectors
     top = out.hidden_states[-1]
     assert not torch.allclose(top[0, 1], top[3, 3])
+
+
+def test_a_warmed_up_encoder_starts_each_sentence_from_the_mean_boundary_state():
+    enc = ElmoEncoder(model())
+    text = [["a", "b"], ["cc"], ["d", "a", "b"], ["b"]]
+    enc.warm_up(text, streams=2)
+    # run 1 is "a b </s> cc", run 2 "d a b </s> b": the forward state after each run, then their mean
+    m = enc.bilm
+    ends = []
+    for run in (["</s>", "a", "b", "</s>", "cc"], ["d", "a", "b", "</s>", "b"]):  # left-padded with </s>
+        x = m.encode_tokens(torch.from_numpy(encode_words(run, 12).astype(np.int64)).unsqueeze(0))
+        ends.append(m.direction(False, x)[2])
+    starts = []  # the backward LM reads right to left, so its runs are right-padded
+    for run in (["a", "b", "</s>", "cc", "</s>"], ["d", "a", "b", "</s>", "b"]):
+        x = m.encode_tokens(torch.from_numpy(encode_words(run, 12).astype(np.int64)).unsqueeze(0))
+        starts.append(m.direction(True, x)[2])
+    for direction, states in enumerate((ends, starts)):
+        for layer in range(2):
+            for part in range(2):
+                expected = (states[0][layer][part] + states[1][layer][part]) / 2
+                torch.testing.assert_close(enc.start_state[direction][layer][part], expected)
+    # the sentence is read from that state: its first forward vector is the stream's, after "</s>"
+    sentences = [["the", "bank"], ["a", "b", "cc"]]
+    chars, mask = enc.batch(sentences)
+    out = enc(chars, mask)
+    x = m.encode_tokens(torch.from_numpy(encode_words(["</s>", "the"], 12).astype(np.int64)).unsqueeze(0))
+    by_hand = m.direction(False, x, enc.start_state[0])[1][-1][0, 1]
+    torch.testing.assert_close(out.hidden_states[-1][0, 0, : m.config.dim], by_hand)
+    cold = ElmoEncoder(m)(chars, mask)
+    assert not torch.allclose(cold.hidden_states[-1][0, 0], out.hidden_states[-1][0, 0])
+    # still independent of the batch
+    alone = enc(*enc.batch(sentences[1:]))
+    torch.testing.assert_close(alone.hidden_states[-1][0, :3], out.hidden_states[-1][1, :3], atol=1e-5, rtol=1e-5)
+    with pytest.raises(InputError):
+        enc.warm_up(text, streams=8)
 
 
 def test_config_refuses_bad_sizes():

@@ -96,8 +96,17 @@ def test_gradients_reach_only_the_prompt_and_the_head(tiny, name):
     assert any(float(g.abs().sum()) > 0 for g in grads)
 
 
-def test_a_soft_prompt_sits_after_cls_and_is_dropped_from_the_states(tiny):
-    model = prompted(tiny, "prompt").eval()
+def prompted_at(tiny, position: str) -> FineTuned:
+    backbone = load_backbone(tiny)
+    spec = FinetuneSpec(**SPECS["prompt"], prompt_position=position)
+    model = FineTuned(backbone, HeadConfig(num_labels=2, dim=backbone.dim, pool="cls"),
+                      prompt=new_prompt(backbone, spec.prompt_config(backbone), 0))
+    apply_strategy(model, spec.strategy)
+    return model.eval()
+
+
+def test_a_soft_prompt_after_cls_is_dropped_from_the_states(tiny):
+    model = prompted_at(tiny, "after-cls")
     backbone, p = model.backbone, model.prompt.weight
     ids = torch.tensor([backbone.encode(["a good film ."])[0].ids])
     feats = backbone(ids, torch.zeros_like(ids), torch.ones_like(ids), prompt=model.prompt)
@@ -109,6 +118,34 @@ def test_a_soft_prompt_sits_after_cls_and_is_dropped_from_the_states(tiny):
     torch.testing.assert_close(feats.last_hidden_state[:, 1:], manual.last_hidden_state[:, 1 + k:])
     # the text's room shrinks by the prompt's vectors
     assert len(backbone.encode(["a " * 40])[0].ids) == backbone.max_len - k
+
+
+def test_a_soft_prompt_first_stands_its_first_vector_in_for_cls(tiny):
+    model = prompted_at(tiny, "first")
+    backbone, p = model.backbone, model.prompt.weight
+    ids = torch.tensor([backbone.encode(["a good film ."])[0].ids])
+    feats = backbone(ids, torch.zeros_like(ids), torch.ones_like(ids), prompt=model.prompt)
+    emb = backbone.model.tok_emb(ids)
+    # PEFT's placement: [P_1..P_K, [CLS], text, [SEP]], positions 0.. counted from P_1
+    manual = backbone.model.features(ids, inputs_embeds=torch.cat([p[None], emb], 1)).last_hidden_state
+    k = p.shape[0]
+    hidden = feats.last_hidden_state
+    assert hidden.shape == (1, ids.shape[1], backbone.dim)
+    torch.testing.assert_close(hidden[:, 0], manual[:, 0])  # what the pooler and --pool cls read: P_1's state
+    torch.testing.assert_close(hidden[:, 1:], manual[:, k + 1:])
+    after = prompted_at(tiny, "after-cls")
+    with torch.no_grad():
+        after.prompt.weight.copy_(p)
+        assert not torch.allclose(model(ids, torch.zeros_like(ids), torch.ones_like(ids)),
+                                  after(ids, torch.zeros_like(ids), torch.ones_like(ids)))
+
+
+def test_a_prompt_saved_before_the_position_option_reads_after_cls():
+    saved = PromptConfig(strategy="prompt", length=2, dim=8).to_dict()
+    del saved["position"]
+    assert PromptConfig.from_dict(saved).position == "after-cls"
+    with pytest.raises(Exception, match="--prompt-position"):
+        PromptConfig(strategy="prompt", length=2, dim=8, position="last").validate()
 
 
 def test_prefix_attention_is_attention_over_the_concatenated_keys():
