@@ -23,7 +23,9 @@ Sections (``--section``, all by default):
   dev sentences, the same fine-tuned weights (``--model DIR``, else a model fine-tuned here on
   ``--limit`` examples), exported to ``BertForSequenceClassification``; and whether the labels agree.
 * ``pretrain-pays``: a dlnlp-pretrained small BERT (``--small``, default ``/work/runs/bert30``) fine-tuned
-  on MR against the same architecture from random initialization (``--init random``).
+  on MR against the same architecture from random initialization (``--init random``), both with the
+  backbone's dropout at ``--backbone-dropout`` (0.1, BERT's fine-tuning dropout; the README recipe
+  pretrains without dropout).
 
 ``--limit N`` uses the first N training examples (smoke runs); ``--epochs``/``--lr`` override the
 section's. Prints one JSON object. Full runs take tens of minutes: ``flock -x /tmp/cpu.lock python
@@ -379,11 +381,13 @@ def bench_pretrain_pays(args, tmp: Path) -> dict:
     train = _limited_file(tmp, "train.tsv", ["text\tlabel"] + [f"{t}\t{y}" for t, y in zip(texts, labels, strict=True)])
     dev = str(SHARED / "corpora" / "mr" / "dev.tsv")
     epochs, lr = args.epochs or 3, args.lr or 1e-4
+    dropout = None if args.backbone_dropout == "saved" else float(args.backbone_dropout)
     rows = {}
     for init in ("pretrained", "random"):
         rows[init] = _dlnlp_run(args.small, train, dev, tmp / f"small-{init}", task="classify", epochs=epochs, lr=lr,
-                                max_len=64, batch=32, init=init, pool=args.pool)
-    return {"settings": {"backbone": args.small, "epochs": epochs, "lr": lr, "pool": args.pool}, **rows,
+                                max_len=64, batch=32, init=init, pool=args.pool, backbone_dropout=dropout)
+    return {"settings": {"backbone": args.small, "epochs": epochs, "lr": lr, "pool": args.pool,
+                         "backbone_dropout": args.backbone_dropout}, **rows,
             "gain": round(rows["pretrained"]["dev"] - rows["random"]["dev"], 2)}
 
 
@@ -401,6 +405,9 @@ def main() -> None:
     parser.add_argument("--small", default="/work/runs/bert30", help="pretrain-pays: a dlnlp-pretrained BERT")
     parser.add_argument("--pool", default="auto", choices=["auto", "cls", "mean", "max", "last", "pooler"],
                         help="pretrain-pays: the head's pooling (auto: BERT's pooler)")
+    parser.add_argument("--backbone-dropout", default="0.1",
+                        help="pretrain-pays: the backbone's dropout while fine-tuning, both arms (BERT's 0.1; "
+                        "'saved': the pretrained config's, 0 for the README recipe)")
     parser.add_argument("--model", default=None, help="predict: a dlnlp finetune output (full, MR)")
     parser.add_argument("--reps", type=int, default=3, help="predict: repetitions (median)")
     parser.add_argument("--head-fit", choices=["logreg", "sgd", "both"], default="logreg",

@@ -82,6 +82,11 @@ def finetune(
                                          "texts are cut).", rich_help_panel=TASK)] = 128,
     layer_lr_decay: Annotated[float, typer.Option("--layer-lr-decay", help="Layer l trains at lr * decay^(L-l) "
                                                   "(1: off).", rich_help_panel=TASK)] = 1.0,
+    backbone_dropout: Annotated[Optional[float], typer.Option("--backbone-dropout", help="The backbone's own "
+                                                              "dropout while training (default: as saved; 0.1 "
+                                                              "fine-tunes a BERT pretrained with --dropout 0 "
+                                                              "as BERT is).",
+                                                              rich_help_panel=TASK)] = None,
     head_lr: Annotated[Optional[float], typer.Option("--head-lr", help="Learning rate of the head (default --lr).",
                                                      rich_help_panel=TASK)] = None,
     warmup_ratio: Annotated[float, typer.Option("--warmup-ratio", help="Warmup over this share of the steps "
@@ -146,6 +151,7 @@ def finetune(
 
     check_int("--batch-size", training.batch_size, 1, 1 << 20)
     spec = FinetuneSpec(task=task, strategy=strategy, top=top, layer=layer, layers=layers, pool=pool, dropout=dropout,
+                        backbone_dropout=backbone_dropout,
                         max_len=max_len, layer_lr_decay=layer_lr_decay, head_lr=head_lr, warmup_ratio=warmup_ratio,
                         patience=patience, text_field=text_field, pair_field=text_pair_field,
                         label_field=label_field, token_column=token_column, tag_column=tag_column, init=init,

@@ -84,6 +84,7 @@ class FinetuneSpec:
     layers: str | None = None          # last4-mean | last4-concat | mix (overrides layer)
     pool: str = "auto"
     dropout: float = 0.1
+    backbone_dropout: float | None = None  # the backbone's own dropout while training (None: as saved)
     max_len: int = 128
     layer_lr_decay: float = 1.0
     head_lr: float | None = None
@@ -118,6 +119,8 @@ class FinetuneSpec:
         if self.strategy == "top" and self.top < 1:
             raise OptionError(f"--strategy top needs --top N >= 1, got {self.top}")
         check_int("--max-len", self.max_len, 2, 1 << 20)
+        if self.backbone_dropout is not None and not 0 <= self.backbone_dropout < 1:
+            raise OptionError(f"--backbone-dropout must be in [0, 1), got {self.backbone_dropout}")
         if not 0 < self.layer_lr_decay <= 1:
             raise OptionError(f"--layer-lr-decay must be in (0, 1], got {self.layer_lr_decay}")
         if self.head_lr is not None and not self.head_lr > 0:
@@ -271,7 +274,8 @@ def finetune(backbone_path: str | Path, train: Sequence[str] | Any, out: str | P
     sources = [*(train if isinstance(train, (list, tuple)) else []), val if isinstance(val, (str, Path)) else None]
     with RunOutput(out, force=force, inputs=[s for s in sources if s is not None] + [backbone_path]) as output:
         seed_everything(config.seed)
-        backbone = load_backbone(backbone_path, "cpu", init=spec.init, keep_mlm_head=spec.pattern is not None)
+        backbone = load_backbone(backbone_path, "cpu", init=spec.init, keep_mlm_head=spec.pattern is not None,
+                                 dropout=spec.backbone_dropout)
         layers, combine = spec.layer_choice(backbone.num_hidden)
         pool = spec.pool
         if pool == "auto":
@@ -353,7 +357,7 @@ def _resume(out: str | Path, config: TrainConfig, train: Any, val: Any, options:
         info = saved["backbone"]
         head = HeadConfig.from_dict(saved["head"])
         backbone = load_backbone(info["source"]["path"], "cpu", init=info["source"].get("init", "pretrained"),
-                                 keep_mlm_head=head.verbalizer is not None)
+                                 keep_mlm_head=head.verbalizer is not None, dropout=spec.backbone_dropout)
         prompt = None
         if saved.get("prompt"):
             prompt = new_prompt(backbone, PromptConfig.from_dict(saved["prompt"]), train_config.seed)

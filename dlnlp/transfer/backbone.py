@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dlnlp.errors import InputError, ModelDirError
+from dlnlp.errors import InputError, ModelDirError, OptionError
 from dlnlp.models.features import Features, Layers
 from dlnlp.models.registry import get_family, load_model
 
@@ -323,12 +323,15 @@ def _codec_files(codec: Any) -> dict[str, bytes]:
 
 
 def load_backbone(path: str | Path, device: str | torch.device = "cpu", *, init: str = "pretrained",
-                  keep_mlm_head: bool = False) -> Backbone:
+                  keep_mlm_head: bool = False, dropout: float | None = None) -> Backbone:
     """The backbone in a dlnlp model directory or an HF checkpoint directory (converted on the fly).
 
     ``init="random"``: the same architecture with fresh weights (the family's own initialization),
     for a from-scratch baseline; the tokenizer is still the directory's. ``keep_mlm_head``: keep the
     pretrained masked-LM head (cloze patterns read it); other pretraining heads are dropped.
+    ``dropout``: the backbone's dropout (and attention dropout, where it has one) while it trains, in
+    place of the saved one; a model pretrained without dropout (as Geiping & Goldstein 2023 cram BERT)
+    fine-tunes with it back on. The weights are the same either way.
     """
     directory = Path(path)
     if init not in ("pretrained", "random"):
@@ -356,7 +359,24 @@ def load_backbone(path: str | Path, device: str | torch.device = "cpu", *, init:
         family = loaded.family
         model = family.build(family.config_class.from_dict(loaded.config["model"])).to(device)
         source = {**source, "init": "random"}
+    if dropout is not None:
+        model = _with_dropout(model, loaded, dropout, device)
     return Backbone(model, loaded.codec, loaded.config, source, files, keep_mlm_head=keep_mlm_head)
+
+
+DROPOUT_FIELDS = ("dropout", "attn_dropout")
+
+
+def _with_dropout(model: nn.Module, loaded: Any, dropout: float, device: str | torch.device) -> nn.Module:
+    """``model`` rebuilt with every dropout field of its config set to ``dropout``, its weights kept."""
+    settings = loaded.config["model"]
+    fields = [name for name in DROPOUT_FIELDS if name in settings]
+    if not fields:
+        raise OptionError(f"--backbone-dropout: a {loaded.config.get('kind')!r} backbone has no dropout setting")
+    family = loaded.family
+    rebuilt = family.build(family.config_class.from_dict({**settings, **dict.fromkeys(fields, dropout)}))
+    rebuilt.load_state_dict(model.state_dict())
+    return rebuilt.to(device)
 
 
 def rebuild_backbone(config: dict[str, Any], codec: Any, source: dict[str, Any],

@@ -188,6 +188,25 @@ def test_the_default_head_fit_of_features(tiny, data, tmp_path):
         finetune(tiny, train, tmp_path / "a", FinetuneSpec(), config(), resume=True)
 
 
+def test_backbone_dropout_replaces_the_saved_one_and_keeps_the_weights(tmp_path):
+    crammed = make_tiny_bert_dir(tmp_path / "bert", max_len=32, dropout=0.0, attn_dropout=0.0)
+    saved = load_backbone(crammed)
+    assert not any(isinstance(m, torch.nn.Dropout) for m in saved.model.modules())
+    tuned = load_backbone(crammed, dropout=0.1)
+    rates = {m.p for m in tuned.model.modules() if isinstance(m, torch.nn.Dropout)}
+    assert rates == {0.1}
+    reference = saved.model.state_dict()
+    assert all(torch.equal(v, reference[k]) for k, v in tuned.model.state_dict().items())
+    ids = torch.tensor([[2, 7, 8, 9, 3]])
+    with torch.no_grad():
+        torch.testing.assert_close(tuned.eval()(ids).last_hidden_state, saved.eval()(ids).last_hidden_state)
+        tuned.train()
+        assert not torch.allclose(tuned(ids).last_hidden_state, saved(ids).last_hidden_state)
+    # a random-init baseline gets the same dropout
+    fresh = load_backbone(crammed, init="random", dropout=0.1)
+    assert {m.p for m in fresh.model.modules() if isinstance(m, torch.nn.Dropout)} == {0.1}
+
+
 def test_top_strategy_trains_only_the_top_layers(tiny, data, tmp_path):
     finetune(tiny, [str(data / "train.tsv")], tmp_path / "out", FinetuneSpec(strategy="top", top=1), config(),
              val=data / "dev.tsv")
@@ -293,6 +312,7 @@ def test_tagging_commands(tiny, data, tmp_path):
     (["--head-fit", "nope", "--strategy", "features"], "--head-fit must be one of"),
     (["--head-fit", "logreg", "--strategy", "features", "--task", "regress"], "serves --task classify and pair"),
     (["--head-fit", "logreg", "--strategy", "features", "--layers", "mix"], "--layers mix learns its layer weights"),
+    (["--backbone-dropout", "1"], "--backbone-dropout must be in [0, 1)"),
 ])
 def test_bad_options_are_one_line(tiny, data, tmp_path, args, message):
     result = run_main("finetune", tiny, data / "train.tsv", "--out", tmp_path / "o", "--device", "cpu", "-q", *args)
