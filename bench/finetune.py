@@ -25,7 +25,7 @@ Sections (``--section``, all by default):
 * ``pretrain-pays``: a dlnlp-pretrained small BERT (``--small``, default ``/work/runs/bert30``) fine-tuned
   on MR against the same architecture from random initialization (``--init random``), both with the
   backbone's dropout at ``--backbone-dropout`` (0.1, BERT's fine-tuning dropout; the README recipe
-  pretrains without dropout).
+  pretrains without dropout); ``--probe`` adds a linear probe of each layer, frozen, for both.
 
 ``--limit N`` uses the first N training examples (smoke runs); ``--epochs``/``--lr`` override the
 section's. Prints one JSON object. Full runs take tens of minutes: ``flock -x /tmp/cpu.lock python
@@ -376,6 +376,39 @@ def bench_predict(args, tmp: Path) -> dict:
             "labels_identical": agree == len(sentences), "labels_agree": agree}
 
 
+def _layer_probe(path: str, init: str, texts: list[str], labels: list[int], dev_texts: list[str],
+                 dev_labels: list[int]) -> list[float]:
+    """Dev accuracy of a logistic regression (``fit_logistic``) on each layer's frozen, mean-pooled
+    states of the backbone at ``path`` (``init`` pretrained or random), embeddings first."""
+    from dlnlp.kernels.pooling import pool
+    from dlnlp.transfer.backbone import load_backbone
+    from dlnlp.transfer.data import collate
+    from dlnlp.transfer.logreg import fit_logistic
+
+    torch.manual_seed(SEED)
+    backbone = load_backbone(path, init=init).eval()
+
+    def features(batch_texts: list[str]) -> torch.Tensor:
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(batch_texts), 128):
+                batch = collate(backbone.encode(batch_texts[i:i + 128], None, 64), None, backbone.pad_id,
+                                backbone.segments)
+                mask = batch["attention_mask"].bool()
+                states = backbone(batch["input_ids"], batch.get("token_type_ids"), batch["attention_mask"])
+                out.append(torch.stack([pool(h, mask, "mean") for h in states.hidden_states], 1))
+        return torch.cat(out)
+
+    train_x, dev_x = features(texts), features(dev_texts)
+    y, dev_y = torch.tensor(labels), torch.tensor(dev_labels)
+    scores = []
+    for layer in range(train_x.shape[1]):
+        fit = fit_logistic(train_x[:, layer], y, 2, seed=SEED)
+        with torch.no_grad():
+            scores.append(round(100 * float((fit.linear(dev_x[:, layer]).argmax(-1) == dev_y).float().mean()), 2))
+    return scores
+
+
 def bench_pretrain_pays(args, tmp: Path) -> dict:
     texts, labels = _mr("train", args.limit)
     train = _limited_file(tmp, "train.tsv", ["text\tlabel"] + [f"{t}\t{y}" for t, y in zip(texts, labels, strict=True)])
@@ -386,6 +419,10 @@ def bench_pretrain_pays(args, tmp: Path) -> dict:
     for init in ("pretrained", "random"):
         rows[init] = _dlnlp_run(args.small, train, dev, tmp / f"small-{init}", task="classify", epochs=epochs, lr=lr,
                                 max_len=64, batch=32, init=init, pool=args.pool, backbone_dropout=dropout)
+    if args.probe:
+        dev_texts, dev_labels = _mr("dev")
+        rows["probe"] = {init: _layer_probe(args.small, init, texts, labels, dev_texts, dev_labels)
+                         for init in ("pretrained", "random")}
     return {"settings": {"backbone": args.small, "epochs": epochs, "lr": lr, "pool": args.pool,
                          "backbone_dropout": args.backbone_dropout}, **rows,
             "gain": round(rows["pretrained"]["dev"] - rows["random"]["dev"], 2)}
@@ -408,6 +445,9 @@ def main() -> None:
     parser.add_argument("--backbone-dropout", default="0.1",
                         help="pretrain-pays: the backbone's dropout while fine-tuning, both arms (BERT's 0.1; "
                         "'saved': the pretrained config's, 0 for the README recipe)")
+    parser.add_argument("--probe", action="store_true",
+                        help="pretrain-pays: also a logistic regression on each layer's frozen mean-pooled states, "
+                        "pretrained and random")
     parser.add_argument("--model", default=None, help="predict: a dlnlp finetune output (full, MR)")
     parser.add_argument("--reps", type=int, default=3, help="predict: repetitions (median)")
     parser.add_argument("--head-fit", choices=["logreg", "sgd", "both"], default="logreg",
