@@ -379,25 +379,24 @@ def bench_predict(args, tmp: Path) -> dict:
 def _layer_probe(path: str, init: str, texts: list[str], labels: list[int], dev_texts: list[str],
                  dev_labels: list[int]) -> list[float]:
     """Dev accuracy of a logistic regression (``fit_logistic``) on each layer's frozen, mean-pooled
-    states of the backbone at ``path`` (``init`` pretrained or random), embeddings first."""
-    from dlnlp.kernels.pooling import pool
+    states of the backbone at ``path`` (``init`` pretrained or random), embeddings first: the features
+    ``dlnlp finetune --strategy features`` caches, for every layer at once."""
+    from dlnlp.io.labeled import Example
     from dlnlp.transfer.backbone import load_backbone
-    from dlnlp.transfer.data import collate
+    from dlnlp.transfer.data import encode_examples
     from dlnlp.transfer.logreg import fit_logistic
+    from dlnlp.transfer.model import FineTuned, HeadConfig
+    from dlnlp.transfer.predict import compute_features
 
     torch.manual_seed(SEED)
-    backbone = load_backbone(path, init=init).eval()
+    backbone = load_backbone(path, init=init)
+    every_layer = HeadConfig(num_labels=2, dim=backbone.dim, layers=list(range(backbone.num_hidden)), combine="mix",
+                             pool="mean")
+    model = FineTuned(backbone, every_layer)
 
-    def features(batch_texts: list[str]) -> torch.Tensor:
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(batch_texts), 128):
-                batch = collate(backbone.encode(batch_texts[i:i + 128], None, 64), None, backbone.pad_id,
-                                backbone.segments)
-                mask = batch["attention_mask"].bool()
-                states = backbone(batch["input_ids"], batch.get("token_type_ids"), batch["attention_mask"])
-                out.append(torch.stack([pool(h, mask, "mean") for h in states.hidden_states], 1))
-        return torch.cat(out)
+    def features(split_texts: list[str]) -> torch.Tensor:
+        examples = [Example(text, None) for text in split_texts]
+        return compute_features(model, encode_examples(backbone, examples, "classify", None, 64))
 
     train_x, dev_x = features(texts), features(dev_texts)
     y, dev_y = torch.tensor(labels), torch.tensor(dev_labels)
