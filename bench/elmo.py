@@ -50,6 +50,7 @@ CORPUS_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 SHARED = Path(os.environ.get("DLNLP_SHARED", ROOT.parent / "shared"))
 BROWN = SHARED / "corpora" / "brown"
 EMBED_TRAIN = SHARED / "corpora" / "embed-train.txt"
+STARTS = {"zero": "", "warm": "_warm"}  # the biLM's start state for each sentence -> the result key's suffix
 MR = SHARED / "corpora" / "mr"
 DLNLP = [sys.executable, "-m", "dlnlp"]
 
@@ -531,7 +532,7 @@ def mr(args: argparse.Namespace) -> dict:
     with open(EMBED_TRAIN, encoding="utf-8") as handle:
         warm_text = [line.split() for _, line in zip(range(args.warm_lines), handle, strict=False)]
     pooled_layers: dict[str, dict[str, dict[str, torch.Tensor]]] = {}
-    for start in ("zero", "warm"):
+    for start in STARTS:
         if start == "warm":
             encoder.warm_up(warm_text)
         pooled_layers[start] = {}
@@ -547,7 +548,7 @@ def mr(args: argparse.Namespace) -> dict:
                 pooled_layers[start][split] = {"mean": torch.cat(means), "max": torch.cat(maxes)}
 
     results = {}
-    for start, suffix in (("zero", ""), ("warm", "_warm")):
+    for start, suffix in STARTS.items():
         for how in ("mean", "max"):
             results[f"elmo_{how}{suffix}"] = _fit_classifier(
                 pooled_layers[start]["train"][how], data["train"][1], pooled_layers[start]["dev"][how],
@@ -570,13 +571,13 @@ def mr(args: argparse.Namespace) -> dict:
                 rows[i] = np.mean(found, 0)
         pooled[split] = torch.from_numpy(rows)
     results["skipgram_mean"] = _fit_classifier(pooled["train"], data["train"][1], pooled["dev"], data["dev"][1])
-    for start, suffix in (("zero", ""), ("warm", "_warm")):
+    for start, suffix in STARTS.items():
         results[f"skipgram_plus_elmo_mean{suffix}"] = _fit_classifier(
             pooled_layers[start]["train"]["mean"], data["train"][1], pooled_layers[start]["dev"]["mean"],
             data["dev"][1], mix_layers=encoder.num_hidden, extra=(pooled["train"], pooled["dev"]),
         )
     best_elmo = max(results[f"elmo_{how}{suffix}"]["dev_accuracy"] for how in ("mean", "max")
-                    for suffix in ("", "_warm"))
+                    for suffix in STARTS.values())
     margin = best_elmo - results["skipgram_mean"]["dev_accuracy"]
     return {
         "benchmark": "elmo mr",
@@ -585,7 +586,7 @@ def mr(args: argparse.Namespace) -> dict:
         "results": results,
         "margin_points": round(100 * margin, 2),
         "margin_points_elmo_added": round(
-            100 * (max(results[f"skipgram_plus_elmo_mean{suffix}"]["dev_accuracy"] for suffix in ("", "_warm"))
+            100 * (max(results[f"skipgram_plus_elmo_mean{suffix}"]["dev_accuracy"] for suffix in STARTS.values())
                    - results["skipgram_mean"]["dev_accuracy"]), 2
         ),
         "target_points": 3.0,

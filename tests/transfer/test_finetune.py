@@ -205,6 +205,12 @@ def test_backbone_dropout_replaces_the_saved_one_and_keeps_the_weights(tmp_path)
     # a random-init baseline gets the same dropout
     fresh = load_backbone(crammed, init="random", dropout=0.1)
     assert {m.p for m in fresh.model.modules() if isinstance(m, torch.nn.Dropout)} == {0.1}
+    # through the command: the option is kept with the run
+    train = tmp_path / "train.tsv"
+    train.write_text("text\tlabel\n" + "\n".join(labeled_lines(16)) + "\n")
+    assert run_main("finetune", crammed, train, "--backbone-dropout", "0.1", "--epochs", "1", "--device", "cpu", "-q",
+                    "--out", tmp_path / "out").returncode == 0
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["spec"]["backbone_dropout"] == 0.1
 
 
 def test_top_strategy_trains_only_the_top_layers(tiny, data, tmp_path):

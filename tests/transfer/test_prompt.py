@@ -105,39 +105,48 @@ def prompted_at(tiny, position: str) -> FineTuned:
     return model.eval()
 
 
-def test_a_soft_prompt_after_cls_is_dropped_from_the_states(tiny):
-    model = prompted_at(tiny, "after-cls")
+# the model's input for each placement: [CLS] P_1..P_K text [SEP], or PEFT's P_1..P_K [CLS] text [SEP]
+LAYOUTS = {"after-cls": lambda emb, p: torch.cat([emb[:, :1], p[None], emb[:, 1:]], 1),
+           "first": lambda emb, p: torch.cat([p[None], emb], 1)}
+
+
+@pytest.mark.parametrize("position", list(LAYOUTS))
+def test_a_soft_prompt_is_dropped_from_the_states_but_one_vector_in_cls_place(tiny, position):
+    model = prompted_at(tiny, position)
     backbone, p = model.backbone, model.prompt.weight
     ids = torch.tensor([backbone.encode(["a good film ."])[0].ids])
     feats = backbone(ids, torch.zeros_like(ids), torch.ones_like(ids), prompt=model.prompt)
-    emb = backbone.model.tok_emb(ids)
-    manual = backbone.model.features(ids, inputs_embeds=torch.cat([emb[:, :1], p[None], emb[:, 1:]], 1))
+    manual = backbone.model.features(ids, inputs_embeds=LAYOUTS[position](backbone.model.tok_emb(ids), p))
     k = p.shape[0]
-    assert feats.last_hidden_state.shape == (1, ids.shape[1], backbone.dim)
-    torch.testing.assert_close(feats.last_hidden_state[:, 0], manual.last_hidden_state[:, 0])  # [CLS] first
-    torch.testing.assert_close(feats.last_hidden_state[:, 1:], manual.last_hidden_state[:, 1 + k:])
+    hidden, expected = feats.last_hidden_state, manual.last_hidden_state
+    assert hidden.shape == (1, ids.shape[1], backbone.dim)
+    # position 0, what the pooler and --pool cls read: [CLS]'s state after-cls, P_1's state first
+    torch.testing.assert_close(hidden[:, 0], expected[:, 0])
+    torch.testing.assert_close(hidden[:, 1:], expected[:, 1 + k:])
     # the text's room shrinks by the prompt's vectors
     assert len(backbone.encode(["a " * 40])[0].ids) == backbone.max_len - k
 
 
-def test_a_soft_prompt_first_stands_its_first_vector_in_for_cls(tiny):
-    model = prompted_at(tiny, "first")
-    backbone, p = model.backbone, model.prompt.weight
-    ids = torch.tensor([backbone.encode(["a good film ."])[0].ids])
-    feats = backbone(ids, torch.zeros_like(ids), torch.ones_like(ids), prompt=model.prompt)
-    emb = backbone.model.tok_emb(ids)
-    # PEFT's placement: [P_1..P_K, [CLS], text, [SEP]], positions 0.. counted from P_1
-    manual = backbone.model.features(ids, inputs_embeds=torch.cat([p[None], emb], 1)).last_hidden_state
-    k = p.shape[0]
-    hidden = feats.last_hidden_state
-    assert hidden.shape == (1, ids.shape[1], backbone.dim)
-    torch.testing.assert_close(hidden[:, 0], manual[:, 0])  # what the pooler and --pool cls read: P_1's state
-    torch.testing.assert_close(hidden[:, 1:], manual[:, k + 1:])
-    after = prompted_at(tiny, "after-cls")
+def test_the_two_placements_give_different_logits(tiny):
+    first, after = prompted_at(tiny, "first"), prompted_at(tiny, "after-cls")
+    ids = torch.tensor([first.backbone.encode(["a good film ."])[0].ids])
     with torch.no_grad():
-        after.prompt.weight.copy_(p)
-        assert not torch.allclose(model(ids, torch.zeros_like(ids), torch.ones_like(ids)),
+        after.prompt.weight.copy_(first.prompt.weight)
+        assert not torch.allclose(first(ids, torch.zeros_like(ids), torch.ones_like(ids)),
                                   after(ids, torch.zeros_like(ids), torch.ones_like(ids)))
+
+
+def test_the_prompt_position_through_the_command(tiny, data, tmp_path):
+    base = ["finetune", tiny, data / "train.tsv", "--strategy", "prompt", "--prompt-length", "2", "--epochs", "1",
+            "--device", "cpu", "-q"]
+    assert run_main(*base, "--out", tmp_path / "first").returncode == 0
+    assert run_main(*base, "--prompt-position", "after-cls", "--out", tmp_path / "after").returncode == 0
+    saved = {name: json.loads((tmp_path / name / "config.json").read_text())["prompt"]["position"]
+             for name in ("first", "after")}
+    assert saved == {"first": "first", "after": "after-cls"}
+    bad = run_main(*base, "--prompt-position", "last", "--out", tmp_path / "bad")
+    assert bad.returncode in (1, 2) and "--prompt-position must be one of first, after-cls" in bad.stderr
+    assert not (tmp_path / "bad").exists()
 
 
 def test_a_prompt_saved_before_the_position_option_reads_after_cls():
