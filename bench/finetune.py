@@ -31,8 +31,8 @@ Sections (``--section``, all by default):
   random arm trains every weight either way (frozen random embeddings only cost it).
 
 ``--limit N`` uses the first N training examples (smoke runs); ``--epochs``/``--lr`` override the
-section's; ``--seed`` (0, the issue's) seeds every run, for the spread between seeds. Prints one JSON object. Full runs take tens of minutes: ``flock -x /tmp/cpu.lock python
-bench/finetune.py --section mr-full``.
+section's; ``--seed`` (0, the issue's) seeds every run, for the spread between seeds. Prints one JSON
+object. Full runs take tens of minutes: ``flock -x /tmp/cpu.lock python bench/finetune.py --section mr-full``.
 """
 
 from __future__ import annotations
