@@ -15,7 +15,8 @@
   of train (SentEval's protocol); MR is lowercased and tokenized as ``embed-train.txt`` is. It reads
   ELMo's hidden states mean- or max-pooled per layer and combined by a scalar mix learned with it
   (Peters et al. eq. 1; for the mean, the same as pooling the mixed states), or mean-pooled skip-gram
-  vectors; the learned mix weights are reported. Each ELMo row is read twice: every sentence from zero
+  vectors; the learned mix weights are reported. The ``elmo_concat_mean`` rows give the classifier every
+  layer's mean side by side instead of a mix (``margin_points_concat``). Each ELMo row is read twice: every sentence from zero
   state, and from the warmed-up state (``_warm``: ``ElmoEncoder.warm_up`` on the first ``--warm-lines``
   lines of the training text, since the biLM trained on a stream). An existing ``--out`` keeps its biLM and vectors
   (``--retrain`` trains them again). Target: ELMo >= skip-gram + 3.
@@ -554,6 +555,12 @@ def mr(args: argparse.Namespace) -> dict:
                 pooled_layers[start]["train"][how], data["train"][1], pooled_layers[start]["dev"][how],
                 data["dev"][1], mix_layers=encoder.num_hidden,
             )
+        # every layer's mean side by side instead of mixed (SentEval's ELMo rows): the linear layer
+        # weighs each layer's every dimension, where the mix has one weight a layer
+        results[f"elmo_concat_mean{suffix}"] = _fit_classifier(
+            pooled_layers[start]["train"]["mean"].flatten(1), data["train"][1],
+            pooled_layers[start]["dev"]["mean"].flatten(1), data["dev"][1],
+        )
 
     # skip-gram: mean of the in-vocabulary word vectors (zeros for a sentence with none)
     vectors: dict[str, np.ndarray] = {}
@@ -587,6 +594,10 @@ def mr(args: argparse.Namespace) -> dict:
         "margin_points": round(100 * margin, 2),
         "margin_points_elmo_added": round(
             100 * (max(results[f"skipgram_plus_elmo_mean{suffix}"]["dev_accuracy"] for suffix in STARTS.values())
+                   - results["skipgram_mean"]["dev_accuracy"]), 2
+        ),
+        "margin_points_concat": round(
+            100 * (max(results[f"elmo_concat_mean{suffix}"]["dev_accuracy"] for suffix in STARTS.values())
                    - results["skipgram_mean"]["dev_accuracy"]), 2
         ),
         "target_points": 3.0,

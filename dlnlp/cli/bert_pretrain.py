@@ -66,6 +66,17 @@ def pretrain(
     short_seq_prob: Annotated[float, typer.Option("--short-seq-prob", help="Probability of a shorter sequence "
                                                   "(BERT's 0.1).", rich_help_panel=PRETRAIN)] = 0.1,
     doc_per_line: DocPerLine = False,
+    objective: Annotated[str, typer.Option("--objective", help="mlm (masked LM, BERT) or electra (replaced-token "
+                                           "detection, Clark et al. 2020: a generator fills the masked positions "
+                                           "and the model, its discriminator, labels every token original or "
+                                           "replaced; needs --next-sentence none).",
+                                           rich_help_panel=PRETRAIN)] = "mlm",
+    generator_layers: Annotated[int, typer.Option("--generator-layers", help="electra: the generator's blocks, "
+                                                  "at the model's width (0: half of --layers).",
+                                                  rich_help_panel=PRETRAIN)] = 0,
+    rtd_weight: Annotated[float, typer.Option("--rtd-weight", help="electra: the weight of the replaced-token "
+                                              "loss beside the generator's masked-LM loss (the paper's 50).",
+                                              rich_help_panel=PRETRAIN)] = 50.0,
     training: TrainingOptions = None,
     device: Device = "auto",
     threads: Threads = None,
@@ -78,7 +89,8 @@ def pretrain(
     encoding_errors: EncodingErrors = "strict",
     streaming: Streaming = False,
 ) -> None:
-    """Pretrain a BERT as a masked LM (dynamic masking) with next-sentence or sentence-order prediction.
+    """Pretrain a BERT as a masked LM (dynamic masking) with next-sentence or sentence-order prediction,
+    or as ELECTRA's discriminator (--objective electra).
 
     Example: dlnlp bert pretrain brown/train.txt --tokenizer wp.json --layers 4 --heads 4 --dim 256
     --max-len 128 --max-time 1800 --val brown/valid.txt --out brown-bert
@@ -93,7 +105,8 @@ def pretrain(
                       "max_len": max_len, "dropout": dropout, "attn_dropout": dropout}
         settings = PretrainSettings(batch_size=training.batch_size, next_sentence=next_sentence, mlm_prob=mlm_prob,
                                     whole_word_mask=whole_word_mask, short_seq_prob=short_seq_prob,
-                                    doc_per_line=doc_per_line)
+                                    doc_per_line=doc_per_line, objective=objective,
+                                    generator_layers=generator_layers, rtd_weight=rtd_weight)
         config = training.train_config(device=device, precision=precision, seed=seed, quiet=quiet)
         result = start_bert_pretraining(inputs, out, model_args, config, settings, tokenizer=tokenizer,
                                         val=training.val, val_fraction=training.val_fraction,

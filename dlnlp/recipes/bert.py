@@ -27,6 +27,7 @@ from dlnlp.io.modeldir import read_config
 from dlnlp.kernels.device import resolve_device, seed_everything
 from dlnlp.kernels.memory import check_width
 from dlnlp.models.bert import IGNORE_INDEX, KIND, Bert, BertConfig, bert_config_dict
+from dlnlp.models.electra import RTD_WEIGHT, ElectraPretraining, generator_config
 from dlnlp.models.registry import load_model
 from dlnlp.progress import log, run_started
 from dlnlp.recipes.lm import (
@@ -49,6 +50,7 @@ from dlnlp.training.config import TrainConfig
 from dlnlp.training.trainer import Trainer, to_device
 
 EVAL_SEED = 0  # the masking seed of validation during training and of `bert eval` by default
+OBJECTIVES = ("mlm", "electra")
 
 
 @dataclass
@@ -61,6 +63,9 @@ class PretrainSettings(DictConfig):
     whole_word_mask: bool = False
     short_seq_prob: float = 0.1      # BERT's short_seq_prob
     doc_per_line: bool = False
+    objective: str = "mlm"           # mlm | electra (replaced-token detection, dlnlp.models.electra)
+    generator_layers: int = 0        # electra: the generator's blocks (0: half the discriminator's)
+    rtd_weight: float = RTD_WEIGHT   # electra: lambda, the discriminator loss's weight
 
     def validate(self) -> None:
         """Raise OptionError naming the option at fault."""
@@ -72,6 +77,14 @@ class PretrainSettings(DictConfig):
             raise OptionError(f"--mlm-prob must be in (0, 1), got {self.mlm_prob}")
         if not 0 <= self.short_seq_prob <= 1:
             raise OptionError(f"--short-seq-prob must be in [0, 1], got {self.short_seq_prob}")
+        if self.objective not in OBJECTIVES:
+            raise UsageError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.objective == "electra" and self.next_sentence != "none":
+            raise UsageError("--objective electra has no sentence task: add --next-sentence none")
+        if self.generator_layers < 0:
+            raise OptionError(f"--generator-layers must be >= 0, got {self.generator_layers}")
+        if not self.rtd_weight > 0:
+            raise OptionError(f"--rtd-weight must be > 0, got {self.rtd_weight}")
 
 
 
@@ -91,7 +104,9 @@ def start_bert_pretraining(
         raise OptionError("--tokenizer is required: a WordPiece tokenizer (dlnlp tokenize train --model wordpiece)")
     settings.validate()
     checked(train_config)
-    model_config = BertConfig(vocab_size=1, nsp_head=settings.next_sentence != "none", **model_args)
+    # ELECTRA's product is its discriminator: a BERT encoder without pretraining heads
+    model_config = BertConfig(vocab_size=1, nsp_head=settings.next_sentence != "none",
+                              mlm_head=settings.objective == "mlm", **model_args)
     checked(model_config)
     check_width("--dim", model_config.dim)
     check_width("--intermediate", model_config.intermediate)
@@ -172,13 +187,18 @@ def _fit(model_config: BertConfig, train_config: TrainConfig, settings: Pretrain
     train = pretraining_batches(data.train, data, model_config, settings, tokenizer, train_config.seed)
     val = pretraining_batches(data.val, data, model_config, settings, tokenizer, EVAL_SEED) \
         if data.val is not None else None
-    model = Bert(model_config)
+    electra = settings.objective == "electra"
+    model = ElectraPretraining(model_config, settings.generator_layers, settings.rtd_weight) if electra \
+        else Bert(model_config)
     if not resume:
         c = model_config
+        objective = (f"ELECTRA replaced-token detection (generator of "
+                     f"{generator_config(c, settings.generator_layers).n_layer} layers, lambda "
+                     f"{settings.rtd_weight:g}), masking" if electra else "masking")
         log(f"BERT {c.n_layer} layers x {c.n_head} heads x {c.dim} dims, sequences of {c.max_len}, "
             f"{model.num_parameters():,} parameters, vocabulary {c.vocab_size}; {data.train.num_tokens:,} training "
             f"tokens in {len(data.train):,} sentences ({len(train.plan(0)[0]):,} sequences an epoch), "
-            f"{data.val.num_tokens if data.val is not None else 0:,} validation tokens; masking "
+            f"{data.val.num_tokens if data.val is not None else 0:,} validation tokens; {objective} "
             f"{settings.mlm_prob:.0%}{' whole words' if settings.whole_word_mask else ''}, next sentence "
             f"{settings.next_sentence}", quiet=train_config.quiet)
     result = Trainer(model, train_config, train, val, out_dir=output.path, resume=resume,
@@ -239,7 +259,8 @@ def evaluate_bert_dir(model_dir: str | Path, inputs: Sequence[str] | None, *, ba
     if tokenizer is None:
         raise ModelDirError(f"{model_dir}: no tokenizer.json beside the weights; bert eval reads raw text")
     if not model.config.mlm_head:
-        raise ModelDirError(f"{model_dir}: this BERT has no masked-LM head (an encoder-only checkpoint); "
+        raise ModelDirError(f"{model_dir}: this BERT has no masked-LM head (an encoder-only checkpoint or an "
+                            "ELECTRA discriminator); "
                             "it cannot be evaluated on masked tokens")
     settings = PretrainSettings.from_dict(loaded.config.get("pretrain", {}))
     settings.batch_size = batch_size

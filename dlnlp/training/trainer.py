@@ -228,6 +228,14 @@ def unwrap_model(model: nn.Module) -> nn.Module:
         model = inner
 
 
+def exported_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """What ``model.safetensors`` keeps of ``model``: its ``exported_state_dict()`` when it has one (a
+    pretraining wrapper whose product is one of its parts, e.g. ELECTRA's discriminator), else its
+    whole state; the training checkpoint always holds the whole state."""
+    export = getattr(model, "exported_state_dict", None)
+    return export() if callable(export) else model.state_dict()
+
+
 ParamGroups = Sequence[Mapping[str, Any]]
 
 
@@ -723,7 +731,7 @@ class Trainer:
             if improved:
                 self.best_value = value
                 if self._writes:
-                    save_weights(self.model.state_dict(), self.out_dir / WEIGHTS_NAME)
+                    save_weights(exported_weights(self.model), self.out_dir / WEIGHTS_NAME)
         if metrics:
             metrics.write(step=self.step, val_loss=val_loss, val_ppl=math.exp(min(val_loss, 700)),
                           best=improved, full=full, elapsed=round(self.elapsed, 3),
@@ -797,7 +805,7 @@ class Trainer:
             ckpt.save_checkpoint(self.out_dir, model_state, meta, tensors)
             if self.val_data is None and self.val_fn is None:
                 with self.averaged_weights():
-                    save_weights(self.model.state_dict(), self.out_dir / WEIGHTS_NAME)
+                    save_weights(exported_weights(self.model), self.out_dir / WEIGHTS_NAME)
         self._good_checkpoint_step = self.step
         if self.on_save is not None:
             self.out_dir = Path(self.on_save())

@@ -7,7 +7,9 @@ import math
 
 import pytest
 
-from dlnlp.errors import OptionError
+from dlnlp.errors import ModelDirError, OptionError, UsageError
+from dlnlp.io.modeldir import load_weights
+from dlnlp.models.bert import Bert
 from dlnlp.models.registry import load_model
 from dlnlp.recipes.bert import (
     PretrainSettings,
@@ -70,16 +72,39 @@ def test_pretraining_lowers_the_masked_lm_loss_and_saves_a_loadable_bert(corpus,
     assert mlm_loss < math.log(loaded.model.config.vocab_size) - 0.4
 
 
-def test_a_resumed_run_continues_the_same_loss_curve(corpus, tmp_path):
+@pytest.mark.parametrize("objective", [{}, {"objective": "electra", "next_sentence": "none"}],
+                         ids=["mlm", "electra"])
+def test_a_resumed_run_continues_the_same_loss_curve(corpus, tmp_path, objective):
     config = _config(max_steps=12, log_interval=1, eval_interval=6, schedule="constant")
-    _pretrain(corpus, tmp_path / "whole", config, whole_word_mask=True)
-    _pretrain(corpus, tmp_path / "halves", config.replace(max_steps=6), whole_word_mask=True)
+    _pretrain(corpus, tmp_path / "whole", config, whole_word_mask=True, **objective)
+    _pretrain(corpus, tmp_path / "halves", config.replace(max_steps=6), whole_word_mask=True, **objective)
     resumed = resume_bert_pretraining(tmp_path / "halves", {"max_steps": 12}, quiet=True, device="cpu")
     assert resumed["steps"] == 12
     whole = [(m["step"], m["loss"]) for m in _metrics(tmp_path / "whole") if "loss" in m]
     halves = [(m["step"], m["loss"]) for m in _metrics(tmp_path / "halves") if "loss" in m]
     assert [s for s, _ in halves] == list(range(1, 13))
     assert halves == pytest.approx(whole, abs=1e-5)
+
+
+def test_electra_pretraining_keeps_its_discriminator_as_a_plain_bert(corpus, tmp_path):
+    out = tmp_path / "run"
+    summary = _pretrain(corpus, out, _config(max_steps=60), next_sentence="none", objective="electra",
+                        mlm_prob=0.25)
+    losses = [m["loss"] for m in _metrics(out) if "loss" in m]
+    assert sum(losses[-3:]) / 3 < losses[0] - 2.0  # the discriminator term alone starts at 50 ln 2 ~ 35
+    assert summary["steps"] == 60
+    loaded = load_model(out, "cpu")
+    assert loaded.family.kind == "bert" and loaded.config["pretrain"]["objective"] == "electra"
+    model = loaded.model
+    assert not model.config.mlm_head and not model.config.nsp_head and model.config.n_layer == TINY["n_layer"]
+    saved = load_weights(out / "model.safetensors")
+    assert set(saved) == set(Bert(model.config).state_dict())  # no generator, no detection head
+    with pytest.raises(ModelDirError, match="ELECTRA discriminator"):
+        evaluate_bert_dir(out, [str(corpus / "valid.txt")], device="cpu")
+    with pytest.raises(UsageError, match="--next-sentence none"):
+        _pretrain(corpus, tmp_path / "nsp", _config(), objective="electra")
+    with pytest.raises(UsageError, match="--objective must be one of mlm, electra"):
+        _pretrain(corpus, tmp_path / "other", _config(), objective="rtd", next_sentence="none")
 
 
 def test_evaluation_gives_the_same_numbers_on_every_run(corpus, tmp_path):
@@ -139,3 +164,18 @@ def test_the_commands(corpus, tmp_path):
     assert set(json.loads(stdout)) >= {"mlm_loss", "perplexity", "mlm_accuracy", "nsp_accuracy"}
     code, _, stderr = run_main(*args[:6], str(tmp_path / "bad"), "--next-sentence", "mlm")
     assert code == 2 and "--next-sentence must be one of nsp, sop, none" in stderr
+
+
+def test_the_electra_command(corpus, tmp_path):
+    out = tmp_path / "run"
+    args = ["bert", "pretrain", str(corpus / "train.txt"), "--tokenizer", str(corpus / "wp.json"), "--out", str(out),
+            "--layers", "2", "--heads", "2", "--dim", "16", "--intermediate", "32", "--max-len", "32",
+            "--max-steps", "2", "--batch-size", "8", "--device", "cpu", "--quiet", "--json", "--objective", "electra"]
+    code, _, stderr = run_main(*args)
+    assert code == 2 and "--objective electra has no sentence task: add --next-sentence none" in stderr
+    assert not out.exists()
+    code, stdout, stderr = run_main(*args, "--next-sentence", "none", "--generator-layers", "1", "--rtd-weight", "20")
+    assert code == 0, stderr
+    assert json.loads(stdout)["steps"] == 2
+    pretrain = json.loads((out / "config.json").read_text())["pretrain"]
+    assert (pretrain["objective"], pretrain["generator_layers"], pretrain["rtd_weight"]) == ("electra", 1, 20.0)
