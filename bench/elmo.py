@@ -26,7 +26,7 @@ runs all three)::
 
     flock -x /tmp/cpu.lock python bench/elmo.py throughput --seconds 60 --reps 3
     flock -x /tmp/cpu.lock python bench/elmo.py brown --budget 1800
-    flock -x /tmp/cpu.lock python bench/elmo.py mr --budget 1200
+    flock -x /tmp/cpu.lock python bench/elmo.py mr --budget 3600 --extra "--dim 256"   # the closest run
 
 Prints one JSON object.
 """
@@ -493,6 +493,8 @@ def mr(args: argparse.Namespace) -> dict:
                 "--out",
                 str(elmo_dir),
                 "--force",
+                "--schedule",
+                args.schedule,
                 *model_args(),
                 "--max-time",
                 str(args.budget),
@@ -623,6 +625,7 @@ def main() -> None:
     br.add_argument("--skip-ngram", action="store_true")
     mrp = sub.add_parser("mr")
     mrp.add_argument("--budget", type=float, default=1200)
+    mrp.add_argument("--schedule", default="cosine", help="the biLM's learning-rate schedule (as the Brown section)")
     mrp.add_argument("--w2v-dim", type=int, default=300)
     mrp.add_argument("--retrain", action="store_true")
     mrp.add_argument("--out", default=None)
