@@ -425,13 +425,15 @@ def bench_pretrain_pays(args, tmp: Path) -> dict:
 
             strategy = {"strategy": "top", "top": load_backbone(args.small).num_hidden - 1}
         rows[init] = _dlnlp_run(args.small, train, dev, tmp / f"small-{init}", task="classify", epochs=epochs, lr=lr,
-                                max_len=64, batch=32, init=init, pool=args.pool, backbone_dropout=dropout, **strategy)
+                                max_len=64, batch=32, init=init, pool=args.pool, backbone_dropout=dropout,
+                                layer_lr_decay=args.layer_lr_decay, **strategy)
     if args.probe:
         dev_texts, dev_labels = _mr("dev")
         rows["probe"] = {init: _layer_probe(args.small, init, texts, labels, dev_texts, dev_labels)
                          for init in ("pretrained", "random")}
     return {"settings": {"backbone": args.small, "epochs": epochs, "lr": lr, "pool": args.pool,
                          "backbone_dropout": args.backbone_dropout, "keep_embeddings": args.keep_embeddings,
+                         "layer_lr_decay": args.layer_lr_decay,
                          "seed": SEED}, **rows,
             "gain": round(rows["pretrained"]["dev"] - rows["random"]["dev"], 2)}
 
@@ -458,6 +460,9 @@ def main() -> None:
     parser.add_argument("--probe", action="store_true",
                         help="pretrain-pays: also a logistic regression on each layer's frozen mean-pooled states, "
                         "pretrained and random")
+    parser.add_argument("--layer-lr-decay", type=float, default=1.0,
+                        help="pretrain-pays: each layer below the top at this times the rate above it (ULMFiT's "
+                             "discriminative rates; `dlnlp finetune --layer-lr-decay`), both arms")
     parser.add_argument("--keep-embeddings", action="store_true",
                         help="pretrain-pays: the pretrained arm fine-tunes with its embeddings frozen (top N = all layers)")
     parser.add_argument("--model", default=None, help="predict: a dlnlp finetune output (full, MR)")
