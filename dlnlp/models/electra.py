@@ -74,9 +74,6 @@ class ElectraPretraining(nn.Module):
             nn.init.normal_(layer.weight, mean=0.0, std=0.02)
             nn.init.zeros_(layer.bias)
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
     def forward(
         self,
         input_ids: torch.Tensor,

@@ -27,7 +27,7 @@ from dlnlp.io.modeldir import read_config
 from dlnlp.kernels.device import resolve_device, seed_everything
 from dlnlp.kernels.memory import check_width
 from dlnlp.models.bert import IGNORE_INDEX, KIND, Bert, BertConfig, bert_config_dict
-from dlnlp.models.electra import RTD_WEIGHT, ElectraPretraining, generator_config
+from dlnlp.models.electra import RTD_WEIGHT, ElectraPretraining
 from dlnlp.models.registry import load_model
 from dlnlp.progress import log, run_started
 from dlnlp.recipes.lm import (
@@ -192,11 +192,10 @@ def _fit(model_config: BertConfig, train_config: TrainConfig, settings: Pretrain
         else Bert(model_config)
     if not resume:
         c = model_config
-        objective = (f"ELECTRA replaced-token detection (generator of "
-                     f"{generator_config(c, settings.generator_layers).n_layer} layers, lambda "
-                     f"{settings.rtd_weight:g}), masking" if electra else "masking")
+        objective = (f"ELECTRA replaced-token detection (generator of {model.generator.config.n_layer} layers, "
+                     f"lambda {settings.rtd_weight:g}), masking" if electra else "masking")
         log(f"BERT {c.n_layer} layers x {c.n_head} heads x {c.dim} dims, sequences of {c.max_len}, "
-            f"{model.num_parameters():,} parameters, vocabulary {c.vocab_size}; {data.train.num_tokens:,} training "
+            f"{parameter_count(model):,} parameters, vocabulary {c.vocab_size}; {data.train.num_tokens:,} training "
             f"tokens in {len(data.train):,} sentences ({len(train.plan(0)[0]):,} sequences an epoch), "
             f"{data.val.num_tokens if data.val is not None else 0:,} validation tokens; {objective} "
             f"{settings.mlm_prob:.0%}{' whole words' if settings.whole_word_mask else ''}, next sentence "

@@ -179,3 +179,11 @@ def test_the_electra_command(corpus, tmp_path):
     assert json.loads(stdout)["steps"] == 2
     pretrain = json.loads((out / "config.json").read_text())["pretrain"]
     assert (pretrain["objective"], pretrain["generator_layers"], pretrain["rtd_weight"]) == ("electra", 1, 20.0)
+
+
+@pytest.mark.parametrize("setting, message", [({"generator_layers": -1}, "--generator-layers must be >= 0"),
+                                              ({"rtd_weight": 0.0}, "--rtd-weight must be > 0")])
+def test_electra_settings_out_of_range_name_the_option(corpus, tmp_path, setting, message):
+    with pytest.raises(OptionError, match=message):
+        _pretrain(corpus, tmp_path / "run", _config(), objective="electra", next_sentence="none", **setting)
+    assert not (tmp_path / "run").exists()
